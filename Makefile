@@ -1,0 +1,37 @@
+# One entry point. `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+QMOF ?= $(if $(MOFBALORA_QMOF),$(MOFBALORA_QMOF),../shared/data/qmof)
+
+.PHONY: install install-dev demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch is installed first, pinned, so that nothing pulls a multi-GB CUDA build.
+install: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev,dist]"
+
+demo: install
+	$(BIN)/mofbalora --help
+	$(BIN)/mofbalora data info $(QMOF) --limit 200
+	$(BIN)/mofbalora screen examples/candidates --top 10 --samples 32 --out demo-ranked.csv
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+bench: install-dev
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+lint:
+	$(BIN)/ruff check mofbalora tests benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

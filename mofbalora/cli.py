@@ -1,0 +1,72 @@
+"""Command-line entry point. Thin: each subcommand parses its arguments and calls one library function.
+
+Subcommands live in ``mofbalora.commands.<name>``; each module defines ``register(subparsers)``
+which adds its parser and sets ``func`` to a callable ``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mofbalora import __version__
+
+# Order is the order shown in ``mofbalora --help``.
+COMMANDS: list[str] = [
+    "data",
+    "candidates",
+    "finetune",
+    "evaluate",
+    "compare",
+    "screen",
+    "dft_inputs",
+    "al",
+    "sweep",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mofbalora",
+        description=(
+            "Fine-tune atomistic foundation models with BaLoRA adapters on MOF band gaps, "
+            "and rank candidate CIFs for DFT by test-time uncertainty."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"mofbalora {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mofbalora.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"mofbalora.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
