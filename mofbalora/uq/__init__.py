@@ -1,0 +1,87 @@
+"""Uncertainty quantification: metrics, std recalibration and plots for band-gap predictions (eV).
+
+Metrics and recalibration are imported eagerly; the plot functions are loaded on first use so
+that importing :mod:`mofbalora.uq` does not import matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mofbalora.uq.metrics import (
+    ALL_METRICS_KEYS,
+    DECOMPOSITION_KEYS,
+    all_metrics,
+    auc_rejection,
+    auc_rejection_oracle,
+    auc_rejection_random,
+    calibration_curve,
+    central_interval_z,
+    coverage,
+    crps_gaussian,
+    ence,
+    gaussian_nll,
+    mae,
+    miscalibration_area,
+    miscalibration_area_from_curve,
+    pearson_std_abs_error,
+    r2,
+    rejection_areas,
+    rejection_curve,
+    rms_calibration_error,
+    rmse,
+    spearman_std_abs_error,
+    validate_arrays,
+)
+from mofbalora.uq.recalibration import (
+    RECALIBRATION_METHODS,
+    IsotonicStdRecalibrator,
+    fit_std_scale,
+    recalibrated_metrics,
+)
+
+_PLOTS = (
+    "parity_plot",
+    "error_vs_std_plot",
+    "calibration_plot",
+    "rejection_plot",
+    "metric_vs_samples_plot",
+)
+
+__all__ = [
+    "ALL_METRICS_KEYS",
+    "DECOMPOSITION_KEYS",
+    "all_metrics",
+    "auc_rejection",
+    "auc_rejection_oracle",
+    "auc_rejection_random",
+    "calibration_curve",
+    "central_interval_z",
+    "coverage",
+    "crps_gaussian",
+    "ence",
+    "gaussian_nll",
+    "mae",
+    "miscalibration_area",
+    "miscalibration_area_from_curve",
+    "pearson_std_abs_error",
+    "r2",
+    "rejection_areas",
+    "rejection_curve",
+    "rms_calibration_error",
+    "rmse",
+    "spearman_std_abs_error",
+    "validate_arrays",
+    "RECALIBRATION_METHODS",
+    "IsotonicStdRecalibrator",
+    "fit_std_scale",
+    "recalibrated_metrics",
+    *_PLOTS,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PLOTS:
+        return getattr(importlib.import_module("mofbalora.uq.plots"), name)
+    raise AttributeError(f"module 'mofbalora.uq' has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""The backbone interface: structures → model inputs (cacheable) → per-atom and per-structure embeddings.
+
+A backbone is a ``torch.nn.Module`` whose pretrained weights stay frozen; adapters are injected into
+its linear layers by :func:`mofbalora.adapters.inject_adapters`. A head (``mofbalora.heads``) turns its
+embeddings into band gaps. Each concrete backbone lives in its own module and imports its heavy
+package lazily, so that ``import mofbalora`` never needs fairchem, moftransformer, ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class FeaturizationError(ValueError):
+    """A structure that parsed but could not be turned into a model input (e.g. isolated atoms)."""
+
+    reason = "featurization_failed"
+
+
+@dataclass
+class BackboneOutput:
+    """Embeddings of a batch of ``n_structures`` structures.
+
+    ``atom_embedding`` is (n_atoms_total, dim); ``structure_index`` (n_atoms_total,) says which structure
+    each row belongs to. ``row_groups`` maps a row count to the structure index of those rows, so that
+    adapters acting on atoms, edges or angles can share one noise draw per structure.
+    """
+
+    atom_embedding: torch.Tensor
+    structure_index: torch.Tensor
+    n_structures: int
+    row_groups: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class Backbone(nn.Module, ABC):
+    """Common interface of all backbones."""
+
+    #: short name used in configs and adapter files, e.g. ``"chgnet"``
+    name: str = ""
+    #: width of the per-atom embedding given to the head
+    embedding_dim: int = 0
+    #: named sets of adapter target patterns (e.g. ``{"readout": [...], "all": [...]}``)
+    target_presets: dict[str, list[str]] = {}
+
+    @abstractmethod
+    def featurize(self, structures: list) -> list[Any]:
+        """Turn pymatgen structures into picklable model inputs (the cacheable, frozen part)."""
+
+    @abstractmethod
+    def featurize_namespace(self) -> str:
+        """Cache namespace naming what :meth:`featurize` computes (changes when its output changes)."""
+
+    @abstractmethod
+    def collate(self, inputs: list[Any]) -> Any:
+        """Assemble a batch from featurized inputs."""
+
+    @abstractmethod
+    def forward(self, batch: Any) -> BackboneOutput:
+        """Embeddings of a collated batch."""
+
+    def identity(self) -> dict[str, str]:
+        """Name and a hash of the frozen pretrained weights (recorded in adapter files)."""
+        return {"backbone": self.name, "weights_sha256": state_dict_digest(self.base_state_dict())}
+
+    def base_state_dict(self) -> dict[str, torch.Tensor]:
+        """The frozen weights only (adapter tensors excluded)."""
+        return {k: v for k, v in self.state_dict().items() if "adapter_" not in k and "base_layer" not in k}
+
+
+def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, shapes and bytes of tensors, in sorted name order."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()

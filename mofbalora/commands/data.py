@@ -1,0 +1,59 @@
+"""``mofbalora data``: inspect datasets and pre-compute the backbone cache."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect datasets, build caches")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    info = dsub.add_parser("info", help="structure count, band-gap and atom-count statistics, failures by reason")
+    info.add_argument("path", nargs="?", default=None, help="dataset folder (default: $MOFBALORA_QMOF or ../shared/data/qmof)")
+    info.add_argument("--labels", default=None, help="labels CSV for a plain folder of CIFs")
+    info.add_argument("--id-column", default="id")
+    info.add_argument("--target-column", default="bandgap")
+    info.add_argument("--limit", type=int, default=None, help="parse only the first N structures (all labels are always read)")
+    info.set_defaults(func=_info)
+
+    cache = dsub.add_parser("cache", help="featurize a dataset split into the backbone cache (resumable)")
+    cache.add_argument("path", nargs="?", default=None)
+    cache.add_argument("--backbone", default="chgnet")
+    cache.add_argument("--adapt", default="readout", help="adapter placement (decides what is cached)")
+    cache.add_argument("--split", default="qmof_v1")
+    cache.add_argument("--order", default="test,val,train", help="which split parts, in this order")
+    cache.add_argument("--limit", type=int, default=None, help="at most N structures per part")
+    cache.add_argument("--threads", type=int, default=None)
+    cache.set_defaults(func=_cache)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from mofbalora.data.info import dataset_info, format_info
+
+    info = dataset_info(args.path, labels_csv=args.labels, id_column=args.id_column,
+                        target_column=args.target_column, limit=args.limit)
+    print(format_info(info))
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import torch
+
+    from mofbalora.backbones import load_backbone
+    from mofbalora.data.qmof import load_dataset
+    from mofbalora.data.splits import load_split
+    from mofbalora.featurize import featurize_files
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds = load_dataset(args.path)
+    split = load_split(args.split)
+    backbone = load_backbone(args.backbone, adapt=args.adapt)
+    for part in args.order.split(","):
+        ids = split[part][: args.limit]
+        paths = [ds.cif_paths[ds.index_of(i)] for i in ids]
+        _, errors = featurize_files(backbone, paths, progress=f"cache {part}")
+        n_err = sum(e is not None for e in errors)
+        print(f"{part}: {len(ids) - n_err} cached, {n_err} failed")
+    return 0

@@ -1,0 +1,87 @@
+"""``mofbalora dft-inputs``: write QMOF-compatible DFT inputs for the top-ranked candidates."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``dft-inputs`` subcommand to ``subparsers``."""
+    from mofbalora.dft import CODES
+
+    parser = subparsers.add_parser(
+        "dft-inputs",
+        help="write DFT (VASP/ASE) inputs with QMOF's settings for the top-ranked structures",
+        description=(
+            "Read a ranked CSV from `mofbalora screen`, take the rows with status 'ok' in rank order "
+            "and write one folder per structure with PBE-D3(BJ) inputs using QMOF's settings, plus "
+            "manifest.csv and run_quacc.py (runs quacc's QMOF recipe where quacc is installed). "
+            "POTCARs are written only when a pymatgen POTCAR directory is configured; otherwise "
+            "each folder gets POTCAR.spec listing the potentials to supply."
+        ),
+    )
+    parser.add_argument("ranked_csv", type=Path, help="ranked CSV written by the screening step")
+    parser.add_argument(
+        "--top",
+        type=_positive_int,
+        default=None,
+        metavar="K",
+        help="hand over the K best ranks (default: all ok rows)",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder to create")
+    parser.add_argument(
+        "--code",
+        choices=list(CODES),
+        default="vasp",
+        help="vasp: VASP input folders; ase: extxyz + calculator JSON",
+    )
+    parser.add_argument(
+        "--potcar-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="pymatgen POTCAR directory (PMG_VASP_PSP_DIR layout); default: pymatgen's configured one, if any",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR if it holds a previous hand-off (has manifest.csv)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``dft-inputs`` with parsed ``args``; return the exit status."""
+    import pandas as pd
+
+    from mofbalora.dft import write_dft_inputs
+
+    try:
+        manifest = write_dft_inputs(
+            args.ranked_csv,
+            args.out,
+            top=args.top,
+            code=args.code,
+            potcar_dir=args.potcar_dir,
+            overwrite=args.overwrite,
+        )
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = len(pd.read_csv(manifest))
+    print(f"wrote {n} {args.code} input folder(s) to {manifest.parent}")
+    print(f"manifest: {manifest}")
+    print(f"quacc runner: {manifest.parent / 'run_quacc.py'}")
+    return 0

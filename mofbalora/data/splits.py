@@ -1,0 +1,58 @@
+"""Deterministic train/validation/test splits, saved as id lists.
+
+The project's documented QMOF split (``qmof_split_v1``: 80/10/10, seed 42, over the sorted ids of the
+18,261 labelled structures) ships as ``mofbalora/splits/qmof_v1.json``; every experiment in the
+project uses its test set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "val", "test")
+SHIPPED_SPLITS = {"qmof_v1": Path(__file__).resolve().parent.parent / "splits" / "qmof_v1.json"}
+
+
+def random_split(ids: list[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 seed: int = 42) -> dict[str, list[str]]:
+    """Split ``ids`` into train/val/test; independent of the input order (ids are sorted first)."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    unique = sorted(set(ids))
+    if len(unique) != len(ids):
+        raise ValueError(f"ids contain {len(ids) - len(unique)} duplicates")
+    perm = np.random.default_rng(seed).permutation(len(unique))
+    n_train = int(round(fractions[0] * len(unique)))
+    n_val = int(round(fractions[1] * len(unique)))
+    shuffled = [unique[k] for k in perm]
+    return {"train": shuffled[:n_train], "val": shuffled[n_train:n_train + n_val],
+            "test": shuffled[n_train + n_val:]}
+
+
+def save_split(split: dict[str, list[str]], path: str | Path, **meta) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, **{k: split[k] for k in SPLIT_NAMES}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".split-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=0)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def load_split(name_or_path: str | Path) -> dict[str, list[str]]:
+    """Load a split by shipped name (see :data:`SHIPPED_SPLITS`) or from a JSON path."""
+    path = SHIPPED_SPLITS.get(str(name_or_path), Path(name_or_path))
+    if not path.is_file():
+        raise FileNotFoundError(f"split {name_or_path!r} not found; shipped: {sorted(SHIPPED_SPLITS)} or a JSON path")
+    data = json.loads(path.read_text())
+    missing = [k for k in SPLIT_NAMES if k not in data]
+    if missing:
+        raise ValueError(f"{path}: split lacks {missing}")
+    return {k: list(data[k]) for k in SPLIT_NAMES}

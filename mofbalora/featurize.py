@@ -1,0 +1,110 @@
+"""Structure files → backbone inputs, through the content-keyed cache, with a per-file error policy.
+
+This is the one path from CIF files to model inputs used by fine-tuning, evaluation, screening and
+active learning: each file is hashed, looked up in the cache under the backbone's featurization
+namespace, and only missing entries are parsed and featurized (in batches). A bad file never stops
+the batch: it yields a :class:`FileError` with a specific reason (``on_error="skip"``) or raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mofbalora.backbones.base import Backbone, FeaturizationError
+from mofbalora.data.cache import ContentCache, file_digest
+from mofbalora.data.structures import DEFAULT_MAX_ATOMS, OnError, StructureError, read_structure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileError:
+    """Why one input file was not featurized."""
+
+    path: str
+    reason: str
+    message: str
+
+
+def featurize_files(
+    backbone: Backbone,
+    paths: Sequence[str | Path],
+    *,
+    use_cache: bool = True,
+    batch_size: int = 8,
+    on_error: OnError = "skip",
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+    progress: bool | str = True,
+) -> tuple[list[Any | None], list[FileError | None]]:
+    """Featurize ``paths`` with ``backbone``; returns (inputs, errors), aligned with ``paths``.
+
+    Exactly one of ``inputs[k]`` and ``errors[k]`` is not None. Each featurized input also carries
+    ``"digest"`` (sha256 of the file) and ``"formula"``.
+    """
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"unknown on_error {on_error!r}; choose from ['raise', 'skip']")
+    cache = ContentCache(backbone.featurize_namespace()) if use_cache else None
+    inputs: list[Any | None] = [None] * len(paths)
+    errors: list[FileError | None] = [None] * len(paths)
+    pending: list[tuple[int, str, Any]] = []
+
+    def fail(k: int, reason: str, message: str) -> None:
+        if on_error == "raise":
+            raise StructureError(reason, paths[k], message) if reason != "featurization_failed" else \
+                FeaturizationError(f"{paths[k]}: {message}")
+        errors[k] = FileError(str(paths[k]), reason, message)
+
+    def flush() -> None:
+        if not pending:
+            return
+        try:
+            feats = backbone.featurize([s for _, _, s in pending])
+        except FeaturizationError:
+            feats = []
+            for k, digest, s in pending:  # isolate the bad one(s)
+                try:
+                    feats.extend(backbone.featurize([s]))
+                except FeaturizationError as exc:
+                    feats.append(None)
+                    fail(k, "featurization_failed", str(exc))
+        for (k, digest, s), f in zip(pending, feats, strict=True):
+            if f is None:
+                continue
+            f["digest"] = digest
+            f["formula"] = s.composition.reduced_formula
+            if cache is not None:
+                cache.put(digest, f)
+            inputs[k] = f
+        pending.clear()
+
+    bar = tqdm(total=len(paths), desc=progress if isinstance(progress, str) else "featurize",
+               disable=not progress, unit="cif", leave=False)
+    for k, path in enumerate(paths):
+        bar.update(1)
+        try:
+            digest = file_digest(path)
+        except (OSError, IsADirectoryError) as exc:
+            fail(k, "unreadable", f"{type(exc).__name__}: {exc}")
+            continue
+        if cache is not None:
+            hit = cache.get(digest)
+            if hit is not None:
+                inputs[k] = hit
+                continue
+        try:
+            structure = read_structure(path, max_atoms=max_atoms)
+        except StructureError as exc:
+            fail(k, exc.reason, exc.detail or str(exc))
+            continue
+        pending.append((k, digest, structure))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    bar.close()
+    return inputs, errors

@@ -1,0 +1,276 @@
+"""Post-hoc recalibration of predicted band-gap standard deviations (eV) on a validation split.
+
+Two methods, both fitted on validation ``(y_pred, y_std, y_true)`` and applied to test stds:
+
+* ``"scale"``: :func:`fit_std_scale`, one factor ``s`` for all stds, the maximum-likelihood
+  value for Gaussian predictions ``N(y_pred, (s*y_std)^2)``.
+* ``"isotonic"``: :class:`IsotonicStdRecalibrator`, an isotonic map from the expected to the
+  observed proportion in central Gaussian intervals (Kuleshov et al., 2018, applied to central
+  intervals). It gives exactly recalibrated intervals at any level, and a single std factor
+  that best matches those intervals over levels 0.05..0.95 for metrics that need a Gaussian std.
+
+:func:`recalibrated_metrics` reports :func:`~mofbalora.uq.metrics.all_metrics` on the test split
+before and after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from mofbalora.uq.metrics import (
+    _as_1d_float,
+    _check_int,
+    _check_level,
+    _check_std,
+    all_metrics,
+    central_interval_z,
+    miscalibration_area_from_curve,
+    validate_arrays,
+)
+
+__all__ = [
+    "RECALIBRATION_METHODS",
+    "fit_std_scale",
+    "IsotonicStdRecalibrator",
+    "recalibrated_metrics",
+]
+
+RECALIBRATION_METHODS: tuple[str, ...] = ("scale", "isotonic")
+"""Valid values of ``method`` in :func:`recalibrated_metrics`."""
+
+_MAX_NOMINAL_LEVEL = 1.0 - 1e-9  # caps z at about 6.1 std when a level can only be reached at 1
+_MATCH_LEVELS = np.round(np.arange(0.05, 0.951, 0.05), 10)  # levels used to fit scale_
+
+
+def fit_std_scale(y_pred: Any, y_std: Any, y_true: Any) -> float:
+    """Scalar ``s`` that minimises the mean Gaussian NLL of ``N(y_pred, (s * y_std)^2)``.
+
+    Closed form ``s = sqrt(mean(((y_pred - y_true) / y_std)^2))`` (unitless); ``s > 1`` means the
+    stds were too small (overconfident).
+
+    Raises:
+        ValueError: invalid arrays (see :func:`~mofbalora.uq.metrics.validate_arrays`), or every
+            error is exactly zero, so no finite positive scale exists.
+    """
+    pred, std, true = validate_arrays(y_pred, y_std, y_true)
+    s = math.sqrt(float(np.mean(((pred - true) / std) ** 2)))
+    if s == 0.0:
+        raise ValueError("all errors y_pred - y_true are zero; the std scale would be 0")
+    return s
+
+
+class IsotonicStdRecalibrator:
+    """Isotonic recalibration of central Gaussian intervals, fitted on a validation split.
+
+    ``fit`` computes, for each validation point, the expected proportion
+    ``p_i = 2*Phi(|error_i|/std_i) - 1`` of the smallest central Gaussian interval that contains
+    it, and the observed proportion of validation points inside that interval (the empirical CDF
+    of ``p_i``); this is the validation calibration curve of
+    :func:`~mofbalora.uq.metrics.calibration_curve` evaluated at the data rather than on a fixed
+    grid, so it keeps resolution near level 1. The increasing map ``observed = R(expected)`` is
+    fitted to these pairs (plus (0, 0) and (1, 1)) with
+    :class:`sklearn.isotonic.IsotonicRegression`.
+
+    To get a recalibrated interval of probability ``level`` one uses the nominal level
+    ``q = R^-1(level)`` (:meth:`nominal_level`), i.e. the half-width ``z(q) * std``. So a
+    Gaussian with std ``std * z(q)/z(level)`` (:meth:`std_factor`) has the recalibrated interval at
+    that level. Because one std cannot match every level, :meth:`transform` without a level uses
+    ``scale_``: the factor ``c`` minimising ``sum_p (c*z(p) - z(R^-1(p)))^2`` over
+    p = 0.05, 0.10, ..., 0.95. Nominal levels are capped at ``1 - 1e-9`` (about 6.1 std).
+
+    Attributes (after ``fit``):
+        isotonic_: the fitted ``IsotonicRegression`` (expected -> observed proportion).
+        fit_expected_, fit_observed_: the (expected, observed) pairs it was fitted on.
+        scale_: the single std factor described above (unitless).
+    """
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    def fit(self, y_pred: Any, y_std: Any, y_true: Any) -> IsotonicStdRecalibrator:
+        """Fit on validation arrays (eV); returns ``self``."""
+        from sklearn.isotonic import IsotonicRegression
+
+        pred, std, true = validate_arrays(y_pred, y_std, y_true)
+        # level of the smallest central interval containing each point, and the fraction of
+        # points whose level is <= it: one (expected, observed) pair per validation point
+        level_i = np.sort(2.0 * stats.norm.cdf(np.abs(pred - true) / std) - 1.0)
+        observed_i = np.arange(1, level_i.size + 1) / level_i.size
+        self.fit_expected_ = np.concatenate([[0.0], level_i, [1.0]])
+        self.fit_observed_ = np.concatenate([[0.0], observed_i, [1.0]])
+        self.isotonic_ = IsotonicRegression(
+            y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip"
+        ).fit(self.fit_expected_, self.fit_observed_)
+        self._x_knots = np.asarray(self.isotonic_.X_thresholds_, dtype=np.float64)
+        self._r_knots = np.maximum.accumulate(
+            np.asarray(self.isotonic_.y_thresholds_, dtype=np.float64)
+        )
+        z_target = central_interval_z(_MATCH_LEVELS)
+        z_recal = central_interval_z(self.nominal_level(_MATCH_LEVELS))
+        self.scale_ = float(np.dot(z_target, z_recal) / np.dot(z_target, z_target))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "isotonic_"):
+            raise ValueError("IsotonicStdRecalibrator is not fitted; call fit(y_pred, y_std, y_true) first")
+
+    # -- maps --------------------------------------------------------------------------------
+
+    def observed_proportion(self, level: Any) -> np.ndarray | float:
+        """``R(level)``: proportion the uncalibrated model actually covers at nominal ``level``."""
+        self._check_fitted()
+        lv = np.asarray(level, dtype=np.float64)
+        out = self.isotonic_.predict(np.atleast_1d(lv)).reshape(lv.shape)
+        return float(out) if out.ndim == 0 else out
+
+    def nominal_level(self, level: Any) -> np.ndarray | float:
+        """``R^-1(level)``: smallest nominal level whose interval covers ``level`` on validation.
+
+        Inverts the piecewise-linear isotonic fit exactly; capped at ``1 - 1e-9``.
+        """
+        self._check_fitted()
+        lv = np.asarray(level, dtype=np.float64)
+        if np.any(~np.isfinite(lv)) or np.any(lv < 0) or np.any(lv > 1):
+            raise ValueError(f"level(s) must lie in [0, 1], got {level!r}")
+        flat = np.atleast_1d(lv).ravel()
+        grid, r = self._x_knots, self._r_knots
+        hi = np.clip(np.searchsorted(r, flat, side="left"), 1, grid.size - 1)
+        lo = hi - 1
+        dr = r[hi] - r[lo]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(dr > 0, (flat - r[lo]) / dr, 1.0)
+        q = grid[lo] + np.clip(frac, 0.0, 1.0) * (grid[hi] - grid[lo])
+        q = np.where(flat <= r[0], 0.0, q)
+        q = np.minimum(q, _MAX_NOMINAL_LEVEL).reshape(lv.shape)
+        return float(q) if q.ndim == 0 else q
+
+    def std_factor(self, level: float) -> float:
+        """Std factor whose Gaussian central interval at ``level`` equals the recalibrated one."""
+        lv = _check_level(level)
+        return float(central_interval_z(self.nominal_level(lv)) / central_interval_z(lv))
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def transform(self, y_std: Any, level: float | None = None) -> np.ndarray:
+        """Recalibrated stds (eV): ``y_std * scale_``, or ``y_std * std_factor(level)`` if given."""
+        self._check_fitted()
+        std = _as_1d_float("y_std", y_std)
+        _check_std("y_std", std)
+        factor = self.scale_ if level is None else self.std_factor(level)
+        return std * factor
+
+    def interval(self, y_pred: Any, y_std: Any, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Recalibrated central interval ``(lower, upper)`` (eV) of probability ``level``."""
+        self._check_fitted()
+        lv = _check_level(level)
+        pred = _as_1d_float("y_pred", y_pred)
+        std = _as_1d_float("y_std", y_std)
+        if pred.size != std.size:
+            raise ValueError(f"y_pred and y_std must have the same length, got {pred.size} and {std.size}")
+        _check_std("y_std", std)
+        half = central_interval_z(self.nominal_level(lv)) * std
+        return pred - half, pred + half
+
+    def calibration_curve(
+        self, y_pred: Any, y_std: Any, y_true: Any, n_levels: int = 100
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibration curve of the exactly recalibrated intervals on new data.
+
+        Like :func:`~mofbalora.uq.metrics.calibration_curve`, but the interval for expected
+        proportion p has half-width ``z(R^-1(p)) * std``. Returns ``(expected, observed)``.
+        """
+        self._check_fitted()
+        pred, std, true = validate_arrays(y_pred, y_std, y_true)
+        n_levels = _check_int("n_levels", n_levels, 2)
+        expected = np.linspace(0.0, 1.0, n_levels)
+        nominal = np.asarray(self.nominal_level(expected), dtype=np.float64)
+        nominal[-1] = 1.0  # the full interval covers everything, as in the uncalibrated curve
+        z_abs = np.sort(np.abs(pred - true) / std)
+        observed = np.searchsorted(z_abs, central_interval_z(nominal), side="right") / z_abs.size
+        return expected, observed.astype(np.float64)
+
+
+def _unpack(name: str, arrays: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accept ``(y_pred, y_std, y_true)`` or a mapping with those keys."""
+    if isinstance(arrays, Mapping):
+        missing = [k for k in ("y_pred", "y_std", "y_true") if k not in arrays]
+        if missing:
+            raise ValueError(f"{name} is missing key(s) {missing}; expected y_pred, y_std, y_true")
+        items = (arrays["y_pred"], arrays["y_std"], arrays["y_true"])
+    elif isinstance(arrays, (tuple, list)) and len(arrays) == 3:
+        items = tuple(arrays)
+    else:
+        raise TypeError(
+            f"{name} must be a (y_pred, y_std, y_true) tuple or a mapping with those keys, "
+            f"got {type(arrays).__name__}"
+        )
+    try:
+        return validate_arrays(*items)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def recalibrated_metrics(
+    val_arrays: Any, test_arrays: Any, method: str = "scale"
+) -> dict[str, Any]:
+    """Fit a std recalibration on validation and report test metrics before and after.
+
+    Args:
+        val_arrays: ``(y_pred, y_std, y_true)`` on the validation split (eV), or a mapping
+            with keys ``y_pred``, ``y_std``, ``y_true``.
+        test_arrays: the same for the test split.
+        method: ``"scale"`` (:func:`fit_std_scale`) or ``"isotonic"``
+            (:class:`IsotonicStdRecalibrator`, its ``scale_`` is used as the std factor).
+
+    Returns:
+        A JSON-serialisable dict:
+
+        * ``method``: the method name.
+        * ``std_scale``: the factor applied to the test stds (unitless).
+        * ``before`` / ``after``: :func:`~mofbalora.uq.metrics.all_metrics` on test with the
+          original / rescaled stds.
+        * ``after_interval``: ``miscalibration_area``, ``rms_calibration_error``,
+          ``coverage_68`` and ``coverage_95`` of the recalibrated intervals themselves; for
+          ``"isotonic"`` these use the exact level-wise intervals rather than one std factor,
+          for ``"scale"`` they equal the values in ``after``.
+
+    Raises:
+        ValueError: unknown ``method`` (choices: :data:`RECALIBRATION_METHODS`) or bad arrays.
+    """
+    if method not in RECALIBRATION_METHODS:
+        raise ValueError(f"unknown recalibration method {method!r}; choose from {list(RECALIBRATION_METHODS)}")
+    val = _unpack("val_arrays", val_arrays)
+    pred, std, true = _unpack("test_arrays", test_arrays)
+
+    before = all_metrics(pred, std, true)
+    if method == "scale":
+        scale = fit_std_scale(*val)
+        after = all_metrics(pred, std * scale, true)
+        after_interval = {
+            k: after[k]
+            for k in ("miscalibration_area", "rms_calibration_error", "coverage_68", "coverage_95")
+        }
+    else:
+        recal = IsotonicStdRecalibrator().fit(*val)
+        scale = recal.scale_
+        after = all_metrics(pred, std * scale, true)
+        expected, observed = recal.calibration_curve(pred, std, true)
+        after_interval = {
+            "miscalibration_area": miscalibration_area_from_curve(expected, observed),
+            "rms_calibration_error": float(np.sqrt(np.mean((expected - observed) ** 2))),
+        }
+        for key, level in (("coverage_68", 2.0 * stats.norm.cdf(1.0) - 1.0), ("coverage_95", 0.95)):
+            lower, upper = recal.interval(pred, std, level)
+            after_interval[key] = float(np.mean((true >= lower) & (true <= upper)))
+    return {
+        "method": method,
+        "std_scale": float(scale),
+        "before": before,
+        "after": after,
+        "after_interval": after_interval,
+    }
+

@@ -1,0 +1,391 @@
+"""Adapter math: exact equalities, distributions against explicit weight sampling, KL against Monte Carlo."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mofbalora.adapters import (
+    AdapterConfig,
+    BaLoRALinear,
+    BaseModelMismatchError,
+    LoRALinear,
+    inject_adapters,
+    kl_per_weight,
+    load_adapter,
+    merge_adapters,
+    sample_forward,
+    sampling,
+    save_adapter,
+    seeded_generator,
+    total_kl,
+    unmerge_adapters,
+)
+
+
+def _pair(in_f=12, out_f=7, rank=4, seed=0):
+    torch.manual_seed(seed)
+    base = nn.Linear(in_f, out_f)
+    bal = BaLoRALinear(base, rank)
+    lora = LoRALinear(base, rank)
+    with torch.no_grad():
+        bal.adapter_B.normal_()
+        lora.adapter_A.copy_(bal.adapter_A)
+        lora.adapter_B.copy_(bal.adapter_B)
+    return base, bal, lora
+
+
+class ToyMLP(nn.Module):
+    def __init__(self, d_in=6, hidden=16, d_out=1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, d_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ToyMessagePassing(nn.Module):
+    """Atoms on a ring per graph: embed, one message-passing step, per-atom readout, mean pool per graph."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.embed = nn.Linear(3, d)
+        self.message = nn.Linear(2 * d, d)
+        self.readout = nn.Linear(d, 1)
+
+    def forward(self, x, sizes):
+        index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        h = torch.tanh(self.embed(x))
+        offsets = torch.cumsum(torch.tensor([0] + sizes[:-1]), 0)
+        nbr = torch.cat([torch.roll(torch.arange(n), 1) + o for n, o in zip(sizes, offsets.tolist())])
+        with sampling(row_groups={x.shape[0]: index}):
+            h = h + torch.tanh(self.message(torch.cat([h, h[nbr]], dim=1)))
+            per_atom = self.readout(h).squeeze(-1)
+        return torch.zeros(len(sizes)).index_add(0, index, per_atom) / torch.tensor(sizes, dtype=torch.float)
+
+
+def test_deterministic_balora_equals_lora_exactly():
+    _, bal, lora = _pair()
+    x = torch.randn(50, 12)
+    with sampling(stochastic=False):
+        assert torch.equal(bal(x), lora(x))
+    bal.eval()
+    assert torch.equal(bal(x), lora(x))  # eval mode without a context is deterministic too
+
+
+def test_zero_b_gives_base_output_exactly_even_when_sampling():
+    base = nn.Linear(10, 5)
+    bal = BaLoRALinear(base, 4)
+    x = torch.randn(30, 10)
+    with sampling(stochastic=True):
+        assert torch.equal(bal(x), base(x))
+
+
+def test_merge_equals_unmerged_and_unmerge_restores_base():
+    base, bal, lora = _pair()
+    w0 = base.weight.detach().clone()
+    x = torch.randn(40, 12)
+    with sampling(stochastic=False):
+        before = bal(x)
+        bal.merge()
+        assert torch.allclose(bal(x), before, atol=1e-5)
+        bal.unmerge()
+    assert torch.allclose(base.weight, w0, atol=1e-6)
+    # merged + stochastic still samples around the merged mean, with the same draws
+    with sampling(stochastic=True, generator=seeded_generator(3)):
+        unmerged_draw = bal(x)
+    bal.merge()
+    with sampling(stochastic=True, generator=seeded_generator(3)):
+        merged_draw = bal(x)
+    assert torch.allclose(merged_draw, unmerged_draw, atol=1e-5)
+
+
+def test_local_reparameterisation_matches_explicit_weight_sampling():
+    """Output mean and variance of the rank-space sampling equal those from sampling ω_A ~ N(θ_A, αθ_A²)."""
+    torch.manual_seed(1)
+    base = nn.Linear(9, 3)
+    bal = BaLoRALinear(base, 4, noise_scope="row")
+    with torch.no_grad():
+        bal.adapter_B.normal_()
+        bal.adapter_alpha_w.normal_(std=0.3)
+    x = torch.randn(1, 9)
+    m = 40_000
+    with torch.no_grad(), sampling(stochastic=True, generator=seeded_generator(0)):
+        local = bal(x.expand(m, 9))  # each row an independent draw
+        alpha = bal.alpha(x)[0, 0]
+        A, B = bal.adapter_A[0], bal.adapter_B[0]
+        g = seeded_generator(1)
+        omega = A + torch.sqrt(alpha * A * A) * torch.randn(m, *A.shape, generator=g)
+        explicit = base(x) + bal.scale * torch.einsum("or,mri,i->mo", B, omega, x[0])
+    se_mean = explicit.std(0) / math.sqrt(m)
+    assert torch.all((local.mean(0) - explicit.mean(0)).abs() < 5 * math.sqrt(2) * se_mean)
+    # variance ratio: for Gaussian samples the relative s.e. of a variance is sqrt(2/(m-1)) ≈ 0.7 %
+    ratio = local.var(0) / explicit.var(0)
+    assert torch.all((ratio - 1).abs() < 0.05), ratio
+
+
+def test_kl_closed_form_equals_monte_carlo():
+    alpha, alpha0, theta = 0.35, 0.1 / 0.9, 0.8
+    g = seeded_generator(0)
+    m = 400_000
+    w = theta + math.sqrt(alpha) * abs(theta) * torch.randn(m, generator=g, dtype=torch.float64)
+    q = torch.distributions.Normal(theta, math.sqrt(alpha) * abs(theta))
+    p = torch.distributions.Normal(0.0, math.sqrt(alpha0) * abs(theta))
+    log_ratio = q.log_prob(w) - p.log_prob(w)
+    mc, se = log_ratio.mean().item(), log_ratio.std().item() / math.sqrt(m)
+    closed = kl_per_weight(torch.tensor(alpha, dtype=torch.float64), alpha0).item()
+    assert abs(mc - closed) < 5 * se, (mc, closed, se)
+    # also equals torch's analytic Gaussian KL
+    assert abs(torch.distributions.kl_divergence(q, p).item() - closed) < 1e-5
+
+
+def test_layer_kl_sums_weights_and_averages_rows_and_reaches_alpha_network():
+    torch.manual_seed(0)
+    bal = BaLoRALinear(nn.Linear(5, 3), 2, prior_dropout=0.2)
+    with torch.no_grad():
+        bal.adapter_alpha_w.normal_()
+    x = torch.randn(11, 5)
+    bal(x)
+    alpha = bal.alpha(x)
+    expected = bal.adapter_A[0].numel() * kl_per_weight(alpha, 0.25).mean()
+    assert torch.allclose(bal.kl(), expected)
+    bal.kl().backward()
+    assert bal.adapter_alpha_w.grad.abs().sum() > 0 and bal.adapter_alpha_b.grad.abs() > 0
+    # with this prior the KL does not depend on θ_A (its gradient w.r.t. θ_A is exactly zero) ...
+    assert bal.adapter_A.grad is None or torch.all(bal.adapter_A.grad == 0)
+    # ... while the training loss (data + KL) reaches θ_A through the sampled data term
+    bal.zero_grad()
+    with torch.no_grad():
+        bal.adapter_B.normal_()
+    with sampling(stochastic=True, generator=seeded_generator(0)):
+        loss = bal(x).pow(2).mean() + bal.kl() / 100
+    loss.backward()
+    assert bal.adapter_A.grad.abs().sum() > 0 and bal.adapter_alpha_w.grad.abs().sum() > 0
+
+
+def test_kl_starts_at_its_minimum_over_alpha():
+    """α starts at α0, the minimiser of the KL over α; the minimum is 1/(2 α0) per weight, not 0, because the
+    prior is centred at 0 while q is centred at θ."""
+    bal = BaLoRALinear(nn.Linear(4, 2), 3, prior_dropout=0.1)
+    bal(torch.randn(5, 4))
+    assert torch.allclose(bal.kl(), torch.tensor(12 * 0.5 / (0.1 / 0.9)))
+    a = torch.linspace(0.01, 2, 200)
+    assert torch.argmin(kl_per_weight(a, 0.5)).item() == torch.argmin((a - 0.5).abs()).item()
+
+
+def test_alpha_becomes_input_dependent_on_a_heteroscedastic_toy_problem():
+    """Inputs along e0 need the adapter (target 3): noise there hurts the fit, so α(e0) must drop; inputs
+    along e1 have target 0 the base already fits, so the KL keeps α(e1) near α0."""
+    torch.manual_seed(0)
+    base = nn.Linear(4, 1)
+    with torch.no_grad():
+        base.weight.zero_()
+        base.bias.zero_()
+    bal = BaLoRALinear(base, 2, prior_dropout=0.3)
+    xa = torch.tensor([1.0, 0, 0, 0]) + 0.05 * torch.randn(64, 4)
+    xb = torch.tensor([0, 1.0, 0, 0]) + 0.05 * torch.randn(64, 4)
+    x, y = torch.cat([xa, xb]), torch.cat([torch.full((64, 1), 3.0), torch.zeros(64, 1)])
+    opt = torch.optim.Adam([p for n, p in bal.named_parameters() if "adapter_" in n], lr=0.05)
+    g = seeded_generator(0)
+    a_before = bal.alpha(x)
+    assert torch.allclose(a_before, a_before[0])
+    for _ in range(300):
+        opt.zero_grad()
+        with sampling(stochastic=True, generator=g):
+            loss = (bal(x) - y).pow(2).mean() + bal.kl() / len(x)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        alpha_a, alpha_b = bal.alpha(xa).mean().item(), bal.alpha(xb).mean().item()
+    assert alpha_b > 2 * alpha_a, (alpha_a, alpha_b)
+
+
+@pytest.mark.parametrize("identical_atoms", [True, False])
+def test_structure_noise_spread_does_not_shrink_with_graph_size(identical_atoms):
+    """Pool (mean) a per-atom BaLoRA readout over graphs of 4, 16 and 64 atoms. With one ε per structure,
+    the pooled spread stays of the same order (exactly equal when all atoms are identical); with per-row
+    noise it falls like 1/sqrt(n_atoms), which is what we must avoid (a spread that says nothing about
+    the structure, only about its size)."""
+    sizes = [4, 16, 64]
+    torch.manual_seed(0)
+    if identical_atoms:
+        x = torch.cat([torch.ones(n, 3) for n in sizes])
+    else:
+        x = torch.randn(sum(sizes), 3)
+    spreads = {}
+    for scope in ("structure", "row"):
+        torch.manual_seed(0)
+        model = ToyMessagePassing()
+        inject_adapters(model, AdapterConfig(kind="balora", targets=["readout", "message"], rank=4, noise_scope=scope,
+                                             prior_dropout=0.5))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "adapter_B" in n:
+                    p.normal_()
+        g = seeded_generator(0)
+        with torch.no_grad(), sampling(stochastic=True, generator=g):
+            draws = torch.stack([model(x, sizes) for _ in range(600)])
+        spreads[scope] = draws.std(0)
+    s, r = spreads["structure"], spreads["row"]
+    shrink_if_row = math.sqrt(sizes[-1] / sizes[0])  # 4x
+    assert (r[0] / r[-1]).item() > 0.7 * shrink_if_row  # per-row: falls like 1/sqrt(n)
+    assert (s[0] / s[-1]).item() < 2.0  # per-structure: does not
+    if identical_atoms:
+        assert torch.allclose(s[0], s[-1], rtol=0.1)
+
+
+def test_injection_patterns_excludes_and_summary():
+    model = ToyMLP()
+    summary = inject_adapters(model, AdapterConfig(kind="balora", targets=["re:net\\.[0-9]$"], exclude=["net.4"], rank=2))
+    assert summary.adapted == ["net.0", "net.2"]
+    assert isinstance(model.net[0], BaLoRALinear) and isinstance(model.net[4], nn.Linear)
+    expected_adapter = sum(2 * (i + o) for i, o in [(6, 16), (16, 16)])
+    expected_alpha = (6 + 1) + (16 + 1)
+    assert summary.n_adapter == expected_adapter + expected_alpha
+    assert summary.n_alpha_network == expected_alpha
+    assert summary.n_trainable == summary.n_adapter
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "adapter_" not in n)
+    assert "α-network" in str(summary)
+    m2 = ToyMLP()
+    assert inject_adapters(m2, AdapterConfig(kind="lora", targets=["2"])).adapted == ["net.2"]  # suffix
+
+
+def test_injection_without_match_lists_patterns_and_names():
+    with pytest.raises(ValueError, match=r"no module matches targets \['nope'\].*net\.0"):
+        inject_adapters(ToyMLP(), AdapterConfig(kind="lora", targets=["nope"]))
+
+
+def test_unknown_options_are_rejected_with_choices():
+    with pytest.raises(ValueError, match="choose from"):
+        AdapterConfig(kind="bayes")
+    with pytest.raises(ValueError, match="choose from"):
+        BaLoRALinear(nn.Linear(2, 2), 1, noise_scope="atom")
+    with pytest.raises(TypeError, match="nn.Linear"):
+        LoRALinear(nn.Conv1d(2, 2, 1))
+
+
+def test_mc_dropout_and_ensemble_baselines():
+    torch.manual_seed(0)
+    model = ToyMLP()
+    inject_adapters(model, AdapterConfig(kind="mc_dropout", targets=["net.0", "net.2"], mc_dropout=0.3))
+    for n, p in model.named_parameters():
+        if "adapter_B" in n:
+            p.data.normal_()
+    x = torch.randn(8, 6)
+    with sampling(stochastic=False):
+        assert torch.equal(model(x), model(x))
+    with sampling(stochastic=True, generator=seeded_generator(0)):
+        assert not torch.equal(model(x), model(x))
+    ens = ToyMLP()
+    inject_adapters(ens, AdapterConfig(kind="lora_ensemble", targets=["net.2"], n_members=3))
+    layer = ens.net[2]
+    assert not torch.allclose(layer.adapter_A[0], layer.adapter_A[1])  # independent initialisation
+    with pytest.raises(ValueError, match="member"):
+        ens(x)
+    layer.adapter_B.data.normal_()
+    with sampling(member=0):
+        y0 = ens(x)
+    with sampling(member=1):
+        y1 = ens(x)
+    assert not torch.allclose(y0, y1)
+
+
+def test_sample_forward_is_reproducible_and_centred_on_the_mean():
+    torch.manual_seed(0)
+    model = ToyMLP()
+    inject_adapters(model, AdapterConfig(kind="balora", targets=["net.2"], rank=4, prior_dropout=0.2))
+    model.net[2].adapter_B.data.normal_(std=0.3)
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        a = sample_forward(model, x, 64, seed=7)
+        b = sample_forward(model, x, 64, seed=7, max_rows=20)  # chunked
+        c = sample_forward(model, x, 64, seed=8)
+        with sampling(stochastic=False):
+            mean = model(x)
+    assert a.shape == (64, 5, 1)
+    assert torch.equal(a, sample_forward(model, x, 64, seed=7))
+    assert not torch.equal(a, c)
+    assert b.shape == a.shape
+    assert torch.all((a.mean(0) - mean).abs() < 4 * a.std(0) / 8 + 1e-6)
+
+
+def test_total_kl_sums_layers():
+    model = ToyMLP()
+    inject_adapters(model, AdapterConfig(kind="balora", targets=["net.0", "net.2"], prior_dropout=0.3))
+    for n, p in model.named_parameters():
+        if "alpha_w" in n:
+            p.data.normal_()
+    model(torch.randn(4, 6))
+    assert torch.allclose(total_kl(model), model.net[0].kl() + model.net[2].kl())
+    assert total_kl(model) > 0
+
+
+def _base_identity(model):
+    from mofbalora.backbones.base import state_dict_digest
+
+    return {"backbone": "toy", "weights_sha256": state_dict_digest(
+        {k: v for k, v in model.state_dict().items() if "adapter_" not in k})}
+
+
+def test_save_load_round_trip_bit_for_bit_and_draw_for_draw(tmp_path):
+    torch.manual_seed(0)
+    model = ToyMLP()
+    identity = _base_identity(model)
+    cfg = AdapterConfig(kind="balora", targets=["net.0", "net.2"], rank=3)
+    inject_adapters(model, cfg)
+    for n, p in model.named_parameters():
+        if "adapter_" in n:
+            p.data.normal_(std=0.2)
+    save_adapter(model, tmp_path / "ad", cfg, identity)
+    torch.manual_seed(0)
+    fresh = ToyMLP()  # same base weights (same seed), fresh adapters
+    load_adapter(fresh, tmp_path / "ad", _base_identity(fresh))
+    x = torch.randn(9, 6)
+    with sampling(stochastic=False):
+        assert torch.equal(model(x), fresh(x))
+    assert torch.equal(sample_forward(model, x, 16, seed=3), sample_forward(fresh, x, 16, seed=3))
+    other = ToyMLP()  # different base weights
+    with pytest.raises(BaseModelMismatchError, match="another base model"):
+        load_adapter(other, tmp_path / "ad", _base_identity(other))
+
+
+def test_merge_adapters_on_a_model():
+    torch.manual_seed(0)
+    model = ToyMLP()
+    inject_adapters(model, AdapterConfig(kind="lora", targets=["net.0", "net.2", "net.4"]))
+    for n, p in model.named_parameters():
+        if "adapter_B" in n:
+            p.data.normal_()
+    x = torch.randn(7, 6)
+    before = model(x)
+    merge_adapters(model)
+    assert torch.allclose(model(x), before, atol=1e-5)
+    unmerge_adapters(model)
+    assert torch.allclose(model(x), before, atol=1e-5)
+
+
+def test_plain_lora_matches_peft_on_the_same_weights():
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    ours = ToyMLP()
+    theirs = ToyMLP()
+    theirs.load_state_dict(ours.state_dict())
+    inject_adapters(ours, AdapterConfig(kind="lora", targets=["net.0", "net.2"], rank=4, lora_alpha=8))
+    pm = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["net.0", "net.2"],
+                                                     lora_dropout=0.0))
+    sd = pm.state_dict()
+    for name in ("net.0", "net.2"):
+        layer = ours.get_submodule(name)
+        layer.adapter_B.data.normal_()
+        a_key = next(k for k in sd if k.endswith(f"{name}.lora_A.default.weight"))
+        b_key = next(k for k in sd if k.endswith(f"{name}.lora_B.default.weight"))
+        pm.get_parameter(a_key).data.copy_(layer.adapter_A[0])
+        pm.get_parameter(b_key).data.copy_(layer.adapter_B[0])
+    x = torch.randn(10, 6)
+    ours.eval()
+    pm.eval()
+    assert torch.allclose(ours(x), pm(x), atol=1e-6)
