@@ -16,7 +16,7 @@ from mofbalora.adapters.inject import (
 )
 from mofbalora.adapters.io import BaseModelMismatchError, load_adapter, save_adapter
 from mofbalora.adapters.lora import LoRALinear
-from mofbalora.adapters.sampling import sample_forward, sampling, seeded_generator
+from mofbalora.adapters.context import sample_forward, sampling, seeded_generator
 
 __all__ = [
     "ADAPTER_KINDS", "AdapterConfig", "BaLoRALinear", "BaseModelMismatchError", "InjectionSummary",

@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mofbalora.adapters import sampling
+from mofbalora.adapters import context
 from mofbalora.adapters.lora import LoRALinear
 
 AlphaNetwork = Literal["probe", "constant"]
@@ -124,9 +124,9 @@ class BaLoRALinear(LoRALinear):
 
     def _rank_noise(self, lead_shape: torch.Size, device, dtype) -> torch.Tensor:
         """ε_r for every row: shared within a structure (``structure`` scope) or per row."""
-        gen = sampling.current().generator
+        gen = context.current().generator
         n_rows = math.prod(lead_shape)
-        groups = sampling.groups_for(n_rows, device) if self.noise_scope == "structure" else None
+        groups = context.groups_for(n_rows, device) if self.noise_scope == "structure" else None
         if groups is None:
             eps = torch.randn(n_rows, self.rank, generator=gen, device=device, dtype=dtype)
         else:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from mofbalora.adapters import sampling
+from mofbalora.adapters import context
 
 
 class LoRALinear(nn.Module):
@@ -56,7 +56,7 @@ class LoRALinear(nn.Module):
 
     # -- helpers ------------------------------------------------------------------------------------
     def _member(self) -> int:
-        m = sampling.current().member
+        m = context.current().member
         if self.n_members == 1:
             return 0
         if m is None or not 0 <= m < self.n_members:
@@ -64,7 +64,7 @@ class LoRALinear(nn.Module):
         return m
 
     def _stochastic(self) -> bool:
-        s = sampling.current().stochastic
+        s = context.current().stochastic
         return self.training if s is None else s
 
     def delta_weight(self) -> torch.Tensor:
@@ -102,7 +102,7 @@ class LoRALinear(nn.Module):
         xa = x
         if self.mc_dropout > 0 and self._stochastic():
             keep = 1.0 - self.mc_dropout
-            mask = torch.rand(x.shape, generator=sampling.current().generator, device=x.device) < keep
+            mask = torch.rand(x.shape, generator=context.current().generator, device=x.device) < keep
             xa = x * mask / keep
         h = self.adapter_hidden(xa)
         return y + self.scale * (h @ self.adapter_B[self._member()].T)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
 
 Adapt = Literal["readout", "last_block", "all"]
@@ -129,8 +130,8 @@ class CHGNetBackbone(Backbone):
             atom_feas = batch["atom_features"]
         else:
             graphs = batch["graphs"]
-            # directed atom-graph edges belong to the structure of their centre atom
-            offsets = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), batch["n_atoms"][:-1]]), 0)
+            # rows of the trunk's layers: directed atom-graph edges, undirected bonds and bond-graph angles,
+            # each belonging to one structure (so BaLoRA can share one noise draw per structure)
             edge_owner = torch.cat([torch.full((g.atom_graph.shape[0],), k) for k, g in enumerate(graphs)])
             row_groups.setdefault(int(edge_owner.numel()), edge_owner)
             bond_owner = torch.cat([torch.full((int(g.directed2undirected.max()) + 1 if g.directed2undirected.numel() else 0,), k)
@@ -138,6 +139,8 @@ class CHGNetBackbone(Backbone):
             row_groups.setdefault(int(bond_owner.numel()), bond_owner)
             angle_owner = torch.cat([torch.full((g.bond_graph.shape[0],), k) for k, g in enumerate(graphs)])
             row_groups.setdefault(int(angle_owner.numel()), angle_owner)
-            del offsets
-            atom_feas = self._run_trunk(graphs)
-        return BackboneOutput(self.readout_mlp(atom_feas), index, len(batch["n_atoms"]), row_groups)
+            with sampling(row_groups={**current().row_groups, **row_groups}):
+                atom_feas = self._run_trunk(graphs)
+        with sampling(row_groups={**current().row_groups, **row_groups}):
+            emb = self.readout_mlp(atom_feas)
+        return BackboneOutput(emb, index, len(batch["n_atoms"]), row_groups)

@@ -15,21 +15,29 @@ Accepted inputs
 Text is decoded as UTF-8 (with or without a byte-order mark), then as latin-1; a file holding NUL
 bytes is binary and rejected. pymatgen's warnings are silenced while parsing.
 
-Checks, in this order (the first failing one gives the reason)
-----------------------------------------------------------------
+Reasons and what each covers
+----------------------------
+Cheap checks on the raw CIF items come first (syntax, cell, coordinates, row count), then pymatgen
+builds the structure, then occupancies and distances are checked; the first failing check gives
+the reason, so a file with several problems reports the earliest one met.
+
 1. ``unreadable``: missing path, a directory (also one named ``x.cif``), no permission, any other
    OS error while reading.
 2. ``empty``: zero bytes, or only whitespace.
-3. ``not_cif``: binary content, no data block with ``_atom_site_`` items, broken CIF syntax
-   (a loop whose rows do not fill its columns, e.g. a file cut in the middle of a line; shuffled
-   lines), a coordinate that is neither a number nor a CIF unknown marker, or anything pymatgen
-   cannot turn into a structure. A pymatgen-written CIF (first line ``# generated using pymatgen``,
-   the QMOF dialect) whose atoms disagree with its own ``_chemical_formula_sum`` is also
-   ``not_cif``: it was cut between two atom rows.
-4. ``degenerate_cell``: a missing, non-numeric or non-finite cell parameter, lengths ≤ 0, angles
-   outside (0°, 180°), a cell volume ≤ :data:`MIN_CELL_VOLUME_A3` (1e-3 Å^3); a missing
-   ``_atom_site_fract_x/y/z`` column, or a coordinate that is ``?``, ``.``, NaN or infinite.
-   Checked on the raw CIF items before pymatgen builds anything, and again on the result.
+3. ``not_cif``: binary content (NUL bytes); text other than blank lines and ``#`` comments
+   before the first ``data_`` header; no data block with ``_atom_site_`` items; no cell
+   parameters; broken CIF syntax (a loop whose values do not fill its columns, as in a file cut in
+   the middle of a line; a loop without columns or values; a tag followed by another tag instead
+   of its value; shuffled lines); a coordinate that is neither a number nor a CIF unknown marker;
+   an atom symbol that names no element (pymatgen would silently drop the row or make a dummy
+   species; ``D`` reads as H); anything else pymatgen cannot turn into a structure. A
+   pymatgen-written CIF (first line ``# generated using pymatgen``, the QMOF dialect) whose atoms
+   disagree with its own ``_chemical_formula_sum`` is also ``not_cif``: it was cut between rows.
+4. ``degenerate_cell``: a non-numeric or non-finite cell parameter, lengths ≤ 0, angles outside
+   (0°, 180°), a cell volume ≤ :data:`MIN_CELL_VOLUME_A3` (1e-3 Å^3) or a height between opposite
+   faces < :data:`MIN_CELL_HEIGHT_A` (0.01 Å); a missing ``_atom_site_fract_x/y/z`` column, or a
+   coordinate that is ``?``, ``.``, NaN or infinite. Checked on the raw CIF items before pymatgen
+   builds anything, and again on the result.
 5. ``too_many_atoms``: more than ``max_atoms`` atoms (default :data:`DEFAULT_MAX_ATOMS` = 1000).
    The number of atom-site rows is checked *before* pymatgen expands and de-duplicates sites
    (which costs O(N^2) time), so a 5,000-atom P1 supercell is rejected after tokenizing only; the
@@ -59,6 +67,7 @@ within 1e-4 of simple fractions such as 1/3), and the CIF site labels.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -71,6 +80,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_ATOMS",
     "DEFAULT_MIN_DISTANCE_A",
+    "MIN_CELL_HEIGHT_A",
     "MIN_CELL_VOLUME_A3",
     "OCCUPANCY_TOLERANCE",
     "REASONS",
@@ -95,6 +105,8 @@ DEFAULT_MAX_ATOMS = 1000
 DEFAULT_MIN_DISTANCE_A = 0.5
 #: Cells with a volume at or below this (Å^3) are ``degenerate_cell``.
 MIN_CELL_VOLUME_A3 = 1e-3
+#: Cells thinner than this (Å) between opposite faces are ``degenerate_cell`` (pymatgen refuses them).
+MIN_CELL_HEIGHT_A = 0.01
 #: A site whose total occupancy is within this of 1 counts as fully occupied.
 OCCUPANCY_TOLERANCE = 0.01
 
@@ -104,12 +116,7 @@ _ON_ERROR_CHOICES = ("raise", "skip")
 _CELL_LENGTHS = ("_cell_length_a", "_cell_length_b", "_cell_length_c")
 _CELL_ANGLES = ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
 _FRACT = ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z")
-_SYMOP_KEYS = (
-    "_symmetry_equiv_pos_as_xyz",
-    "_symmetry_equiv_pos_as_xyz_",
-    "_space_group_symop_operation_xyz",
-    "_space_group_symop_operation_xyz_",
-)
+_TAG_LIKE = re.compile(r"^_[A-Za-z][^\s'\"]*$")
 _PYMATGEN_HEADER = "# generated using pymatgen"
 _DETAIL_CHARS = 240
 
@@ -203,11 +210,14 @@ def _cell_volume(lengths: list[float], angles_deg: list[float]) -> float:
 def _precheck_block(block: Any, path: Path, max_atoms: int) -> None:
     """Cheap checks on the raw CIF items, before pymatgen builds (and expands) the structure."""
     data = block.data
+    for key, value in data.items():
+        if isinstance(value, str) and _TAG_LIKE.match(value):
+            raise StructureError("not_cif", path, f"{key} has no value (followed by the tag {value})")
     # --- cell
     params: list[float] = []
     for key in _CELL_LENGTHS + _CELL_ANGLES:
         if key not in data:
-            raise StructureError("degenerate_cell", path, f"missing cell parameter {key}")
+            raise StructureError("not_cif", path, f"no cell parameter {key}")
         value = data[key]
         if isinstance(value, list):
             raise StructureError("not_cif", path, f"cell parameter {key} appears inside a loop")
@@ -227,10 +237,17 @@ def _precheck_block(block: Any, path: Path, max_atoms: int) -> None:
         raise StructureError(
             "degenerate_cell", path, f"cell volume {volume:.3g} Å^3 <= {MIN_CELL_VOLUME_A3} Å^3"
         )
+    a, b, c = lengths
+    sines = [math.sin(math.radians(x)) for x in angles]
+    heights = [volume / (b * c * sines[0]), volume / (a * c * sines[1]), volume / (a * b * sines[2])]
+    if min(heights) < MIN_CELL_HEIGHT_A:
+        raise StructureError(
+            "degenerate_cell", path, f"flat cell: height {min(heights):.3g} Å < {MIN_CELL_HEIGHT_A} Å"
+        )
     # --- coordinates
     missing = [key for key in _FRACT if key not in data]
     if missing:
-        has_cartesian = any(key.lower().startswith("_atom_site_cartn_") for key in data.data)
+        has_cartesian = any(key.lower().startswith("_atom_site_cartn_") for key in data)
         extra = " (Cartesian _atom_site_Cartn_* columns are not supported)" if has_cartesian else ""
         raise StructureError("degenerate_cell", path, f"missing coordinate column(s) {missing}{extra}")
     columns = [data[key] for key in _FRACT]
@@ -239,7 +256,7 @@ def _precheck_block(block: Any, path: Path, max_atoms: int) -> None:
     n_rows = len(columns[0])
     if n_rows == 0 or any(len(col) != n_rows for col in columns):
         raise StructureError("not_cif", path, "atom-site loop has no rows or uneven columns")
-    for key, col in zip(_FRACT, columns):
+    for key, col in zip(_FRACT, columns, strict=True):
         for row, value in enumerate(col):
             number = _cif_number(value)
             if number is None:
@@ -263,25 +280,51 @@ def _atom_site_block(cif: Any) -> tuple[str, Any] | None:
     return None
 
 
+def _check_leading_text(text: str, path: Path) -> None:
+    """Only blank lines and ``#`` comments may precede the first ``data_`` header (pymatgen drops them)."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped[:5].lower() == "data_":
+            return
+        raise StructureError(
+            "not_cif", path, f"line {number} comes before any data_ block header: {stripped[:60]!r}"
+        )
+    raise StructureError("not_cif", path, "no data_ block header")
+
+
 def _parse(text: str, path: Path, max_atoms: int) -> Structure:
     """CIF text → one pymatgen Structure, exactly as the file gives it (no occupancy repair)."""
     from pymatgen.io.cif import CifFile, CifParser
 
+    _check_leading_text(text, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             parser = CifParser.from_str(text)
-        except Exception as exc:  # the tokenizer raises ValueError, IndexError, ZeroDivisionError...
+        except Exception as exc:  # tokenizer or pymatgen's clean-up raised (ValueError, IndexError, ...)
+            # Classify on the raw tokens when they can be had (e.g. a '?' coordinate is degenerate_cell).
+            try:
+                raw = CifFile.from_str(text)
+            except Exception:
+                raw = None
+            found = _atom_site_block(raw) if raw is not None else None
+            if found is not None:
+                _precheck_block(found[1], path, max_atoms)
+            if isinstance(exc, ZeroDivisionError):  # pymatgen divides by the loop's column or row count
+                raise StructureError("not_cif", path, "CIF syntax: a loop_ without column tags or values") from None
             raise StructureError("not_cif", path, f"CIF syntax: {_short(exc)}") from None
         found = _atom_site_block(parser._cif)  # noqa: SLF001  (the parsed blocks; no public accessor)
         if found is None:
             raise StructureError("not_cif", path, "no data block with _atom_site_ items")
         name, block = found
         _precheck_block(block, path, max_atoms)
-        if len(parser._cif.data) > 1:  # noqa: SLF001
-            # Parse the chosen block alone, so a broken sibling block cannot interfere.
-            parser = CifParser.from_str(str(CifFile({name: block})))
+        _check_symbols(parser, block, path)
         try:
+            if len(parser._cif.data) > 1:  # noqa: SLF001
+                # Parse the chosen block alone, so a broken sibling block cannot interfere.
+                parser = CifParser.from_str(str(CifFile({name: block})))
             structures = parser.parse_structures(primitive=False, check_occu=False, on_error="raise")
         except Exception as exc:
             raise StructureError("not_cif", path, f"pymatgen: {_short(exc)}") from None
@@ -291,6 +334,21 @@ def _parse(text: str, path: Path, max_atoms: int) -> Structure:
     if text.lstrip().startswith(_PYMATGEN_HEADER):
         _check_formula_sum(block, structure, path)
     return structure
+
+
+def _check_symbols(parser: Any, block: Any, path: Path) -> None:
+    """Every atom row must name an element: pymatgen silently drops rows whose symbol it cannot read."""
+    symbols = block.data.get("_atom_site_type_symbol", block.data.get("_atom_site_label"))
+    parse_symbol = getattr(parser, "_parse_symbol", None)
+    if not isinstance(symbols, list) or parse_symbol is None:
+        return  # pymatgen reports these cases itself
+    for row, symbol in enumerate(symbols, start=1):
+        try:
+            ok = bool(parse_symbol(symbol))
+        except Exception:
+            ok = False
+        if not ok:
+            raise StructureError("not_cif", path, f"atom row {row}: {symbol!r} does not name an element")
 
 
 def _check_formula_sum(block: Any, structure: Structure, path: Path) -> None:
@@ -304,7 +362,9 @@ def _check_formula_sum(block: Any, structure: Structure, path: Path) -> None:
         expected = Composition(stated)
     except Exception:
         return  # an unreadable formula is not evidence of truncation
-    if not structure.composition.almost_equals(expected, rtol=0.0, atol=1e-3):
+    if not structure.composition.element_composition.almost_equals(
+        expected.element_composition, rtol=0.0, atol=1e-3
+    ):
         raise StructureError(
             "not_cif", path,
             f"atoms give {structure.composition.formula} but _chemical_formula_sum says {stated} "
@@ -314,7 +374,7 @@ def _check_formula_sum(block: Any, structure: Structure, path: Path) -> None:
 
 def _ordered_copy(structure: Structure, path: Path) -> Structure:
     """Check occupancies; return a clean ordered Structure of plain elements."""
-    from pymatgen.core import Structure
+    from pymatgen.core import Element, Structure
 
     partial: list[str] = []
     mixed: list[str] = []
@@ -327,7 +387,9 @@ def _ordered_copy(structure: Structure, path: Path) -> Structure:
         if len(comp) > 1:
             mixed.append(f"{label}={comp.formula}")
             continue
-        element = comp.elements[0]
+        element = getattr(comp.elements[0], "element", comp.elements[0])  # Species -> Element
+        if not isinstance(element, Element):
+            raise StructureError("not_cif", path, f"site {label}: {comp.elements[0]} is not an element")
         if total < 1.0 - OCCUPANCY_TOLERANCE:
             partial.append(f"{label}:{total:.3g}")
             continue
@@ -337,7 +399,7 @@ def _ordered_copy(structure: Structure, path: Path) -> Structure:
             else:
                 partial.append(f"{label}:{total:.3g}")
             continue
-        species.append(getattr(element, "element", element))  # Species -> Element (drop oxidation)
+        species.append(element)
     if partial or mixed:
         parts = []
         if partial:

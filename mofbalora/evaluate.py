@@ -1,0 +1,80 @@
+"""Evaluation: predictions with T stochastic passes, all uncertainty metrics, a per-structure table."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mofbalora.model import BandGapModel, Prediction
+
+
+def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int) -> dict:
+    """All metrics of ``mofbalora.uq.metrics.all_metrics``; uncertainty metrics are NaN when std is 0."""
+    from mofbalora.uq.metrics import all_metrics, mae, r2, rmse
+
+    if np.all(pred.std_ev > 0):
+        alea = pred.aleatoric_std_ev
+        out = all_metrics(pred.mean_ev, pred.std_ev, y_true,
+                          epistemic_std=pred.epistemic_std_ev if alea is not None else None,
+                          aleatoric_std=alea)
+    else:  # a deterministic model has no uncertainty to score
+        out = {"n": int(len(y_true)), "mae_ev": mae(pred.mean_ev, y_true), "rmse_ev": rmse(pred.mean_ev, y_true),
+               "r2": r2(pred.mean_ev, y_true)}
+        for key in ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_ev", "miscalibration_area",
+                    "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection"):
+            out[key] = float("nan")
+    out["samples"] = int(pred.samples_ev.shape[1]) if n_samples else 0
+    return out
+
+
+def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: np.ndarray, *, n_samples: int = 32,
+                    seed: int = 0) -> tuple[dict, pd.DataFrame]:
+    pred = model.predict_inputs(inputs, n_samples=n_samples, seed=seed)
+    metrics = metrics_from_prediction(pred, np.asarray(y_true, dtype=float), n_samples)
+    table = pd.DataFrame({"id": ids, "bandgap_true_ev": y_true, "bandgap_mean_ev": pred.mean_ev,
+                          "bandgap_std_ev": pred.std_ev, "abs_error_ev": np.abs(pred.mean_ev - y_true)})
+    if pred.aleatoric_std_ev is not None:
+        table["epistemic_std_ev"] = pred.epistemic_std_ev
+        table["aleatoric_std_ev"] = pred.aleatoric_std_ev
+    return metrics, table
+
+
+def evaluate(model: str | Path = "default", *, data: str | Path | None = None, split: str = "test",
+             split_name: str = "qmof_v1", n_samples: int = 32, limit: int | None = None, out: str | Path | None = None,
+             labels: str | None = None, id_column: str = "id", target_column: str = "bandgap", seed: int = 0) -> dict:
+    """Evaluate a saved model on a dataset split (``test``, ``val``, ``train`` or ``all``); writes JSON + CSV."""
+    from mofbalora.adapters.io import _atomic_write_bytes
+    from mofbalora.data.qmof import load_dataset
+    from mofbalora.data.splits import load_split
+    from mofbalora.model import load_model
+    from mofbalora.train import load_inputs
+
+    parts = ("test", "val", "train", "all")
+    if split not in parts:
+        raise ValueError(f"unknown split {split!r}; choose from {list(parts)}")
+    m = load_model(model)
+    ds = load_dataset(data, labels_csv=labels, id_column=id_column, target_column=target_column)
+    if split == "all":
+        ids = list(ds.ids)
+    else:
+        known = set(ds.ids)
+        ids = [i for i in load_split(split_name)[split] if i in known]
+        if not ids:
+            raise ValueError(f"no structure of split {split_name}:{split} is in {ds.source}; use --split all")
+    ids = ids[:limit] if limit else ids
+    t0 = time.perf_counter()
+    kept, inputs, y = load_inputs(m, ds, ids, f"{split} set")
+    metrics, table = evaluate_inputs(m, kept, inputs, y.numpy(), n_samples=n_samples, seed=seed)
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["n_failed"] = len(ids) - len(kept)
+    metrics["model"] = str(model)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(out, json.dumps(metrics, indent=2, default=float).encode())
+        table.to_csv(out.with_suffix(".csv"), index=False)
+    return metrics

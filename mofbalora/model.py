@@ -1,0 +1,210 @@
+"""The band-gap model: backbone (frozen, with adapters) + head, prediction with T stochastic passes,
+and self-contained save/load (adapter + head tensors in safetensors, a JSON config naming the base).
+
+Regimes: ``balora``, ``lora``, ``mc_dropout``, ``lora_ensemble`` (adapters), ``head_only`` (no adapters)
+and ``full`` (every backbone weight reachable from the adapted region is trained).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling, seeded_generator
+from mofbalora.adapters.io import BaseModelMismatchError, _atomic_write_bytes
+from mofbalora.backbones import Backbone, load_backbone
+from mofbalora.heads import BandGapHead, HeadConfig
+
+REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
+STOCHASTIC_REGIMES = ("balora", "mc_dropout")
+MODEL_FILE = "model.safetensors"
+MODEL_CONFIG = "model_config.json"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
+
+
+@dataclass
+class Prediction:
+    """Per-structure predictions in eV. ``samples_ev`` is (n, T) (T = members for an ensemble)."""
+
+    mean_ev: np.ndarray
+    std_ev: np.ndarray
+    samples_ev: np.ndarray
+    epistemic_std_ev: np.ndarray
+    aleatoric_std_ev: np.ndarray | None
+    embedding: np.ndarray
+
+
+class BandGapModel(nn.Module):
+    def __init__(self, backbone: Backbone, head: BandGapHead, regime: str,
+                 adapter: AdapterConfig | None = None, backbone_options: dict | None = None) -> None:
+        super().__init__()
+        if regime not in REGIMES:
+            raise ValueError(f"unknown regime {regime!r}; choose from {list(REGIMES)}")
+        self.backbone = backbone
+        self.head = head
+        self.regime = regime
+        self.adapter_config = adapter
+        self.backbone_options = backbone_options or {}
+        self.base_identity = backbone.identity()  # before adapters change the module tree
+        if regime in ("head_only", "full"):
+            # ``full``: every backbone weight is trainable; with a cached trunk (CHGNet ``adapt="readout"``)
+            # only the weights after the cache receive gradients, so use ``adapt="all"`` for true full FT
+            for p in backbone.parameters():
+                p.requires_grad_(regime == "full")
+        else:
+            if adapter is None:
+                raise ValueError(f"regime {regime!r} needs an adapter config")
+            inject_adapters(backbone, adapter)
+
+    @property
+    def n_members(self) -> int:
+        return self.adapter_config.n_members if self.regime == "lora_ensemble" else 1
+
+    @property
+    def is_stochastic(self) -> bool:
+        return self.regime in STOCHASTIC_REGIMES
+
+    def forward(self, batch: Any):
+        """(gap_ev (B,), aleatoric variance (B,) or None, pooled embedding (B, p)) of a collated batch."""
+        out = self.backbone(batch)
+        return self.head(out.atom_embedding, out.structure_index, out.n_structures)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- prediction ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_inputs(self, inputs: list, *, n_samples: int = 32, seed: int | None = 0,
+                       batch_size: int = 64, max_rows: int = 1_000_000) -> Prediction:
+        """Predict featurized inputs. Stochastic regimes draw ``n_samples`` passes (batched: the T copies of a
+        batch are stacked, each copy its own set of structures), an ensemble runs each member; deterministic
+        regimes give std 0 (or the aleatoric std)."""
+        self.eval()
+        gen = seeded_generator(seed)
+        means, samples, alea, embs = [], [], [], []
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start:start + batch_size]
+            b = len(chunk)
+            with sampling(stochastic=False, member=0 if self.n_members > 1 else None):
+                gap, var, pooled = self(self.backbone.collate(chunk))
+            embs.append(pooled)
+            if self.regime == "lora_ensemble":
+                draws, dvars = [], []
+                for k in range(self.n_members):
+                    with sampling(stochastic=False, member=k):
+                        g, v, _ = self(self.backbone.collate(chunk))
+                    draws.append(g)
+                    dvars.append(v)
+                draw = torch.stack(draws, 1)
+                var_draw = torch.stack(dvars, 1) if var is not None else None
+            elif self.is_stochastic:
+                n_atoms = sum(x["n_atoms"] for x in chunk)
+                per = max(1, min(n_samples, max_rows // max(n_atoms, 1)))
+                parts, vparts = [], []
+                for t0 in range(0, n_samples, per):
+                    t = min(per, n_samples - t0)
+                    with sampling(stochastic=True, generator=gen):
+                        g, v, _ = self(self.backbone.collate(chunk * t))
+                    parts.append(g.view(t, b).T)
+                    vparts.append(v.view(t, b).T if v is not None else None)
+                draw = torch.cat(parts, 1)
+                var_draw = torch.cat(vparts, 1) if var is not None else None
+            else:
+                draw, var_draw = gap.unsqueeze(1), (var.unsqueeze(1) if var is not None else None)
+            samples.append(draw)
+            # the posterior-mean pass is the point prediction of deterministic regimes; stochastic ones use
+            # the sample mean (a Monte Carlo estimate of the predictive mean)
+            means.append(draw.mean(1) if draw.shape[1] > 1 else gap)
+            alea.append(var_draw.mean(1) if var_draw is not None else None)
+        samples_t = torch.cat(samples)
+        epi = samples_t.std(1, unbiased=False) if samples_t.shape[1] > 1 else torch.zeros(len(inputs))
+        alea_std = torch.cat(alea).sqrt() if alea and alea[0] is not None else None
+        total = (epi**2 + (alea_std**2 if alea_std is not None else 0)).sqrt()
+        return Prediction(torch.cat(means).numpy().astype(np.float64), total.numpy().astype(np.float64),
+                          samples_t.numpy().astype(np.float64), epi.numpy().astype(np.float64),
+                          None if alea_std is None else alea_std.numpy().astype(np.float64),
+                          torch.cat(embs).numpy())
+
+    # -- persistence --------------------------------------------------------------------------------
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Everything training changed: adapters and head (and the backbone in the ``full`` regime)."""
+        state = {f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()}
+        if self.regime == "full":
+            state.update({f"backbone.{k}": v.detach().clone() for k, v in self.backbone.state_dict().items()})
+        else:
+            state.update({f"backbone.{k}": v for k, v in adapter_state_dict(self.backbone).items()})
+        return state
+
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        head = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
+        self.head.load_state_dict(head)
+        bb = {k[9:]: v for k, v in state.items() if k.startswith("backbone.")}
+        missing, unexpected = self.backbone.load_state_dict(bb, strict=False)
+        expected = set(self.backbone.state_dict()) if self.regime == "full" else set(adapter_state_dict(self.backbone))
+        if unexpected or (expected - set(bb)):
+            raise ValueError(f"saved model does not fit: missing {sorted(expected - set(bb))[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+
+    def config_dict(self) -> dict:
+        return {"regime": self.regime, "backbone": {"name": self.backbone_options.get("name", "chgnet"),
+                                                     **{k: v for k, v in self.backbone_options.items() if k != "name"}},
+                "adapter": self.adapter_config.to_dict() if self.adapter_config else None,
+                "head": self.head.config.to_dict(), "base": self.base_identity}
+
+    def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        from safetensors.torch import save
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.contiguous() for k, v in self.trained_state().items()}
+        _atomic_write_bytes(directory / MODEL_FILE, save(tensors))
+        cfg = {**self.config_dict(), "metadata": metadata or {}}
+        _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
+        return directory
+
+
+def build_model(regime: str, *, backbone: str = "chgnet", backbone_options: dict | None = None,
+                adapter: AdapterConfig | None = None, head: HeadConfig | None = None) -> BandGapModel:
+    options = dict(backbone_options or {})
+    bb = load_backbone(backbone, **options)
+    if adapter is not None and not adapter.targets:
+        adapter.targets = list(bb.target_presets.get(options.get("adapt", "readout"), []))
+    return BandGapModel(bb, BandGapHead(bb.embedding_dim, head), regime, adapter,
+                        backbone_options={"name": backbone, **options})
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """``"default"`` → the shipped model; a run folder → its ``best`` checkpoint; else the folder itself."""
+    if str(model) == "default":
+        return DEFAULT_MODEL_DIR
+    path = Path(model)
+    for cand in (path, path / "checkpoints" / "best"):
+        if (cand / MODEL_CONFIG).is_file():
+            return cand
+    raise FileNotFoundError(f"no model found at {model!r}: expected 'default', a run folder, or a folder "
+                            f"holding {MODEL_CONFIG}")
+
+
+def load_model(model: str | Path = "default") -> BandGapModel:
+    """Load a saved model (offline); refuses weights trained on a different base backbone."""
+    from safetensors.torch import load_file
+
+    directory = resolve_model_dir(model)
+    cfg = json.loads((directory / MODEL_CONFIG).read_text())
+    bopts = dict(cfg["backbone"])
+    name = bopts.pop("name")
+    adapter = AdapterConfig.from_dict(cfg["adapter"]) if cfg.get("adapter") else None
+    m = build_model(cfg["regime"], backbone=name, backbone_options=bopts, adapter=adapter,
+                    head=HeadConfig(**cfg["head"]))
+    if m.base_identity != cfg["base"]:
+        raise BaseModelMismatchError(f"model in {directory} was trained on base {cfg['base']}, "
+                                     f"but the installed backbone is {m.base_identity}")
+    m.load_trained_state(load_file(str(directory / MODEL_FILE)))
+    m.eval()
+    return m

@@ -1,0 +1,311 @@
+"""Fine-tuning: a resumable trainer that writes a run folder.
+
+Run folder layout::
+
+    config.yaml           resolved configuration
+    metrics.csv           one row per epoch (loss, KL, validation MAE, learning rate, seconds)
+    checkpoints/best/     model at the lowest validation MAE (model.safetensors + model_config.json)
+    checkpoints/last/     model + trainer state (optimiser, scheduler, RNG states) after the last epoch
+    metrics.json          final figures (validation and test metrics of the best model, timings)
+
+Resuming (``resume=True``) restarts from ``checkpoints/last`` at an epoch boundary; with the same seed the
+run ends in the same state as an uninterrupted one (shuffling and noise come from generators whose
+states are checkpointed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mofbalora.adapters import AdapterConfig, seeded_generator, total_kl
+from mofbalora.adapters.context import sampling
+from mofbalora.adapters.io import _atomic_write_bytes
+from mofbalora.config import dump_config
+from mofbalora.heads import HeadConfig
+from mofbalora.model import BandGapModel, build_model
+
+log = logging.getLogger(__name__)
+LIKELIHOODS = ("mse", "gaussian_nll")
+
+
+def model_from_config(cfg: dict) -> BandGapModel:
+    m, a, b = cfg["model"], cfg["adapter"], cfg["backbone"]
+    if m["likelihood"] not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {m['likelihood']!r}; choose from {list(LIKELIHOODS)}")
+    regime = m["regime"]
+    adapter = None
+    if regime not in ("head_only", "full"):
+        adapter = AdapterConfig(kind=regime, targets=list(a["targets"]), exclude=list(a["exclude"]), rank=a["rank"],
+                                lora_alpha=a["lora_alpha"], alpha_network=a["alpha_network"],
+                                prior_dropout=a["prior_dropout"], noise_scope=a["noise_scope"],
+                                mc_dropout=a["mc_dropout"], n_members=a["n_members"])
+    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"], aleatoric=m["likelihood"] == "gaussian_nll")
+    opts = {k: v for k, v in b.items() if k != "name"}
+    return build_model(regime, backbone=b["name"], backbone_options=opts, adapter=adapter, head=head)
+
+
+def split_ids(cfg: dict):
+    """(dataset, {"train": ids, "val": ids, "test": ids}) after the configured size limits."""
+    from mofbalora.data.qmof import load_dataset
+    from mofbalora.data.splits import load_split, random_split
+
+    d = cfg["data"]
+    ds = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"], target_column=d["target_column"])
+    if d["labels"] is not None and d["split"] == "qmof_v1":
+        split = random_split(ds.ids, seed=cfg["run"]["seed"])
+    else:
+        split = load_split(d["split"])
+    known = set(ds.ids)
+    out = {}
+    for part in ("train", "val", "test"):
+        ids = [i for i in split[part] if i in known]
+        limit = d.get(f"{part}_size")
+        out[part] = ids[:limit] if limit else ids
+    return ds, out
+
+
+def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str):
+    """Featurized inputs and targets of ``ids``; files that fail are dropped with a warning."""
+    from mofbalora.featurize import featurize_files
+
+    paths = [ds.cif_paths[ds.index_of(i)] for i in ids]
+    inputs, errors = featurize_files(model.backbone, paths, progress=desc)
+    keep = [k for k, e in enumerate(errors) if e is None]
+    if len(keep) < len(ids):
+        log.warning("%s: %d of %d structures failed featurization and are left out", desc, len(ids) - len(keep), len(ids))
+    return ([ids[k] for k in keep], [inputs[k] for k in keep],
+            torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32))
+
+
+def data_loss(gap, var, target, likelihood: str) -> torch.Tensor:
+    if likelihood == "gaussian_nll":
+        return 0.5 * (torch.log(var) + (target - gap) ** 2 / var).mean()
+    return ((target - gap) ** 2).mean()
+
+
+def _lr_factor(cfg: dict, step: int, steps_per_epoch: int) -> float:
+    o = cfg["optim"]
+    total = max(1, o["epochs"] * steps_per_epoch)
+    warm = o["warmup_epochs"] * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    if o["schedule"] == "constant":
+        return 1.0
+    if o["schedule"] != "cosine":
+        raise ValueError(f"unknown schedule {o['schedule']!r}; choose from ['constant', 'cosine']")
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+@torch.no_grad()
+def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, batch_size: int = 128) -> float:
+    """MAE (eV) of the posterior-mean prediction (ensemble: mean of the members)."""
+    model.eval()
+    preds = []
+    for s in range(0, len(inputs), batch_size):
+        batch = model.backbone.collate(inputs[s:s + batch_size])
+        if model.n_members > 1:
+            outs = []
+            for k in range(model.n_members):
+                with sampling(stochastic=False, member=k):
+                    outs.append(model(batch)[0])
+            preds.append(torch.stack(outs).mean(0))
+        else:
+            with sampling(stochastic=False):
+                preds.append(model(batch)[0])
+    return float((torch.cat(preds) - targets).abs().mean())
+
+
+class Trainer:
+    """Trains ``model`` on featurized inputs; state saved each epoch to ``out/checkpoints/last``."""
+
+    def __init__(self, cfg: dict, out: str | Path, *, model: BandGapModel | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model = model or model_from_config(cfg)
+        self.params = self.model.trainable_parameters()
+        if not self.params:
+            raise ValueError("nothing to train: the model has no trainable parameters")
+        o = cfg["optim"]
+        self.optimizer = torch.optim.AdamW(self.params, lr=o["lr"], weight_decay=o["weight_decay"])
+        seed = int(cfg["run"]["seed"])
+        self.shuffle_gen = seeded_generator(seed)
+        self.noise_gen = seeded_generator(seed + 1)
+        self.epoch = 0
+        self.step = 0
+        self.best_val = float("inf")
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.train_seconds = 0.0
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "shuffle_gen": self.shuffle_gen.get_state(),
+                "noise_gen": self.noise_gen.get_state(), "epoch": self.epoch, "step": self.step,
+                "best_val": self.best_val, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "train_seconds": self.train_seconds, "torch_rng": torch.get_rng_state()}
+
+    def save_state(self, which: str = "last") -> None:
+        ckpt = self.out / "checkpoints"
+        tmp = ckpt / f".{which}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save(tmp, metadata={"epoch": self.epoch, "val_mae_ev": self.best_val})
+        if which == "last":
+            torch.save(self.state(), tmp / "trainer_state.pt")
+        final, old = ckpt / which, ckpt / f".{which}.old"
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_state(self) -> bool:
+        from safetensors.torch import load_file
+
+        ckpt = self.out / "checkpoints"
+        src = next((p for p in (ckpt / "last", ckpt / ".last.old") if (p / "trainer_state.pt").is_file()), None)
+        if src is None:
+            return False
+        self.model.load_trained_state(load_file(str(src / "model.safetensors")))
+        st = torch.load(src / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.shuffle_gen.set_state(st["shuffle_gen"])
+        self.noise_gen.set_state(st["noise_gen"])
+        torch.set_rng_state(st["torch_rng"])
+        for k in ("epoch", "step", "best_val", "best_epoch", "bad_epochs", "train_seconds"):
+            setattr(self, k, st[k])
+        return True
+
+    # -- loop -----------------------------------------------------------------------------------------
+    def fit(self, train_inputs: list, train_y: torch.Tensor, val_inputs: list, val_y: torch.Tensor,
+            *, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
+        """Train until ``optim.epochs`` or early stopping. ``stop_after_epochs`` ends this call early (as an
+        interruption would) without marking the run finished."""
+        o, likelihood = self.cfg["optim"], self.cfg["model"]["likelihood"]
+        n_train, bs = len(train_inputs), int(o["batch_size"])
+        steps_per_epoch = math.ceil(n_train / bs)
+        metrics_csv = self.out / "metrics.csv"
+        bar = tqdm(total=o["epochs"], initial=self.epoch, desc="finetune", unit="epoch", disable=not progress)
+        epochs_this_call = 0
+        while self.epoch < o["epochs"] and self.bad_epochs < o["patience"]:
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                break
+            t0 = time.perf_counter()
+            self.model.train()
+            perm = torch.randperm(n_train, generator=self.shuffle_gen)
+            kl_w = o["kl_weight"] * (min(1.0, (self.epoch + 1) / o["kl_warmup_epochs"]) if o["kl_warmup_epochs"] else 1.0)
+            sums = np.zeros(3)
+            for s in range(0, n_train, bs):
+                idx = perm[s:s + bs].tolist()
+                batch = self.model.backbone.collate([train_inputs[i] for i in idx])
+                target = train_y[idx]
+                for group in self.optimizer.param_groups:
+                    group["lr"] = o["lr"] * _lr_factor(self.cfg, self.step, steps_per_epoch)
+                self.optimizer.zero_grad(set_to_none=True)
+                with sampling(stochastic=True, generator=self.noise_gen):
+                    if self.model.n_members > 1:
+                        dl = sum(data_loss(*self.model_member(batch, k), target, likelihood)
+                                 for k in range(self.model.n_members))
+                        kl = torch.zeros(())
+                    else:
+                        gap, var, _ = self.model(batch)
+                        dl = data_loss(gap, var, target, likelihood)
+                        kl = total_kl(self.model)
+                loss = dl + kl_w * kl / n_train
+                loss.backward()
+                if o["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(self.params, o["grad_clip"])
+                self.optimizer.step()
+                self.step += 1
+                sums += np.array([loss.item(), dl.item(), kl.item()]) * len(idx)
+            self.epoch += 1
+            epochs_this_call += 1
+            val_mae = validation_mae(self.model, val_inputs, val_y)
+            seconds = time.perf_counter() - t0
+            self.train_seconds += seconds
+            row = {"epoch": self.epoch, "loss": sums[0] / n_train, "data_loss": sums[1] / n_train,
+                   "kl": sums[2] / n_train, "val_mae_ev": val_mae,
+                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
+            _append_csv(metrics_csv, row)
+            if val_mae < self.best_val:
+                self.best_val, self.best_epoch, self.bad_epochs = val_mae, self.epoch, 0
+                self.save_state("best")
+            else:
+                self.bad_epochs += 1
+            self.save_state("last")
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl']:.1f}", val_mae=f"{val_mae:.3f}")
+        bar.close()
+        finished = self.epoch >= o["epochs"] or self.bad_epochs >= o["patience"]
+        return {"finished": finished, "epoch": self.epoch, "best_epoch": self.best_epoch,
+                "best_val_mae_ev": self.best_val, "train_seconds": self.train_seconds}
+
+    def model_member(self, batch, k: int):
+        with sampling(member=k):
+            gap, var, _ = self.model(batch)
+        return gap, var
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool = True,
+             stop_after_epochs: int | None = None) -> dict:
+    """Fine-tune per ``cfg`` into run folder ``out``; returns the final metrics (also in metrics.json)."""
+    from mofbalora.evaluate import evaluate_inputs
+
+    out = Path(out)
+    torch.manual_seed(int(cfg["run"]["seed"]))
+    if cfg["run"]["threads"]:
+        torch.set_num_threads(int(cfg["run"]["threads"]))
+    if out.exists() and (out / "checkpoints" / "last").exists() and not resume:
+        raise FileExistsError(f"run folder {out} already holds a run; pass --resume to continue it or choose --out")
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    trainer = Trainer(cfg, out)
+    resumed = trainer.load_state() if resume else False
+    if resume and not resumed:
+        log.info("nothing to resume in %s: starting from scratch", out)
+    if not resumed and (out / "metrics.csv").exists():
+        (out / "metrics.csv").unlink()
+    ds, ids = split_ids(cfg)
+    tr_ids, tr_x, tr_y = load_inputs(trainer.model, ds, ids["train"], "train set")
+    va_ids, va_x, va_y = load_inputs(trainer.model, ds, ids["val"], "val set")
+    if not tr_x or not va_x:
+        raise ValueError(f"empty training ({len(tr_x)}) or validation ({len(va_x)}) set")
+    summary = trainer.fit(tr_x, tr_y, va_x, va_y, progress=progress, stop_after_epochs=stop_after_epochs)
+    if not summary["finished"]:
+        return summary
+    # final figures with the best model
+    from safetensors.torch import load_file
+
+    trainer.model.load_trained_state(load_file(str(out / "checkpoints" / "best" / "model.safetensors")))
+    n_samples = int(cfg["run"]["eval_samples"])
+    result = {"regime": cfg["model"]["regime"], "n_train": len(tr_x), "n_val": len(va_x), **summary,
+              "trainable_parameters": sum(p.numel() for p in trainer.params)}
+    result["val"], _ = evaluate_inputs(trainer.model, va_ids, va_x, va_y.numpy(), n_samples=n_samples)
+    if cfg["run"]["eval_test"] and ids["test"]:
+        te_ids, te_x, te_y = load_inputs(trainer.model, ds, ids["test"], "test set")
+        t0 = time.perf_counter()
+        result["test"], table = evaluate_inputs(trainer.model, te_ids, te_x, te_y.numpy(), n_samples=n_samples)
+        result["test"]["inference_seconds_per_structure"] = (time.perf_counter() - t0) / max(1, len(te_x))
+        table.to_csv(out / "test_predictions.csv", index=False)
+    _atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
+    return result
