@@ -29,3 +29,38 @@ def qmof(qmof_path):
 @pytest.fixture(scope="session")
 def sample_cifs(qmof_path) -> list[Path]:
     return sorted((qmof_path / "original_cif_sample").glob("*.cif"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests featurize from scratch into their own cache (as on a fresh machine), shared within the session."""
+    old = os.environ.get("MOFBALORA_CACHE")
+    os.environ["MOFBALORA_CACHE"] = str(tmp_path_factory.mktemp("mofbalora-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MOFBALORA_CACHE", None)
+    else:
+        os.environ["MOFBALORA_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tmp_path_factory, qmof) -> Path:
+    """A split of 16 train / 8 val / 8 test QMOF ids, each drawn from the same part of the documented split."""
+    from mofbalora.data.splits import load_split, save_split
+
+    full = load_split("qmof_v1")
+    small = {"train": full["train"][:16], "val": full["val"][:8], "test": full["test"][:8]}
+    return save_split(small, tmp_path_factory.mktemp("split") / "tiny.json", name="tiny")
+
+
+@pytest.fixture()
+def tiny_cfg(tiny_split, qmof_path):
+    """Run configuration for seconds-long fine-tunes on the tiny split (call with overrides)."""
+    from mofbalora.config import load_config
+
+    def make(*overrides: str) -> dict:
+        return load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
+                                  "optim.batch_size=8", "run.eval_samples=4", "run.threads=1",
+                                  "adapter.n_members=2", *overrides])
+
+    return make

@@ -1,0 +1,234 @@
+"""Screening: rank candidate CIFs for DFT follow-up by a model's predicted band gap and its uncertainty.
+
+Every input gets exactly one row, whatever it holds: bad files get ``status="error"`` and a specific
+``error`` (the reason) and no rank. Progress is appended to ``<out>.partial.jsonl`` after every chunk and the
+output table is replaced atomically, so a crash never leaves a half-written table; rerunning skips the
+structures already done (keyed by the sha256 of the file content) and ends with the same table as an
+uninterrupted run: each structure's stochastic passes use a generator seeded by (seed, file digest), and
+the acquisition scores are computed once, over the whole table, at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mofbalora.data.structures import DEFAULT_MAX_ATOMS
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
+           "status", "error", "detail", "digest"]
+FORMATS = {".csv", ".parquet", ".json"}
+
+
+def structure_seed(seed: int, digest: str | None) -> int:
+    """A per-structure seed from the run seed and the file's content digest (independent of batch order)."""
+    h = hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
+    return int(h[:15], 16)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write CSV / parquet / JSON by extension, atomically (temporary file + rename)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"unknown output format {suffix!r} for {path}; choose from {sorted(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def _load_partial(path: Path) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        done[rec["key"]] = rec
+    return done
+
+
+def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, target_ev=None, goal: str = "min",
+              seed: int = 0) -> pd.DataFrame:
+    """The ranked table from per-file records (one per input, in input order)."""
+    from mofbalora.al.acquisition import acquisition_scores
+
+    df = pd.DataFrame(records)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    ok = (df["status"] == "ok").to_numpy()
+    df["score"] = np.nan
+    df["rank"] = pd.array([pd.NA] * len(df), dtype="Int64")
+    if ok.any():
+        mean = df.loc[ok, "bandgap_mean_ev"].to_numpy(float)
+        std = df.loc[ok, "bandgap_std_ev"].to_numpy(float)
+        samples = np.array([r["samples_ev"] for r, k in zip(records, ok) if k], dtype=float)
+        scores = acquisition_scores(acquisition, mean, std, samples, kappa=kappa, target_ev=target_ev, goal=goal,
+                                    rng=np.random.default_rng(seed))
+        df.loc[ok, "score"] = scores
+        order = np.lexsort((np.arange(len(scores)), -scores))  # higher score first, ties by input order
+        ranks = np.empty(len(scores), dtype=np.int64)
+        ranks[order] = np.arange(1, len(scores) + 1)
+        df.loc[ok, "rank"] = ranks
+    df["error"] = df["error"].fillna("")
+    return df[COLUMNS]
+
+
+def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisition: str = "std", kappa: float = 2.0,
+           target_ev: tuple[float, float] | None = None, goal: str = "min", out: str | Path = "ranked.csv",
+           seed: int = 0, chunk_size: int = 16, max_atoms: int = DEFAULT_MAX_ATOMS, resume: bool = True,
+           progress: bool = True, checkpoint_seconds: float = 20.0) -> pd.DataFrame:
+    """Screen candidate files (paths, folders or globs) with a saved model; returns the ranked table.
+
+    ``model`` is ``"default"``, a run folder, or an already loaded :class:`~mofbalora.model.BandGapModel`.
+    """
+    from mofbalora.al.acquisition import ACQUISITIONS
+    from mofbalora.data.candidates import expand_candidates
+    from mofbalora.featurize import featurize_files
+    from mofbalora.model import BandGapModel, load_model
+
+    if acquisition not in ACQUISITIONS:
+        raise ValueError(f"unknown acquisition {acquisition!r}; choose from {sorted(ACQUISITIONS)}")
+    if acquisition == "target" and target_ev is None:
+        raise ValueError("acquisition 'target' needs a band-gap window: --target LO HI (eV)")
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"unknown output format {out.suffix!r}; choose from {sorted(FORMATS)}")
+    paths = expand_candidates(inputs)
+    if not paths:
+        raise ValueError(f"no candidate files found in {inputs}")
+    m = model if isinstance(model, BandGapModel) else load_model(model)
+    partial = _partial_path(out)
+    done = _load_partial(partial) if resume else {}
+    if not resume and partial.exists():
+        partial.unlink()
+
+    keys = [_key(p) for p in paths]
+    todo = [k for k, key in enumerate(keys) if key not in done]
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="screen", unit="cif", disable=not progress)
+    last_flush = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "a") as log_fh:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            feats, errors = featurize_files(m.backbone, [paths[k] for k in chunk], max_atoms=max_atoms, progress=False)
+            for k, feat, err in zip(chunk, feats, errors, strict=True):
+                rec = {"key": keys[k], "path": str(paths[k]), "structure_id": paths[k].stem}
+                if err is not None:
+                    rec.update(status="error", error=err.reason, detail=err.message[:300])
+                else:
+                    pred = m.predict_inputs([feat], n_samples=n_samples, seed=structure_seed(seed, feat["digest"]))
+                    rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
+                               n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[0]),
+                               bandgap_std_ev=float(pred.std_ev[0]), samples_ev=pred.samples_ev[0].tolist())
+                done[keys[k]] = rec
+                log_fh.write(json.dumps(rec) + "\n")
+            log_fh.flush()
+            os.fsync(log_fh.fileno())
+            bar.update(len(chunk))
+            if time.monotonic() - last_flush > checkpoint_seconds:
+                _write_ranked(done, keys, acquisition, kappa, target_ev, goal, seed, out, complete=False)
+                last_flush = time.monotonic()
+    bar.close()
+    table = _write_ranked(done, keys, acquisition, kappa, target_ev, goal, seed, out, complete=True)
+    partial.unlink(missing_ok=True)
+    return table
+
+
+def _key(path: Path) -> str:
+    """Content digest for readable files; the path for anything that cannot be read."""
+    from mofbalora.data.cache import file_digest
+
+    try:
+        return file_digest(path)
+    except OSError:
+        return f"path:{path}"
+
+
+def _write_ranked(done, keys, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool) -> pd.DataFrame:
+    records = []
+    for key in keys:
+        rec = done.get(key)
+        if rec is None:
+            continue
+        records.append(rec)
+    # the same content given twice gets one prediction but a row per path
+    table = rank_rows(records, acquisition, kappa=kappa, target_ev=target_ev, goal=goal, seed=seed)
+    write_table(table, out)
+    return table
+
+
+def summarize(table: pd.DataFrame, top: int = 10) -> str:
+    """Terminal summary: the top-K table (mean ± std, score) and failures by reason."""
+    ok = table[table["status"] == "ok"].sort_values("rank")
+    lines = [f"screened {len(ok)} of {len(table)} file(s)"]
+    if len(ok):
+        lines.append(f"{'rank':>4}  {'structure':<28} {'formula':<18} {'atoms':>5}  {'gap (eV)':>13}  {'score':>8}")
+        for _, r in ok.head(top).iterrows():
+            lines.append(f"{int(r['rank']):>4}  {str(r['structure_id'])[:28]:<28} {str(r['formula'])[:18]:<18} "
+                         f"{int(r['n_atoms']):>5}  {r['bandgap_mean_ev']:6.2f} ± {r['bandgap_std_ev']:4.2f}  "
+                         f"{r['score']:8.3f}")
+    failures = Counter(table.loc[table["status"] == "error", "error"])
+    if failures:
+        lines.append("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in failures.most_common()))
+    return "\n".join(lines)
+
+
+def plot_screen(table: pd.DataFrame, path: str | Path, top: int = 10) -> Path:
+    """Predicted gap distribution and std against mean, the top-K highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = table[table["status"] == "ok"]
+    sel = ok[ok["rank"] <= top]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.hist(ok["bandgap_mean_ev"], bins=30, color="0.6")
+    a.hist(sel["bandgap_mean_ev"], bins=30, color="C3", label=f"top {top}")
+    a.set_xlabel("predicted PBE band gap (eV)")
+    a.set_ylabel("structures")
+    a.legend()
+    b.scatter(ok["bandgap_mean_ev"], ok["bandgap_std_ev"], s=8, color="0.5", label="screened")
+    b.scatter(sel["bandgap_mean_ev"], sel["bandgap_std_ev"], s=24, color="C3", label=f"top {top}")
+    b.set_xlabel("predicted band gap (eV)")
+    b.set_ylabel("predictive std (eV)")
+    b.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

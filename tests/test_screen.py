@@ -1,0 +1,160 @@
+"""Screening: one row per input whatever it holds, clear reasons, atomic resumable output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mofbalora.cli import main
+from mofbalora.screen import screen
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, tiny_split, qmof_path):
+    from mofbalora.config import load_config
+    from mofbalora.train import finetune
+
+    cfg = load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
+                             "optim.batch_size=8", "run.eval_samples=4", "run.threads=1", "run.eval_test=false"])
+    out = tmp_path_factory.mktemp("model") / "run"
+    finetune(cfg, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory, qmof, sample_cifs):
+    """Six real QMOF CIFs plus one of every kind of bad input."""
+    d = tmp_path_factory.mktemp("cands")
+    for p in sample_cifs[:6]:
+        shutil.copy(p, d / p.name)
+    good = sample_cifs[0].read_text()
+    (d / "truncated.cif").write_text(good[: len(good) // 3])
+    lines = good.splitlines()
+    rng = np.random.default_rng(0)
+    (d / "shuffled.cif").write_text("\n".join(lines[k] for k in rng.permutation(len(lines))))
+    (d / "binary.cif").write_bytes(b"\xff\xfe\x00garbage\x80\x81" * 50)
+    (d / "nan.cif").write_text(good.replace(good.splitlines()[-1].split()[3], "nan", 1) if False else
+                               _replace_first_coordinate(good, "nan"))
+    (d / "empty.cif").write_text("")
+    (d / "dir.cif").mkdir()
+    (d / "zero_volume.cif").write_text(_set_cell(good, a=0.0))
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifWriter
+
+    s = Structure.from_file(sample_cifs[0])
+    s.make_supercell([6, 6, 6])
+    CifWriter(s).write_file(d / "supercell.cif")
+    return d
+
+
+def _replace_first_coordinate(text: str, value: str) -> str:
+    out, done = [], False
+    for line in text.splitlines():
+        parts = line.split()
+        if not done and len(parts) >= 7 and parts[0].isalpha() and parts[3].replace(".", "").replace("-", "").isdigit():
+            parts[3] = value
+            line = "  ".join(parts)
+            done = True
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _set_cell(text: str, a: float) -> str:
+    return "\n".join(f"_cell_length_a   {a}" if line.startswith("_cell_length_a") else line
+                     for line in text.splitlines()) + "\n"
+
+
+def test_every_input_gets_a_row_with_a_specific_reason(tiny_model, candidates, tmp_path):
+    out = tmp_path / "ranked.csv"
+    table = screen([str(candidates)], model=tiny_model, n_samples=4, out=out, progress=False)
+    n_inputs = len(list(candidates.iterdir()))
+    assert len(table) == n_inputs
+    assert (table["status"] == "ok").sum() == 6
+    by_name = {Path(p).name: r for p, r in zip(table["path"], table.to_dict("records"))}
+    assert by_name["empty.cif"]["error"] == "empty"
+    assert by_name["dir.cif"]["error"] == "unreadable"
+    assert by_name["binary.cif"]["error"] == "not_cif"
+    assert by_name["truncated.cif"]["error"] == "not_cif"
+    assert by_name["shuffled.cif"]["error"] == "not_cif"
+    assert by_name["nan.cif"]["error"] == "degenerate_cell"
+    assert by_name["zero_volume.cif"]["error"] == "degenerate_cell"
+    assert by_name["supercell.cif"]["error"] == "too_many_atoms"
+    ok = table[table["status"] == "ok"]
+    assert sorted(ok["rank"].astype(int)) == list(range(1, 7))
+    assert table.loc[table["status"] == "error", "rank"].isna().all()
+    assert ok["bandgap_mean_ev"].between(0, 10).all() and (ok["bandgap_std_ev"] >= 0).all()
+    # the written file is the same table, and nothing partial is left behind
+    assert len(pd.read_csv(out)) == n_inputs
+    assert not list(tmp_path.glob("*.partial.jsonl"))
+
+
+def test_output_formats_and_cli_exit_codes(tiny_model, candidates, tmp_path, capsys):
+    bad_only = tmp_path / "bad"
+    bad_only.mkdir()
+    (bad_only / "empty.cif").write_text("")
+    assert main(["screen", str(bad_only), "--model", str(tiny_model), "--out", str(tmp_path / "x.csv"), "--quiet"]) == 1
+    assert "no structure could be screened" in capsys.readouterr().err
+    rc = main(["screen", str(candidates / "*.cif"), "--model", str(tiny_model), "--samples", "4",
+               "--acquisition", "ucb", "--out", str(tmp_path / "r.json"), "--quiet", "--plot", str(tmp_path / "s.png")])
+    assert rc == 0
+    assert len(pd.read_json(tmp_path / "r.json")) == len(list(candidates.iterdir()))
+    assert (tmp_path / "s.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "failures by reason" in printed and "rank" in printed
+    main(["screen", str(candidates), "--model", str(tiny_model), "--samples", "4", "--out", str(tmp_path / "r.parquet"),
+          "--quiet"])
+    assert len(pd.read_parquet(tmp_path / "r.parquet")) == len(list(candidates.iterdir()))
+    with pytest.raises(ValueError, match="choose from"):
+        screen([str(candidates)], model=tiny_model, acquisition="best", out=tmp_path / "y.csv")
+
+
+def test_acquisitions_rank_consistently(tiny_model, candidates, tmp_path):
+    t_mean = screen([str(candidates)], model=tiny_model, n_samples=8, acquisition="mean", goal="min",
+                    out=tmp_path / "m.csv", progress=False)
+    ok = t_mean[t_mean["status"] == "ok"].sort_values("rank")
+    assert np.all(np.diff(ok["bandgap_mean_ev"].to_numpy()) >= 0)  # smallest predicted gap first
+    t_std = screen([str(candidates)], model=tiny_model, n_samples=8, acquisition="std", out=tmp_path / "s.csv",
+                   progress=False)
+    ok = t_std[t_std["status"] == "ok"].sort_values("rank")
+    assert np.all(np.diff(ok["bandgap_std_ev"].to_numpy()) <= 0)
+    t_target = screen([str(candidates)], model=tiny_model, n_samples=8, acquisition="target", target_ev=(0.5, 1.5),
+                      out=tmp_path / "t.csv", progress=False)
+    assert t_target.loc[t_target["status"] == "ok", "score"].between(0, 1).all()
+
+
+def test_killed_screen_resumes_to_the_same_table(tiny_model, qmof, tmp_path):
+    """Kill a screen of 24 QMOF CIFs mid-run (SIGKILL), rerun it, and compare with an uninterrupted run."""
+    cands = tmp_path / "c"
+    cands.mkdir()
+    for sid in qmof.ids[:24]:
+        shutil.copy(qmof.cif_paths[qmof.index_of(sid)], cands / f"{sid}.cif")
+    ref = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "ref.csv", progress=False, chunk_size=2)
+    out = tmp_path / "killed.csv"
+    code = ("import sys; from mofbalora.screen import screen; "
+            f"screen([{str(cands)!r}], model={str(tiny_model)!r}, n_samples=4, out={str(out)!r}, progress=False, "
+            "chunk_size=2, checkpoint_seconds=0)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    partial = out.with_name(out.name + ".partial.jsonl")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and len(partial.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the screen finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(partial.read_text().splitlines())
+    assert 4 <= n_before < 24
+    if out.exists():  # whatever was written is a complete, readable table
+        assert len(pd.read_csv(out)) <= 24
+    resumed = screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, chunk_size=2)
+    pd.testing.assert_frame_equal(resumed.reset_index(drop=True), ref.reset_index(drop=True))
