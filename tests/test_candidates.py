@@ -53,7 +53,7 @@ def test_expand_directory_recursive_sorted(tree: Path) -> None:
         Path("lib/a.cif"),
         Path("lib/b.cif"),
         Path("lib/deep/er/c.CIF"),
-        Path("lib/folder.cif/inside.cif"),
+        Path("lib/folder.cif"),
     ]
     assert expand_candidates([tree / "lib" / "deep"]) == [tree / "lib" / "deep" / "er" / "c.CIF"]
 
@@ -71,14 +71,15 @@ def test_expand_file_glob_missing_order_and_dedup(tree: Path) -> None:
         Path("lib/a.cif"),  # glob matches, sorted; matched folders are expanded
         Path("lib/b.cif"),
         Path("lib/deep/er/c.CIF"),
-        Path("lib/folder.cif/inside.cif"),
+        Path("lib/folder.cif"),  # a folder named like a CIF is an entry, not descended
     ]
     assert expand_candidates(["**/*.CIF"]) == [Path("lib/deep/er/c.CIF")]
     assert expand_candidates([]) == []
 
 
-def test_expand_keeps_explicit_directory_named_cif_contents(tree: Path) -> None:
-    assert expand_candidates(["lib/folder.cif"]) == [Path("lib/folder.cif/inside.cif")]
+def test_expand_lists_a_directory_named_cif_as_an_entry(tree: Path) -> None:
+    """A folder named like a CIF is almost always a mistake: it becomes one entry (an error row)."""
+    assert expand_candidates(["lib/folder.cif"]) == [Path("lib/folder.cif")]
 
 
 def test_expand_rejects_single_string() -> None:

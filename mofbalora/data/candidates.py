@@ -45,15 +45,14 @@ def _is_cif_name(path: Path) -> bool:
 def _cifs_under(folder: Path) -> list[Path]:
     """All ``*.cif`` entries below ``folder`` (any depth, suffix case-insensitive), sorted.
 
-    Folders whose name ends in ``.cif`` are descended into, not listed; anything else that ends in
-    ``.cif`` (files, broken links) is listed, so that a bad entry still gets an error row.
+    Everything whose name ends in ``.cif`` is listed — files, broken links and folders (a folder named
+    like a CIF is a user's mistake that must get its own error row, so it is listed, not descended into).
     """
-    found = [
-        Path(root) / name
-        for root, _dirs, files in os.walk(folder, followlinks=False)
-        for name in files
-        if _is_cif_name(Path(name))
-    ]
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        found += [Path(root) / name for name in files if _is_cif_name(Path(name))]
+        found += [Path(root) / name for name in dirs if _is_cif_name(Path(name))]
+        dirs[:] = [d for d in dirs if not _is_cif_name(Path(d))]
     return sorted(found, key=lambda p: str(p))
 
 
@@ -62,8 +61,8 @@ def expand_candidates(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
     Each input is, in this order of precedence:
 
-    * an existing folder: every ``*.cif`` file below it, at any depth, sorted by path
-      (the suffix is matched case-insensitively);
+    * an existing folder: every ``*.cif`` entry below it, at any depth, sorted by path
+      (the suffix is matched case-insensitively; a folder named ``*.cif`` is an entry, not descended);
     * an existing path that is not a folder: itself, whatever its suffix;
     * a glob pattern (holds ``*``, ``?`` or ``[``; ``**`` matches across folders): its matches,
       sorted, where a matched folder is expanded like a folder input;
@@ -95,7 +94,7 @@ def expand_candidates(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for raw in inputs:
         text = os.path.expanduser(os.fspath(raw))
         path = Path(text)
-        if path.is_dir():
+        if path.is_dir() and not _is_cif_name(path):
             for found in _cifs_under(path):
                 add(found)
         elif os.path.lexists(path):
@@ -106,7 +105,7 @@ def expand_candidates(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
                 add(path)
             for match in matches:
                 m = Path(match)
-                if m.is_dir():
+                if m.is_dir() and not _is_cif_name(m):
                     for found in _cifs_under(m):
                         add(found)
                 else:
