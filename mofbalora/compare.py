@@ -334,7 +334,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, (int, np.integer)):
         return f"{int(x):,}"
     if abs(x) and (abs(x) < 10 ** -digits or abs(x) >= 1e5):
-        return f"{x:.{digits - 1}e}"
+        return f"{x:.2e}"
     return f"{x:.{digits}f}"
 
 

@@ -22,8 +22,9 @@ def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int
                           epistemic_std=pred.epistemic_std_ev if alea is not None else None,
                           aleatoric_std=alea)
     else:  # a deterministic model has no uncertainty to score
-        out = {"n": int(len(y_true)), "mae_ev": mae(pred.mean_ev, y_true), "rmse_ev": rmse(pred.mean_ev, y_true),
-               "r2": r2(pred.mean_ev, y_true)}
+        zero_std = np.ones_like(pred.mean_ev)  # accuracy metrics ignore std
+        out = {"n": int(len(y_true)), "mae_ev": mae(pred.mean_ev, zero_std, y_true), "rmse_ev": rmse(pred.mean_ev, zero_std, y_true),
+               "r2": r2(pred.mean_ev, zero_std, y_true)}
         for key in ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_ev", "miscalibration_area",
                     "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection"):
             out[key] = float("nan")
