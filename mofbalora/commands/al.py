@@ -1,0 +1,124 @@
+"""``mofbalora al``: active learning — the simulated QMOF benchmark, the DFT suggest/ingest loop, the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML campaign configuration (e.g. workflows/al_qmof.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry, e.g. --set al.batch_size=50 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``al`` parser and its actions to the top-level subparsers."""
+    p = sub.add_parser("al", help="active learning: simulated QMOF benchmark, DFT suggest/ingest loop, report")
+    asub = p.add_subparsers(dest="al_command", metavar="ACTION", required=True)
+
+    run = asub.add_parser(
+        "run", help="run (or resume) the simulated benchmark: strategies x seeds on QMOF with hidden labels",
+        description="One resumable campaign per strategy and seed in OUT/<strategy>/seed_<seed>.")
+    _config_flags(run)
+    run.add_argument("--out", default=None, help="runs folder (default: benchmark.out)")
+    run.add_argument("--strategy", dest="strategies", action="append", default=None,
+                     help="run only this strategy (repeatable; default: all of benchmark.strategies)")
+    run.add_argument("--seed", dest="seeds", action="append", type=int, default=None,
+                     help="run only this seed (repeatable; default: benchmark.seeds)")
+    run.add_argument("--rounds", type=int, default=None, help="acquisition rounds (default: al.n_rounds)")
+    run.set_defaults(func=_run)
+
+    sug = asub.add_parser(
+        "suggest", help="write the next batch of candidates for DFT (CSV + dft-inputs hand-off)",
+        description=("Open the campaign in --state (or create a real one from --config), add --candidates to "
+                     "its pool, and write batch_NNN.csv and dft_inputs/batch_NNN/. Asked again before "
+                     "`al ingest`, it rewrites the same batch."))
+    sug.add_argument("--state", required=True, help="campaign folder")
+    sug.add_argument("--candidates", nargs="+", default=[], metavar="PATH",
+                     help="candidate CIFs, folders or glob patterns to add to the pool")
+    sug.add_argument("--batch", type=_positive_int, default=None, help="batch size (default: al.batch_size)")
+    _config_flags(sug)
+    sug.add_argument("--code", choices=["vasp", "ase"], default="vasp", help="DFT input flavour")
+    sug.add_argument("--potcar-dir", default=None, help="pymatgen POTCAR directory (see dft-inputs)")
+    sug.add_argument("--no-dft-inputs", dest="dft_inputs", action="store_false", help="write the CSV only")
+    sug.set_defaults(func=_suggest)
+
+    ing = asub.add_parser(
+        "ingest", help="add DFT band gaps (CSV: structure_id or path, bandgap_ev) and retrain warm-started",
+        description="An empty bandgap_ev marks a failed calculation. Safe to repeat after an interruption.")
+    ing.add_argument("--state", required=True, help="campaign folder")
+    ing.add_argument("results", help="results CSV")
+    ing.add_argument("--quiet", action="store_true", help="no progress bars")
+    ing.set_defaults(func=_ingest)
+
+    rep = asub.add_parser("report", help="learning and discovery curves and a markdown summary of a runs folder")
+    rep.add_argument("--runs", required=True, help="runs folder of `al run`")
+    rep.add_argument("--out", default="reports/active_learning", help="report folder")
+    rep.set_defaults(func=_report)
+
+    st = asub.add_parser("status", help="phase, round, set sizes and the history of a campaign")
+    st.add_argument("--state", required=True, help="campaign folder")
+    st.set_defaults(func=_status)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mofbalora.al.campaign import load_campaign_config, run_benchmark
+
+    cfg = load_campaign_config(args.config, args.overrides)
+    dirs = run_benchmark(cfg, args.out, strategies=args.strategies, seeds=args.seeds, n_rounds=args.rounds,
+                         progress=not args.quiet)
+    print(f"{len(dirs)} campaign(s) done in {args.out or cfg['benchmark']['out']}")
+    return 0
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from mofbalora.al.campaign import load_campaign_config, suggest
+
+    cfg = load_campaign_config(args.config, args.overrides)
+    csv_path = suggest(args.state, args.candidates, args.batch, cfg=cfg, dft_inputs=args.dft_inputs,
+                       code=args.code, potcar_dir=args.potcar_dir, progress=not args.quiet)
+    print(f"batch: {csv_path}")
+    if args.dft_inputs:
+        print(f"DFT inputs: {csv_path.parent / 'dft_inputs' / csv_path.stem}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from mofbalora.al.campaign import ingest
+
+    row = ingest(args.state, args.results, progress=not args.quiet)
+    print(json.dumps({k: row[k] for k in ("round", "n_labelled", "n_acquired", "n_low_gap_found", "val_mae_ev",
+                                          "test_mae_ev")}, indent=2))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mofbalora.al.campaign import write_report
+
+    print(f"report: {write_report(args.runs, args.out)}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from mofbalora.al.campaign import Campaign
+
+    c = Campaign(args.state)
+    print(f"{c.dir}: {c.mode} campaign, round {c.round}, phase {c.phase}; {len(c.labelled)} labelled, "
+          f"{len(c.pool)} in the pool, {len(c.pending)} pending, {len(c.state['failed'])} failed")
+    for h in c.history:
+        mae = "n/a" if h["test_mae_ev"] is None else f"{h['test_mae_ev']:.3f}"
+        print(f"  round {h['round']:3d}: {h['n_labelled']} labelled, {h['n_low_gap_found']} low-gap of "
+              f"{h['n_acquired']} acquired, test MAE {mae} eV")
+    return 0
