@@ -19,10 +19,12 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,dist]"
 
+# The main job on the shipped default model: 40 CoRE MOF 2019 candidates (awkward files included), ranked.
 demo: install
 	$(BIN)/mofbalora --help
 	$(BIN)/mofbalora data info $(QMOF) --limit 200
-	$(BIN)/mofbalora screen examples/candidates --top 10 --samples 32 --out demo-ranked.csv
+	$(BIN)/mofbalora candidates coremof --set 2019-ASR --limit 40 --seed 1 --out demo/candidates
+	$(BIN)/mofbalora screen demo/candidates --top 10 --samples 32 --out demo/ranked.csv --plot demo/screen.png
 
 test: install-dev
 	$(BIN)/python -m pytest -q

@@ -307,13 +307,14 @@ def verdict(report: dict) -> dict:
         parts.append(f"This {'beats' if out['beats_ensemble'] else 'does not beat'} the ensemble "
                      f"{ens['label']} (K = {ens['n_members']}, ρ = {_spearman(ens):.3f}).")
     else:
-        parts.append("No LoRA ensemble was compared, so there is no ensemble to beat.")
+        parts.append("No LoRA ensemble with a defined Spearman correlation was compared, so there is no "
+                     "ensemble to beat.")
     curve = [(int(t), m["spearman_std_abs_error"]) for t, m in best["by_samples"].items()
              if _finite(m["spearman_std_abs_error"])]
     if len(curve) < 2:
         parts.append("Its Spearman is defined at fewer than two values of T, so monotonicity in T is not assessed.")
     else:
-        drops = [(t0, t1) for (t0, r0), (t1, r1) in zip(curve, curve[1:]) if r1 < r0]
+        drops = [(t0, t1) for (t0, r0), (t1, r1) in zip(curve[:-1], curve[1:], strict=True) if r1 < r0]
         out["monotonic_in_t"], out["drops"] = not drops, drops
         span = f"from {curve[0][1]:.3f} at T = {curve[0][0]} to {curve[-1][1]:.3f} at T = {curve[-1][0]}"
         if not drops:
@@ -348,7 +349,9 @@ def markdown_report(report: dict) -> str:
     """The ``comparison.md`` text of a :func:`compare_models` result."""
     t_max = report["t_max"]
     lines = [f"# Model comparison: {report['split_name']}:{report['split']} ({report['n_structures']} structures)",
-             "", f"Stochastic models: T = {t_max} passes (seed {report['seed']}); ensembles: their K members.", ""]
+             "", f"Stochastic models: T = {t_max} passes (seed {report['seed']}); ensembles: their K members. Inference "
+             "times are wall seconds per structure of one predict call; an ensemble or deterministic model runs "
+             "the same way whatever T, so both columns hold its one timing.", ""]
     head = ["model", "regime", "T", *(h for h, _ in _TABLE), "trainable params", "training time (s)",
             "inference s/structure T=1", f"inference s/structure T={t_max}"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -367,7 +370,7 @@ def markdown_report(report: dict) -> str:
                 lines.append(f"| {m['label']} | " + " | ".join(_fmt(m["by_samples"][str(t)][key]) for t in ts) + " |")
             for m in report["models"]:
                 if m["regime"] == "lora_ensemble":
-                    lines.append(f"| {m['label']} (ensemble, K={m['n_members']}, reference) | "
+                    lines.append(f"| {m['label']} ({m['regime']}, K={m['n_members']}, reference) | "
                                  + " | ".join(_fmt(m["metrics"][key]) for _ in ts) + " |")
         lines += ["", f"T-sample values use the first T of the {t_max} draws (nested); at T = 1 a single draw has "
                   "no spread, so its uncertainty metrics are undefined (–) unless the model has an aleatoric head."]
@@ -378,8 +381,13 @@ def markdown_report(report: dict) -> str:
 def _write_figures(report: dict, preds: dict[str, Prediction], y_true: np.ndarray, out_dir: Path) -> list[str]:
     """Write the PNGs; returns their file names. Models without a positive std get no std-based figure."""
     from mofbalora.uq.metrics import calibration_curve, rejection_curve
-    from mofbalora.uq.plots import (calibration_plot, error_vs_std_plot, metric_vs_samples_plot, parity_plot,
-                                    rejection_plot)
+    from mofbalora.uq.plots import (
+        calibration_plot,
+        error_vs_std_plot,
+        metric_vs_samples_plot,
+        parity_plot,
+        rejection_plot,
+    )
 
     written = []
     calib, reject = {}, {}

@@ -663,13 +663,14 @@ class Campaign:
         st = self.state
         return set(st["labelled"]) | set(st["pool"]) | set(st["val_ids"]) | set(st["test_ids"]) | set(st["failed"])
 
-    def key_for_path(self, path: str | Path) -> str | None:
-        """The id of the campaign structure stored at ``path`` (pool, labelled or failed), if any."""
-        target = str(Path(path).resolve())
-        for key, p in self.state["paths"].items():
-            if p == target:
-                return key
-        return None
+    def path_index(self) -> dict[str, str]:
+        """Resolved CIF path -> id, for every structure of the campaign (any part, failures included)."""
+        st = self.state
+        index = {p: k for k, p in st["paths"].items()}
+        for key in [*st["labelled"], *st["pool"], *st["val_ids"], *st["test_ids"]]:
+            if key not in st["paths"]:
+                index.setdefault(str(self.path_of(key).resolve()), key)
+        return index
 
     def new_key(self, path: str | Path) -> str:
         """An id for a new structure file: its stem, made unique with ``~2``, ``~3``, ..."""
@@ -683,12 +684,15 @@ class Campaign:
     def add_candidates(self, paths: Sequence[str | Path]) -> list[str]:
         """Add candidate CIFs to the pool (ids: file stems, made unique); files already in the campaign
         are skipped, files that fail featurization recorded in ``failed``. Returns the ids added."""
-        added = []
+        index, added = self.path_index(), []
         for path in paths:
-            if self.key_for_path(path) is not None:
+            resolved = str(Path(path).resolve())
+            if resolved in index:
+                log.info("%s is already in the campaign as %s", path, index[resolved])
                 continue
             key = self.new_key(path)
-            self.state["paths"][key] = str(Path(path).resolve())
+            self.state["paths"][key] = resolved
+            index[resolved] = key
             added.append(key)
         failed = self._featurize(added)
         added = [k for k in added if k not in failed]
@@ -766,7 +770,7 @@ def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, fl
     if "bandgap_ev" not in df.columns or not ({"structure_id", "path"} & set(df.columns)):
         raise ValueError(f"{path}: a results CSV needs 'bandgap_ev' and 'structure_id' or 'path'; "
                          f"columns are {list(df.columns)}")
-    known = campaign.known_keys()
+    known, index = campaign.known_keys(), campaign.path_index()
     labels: dict[str, float] = {}
     new_paths: dict[str, str] = {}
     for row in df.to_dict("records"):
@@ -778,7 +782,7 @@ def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, fl
             cif_path = Path(cif.strip()).expanduser()
             if not cif_path.is_absolute() and not cif_path.exists() and (path.parent / cif_path).exists():
                 cif_path = path.parent / cif_path
-            key = campaign.key_for_path(cif_path)
+            key = index.get(str(cif_path.resolve()))
             if key is None:
                 if not cif_path.is_file():
                     raise FileNotFoundError(f"{path}: CIF {cif} of a new structure not found")
@@ -786,6 +790,8 @@ def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, fl
                 new_paths[key] = str(cif_path)
         if key is None:
             raise ValueError(f"{path}: row {sid!r} is not in the campaign and has no CIF path")
+        if key in labels:
+            raise ValueError(f"{path}: structure {key!r} appears twice")
         labels[key] = float(gap) if pd.notna(gap) else float("nan")
     return labels, new_paths
 

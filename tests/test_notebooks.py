@@ -1,0 +1,38 @@
+"""The notebooks run top to bottom, with their small settings (``MOFBALORA_NOTEBOOK_QUICK=1``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+# notebook -> a text that one of its outputs must show
+EXPECTED_OUTPUT = {
+    "active_learning_qmof.ipynb": "finds the most MOFs with a PBE band gap below 1 eV per DFT calculation",
+}
+
+
+def _outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            for value in out.get("data", {}).values():
+                parts.append(value if isinstance(value, str) else "")
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_OUTPUT))
+def test_notebook_runs_top_to_bottom(name, qmof_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOFBALORA_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("MOFBALORA_NOTEBOOK_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("MOFBALORA_QMOF", str(qmof_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    # the kernel inherits this process's environment, including the session's feature cache
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    assert EXPECTED_OUTPUT[name] in _outputs_text(nb)
