@@ -103,23 +103,28 @@ class BaLoRALinear(LoRALinear):
         y = self.base_layer(x)
         k = self._member()
         A, B = self.adapter_A[k], self.adapter_B[k]
-        alpha = self.alpha(x)
-        n_weights = A.numel()
-        self._kl = n_weights * kl_per_weight(alpha, self.alpha0).mean()
         stochastic = self._stochastic()
-        if self.merged and not stochastic:
+        need_kl = torch.is_grad_enabled()  # the KL is a training term: skip it in inference
+        if self.merged and not stochastic and not need_kl:
             return y
+        if stochastic and self.alpha_network == "probe":  # θ_A x and the α logit in one product
+            hl = x @ torch.cat([A, self.adapter_alpha_w.unsqueeze(0)]).T
+            h, logit = hl[..., :-1], hl[..., -1] + self.adapter_alpha_b
+        else:  # deterministic: the very same product as LoRA, so ε = 0 equals LoRA bit for bit
+            h = x @ A.T
+            logit = (x @ self.adapter_alpha_w + self.adapter_alpha_b if self.alpha_network == "probe"
+                     else self.adapter_alpha_b.expand(x.shape[:-1])) if (stochastic or need_kl) else None
+        alpha = torch.exp(logit.clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1) if logit is not None else None
+        self._kl = A.numel() * kl_per_weight(alpha, self.alpha0).mean() if need_kl else None
         if stochastic:
             d = alpha * ((x * x) @ (A * A).T)  # (..., r): variance of ω_A x
             eps = self._rank_noise(x.shape[:-1], x.device, x.dtype)
             noise = torch.sqrt(d.clamp_min(1e-24)) * eps
-        else:
-            noise = None
-        if self.merged:  # the mean is already in W0
-            return y + self.scale * (noise @ B.T)
-        h = x @ A.T
-        if noise is not None:
+            if self.merged:  # the mean is already in W0
+                return y + self.scale * (noise @ B.T)
             h = h + noise
+        elif self.merged:
+            return y
         return y + self.scale * (h @ B.T)
 
     def _rank_noise(self, lead_shape: torch.Size, device, dtype) -> torch.Tensor:

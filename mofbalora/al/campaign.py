@@ -54,6 +54,7 @@ import numpy as np
 import yaml
 
 from mofbalora.adapters.io import _atomic_write_bytes
+from mofbalora.dft import Code
 
 log = logging.getLogger(__name__)
 
@@ -700,7 +701,7 @@ class Campaign:
         self.save_state()
         return added
 
-    def write_batch(self, rows: Sequence[dict] | None = None, *, dft_inputs: bool = True, code: str = "vasp",
+    def write_batch(self, rows: Sequence[dict] | None = None, *, dft_inputs: bool = True, code: Code = "vasp",
                     potcar_dir: str | Path | None = None) -> Path:
         """Write the pending batch as ``batch_NNN.csv`` (ranked-CSV format) and, with ``dft_inputs``, its
         DFT hand-off in ``dft_inputs/batch_NNN``; returns the CSV path."""
@@ -797,7 +798,7 @@ def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, fl
 
 
 def suggest(state_dir: str | Path, candidates: Sequence[str | Path] = (), batch_size: int | None = None, *,
-            cfg: dict | None = None, dft_inputs: bool = True, code: str = "vasp",
+            cfg: dict | None = None, dft_inputs: bool = True, code: Code = "vasp",
             potcar_dir: str | Path | None = None, progress: bool = False) -> Path:
     """Write the next batch for DFT (``batch_NNN.csv`` and its ``dft_inputs/``); returns the CSV path.
 
@@ -809,6 +810,8 @@ def suggest(state_dir: str | Path, candidates: Sequence[str | Path] = (), batch_
     paths = expand_candidates(candidates) if candidates else []
     if (Path(state_dir) / STATE_FILE).is_file():
         campaign = Campaign(state_dir, progress=progress)
+        if cfg is not None:
+            log.warning("%s holds a campaign: its stored configuration is used, the given one ignored", state_dir)
         if paths:
             campaign.add_candidates(paths)
     else:

@@ -86,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
 def _suggest(args: argparse.Namespace) -> int:
     from mofbalora.al.campaign import load_campaign_config, suggest
 
-    cfg = load_campaign_config(args.config, args.overrides)
+    # a new campaign takes --config/--set; an existing one keeps its stored configuration
+    cfg = load_campaign_config(args.config, args.overrides) if args.config or args.overrides else None
     csv_path = suggest(args.state, args.candidates, args.batch, cfg=cfg, dft_inputs=args.dft_inputs,
                        code=args.code, potcar_dir=args.potcar_dir, progress=not args.quiet)
     print(f"batch: {csv_path}")
