@@ -174,7 +174,7 @@ def _fake_run(root: Path, strategy: str, seed: int, found: list[int], mae: list[
     cfg = {"data": {"split": "qmof_v1"}, "al": {**AL_DEFAULTS["al"], "initial_labelled": 20, "batch_size": 10}}
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     history = [{"round": r, "n_labelled": 20 + 10 * r, "n_acquired": 10 * r, "relative_dft_cost": 10.0 * r,
-                "n_low_gap_found": f, "test_mae_ev": m, "val_mae_ev": m} for r, (f, m) in enumerate(zip(found, mae))]
+                "n_low_gap_found": f, "test_mae_ev": m, "val_mae_ev": m} for r, (f, m) in enumerate(zip(found, mae, strict=True))]
     state = {"name": strategy, "seed": seed, "pool_stats": {"low_gap_fraction": 0.2}, "history": history}
     (folder / "campaign.json").write_text(json.dumps(state))
 

@@ -13,6 +13,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # notebook -> a text that one of its outputs must show
 EXPECTED_OUTPUT = {
     "active_learning_qmof.ipynb": "finds the most MOFs with a PBE band gap below 1 eV per DFT calculation",
+    "uncertainty_comparison.ipynb": "figures written:",
 }
 
 

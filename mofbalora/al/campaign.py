@@ -1005,7 +1005,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> Path:
         f"{table.groupby('strategy')['seed'].nunique().max()} seed(s) each. Start from {al['initial_labelled']} "
         f"labelled structures, batches of {al['batch_size']}, up to {al['n_rounds']} rounds; split "
         f"`{first['data']['split']}` (the pool is its train part; the test part is never in the pool). "
-        f"Bands and ± are the sample standard deviation over seeds.", "",
+        f"Campaigns with the same seed start from the same labelled set. Bands and ± are the sample standard "
+        f"deviation over seeds; a relative DFT cost of 1 is one structure of the initial set's median size.", "",
         discovery_statement(summary, al["low_gap_ev"]), "",
         "| strategy | seeds | DFT calculations | found (< {:g} eV) | found per calculation | found per relative "
         "DFT cost | final test MAE (eV) |".format(al["low_gap_ev"]),
