@@ -40,13 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mofbalora.evaluate import metrics_from_prediction
+from mofbalora.evaluate import metrics_from_prediction, select_split_ids
 from mofbalora.model import BandGapModel, Prediction
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-SPLIT_PARTS = ("test", "val", "train", "all")
 REPORT_MD = "comparison.md"
 REPORT_JSON = "comparison.json"
 SMALL_N = 100  # below this many structures the verdict warns that correlations are noisy
@@ -100,41 +99,6 @@ def subsample_prediction(pred: Prediction, n_samples: int) -> Prediction:
     aleatoric = pred.aleatoric_std_ev
     std = np.sqrt(epistemic**2 + (aleatoric**2 if aleatoric is not None else 0.0))
     return replace(pred, mean_ev=draws.mean(1), std_ev=std, samples_ev=draws, epistemic_std_ev=epistemic)
-
-
-# metrics that need a positive std; NaN when a prediction has none (single draw, deterministic model)
-_STD_KEYS = ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_ev", "miscalibration_area",
-             "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection")
-
-
-def prediction_metrics(pred: Prediction, y_true: np.ndarray, n_samples: int) -> dict:
-    """:func:`mofbalora.evaluate.metrics_from_prediction`, also for predictions with a zero std.
-
-    Where a std is 0 the accuracy metrics (and the oracle / random rejection areas) are scored with a
-    stand-in std of 1 eV and the std-dependent metrics are NaN. (``metrics_from_prediction``'s own
-    zero-std branch calls ``mae``/``rmse``/``r2`` without a std and raises TypeError; once it is fixed,
-    this wrapper can go.)
-    """
-    if np.all(pred.std_ev > 0):
-        return metrics_from_prediction(pred, y_true, n_samples)
-    ones = np.ones_like(pred.std_ev)
-    out = metrics_from_prediction(replace(pred, std_ev=ones, aleatoric_std_ev=None), y_true, n_samples)
-    return {**out, **{k: float("nan") for k in _STD_KEYS}}
-
-
-def _split_ids(ds, split: str, split_name: str, limit: int | None) -> list[str]:
-    from mofbalora.data.splits import load_split
-
-    if split not in SPLIT_PARTS:
-        raise ValueError(f"unknown split {split!r}; choose from {list(SPLIT_PARTS)}")
-    if split == "all":
-        ids = list(ds.ids)
-    else:
-        known = set(ds.ids)
-        ids = [i for i in load_split(split_name)[split] if i in known]
-        if not ids:
-            raise ValueError(f"no structure of split {split_name}:{split} is in {ds.source}; use split='all'")
-    return ids[:limit] if limit else ids
 
 
 def _run_root(run_dir: str | Path) -> Path | None:
@@ -205,7 +169,7 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
         entries.append(_Entry(label, str(run_dir), model, run_metrics))
 
     ds = load_dataset(data)
-    ids = _split_ids(ds, split, split_name, limit)
+    ids = select_split_ids(ds, split, split_name, limit)
     featurized: dict[str, dict[str, Any]] = {}  # namespace -> id -> input
     for e in entries:
         ns = e.model.backbone.featurize_namespace()
@@ -248,11 +212,11 @@ def _evaluate_model(e: _Entry, inputs: list, y_true: np.ndarray, t_values: tuple
     if model.is_stochastic:
         _, sec_t1 = _timed(model, inputs, 1, seed)
         pred, sec_tmax = _timed(model, inputs, t_max, seed)
-        by_samples = {t: prediction_metrics(subsample_prediction(pred, t), y_true, t) for t in t_values}
+        by_samples = {t: metrics_from_prediction(subsample_prediction(pred, t), y_true, t) for t in t_values}
     else:  # an ensemble runs its K members whatever T; a deterministic model runs once
         pred, sec_t1 = _timed(model, inputs, 1, seed)
         sec_tmax = sec_t1
-        by_samples = {pred.samples_ev.shape[1]: prediction_metrics(pred, y_true, 1)}
+        by_samples = {pred.samples_ev.shape[1]: metrics_from_prediction(pred, y_true, 1)}
     n_draws = pred.samples_ev.shape[1]
     params = e.run_metrics.get("trainable_parameters")
     if params is None:  # no metrics.json: count what the loaded model would train

@@ -11,25 +11,46 @@ import pandas as pd
 
 from mofbalora.model import BandGapModel, Prediction
 
+# metrics that need a positive std: NaN for a prediction without one (a deterministic model, one draw)
+STD_METRICS = ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_ev", "miscalibration_area",
+               "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection")
+
 
 def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int) -> dict:
-    """All metrics of ``mofbalora.uq.metrics.all_metrics``; uncertainty metrics are NaN when std is 0."""
-    from mofbalora.uq.metrics import all_metrics, mae, r2, rmse
+    """All metrics of :func:`mofbalora.uq.metrics.all_metrics`, plus ``samples`` (T).
 
+    A prediction whose std is 0 anywhere has no uncertainty to score: its accuracy metrics are computed
+    (with a stand-in std that they ignore) and the std-dependent ones are NaN.
+    """
+    from mofbalora.uq.metrics import all_metrics
+
+    y_true = np.asarray(y_true, dtype=float)
     if np.all(pred.std_ev > 0):
         alea = pred.aleatoric_std_ev
         out = all_metrics(pred.mean_ev, pred.std_ev, y_true,
-                          epistemic_std=pred.epistemic_std_ev if alea is not None else None,
-                          aleatoric_std=alea)
-    else:  # a deterministic model has no uncertainty to score
-        zero_std = np.ones_like(pred.mean_ev)  # accuracy metrics ignore std
-        out = {"n": int(len(y_true)), "mae_ev": mae(pred.mean_ev, zero_std, y_true), "rmse_ev": rmse(pred.mean_ev, zero_std, y_true),
-               "r2": r2(pred.mean_ev, zero_std, y_true)}
-        for key in ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_ev", "miscalibration_area",
-                    "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection"):
-            out[key] = float("nan")
+                          epistemic_std=pred.epistemic_std_ev if alea is not None else None, aleatoric_std=alea)
+    else:
+        out = all_metrics(pred.mean_ev, np.ones_like(pred.mean_ev), y_true)
+        out.update({k: float("nan") for k in STD_METRICS})
     out["samples"] = int(pred.samples_ev.shape[1]) if n_samples else 0
     return out
+
+
+def select_split_ids(ds, split: str = "test", split_name: str = "qmof_v1", limit: int | None = None) -> list[str]:
+    """Ids of a dataset in one part of a split (``test``, ``val``, ``train``) or ``all`` of them."""
+    from mofbalora.data.splits import load_split
+
+    parts = ("test", "val", "train", "all")
+    if split not in parts:
+        raise ValueError(f"unknown split {split!r}; choose from {list(parts)}")
+    if split == "all":
+        ids = list(ds.ids)
+    else:
+        known = set(ds.ids)
+        ids = [i for i in load_split(split_name)[split] if i in known]
+        if not ids:
+            raise ValueError(f"no structure of split {split_name}:{split} is in {ds.source}; use --split all")
+    return ids[:limit] if limit else ids
 
 
 def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: np.ndarray, *, n_samples: int = 32,
@@ -50,23 +71,12 @@ def evaluate(model: str | Path = "default", *, data: str | Path | None = None, s
     """Evaluate a saved model on a dataset split (``test``, ``val``, ``train`` or ``all``); writes JSON + CSV."""
     from mofbalora.adapters.io import _atomic_write_bytes
     from mofbalora.data.qmof import load_dataset
-    from mofbalora.data.splits import load_split
     from mofbalora.model import load_model
     from mofbalora.train import load_inputs
 
-    parts = ("test", "val", "train", "all")
-    if split not in parts:
-        raise ValueError(f"unknown split {split!r}; choose from {list(parts)}")
     m = load_model(model)
     ds = load_dataset(data, labels_csv=labels, id_column=id_column, target_column=target_column)
-    if split == "all":
-        ids = list(ds.ids)
-    else:
-        known = set(ds.ids)
-        ids = [i for i in load_split(split_name)[split] if i in known]
-        if not ids:
-            raise ValueError(f"no structure of split {split_name}:{split} is in {ds.source}; use --split all")
-    ids = ids[:limit] if limit else ids
+    ids = select_split_ids(ds, split, split_name, limit)
     t0 = time.perf_counter()
     kept, inputs, y = load_inputs(m, ds, ids, f"{split} set")
     metrics, table = evaluate_inputs(m, kept, inputs, y.numpy(), n_samples=n_samples, seed=seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mofbalora.adapters.balora import BaLoRALinear, dropout_to_alpha, kl_per_weight
 from mofbalora.adapters.config import ADAPTER_KINDS, AdapterConfig
+from mofbalora.adapters.context import sample_forward, sampling, seeded_generator
 from mofbalora.adapters.inject import (
     InjectionSummary,
     adapter_layers,
@@ -16,7 +17,6 @@ from mofbalora.adapters.inject import (
 )
 from mofbalora.adapters.io import BaseModelMismatchError, load_adapter, save_adapter
 from mofbalora.adapters.lora import LoRALinear
-from mofbalora.adapters.context import sample_forward, sampling, seeded_generator
 
 __all__ = [
     "ADAPTER_KINDS", "AdapterConfig", "BaLoRALinear", "BaseModelMismatchError", "InjectionSummary",

@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from mofbalora.commands import positive_int
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_positive_int = positive_int
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:

@@ -6,15 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from mofbalora.commands import positive_int
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+_positive_int = positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
