@@ -61,6 +61,12 @@ class BandGapModel(nn.Module):
             if adapter is None:
                 raise ValueError(f"regime {regime!r} needs an adapter config")
             inject_adapters(backbone, adapter)
+        self.alpha_network = None
+        if adapter is not None and regime == "balora" and adapter.alpha_network == "shared":
+            from mofbalora.adapters.balora import BaLoRALinear, SharedAlphaNetwork
+
+            layers = [m for m in backbone.modules() if isinstance(m, BaLoRALinear)]
+            self.alpha_network = SharedAlphaNetwork(layers, backbone.descriptor_dim)
 
     @property
     def n_members(self) -> int:
@@ -72,7 +78,12 @@ class BandGapModel(nn.Module):
 
     def forward(self, batch: Any):
         """(gap_ev (B,), aleatoric variance (B,) or None, pooled embedding (B, p)) of a collated batch."""
-        out = self.backbone(batch)
+        if self.alpha_network is not None:
+            logits = self.alpha_network(self.backbone.structure_descriptor(batch))
+            with sampling(shared_alpha_logits=logits):
+                out = self.backbone(batch)
+        else:
+            out = self.backbone(batch)
         return self.head(out.atom_embedding, out.structure_index, out.n_structures)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -135,6 +146,8 @@ class BandGapModel(nn.Module):
     def trained_state(self) -> dict[str, torch.Tensor]:
         """Everything training changed: adapters and head (and the backbone in the ``full`` regime)."""
         state = {f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()}
+        if self.alpha_network is not None:
+            state.update({f"alpha_network.{k}": v.detach().clone() for k, v in self.alpha_network.state_dict().items()})
         if self.regime == "full":
             state.update({f"backbone.{k}": v.detach().clone() for k, v in self.backbone.state_dict().items()})
         else:
@@ -144,6 +157,8 @@ class BandGapModel(nn.Module):
     def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
         head = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
         self.head.load_state_dict(head)
+        if self.alpha_network is not None:
+            self.alpha_network.load_state_dict({k[14:]: v for k, v in state.items() if k.startswith("alpha_network.")})
         bb = {k[9:]: v for k, v in state.items() if k.startswith("backbone.")}
         missing, unexpected = self.backbone.load_state_dict(bb, strict=False)
         expected = set(self.backbone.state_dict()) if self.regime == "full" else set(adapter_state_dict(self.backbone))

@@ -116,3 +116,28 @@ def test_predictions_are_invariant_to_rotation_translation_and_permutation(sampl
         assert abs(p.mean_ev[0] - ref.mean_ev[0]) < 1e-4, name
         # one noise draw per structure: the same seed gives the same draws whatever the atom order
         assert np.allclose(p.samples_ev, ref.samples_ev, atol=1e-4), name
+
+
+@pytest.mark.parametrize("alpha_network", ["shared", "constant"])
+def test_alpha_network_options_train_save_and_load(alpha_network, tiny_cfg, tmp_path):
+    from mofbalora.adapters import sampling
+    from mofbalora.train import load_inputs, split_ids
+
+    cfg = tiny_cfg(f"adapter.alpha_network={alpha_network}", "optim.epochs=1", "run.eval_test=false")
+    finetune(cfg, tmp_path / "run", progress=False)
+    model = load_model(tmp_path / "run")
+    ds, ids = split_ids(cfg)
+    _, inputs, _ = load_inputs(model, ds, ids["val"], "val")
+    pred = model.predict_inputs(inputs, n_samples=8, seed=0)
+    again = load_model(tmp_path / "run").predict_inputs(inputs, n_samples=8, seed=0)
+    assert np.array_equal(pred.samples_ev, again.samples_ev)
+    if alpha_network == "shared":
+        # one α per structure and layer: different structures get different noise levels
+        batch = model.backbone.collate(inputs)
+        logits = model.alpha_network(model.backbone.structure_descriptor(batch))
+        assert logits.shape == (len(inputs), 3)
+        model.alpha_network.adapter_alpha_net[-1].weight.data.normal_()
+        logits = model.alpha_network(model.backbone.structure_descriptor(batch))
+        assert logits[:, 0].std() > 0
+        with sampling(stochastic=True):
+            model(batch)  # the layers read their column through the sampling context

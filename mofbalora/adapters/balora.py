@@ -16,6 +16,8 @@ Open choices of the paper, as implemented here (documented in the README; ablate
 * **α-network** (``alpha_network``): ``"probe"`` (default) — a per-layer linear probe on the layer's own
   input, ``logit = w·x + b`` (in + 1 parameters), α = exp(logit), i.e. α = p/(1−p) for a dropout rate
   p = sigmoid(logit) as in BARNN; ``"constant"`` — one learned logit per layer, the non-adaptive control.
+  ``"shared"`` — one small network (:class:`SharedAlphaNetwork`) maps a pooled structure descriptor to one
+  logit per adapted layer and structure (the model supplies it through the sampling context).
   The logit is clamped to [-9, 3] (α ∈ [1.2e-4, 20]) for numerical safety. Initialised at α = α0.
 * **Prior and KL**: p(ω_A) = N(0, α0 θ_A²) with α0 = p0/(1−p0) (``prior_dropout`` p0, default 0.1). Per
   weight KL(N(θ, αθ²) ‖ N(0, α0θ²)) = ½[ln(α0/α) + (α+1)/α0 − 1] — independent of θ (derivation: the
@@ -38,9 +40,9 @@ from torch import nn
 from mofbalora.adapters import context
 from mofbalora.adapters.lora import LoRALinear
 
-AlphaNetwork = Literal["probe", "constant"]
+AlphaNetwork = Literal["probe", "constant", "shared"]
 NoiseScope = Literal["structure", "row"]
-ALPHA_NETWORKS = ("probe", "constant")
+ALPHA_NETWORKS = ("probe", "constant", "shared")
 NOISE_SCOPES = ("structure", "row")
 LOGIT_MIN, LOGIT_MAX = -9.0, 3.0
 
@@ -78,7 +80,10 @@ class BaLoRALinear(LoRALinear):
         dev = base_layer.weight.device
         if alpha_network == "probe":
             self.adapter_alpha_w = nn.Parameter(torch.zeros(base_layer.in_features, device=dev))
-        self.adapter_alpha_b = nn.Parameter(torch.full((), init_logit, device=dev))
+        if alpha_network != "shared":
+            self.adapter_alpha_b = nn.Parameter(torch.full((), init_logit, device=dev))
+        #: column of this layer in the shared α-network's output (set by :class:`SharedAlphaNetwork`)
+        self.shared_alpha_index: int | None = None
         self._kl: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
@@ -88,11 +93,25 @@ class BaLoRALinear(LoRALinear):
     # -- α(x) and KL --------------------------------------------------------------------------------
     def alpha(self, x: torch.Tensor) -> torch.Tensor:
         """α(x) > 0 per row of ``x`` (..., in) → (..., 1)."""
+        return torch.exp(self._logit(x).clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1)
+
+    def _logit(self, x: torch.Tensor) -> torch.Tensor:
         if self.alpha_network == "probe":
-            logit = x @ self.adapter_alpha_w + self.adapter_alpha_b
-        else:
-            logit = self.adapter_alpha_b.expand(x.shape[:-1])
-        return torch.exp(logit.clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1)
+            return x @ self.adapter_alpha_w + self.adapter_alpha_b
+        if self.alpha_network == "constant":
+            return self.adapter_alpha_b.expand(x.shape[:-1])
+        logits = context.current().shared_alpha_logits
+        if logits is None or self.shared_alpha_index is None:
+            raise ValueError("a BaLoRA layer with alpha_network='shared' needs a SharedAlphaNetwork: build the "
+                             "model with mofbalora.model.build_model, or pass sampling(shared_alpha_logits=...)")
+        column = logits[:, self.shared_alpha_index]
+        n_rows = math.prod(x.shape[:-1])
+        groups = context.groups_for(n_rows, x.device)
+        if groups is not None:
+            column = column[groups[0]]
+        elif column.shape[0] != n_rows:
+            raise ValueError(f"shared α logits for {column.shape[0]} structures, but {n_rows} rows and no row groups")
+        return column.reshape(x.shape[:-1])
 
     def kl(self) -> torch.Tensor:
         """KL of the last forward pass (averaged over its rows, summed over the r × in weights)."""
@@ -112,8 +131,7 @@ class BaLoRALinear(LoRALinear):
             h, logit = hl[..., :-1], hl[..., -1] + self.adapter_alpha_b
         else:  # deterministic: the very same product as LoRA, so ε = 0 equals LoRA bit for bit
             h = x @ A.T
-            logit = (x @ self.adapter_alpha_w + self.adapter_alpha_b if self.alpha_network == "probe"
-                     else self.adapter_alpha_b.expand(x.shape[:-1])) if (stochastic or need_kl) else None
+            logit = self._logit(x) if (stochastic or need_kl) else None
         alpha = torch.exp(logit.clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1) if logit is not None else None
         self._kl = A.numel() * kl_per_weight(alpha, self.alpha0).mean() if need_kl else None
         if stochastic:
@@ -138,3 +156,22 @@ class BaLoRALinear(LoRALinear):
             index, n_groups = groups
             eps = torch.randn(n_groups, self.rank, generator=gen, device=device, dtype=dtype)[index]
         return eps.reshape(*lead_shape, self.rank)
+
+
+class SharedAlphaNetwork(nn.Module):
+    """One small network for all BaLoRA layers of a model: a pooled structure descriptor (n_structures, d)
+    → one α logit per adapted layer and structure. Its output starts at log α0 (zero last-layer weights)."""
+
+    def __init__(self, layers: list[BaLoRALinear], descriptor_dim: int, hidden_dim: int = 8) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("a shared α-network needs at least one BaLoRA layer with alpha_network='shared'")
+        for j, layer in enumerate(layers):
+            layer.shared_alpha_index = j
+        self.adapter_alpha_net = nn.Sequential(nn.Linear(descriptor_dim, hidden_dim), nn.SiLU(),
+                                               nn.Linear(hidden_dim, len(layers)))
+        nn.init.zeros_(self.adapter_alpha_net[-1].weight)
+        nn.init.constant_(self.adapter_alpha_net[-1].bias, math.log(layers[0].alpha0))
+
+    def forward(self, descriptor: torch.Tensor) -> torch.Tensor:
+        return self.adapter_alpha_net(descriptor)

@@ -26,6 +26,8 @@ class SamplingState:
     row_groups: dict[int, torch.Tensor] = field(default_factory=dict)
     #: which member of an adapter ensemble is active
     member: int | None = None
+    #: α logits from a shared α-network: (n_structures, n_shared_layers), column = layer's ``shared_alpha_index``
+    shared_alpha_logits: torch.Tensor | None = None
 
 
 _STATE: contextvars.ContextVar[SamplingState] = contextvars.ContextVar("mofbalora_sampling", default=SamplingState())

@@ -64,6 +64,13 @@ class Backbone(nn.Module, ABC):
     def forward(self, batch: Any) -> BackboneOutput:
         """Embeddings of a collated batch."""
 
+    #: width of :meth:`structure_descriptor` (input of a shared α-network)
+    descriptor_dim: int = 0
+
+    def structure_descriptor(self, batch: Any) -> torch.Tensor:
+        """A cheap, frozen per-structure descriptor (n_structures, descriptor_dim) of a collated batch."""
+        raise NotImplementedError(f"{type(self).__name__} has no structure descriptor (needed by a shared α-network)")
+
     def identity(self) -> dict[str, str]:
         """Name and a hash of the frozen pretrained weights (recorded in adapter files)."""
         return {"backbone": self.name, "weights_sha256": state_dict_digest(self.base_state_dict())}

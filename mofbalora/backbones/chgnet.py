@@ -52,6 +52,7 @@ def _import_chgnet():
 class CHGNetBackbone(Backbone):
     name = "chgnet"
     embedding_dim = 64
+    descriptor_dim = 64
     target_presets = {"readout": _READOUT, "last_block": _READOUT + _LAST, "all": _READOUT + _ALL}
 
     def __init__(self, adapt: Adapt = "readout", model_name: str = "0.3.0") -> None:
@@ -122,6 +123,18 @@ class CHGNetBackbone(Backbone):
         else:
             batch["graphs"] = [x["graph"] for x in inputs]
         return batch
+
+    def structure_descriptor(self, batch: dict) -> torch.Tensor:
+        """Mean over atoms of the frozen trunk features (readout) or of the atom embeddings (graph modes)."""
+        index = batch["structure_index"]
+        if self.adapt == "readout":
+            feats = batch["atom_features"]
+        else:
+            z = torch.cat([g.atomic_number for g in batch["graphs"]]).long()
+            feats = self.trunk.atom_embedding(z - 1)
+        n = len(batch["n_atoms"])
+        total = feats.new_zeros(n, feats.shape[1]).index_add(0, index, feats)
+        return (total / batch["n_atoms"].unsqueeze(1).to(feats.dtype)).detach()
 
     def forward(self, batch: dict) -> BackboneOutput:
         index = batch["structure_index"]
