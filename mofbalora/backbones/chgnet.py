@@ -95,7 +95,8 @@ class CHGNetBackbone(Backbone):
         if self.adapt != "readout":
             return [{"graph": g, "n_atoms": int(g.atomic_number.numel())} for g in graphs]
         feats = self.trunk_atom_features(graphs)
-        return [{"atom_features": f.to(torch.float32).contiguous(), "n_atoms": int(f.shape[0])} for f in feats]
+        # clone: a slice of the batch tensor would pickle the whole batch storage into every cache entry
+        return [{"atom_features": f.to(torch.float32).clone(), "n_atoms": int(f.shape[0])} for f in feats]
 
     def trunk_atom_features(self, graphs: list) -> list[torch.Tensor]:
         """Frozen CHGNet trunk → per-atom features after the readout LayerNorm, one tensor per graph."""
