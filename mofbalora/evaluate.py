@@ -16,19 +16,25 @@ STD_METRICS = ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_e
                "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection")
 
 
+MIN_STD_EV = 1e-6
+
+
 def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int) -> dict:
     """All metrics of :func:`mofbalora.uq.metrics.all_metrics`, plus ``samples`` (T).
 
-    A prediction whose std is 0 anywhere has no uncertainty to score: its accuracy metrics are computed
-    (with a stand-in std that they ignore) and the std-dependent ones are NaN.
+    A prediction whose std is 0 everywhere (a deterministic model, a single draw) has no uncertainty to
+    score: its accuracy metrics are computed (with a stand-in std that they ignore) and the std-dependent
+    ones are NaN. Where only some stds are 0 (every draw saturated at a 0 eV gap), they are floored at
+    :data:`MIN_STD_EV` so that one such structure does not void the model's uncertainty metrics.
     """
     from mofbalora.uq.metrics import all_metrics
 
     y_true = np.asarray(y_true, dtype=float)
-    if np.all(pred.std_ev > 0):
+    if np.any(pred.std_ev > 0):
         alea = pred.aleatoric_std_ev
-        out = all_metrics(pred.mean_ev, pred.std_ev, y_true,
-                          epistemic_std=pred.epistemic_std_ev if alea is not None else None, aleatoric_std=alea)
+        out = all_metrics(pred.mean_ev, np.maximum(pred.std_ev, MIN_STD_EV), y_true,
+                          epistemic_std=np.maximum(pred.epistemic_std_ev, MIN_STD_EV) if alea is not None else None,
+                          aleatoric_std=alea)
     else:
         out = all_metrics(pred.mean_ev, np.ones_like(pred.mean_ev), y_true)
         out.update({k: float("nan") for k in STD_METRICS})

@@ -16,9 +16,15 @@ import yaml
 TARGET = Path(__file__).resolve().parents[1] / "mofbalora" / "pretrained" / "default"
 
 
+def test_metrics(run: Path) -> dict:
+    """The run's test metrics: a later `mofbalora evaluate` (eval_test.json) if present, else metrics.json."""
+    later = run / "eval_test.json"
+    return json.loads(later.read_text()) if later.exists() else json.loads((run / "metrics.json").read_text())["test"]
+
+
 def row(name: str, run: Path) -> str:
     m = json.loads((run / "metrics.json").read_text())
-    t = m["test"]
+    t = test_metrics(run)
     sp = t.get("spearman_std_abs_error")
     sp_txt = f"{sp:.3f}" if sp == sp else "— (deterministic)"
     return (f"| {name} | {m['regime']} | {t['mae_ev']:.3f} | {t['rmse_ev']:.3f} | {t['r2']:.3f} | {sp_txt} | "
@@ -36,7 +42,7 @@ def main() -> None:
     for f in ("model.safetensors", "model_config.json"):
         shutil.copy(args.run / "checkpoints" / "best" / f, TARGET / f)
     size_kb = (TARGET / "model.safetensors").stat().st_size / 1024
-    t = metrics["test"]
+    t = test_metrics(args.run)
     table = "\n".join([row(args.run.name, args.run)] + [row(b.name, b) for b in args.baselines])
     card = f"""# Model card: mofbalora default band-gap model (BaLoRA on CHGNet 0.3.0)
 
