@@ -58,7 +58,8 @@ def run_sweep(spec: dict, out: str | Path, *, only: list[str] | None = None, ext
                 continue
             overrides = [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
                          for k, v in (spec["settings"][name] or {}).items()]
-            cfg = load_config(spec["base"], [*overrides, *(extra_overrides or []), f"run.seed={seed}"])
+            # sweep-wide overrides first, so that a setting can still change what they set
+            cfg = load_config(spec["base"], [*(extra_overrides or []), *overrides, f"run.seed={seed}"])
             log.info("sweep: %s seed %s", name, seed)
             finetune(cfg, run_dir, resume=(run_dir / "checkpoints" / "last").exists(), progress=progress)
     return collect(out, names)

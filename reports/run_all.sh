@@ -14,13 +14,13 @@ $B/mofbalora data cache --order train --limit 6000 --threads 2
 # 1. the shipped default and its baselines (issue 4, 5): same recipe, one flag apart
 $B/mofbalora finetune --config workflows/finetune_chgnet.yaml --out runs/default --threads 1
 $B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter lora-ensemble --out runs/lora_ensemble --threads 1
-$B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter mc-dropout --out runs/mc_dropout --threads 1
+$B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter mc-dropout --out runs/mc-dropout --threads 1
 $B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter lora --out runs/lora --threads 1
-$B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter head-only --out runs/head_only --threads 1
-$B/python reports/publish_default.py runs/default --baselines runs/lora runs/head_only runs/mc_dropout runs/lora_ensemble
+$B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter head-only --out runs/head-only --threads 1
+$B/python reports/publish_default.py runs/default --baselines runs/lora runs/head-only runs/mc-dropout runs/lora_ensemble
 
 # 2. uncertainty comparison (issue 5)
-$B/mofbalora compare runs/default runs/lora_ensemble runs/mc_dropout runs/lora --samples 1,2,4,8,16,32,64 \
+$B/mofbalora compare runs/default runs/lora_ensemble runs/mc-dropout runs/lora runs/head-only --samples 1,2,4,8,16,32,64 \
     --out reports/uncertainty
 
 # 3. adapter placement (issue 4): readout (cached trunk) versus the last convolution block + readout
