@@ -389,3 +389,39 @@ def test_plain_lora_matches_peft_on_the_same_weights():
     ours.eval()
     pm.eval()
     assert torch.allclose(ours(x), pm(x), atol=1e-6)
+
+
+def test_extension_point_for_linear_like_layers():
+    """A layer type that is not nn.Linear is refused until an adapter factory is registered for it."""
+    from mofbalora.adapters import register_adapter_type
+    from mofbalora.adapters.inject import ADAPTER_FACTORIES
+
+    class ScaledLinear(nn.Module):  # stands for e.g. an SO(3)-linear or expert-mixture linear
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x):
+            return 2 * x @ self.weight.T
+
+    class ScaledLinearAdapter(nn.Module):
+        def __init__(self, base, cfg):
+            super().__init__()
+            self.base_layer = base
+            self.adapter_A = nn.Parameter(torch.randn(cfg.rank, 4))
+            self.adapter_B = nn.Parameter(torch.zeros(4, cfg.rank))
+
+        def forward(self, x):
+            return self.base_layer(x) + 2 * (x @ self.adapter_A.T) @ self.adapter_B.T
+
+    model = nn.Sequential(ScaledLinear())
+    with pytest.raises(TypeError, match="ScaledLinear has no adapter"):
+        inject_adapters(model, AdapterConfig(kind="lora", targets=["0"]))
+    register_adapter_type(ScaledLinear, lambda base, cfg: ScaledLinearAdapter(base, cfg))
+    try:
+        summary = inject_adapters(model, AdapterConfig(kind="lora", targets=["0"], rank=2))
+        assert summary.adapted == ["0"] and summary.n_trainable == 2 * (4 + 4)
+        x = torch.randn(3, 4)
+        assert torch.equal(model(x), model[0].base_layer(x))  # θ_B = 0: base output
+    finally:
+        ADAPTER_FACTORIES.pop(ScaledLinear)
