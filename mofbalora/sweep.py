@@ -66,12 +66,13 @@ def run_sweep(spec: dict, out: str | Path, *, only: list[str] | None = None, ext
 
 
 def collect(out: str | Path, names: list[str] | None = None) -> pd.DataFrame:
-    """One row per setting: mean and std over seeds of the test metrics, parameters and training time."""
+    """One row per setting: mean and std over seeds of the test metrics, parameters and training time.
+
+    ``sweep.csv`` / ``sweep.md`` always hold every finished setting; the returned table only ``names``.
+    """
     out = Path(out)
     rows = []
     for setting_dir in sorted(p for p in out.iterdir() if p.is_dir()):
-        if names and setting_dir.name not in names:
-            continue
         runs = [json.loads(p.read_text()) for p in sorted(setting_dir.glob("seed*/metrics.json"))]
         if not runs:
             continue
@@ -89,11 +90,13 @@ def collect(out: str | Path, names: list[str] | None = None) -> pd.DataFrame:
 
         write_table(df, out / "sweep.csv")
         (out / "sweep.md").write_text(to_markdown(df))
+        if names:
+            df = df[df["setting"].isin(names)].reset_index(drop=True)
     return df
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    head = ("| setting | regime | seeds | n_train | MAE (eV) | RMSE (eV) | Spearman σ–|err| (T=32) | NLL | "
+    head = ("| setting | regime | seeds | n_train | MAE (eV) | RMSE (eV) | Spearman ρ(σ, abs. err.) (T=32) | NLL | "
             "miscal. area | trainable params | train time (s) |\n|" + "---|" * 11 + "\n")
 
     def pm(row, m, fmt="{:.3f}"):
