@@ -32,10 +32,12 @@ done
 # 4. ablations (issue 12)
 $B/mofbalora sweep --config workflows/sweep_ablations.yaml --out runs/sweep --seeds 0 \
     --set data.train_size=2000 --set optim.epochs=20
-cp runs/sweep/sweep.md reports/ablations/sweep.md
+$B/mofbalora sweep --config workflows/sweep_ablations.yaml --out runs/sweep --seeds 1,2 \
+    --set data.train_size=2000 --set optim.epochs=20 --only default lora alpha_constant
+cp runs/sweep/sweep.md runs/sweep/sweep.csv reports/ablations/
 
 # 5. active-learning benchmark (issue 7), reduced budget: see reports/active_learning/report.md
-$B/mofbalora al run --config workflows/al_qmof.yaml --out runs/al_qmof --seed 0 --rounds 5 \
+$B/mofbalora al run --config workflows/al_qmof.yaml --out runs/al_qmof --seed 0 --seed 1 --seed 2 --rounds 5 \
     --set data.train_size=3000 --set data.test_size=600 --set al.round_epochs=8 --set optim.epochs=20 --set optim.lr=0.01
 $B/mofbalora al report --runs runs/al_qmof --out reports/active_learning
 

@@ -101,7 +101,7 @@ def _norm_pdf(z: np.ndarray) -> np.ndarray:
     return _INV_SQRT_2PI * np.exp(-0.5 * z * z)
 
 
-def _as_vector(x: object, name: str, n: int | None = None, ref: str = "mean_ev") -> np.ndarray:
+def as_vector(x: object, name: str, n: int | None = None, ref: str = "mean_ev") -> np.ndarray:
     try:
         arr = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -370,9 +370,9 @@ def acquisition_scores(
     """
     if name not in ACQUISITIONS:
         raise ValueError(f"unknown acquisition {name!r}; choose from {sorted(ACQUISITIONS)}")
-    mean = _as_vector(mean_ev, "mean_ev")
+    mean = as_vector(mean_ev, "mean_ev")
     n = mean.shape[0]
-    std = _as_vector(std_ev, "std_ev", n)
+    std = as_vector(std_ev, "std_ev", n)
     if np.any(std < 0):
         raise ValueError(f"std_ev must be >= 0 eV, got minimum {std.min()!r}")
     samples = None
@@ -416,7 +416,7 @@ def dft_cost(
     if (n_atoms is None) == (n_electrons is None):
         raise ValueError("give exactly one of n_atoms or n_electrons")
     name = "n_atoms" if n_atoms is not None else "n_electrons"
-    counts = _as_vector(n_atoms if n_atoms is not None else n_electrons, name)
+    counts = as_vector(n_atoms if n_atoms is not None else n_electrons, name)
     if counts.size == 0:
         raise ValueError(f"{name} is empty")
     if np.any(counts <= 0):
@@ -440,8 +440,8 @@ def cost_aware(scores: np.ndarray, cost: np.ndarray, *, floor_fraction: float = 
     shift preserves the score order at equal cost; with all scores equal it ranks by cost alone.
     ``cost`` must be > 0, e.g. from :func:`dft_cost`.
     """
-    s = _as_vector(scores, "scores")
-    c = _as_vector(cost, "cost", s.shape[0], ref="scores")
+    s = as_vector(scores, "scores")
+    c = as_vector(cost, "cost", s.shape[0], ref="scores")
     if np.any(c <= 0):
         raise ValueError(f"cost must be > 0, got minimum {c.min()!r}")
     floor_fraction = _check_scalar(floor_fraction, "floor_fraction")

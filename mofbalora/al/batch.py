@@ -37,6 +37,8 @@ from typing import Literal
 
 import numpy as np
 
+from mofbalora.al.acquisition import as_vector
+
 from mofbalora.al.acquisition import RngLike, make_rng
 
 DiversityRule = Literal["none", "kcenter", "penalty"]
@@ -159,12 +161,7 @@ def select_batch(
     """
     if diversity not in DIVERSITY_RULES:
         raise ValueError(f"unknown diversity {diversity!r}; choose from {sorted(DIVERSITY_RULES)}")
-    try:
-        s = np.asarray(scores, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"scores must be a numeric array, got {type(scores).__name__}") from exc
-    if s.ndim != 1:
-        raise ValueError(f"scores must be 1-D with shape (n,), got shape {s.shape}")
+    s = as_vector(scores, "scores")
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain non-finite values (NaN or inf); use exclude to drop candidates")
     n = s.shape[0]
