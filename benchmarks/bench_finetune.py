@@ -23,11 +23,11 @@ from _common import qmof_test_paths
 def main(n: int = 64) -> None:
     os.environ["MOFBALORA_CACHE"] = tempfile.mkdtemp(prefix="bench-cache-")
     from mofbalora.adapters import AdapterConfig
+    from mofbalora.config import load_config
     from mofbalora.data.structures import read_structure
     from mofbalora.featurize import featurize_files
     from mofbalora.model import build_model
     from mofbalora.train import Trainer
-    from mofbalora.config import load_config
 
     paths = qmof_test_paths(n)
     structures = [read_structure(p) for p in paths]

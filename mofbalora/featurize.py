@@ -67,7 +67,7 @@ def featurize_files(
             feats = backbone.featurize([s for _, _, s in pending])
         except FeaturizationError:
             feats = []
-            for k, digest, s in pending:  # isolate the bad one(s)
+            for k, _digest, s in pending:  # isolate the bad one(s)
                 try:
                     feats.extend(backbone.featurize([s]))
                 except FeaturizationError as exc:

@@ -94,7 +94,7 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
     if ok.any():
         mean = df.loc[ok, "bandgap_mean_ev"].to_numpy(float)
         std = df.loc[ok, "bandgap_std_ev"].to_numpy(float)
-        samples = np.array([r["samples_ev"] for r, k in zip(records, ok) if k], dtype=float)
+        samples = np.array([r["samples_ev"] for r, k in zip(records, ok, strict=True) if k], dtype=float)
         scores = acquisition_scores(acquisition, mean, std, samples, kappa=kappa, target_ev=target_ev, goal=goal,
                                     rng=np.random.default_rng(seed))
         df.loc[ok, "score"] = scores

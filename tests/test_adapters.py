@@ -61,7 +61,7 @@ class ToyMessagePassing(nn.Module):
         index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         h = torch.tanh(self.embed(x))
         offsets = torch.cumsum(torch.tensor([0] + sizes[:-1]), 0)
-        nbr = torch.cat([torch.roll(torch.arange(n), 1) + o for n, o in zip(sizes, offsets.tolist())])
+        nbr = torch.cat([torch.roll(torch.arange(n), 1) + o for n, o in zip(sizes, offsets.tolist(), strict=True)])
         with sampling(row_groups={x.shape[0]: index}):
             h = h + torch.tanh(self.message(torch.cat([h, h[nbr]], dim=1)))
             per_atom = self.readout(h).squeeze(-1)

@@ -79,7 +79,7 @@ def test_every_input_gets_a_row_with_a_specific_reason(tiny_model, candidates, t
     n_inputs = len(list(candidates.iterdir()))
     assert len(table) == n_inputs
     assert (table["status"] == "ok").sum() == 6
-    by_name = {Path(p).name: r for p, r in zip(table["path"], table.to_dict("records"))}
+    by_name = {Path(p).name: r for p, r in zip(table["path"], table.to_dict("records"), strict=True)}
     assert by_name["empty.cif"]["error"] == "empty"
     assert by_name["dir.cif"]["error"] == "unreadable"
     assert by_name["binary.cif"]["error"] == "not_cif"

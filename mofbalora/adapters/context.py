@@ -30,7 +30,7 @@ class SamplingState:
     shared_alpha_logits: torch.Tensor | None = None
 
 
-_STATE: contextvars.ContextVar[SamplingState] = contextvars.ContextVar("mofbalora_sampling", default=SamplingState())
+_STATE: contextvars.ContextVar[SamplingState] = contextvars.ContextVar("mofbalora_sampling", default=SamplingState())  # noqa: B039 (never mutated)
 
 
 def current() -> SamplingState:

@@ -37,9 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from mofbalora.al.acquisition import as_vector
-
-from mofbalora.al.acquisition import RngLike, make_rng
+from mofbalora.al.acquisition import RngLike, as_vector, make_rng
 
 DiversityRule = Literal["none", "kcenter", "penalty"]
 DIVERSITY_RULES: tuple[str, ...] = ("none", "kcenter", "penalty")
