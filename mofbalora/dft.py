@@ -58,32 +58,16 @@ LOGGER = logging.getLogger(__name__)
 Code = Literal["vasp", "ase"]
 CODES: tuple[str, ...] = ("vasp", "ase")
 
-#: Columns the ranked CSV must have (extra columns are ignored).
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "path",
-    "structure_id",
-    "formula",
-    "n_atoms",
-    "bandgap_mean_ev",
-    "bandgap_std_ev",
-    "score",
-    "rank",
-    "status",
+#: Per-structure prediction columns shared by the ranked CSV and the manifest.
+_PREDICTION_COLUMNS: tuple[str, ...] = (
+    "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
 )
 
+#: Columns the ranked CSV must have (extra columns are ignored).
+REQUIRED_COLUMNS: tuple[str, ...] = ("path", *_PREDICTION_COLUMNS, "rank", "status")
+
 #: Columns of ``manifest.csv``, in order.
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "rank",
-    "structure_id",
-    "formula",
-    "n_atoms",
-    "bandgap_mean_ev",
-    "bandgap_std_ev",
-    "score",
-    "folder",
-    "kpoints",
-    "source_path",
-)
+MANIFEST_COLUMNS: tuple[str, ...] = ("rank", *_PREDICTION_COLUMNS, "folder", "kpoints", "source_path")
 
 #: INCAR of the production PBE-D3(BJ) relaxation (cell and positions), QMOF's settings.
 #: The static single point that yields the band gap applies :data:`QMOF_STATIC_UPDATES` on top.

@@ -41,11 +41,13 @@ def featurize_files(
     on_error: OnError = "skip",
     max_atoms: int = DEFAULT_MAX_ATOMS,
     progress: bool | str = True,
+    digests: Sequence[str | None] | None = None,
 ) -> tuple[list[Any | None], list[FileError | None]]:
     """Featurize ``paths`` with ``backbone``; returns (inputs, errors), aligned with ``paths``.
 
     Exactly one of ``inputs[k]`` and ``errors[k]`` is not None. Each featurized input also carries
-    ``"digest"`` (sha256 of the file) and ``"formula"``.
+    ``"digest"`` (sha256 of the file) and ``"formula"``. ``digests`` (aligned with ``paths``) passes
+    content digests the caller already computed, so files are not read twice.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"unknown on_error {on_error!r}; choose from ['raise', 'skip']")
@@ -88,7 +90,7 @@ def featurize_files(
     for k, path in enumerate(paths):
         bar.update(1)
         try:
-            digest = file_digest(path)
+            digest = digests[k] if digests is not None and digests[k] else file_digest(path)
         except (OSError, IsADirectoryError) as exc:
             fail(k, "unreadable", f"{type(exc).__name__}: {exc}")
             continue

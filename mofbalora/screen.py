@@ -143,7 +143,8 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     with open(partial, "a") as log_fh:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
-            feats, errors = featurize_files(m.backbone, [paths[k] for k in chunk], max_atoms=max_atoms, progress=False)
+            feats, errors = featurize_files(m.backbone, [paths[k] for k in chunk], max_atoms=max_atoms, progress=False,
+                                            digests=[None if keys[k].startswith("path:") else keys[k] for k in chunk])
             for k, feat, err in zip(chunk, feats, errors, strict=True):
                 rec = {"key": keys[k], "path": str(paths[k]), "structure_id": paths[k].stem}
                 if err is not None:
