@@ -106,17 +106,47 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
     return df[COLUMNS]
 
 
+def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int, max_atoms: int = DEFAULT_MAX_ATOMS,
+                  with_embedding: bool = False) -> list[dict]:
+    """One record per file: featurize (through the cache) and predict with ``n_samples`` passes.
+
+    Each structure's passes use a generator seeded by (``seed``, content digest), so a record does not
+    depend on which files share its chunk, process or machine (what makes sharded screening exact).
+    ``with_embedding`` adds the pooled structure embedding (for diversity-aware batch selection).
+    """
+    from mofbalora.featurize import featurize_files
+
+    feats, errors = featurize_files(m.backbone, paths, max_atoms=max_atoms, progress=False,
+                                    digests=[None if key.startswith("path:") else key for key in keys])
+    records = []
+    for path, key, feat, err in zip(paths, keys, feats, errors, strict=True):
+        rec = {"key": key, "path": str(path), "structure_id": Path(path).stem}
+        if err is not None:
+            rec.update(status="error", error=err.reason, detail=err.message[:300])
+        else:
+            pred = m.predict_inputs([feat], n_samples=n_samples, seed=structure_seed(seed, feat["digest"]))
+            rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
+                       n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[0]),
+                       bandgap_std_ev=float(pred.std_ev[0]), samples_ev=pred.samples_ev[0].tolist())
+            if with_embedding:
+                rec["embedding"] = pred.embedding[0].tolist()
+        records.append(rec)
+    return records
+
+
 def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisition: str = "std", kappa: float = 2.0,
            target_ev: tuple[float, float] | None = None, goal: str = "min", out: str | Path = "ranked.csv",
            seed: int = 0, chunk_size: int = 16, max_atoms: int = DEFAULT_MAX_ATOMS, resume: bool = True,
-           progress: bool = True, checkpoint_seconds: float = 20.0) -> pd.DataFrame:
+           progress: bool = True, checkpoint_seconds: float = 20.0, dask=None) -> pd.DataFrame:
     """Screen candidate files (paths, folders or globs) with a saved model; returns the ranked table.
 
     ``model`` is ``"default"``, a run folder, or an already loaded :class:`~mofbalora.model.BandGapModel`.
+    ``dask``: run the chunks on a Dask cluster: ``"local:N"`` (N local worker processes), a scheduler
+    address (``tcp://host:8786``), ``"jobqueue:CONFIG.yaml"`` (SLURM / PBS workers through dask-jobqueue)
+    or a ``distributed.Client``. The table is the same as a one-process run (see :mod:`mofbalora.parallel`).
     """
     from mofbalora.al.acquisition import ACQUISITIONS
     from mofbalora.data.candidates import expand_candidates
-    from mofbalora.featurize import featurize_files
     from mofbalora.model import BandGapModel, load_model
 
     if acquisition not in ACQUISITIONS:
@@ -129,7 +159,8 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     paths = expand_candidates(inputs)
     if not paths:
         raise ValueError(f"no candidate files found in {inputs}")
-    m = model if isinstance(model, BandGapModel) else load_model(model)
+    if dask is None:
+        m = model if isinstance(model, BandGapModel) else load_model(model)
     partial = _partial_path(out)
     done = _load_partial(partial) if resume else {}
     if not resume and partial.exists():
@@ -140,30 +171,38 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="screen", unit="cif", disable=not progress)
     last_flush = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "a") as log_fh:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            feats, errors = featurize_files(m.backbone, [paths[k] for k in chunk], max_atoms=max_atoms, progress=False,
-                                            digests=[None if keys[k].startswith("path:") else keys[k] for k in chunk])
-            for k, feat, err in zip(chunk, feats, errors, strict=True):
-                rec = {"key": keys[k], "path": str(paths[k]), "structure_id": paths[k].stem}
-                if err is not None:
-                    rec.update(status="error", error=err.reason, detail=err.message[:300])
-                else:
-                    pred = m.predict_inputs([feat], n_samples=n_samples, seed=structure_seed(seed, feat["digest"]))
-                    rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
-                               n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[0]),
-                               bandgap_std_ev=float(pred.std_ev[0]), samples_ev=pred.samples_ev[0].tolist())
-                done[keys[k]] = rec
-                log_fh.write(json.dumps(rec) + "\n")
-            log_fh.flush()
-            os.fsync(log_fh.fileno())
-            bar.update(len(chunk))
-            if time.monotonic() - last_flush > checkpoint_seconds:
-                _write_ranked(done, keys, acquisition, kappa, target_ev, goal, seed, out, complete=False)
-                last_flush = time.monotonic()
+    chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
+    if dask is None:
+        results = ((chunk, predict_files(m, [paths[k] for k in chunk], [keys[k] for k in chunk], n_samples=n_samples,
+                                         seed=seed, max_atoms=max_atoms)) for chunk in chunks)
+        stats = None
+    else:
+        from mofbalora.parallel.dask_screen import DaskPredictor
+
+        predictor = DaskPredictor(dask, model, scratch=out.parent / f".{out.name}.model")
+        stats = predictor.stats
+        results = predictor.map_chunks(chunks, paths, keys, n_samples=n_samples, seed=seed, max_atoms=max_atoms)
+    try:
+        with open(partial, "a") as log_fh:
+            for chunk, records in results:  # in completion order: rows are keyed, the table is in input order
+                for rec in records:
+                    if rec["key"] in done:  # a chunk computed twice (a lost worker's retried task): keep one row
+                        continue
+                    done[rec["key"]] = rec
+                    log_fh.write(json.dumps(rec) + "\n")
+                log_fh.flush()
+                os.fsync(log_fh.fileno())
+                bar.update(len(chunk))
+                if time.monotonic() - last_flush > checkpoint_seconds:
+                    _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=False)
+                    last_flush = time.monotonic()
+    finally:
+        if dask is not None:
+            predictor.close()
     bar.close()
-    table = _write_ranked(done, keys, acquisition, kappa, target_ev, goal, seed, out, complete=True)
+    table = _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=True)
+    if stats is not None:
+        table.attrs["dask"] = stats
     partial.unlink(missing_ok=True)
     return table
 
@@ -178,14 +217,14 @@ def _key(path: Path) -> str:
         return f"path:{path}"
 
 
-def _write_ranked(done, keys, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool) -> pd.DataFrame:
+def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool) -> pd.DataFrame:
     records = []
-    for key in keys:
+    for key, path in zip(keys, paths, strict=True):
         rec = done.get(key)
         if rec is None:
             continue
-        records.append(rec)
-    # the same content given twice gets one prediction but a row per path
+        # the same content given twice gets one prediction but a row per path, each naming its own file
+        records.append({**rec, "path": str(path), "structure_id": Path(path).stem})
     table = rank_rows(records, acquisition, kappa=kappa, target_ev=target_ev, goal=goal, seed=seed)
     write_table(table, out)
     return table

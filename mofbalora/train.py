@@ -10,7 +10,7 @@ Run folder layout::
 
 Resuming (``resume=True``) restarts from ``checkpoints/last`` at an epoch boundary; with the same seed the
 run ends in the same state as an uninterrupted one (shuffling and noise come from generators whose
-states are checkpointed).
+states are checkpointed; each step's noise generator is seeded by (seed, step)).
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from mofbalora.adapters import AdapterConfig, seeded_generator, total_kl
+from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling
 from mofbalora.adapters.io import _atomic_write_bytes
 from mofbalora.config import dump_config
 from mofbalora.heads import HeadConfig
 from mofbalora.model import BandGapModel, build_model
+from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
 
 log = logging.getLogger(__name__)
 LIKELIHOODS = ("mse", "gaussian_nll")
@@ -75,7 +77,7 @@ def split_ids(cfg: dict):
     return ds, out
 
 
-def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str):
+def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str | bool):
     """Featurized inputs and targets of ``ids``; files that fail are dropped with a warning."""
     from mofbalora.featurize import featurize_files
 
@@ -88,10 +90,11 @@ def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str):
             torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32))
 
 
-def data_loss(gap, var, target, likelihood: str) -> torch.Tensor:
+def data_loss_sum(gap, var, target, likelihood: str) -> torch.Tensor:
+    """Sum over structures of the per-structure loss (squared error, or the Gaussian NLL up to a constant)."""
     if likelihood == "gaussian_nll":
-        return 0.5 * (torch.log(var) + (target - gap) ** 2 / var).mean()
-    return ((target - gap) ** 2).mean()
+        return 0.5 * (torch.log(var) + (target - gap) ** 2 / var).sum()
+    return ((target - gap) ** 2).sum()
 
 
 def _lr_factor(cfg: dict, step: int, steps_per_epoch: int) -> float:
@@ -108,9 +111,13 @@ def _lr_factor(cfg: dict, step: int, steps_per_epoch: int) -> float:
 
 
 @torch.no_grad()
-def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, batch_size: int = 128) -> float:
-    """MAE (eV) of the posterior-mean prediction (ensemble: mean of the members)."""
+def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, batch_size: int = 128,
+                   dist: DistContext = SINGLE) -> float:
+    """MAE (eV) of the posterior-mean prediction (ensemble: mean of the members). In a data-parallel run each
+    process predicts its share and the error sums are all-reduced (every process gets the same figure)."""
     model.eval()
+    start, stop = share_of(len(inputs), dist)
+    inputs, targets = inputs[start:stop], targets[start:stop]
     preds = []
     for s in range(0, len(inputs), batch_size):
         batch = model.backbone.collate(inputs[s:s + batch_size])
@@ -123,25 +130,85 @@ def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, bat
         else:
             with sampling(stochastic=False):
                 preds.append(model(batch)[0])
-    return float((torch.cat(preds) - targets).abs().mean())
+    err = (torch.cat(preds) - targets).abs().sum() if preds else torch.zeros(())
+    total = dist.all_reduce_sum(torch.stack([err.double(), torch.tensor(float(len(targets)), dtype=torch.float64)]))
+    return float(total[0] / total[1])
+
+
+class TrainingObjective(nn.Module):
+    """One step's objective on this process's share of a global batch (the whole batch in a plain run).
+
+    Returns ``(objective, data-loss sum, KL share)``: ``objective × world_size`` is what this process
+    back-propagates, so that DDP's gradient *average* equals the gradient of the one-process objective
+    ``mean_B loss + kl_weight × KL / n_train`` (see :mod:`mofbalora.parallel.torch_ddp`).
+    """
+
+    def __init__(self, model: BandGapModel, likelihood: str, dist: DistContext = SINGLE) -> None:
+        super().__init__()
+        self.model = model
+        self.likelihood = likelihood
+        self.dist = dist
+        self.n_kl_layers = sum(1 for _, m in adapter_layers(model) if hasattr(m, "kl_rows"))
+
+    def forward(self, batch, target: torch.Tensor, *, generator: torch.Generator, offset: int, global_size: int,
+                kl_weight: float, n_train: int):
+        m = self.model
+        if batch is None:  # an empty share (global batch smaller than the world): still join the collectives
+            zero = sum(p.sum() for p in m.trainable_parameters()) * 0.0
+            dl_sum, kls, rows = zero, torch.zeros(self.n_kl_layers), torch.zeros(self.n_kl_layers)
+        else:
+            window = (offset, global_size) if self.dist.enabled else None
+            with sampling(stochastic=True, generator=generator, structure_window=window):
+                if m.n_members > 1:
+                    dl_sum = sum(data_loss_sum(*self._member(batch, k), target, self.likelihood)
+                                 for k in range(m.n_members))
+                    kls, rows = torch.zeros(0), torch.zeros(0)
+                else:
+                    gap, var, _ = m(batch)
+                    dl_sum = data_loss_sum(gap, var, target, self.likelihood)
+                    kls, rows = kl_terms(m)
+        if self.dist.enabled:
+            # each layer's KL is a mean over its rows: weight this share by its part of the global rows
+            weights = rows / self.dist.all_reduce_sum(rows).clamp_min(1.0)
+            kl = (kls * weights).sum()
+        else:
+            kl = total_kl(m) if m.n_members == 1 else torch.zeros(())
+        objective = dl_sum / global_size + kl_weight * kl / n_train
+        return objective * self.dist.world_size, dl_sum, kl
+
+    def _member(self, batch, k: int):
+        with sampling(member=k):
+            gap, var, _ = self.model(batch)
+        return gap, var
 
 
 class Trainer:
     """Trains ``model`` on featurized inputs; state saved each epoch to ``out/checkpoints/last``."""
 
-    def __init__(self, cfg: dict, out: str | Path, *, model: BandGapModel | None = None) -> None:
+    def __init__(self, cfg: dict, out: str | Path, *, model: BandGapModel | None = None,
+                 dist: DistContext = SINGLE) -> None:
         self.cfg = cfg
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.dist = dist
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.model = model or model_from_config(cfg)
         self.params = self.model.trainable_parameters()
         if not self.params:
             raise ValueError("nothing to train: the model has no trainable parameters")
+        self.objective = TrainingObjective(self.model, cfg["model"]["likelihood"], dist)
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # unused parameters exist in some regimes (e.g. a frozen, cached trunk in ``full``)
+            self.step_objective = DistributedDataParallel(self.objective, find_unused_parameters=True)
+        else:
+            self.step_objective = self.objective
         o = cfg["optim"]
         self.optimizer = torch.optim.AdamW(self.params, lr=o["lr"], weight_decay=o["weight_decay"])
         seed = int(cfg["run"]["seed"])
+        self.seed = seed
         self.shuffle_gen = seeded_generator(seed)
-        self.noise_gen = seeded_generator(seed + 1)
         self.epoch = 0
         self.step = 0
         self.best_val = float("inf")
@@ -152,11 +219,13 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "shuffle_gen": self.shuffle_gen.get_state(),
-                "noise_gen": self.noise_gen.get_state(), "epoch": self.epoch, "step": self.step,
+                "epoch": self.epoch, "step": self.step,
                 "best_val": self.best_val, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
                 "train_seconds": self.train_seconds, "torch_rng": torch.get_rng_state()}
 
     def save_state(self, which: str = "last") -> None:
+        if not self.dist.is_main:  # one writer: every process holds the same state
+            return
         ckpt = self.out / "checkpoints"
         tmp = ckpt / f".{which}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -181,7 +250,6 @@ class Trainer:
         st = torch.load(src / "trainer_state.pt", weights_only=False)
         self.optimizer.load_state_dict(st["optimizer"])
         self.shuffle_gen.set_state(st["shuffle_gen"])
-        self.noise_gen.set_state(st["noise_gen"])
         torch.set_rng_state(st["torch_rng"])
         for k in ("epoch", "step", "best_val", "best_epoch", "bad_epochs", "train_seconds"):
             setattr(self, k, st[k])
@@ -192,11 +260,12 @@ class Trainer:
             *, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
         """Train until ``optim.epochs`` or early stopping. ``stop_after_epochs`` ends this call early (as an
         interruption would) without marking the run finished."""
-        o, likelihood = self.cfg["optim"], self.cfg["model"]["likelihood"]
+        o = self.cfg["optim"]
         n_train, bs = len(train_inputs), int(o["batch_size"])
         steps_per_epoch = math.ceil(n_train / bs)
         metrics_csv = self.out / "metrics.csv"
-        bar = tqdm(total=o["epochs"], initial=self.epoch, desc="finetune", unit="epoch", disable=not progress)
+        bar = tqdm(total=o["epochs"], initial=self.epoch, desc="finetune", unit="epoch",
+                   disable=not (progress and self.dist.is_main))
         epochs_this_call = 0
         while self.epoch < o["epochs"] and self.bad_epochs < o["patience"]:
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
@@ -208,53 +277,49 @@ class Trainer:
             sums = np.zeros(3)
             for s in range(0, n_train, bs):
                 idx = perm[s:s + bs].tolist()
-                batch = self.model.backbone.collate([train_inputs[i] for i in idx])
-                target = train_y[idx]
+                start, stop = share_of(len(idx), self.dist)  # this process's share of the global batch
+                mine = idx[start:stop]
+                batch = self.model.backbone.collate([train_inputs[i] for i in mine]) if mine else None
                 for group in self.optimizer.param_groups:
                     group["lr"] = o["lr"] * _lr_factor(self.cfg, self.step, steps_per_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
-                with sampling(stochastic=True, generator=self.noise_gen):
-                    if self.model.n_members > 1:
-                        dl = sum(data_loss(*self.model_member(batch, k), target, likelihood)
-                                 for k in range(self.model.n_members))
-                        kl = torch.zeros(())
-                    else:
-                        gap, var, _ = self.model(batch)
-                        dl = data_loss(gap, var, target, likelihood)
-                        kl = total_kl(self.model)
-                loss = dl + kl_w * kl / n_train
-                loss.backward()
+                # the step's noise comes from (seed, step) alone: every process draws the same numbers, whatever
+                # it drew before (an empty share draws nothing), and a resumed run draws what it would have
+                noise = seeded_generator(int(np.random.SeedSequence([self.seed, 1, self.step]).generate_state(1)[0]))
+                objective, dl_sum, kl = self.step_objective(batch, train_y[mine], generator=noise,
+                                                            offset=start, global_size=len(idx), kl_weight=kl_w,
+                                                            n_train=n_train)
+                objective.backward()
                 if o["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(self.params, o["grad_clip"])
                 self.optimizer.step()
                 self.step += 1
-                sums += np.array([loss.item(), dl.item(), kl.item()]) * len(idx)
+                dl_total, kl_total = self.dist.all_reduce_sum(torch.stack([dl_sum.detach(), kl.detach()])).tolist()
+                dl_mean = dl_total / len(idx)
+                sums += np.array([dl_mean + kl_w * kl_total / n_train, dl_mean, kl_total]) * len(idx)
             self.epoch += 1
             epochs_this_call += 1
-            val_mae = validation_mae(self.model, val_inputs, val_y)
+            val_mae = validation_mae(self.model, val_inputs, val_y, dist=self.dist)
             seconds = time.perf_counter() - t0
             self.train_seconds += seconds
             row = {"epoch": self.epoch, "loss": sums[0] / n_train, "data_loss": sums[1] / n_train,
                    "kl": sums[2] / n_train, "val_mae_ev": val_mae,
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
-            _append_csv(metrics_csv, row)
+            if self.dist.is_main:
+                _append_csv(metrics_csv, row)
             if val_mae < self.best_val:
                 self.best_val, self.best_epoch, self.bad_epochs = val_mae, self.epoch, 0
                 self.save_state("best")
             else:
                 self.bad_epochs += 1
             self.save_state("last")
+            self.dist.barrier()  # the others wait for the checkpoint: a resume then finds every rank's state
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl']:.1f}", val_mae=f"{val_mae:.3f}")
         bar.close()
         finished = self.epoch >= o["epochs"] or self.bad_epochs >= o["patience"]
         return {"finished": finished, "epoch": self.epoch, "best_epoch": self.best_epoch,
                 "best_val_mae_ev": self.best_val, "train_seconds": self.train_seconds}
-
-    def model_member(self, batch, k: int):
-        with sampling(member=k):
-            gap, var, _ = self.model(batch)
-        return gap, var
 
 
 def _append_csv(path: Path, row: dict) -> None:
@@ -267,31 +332,53 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool = True,
-             stop_after_epochs: int | None = None) -> dict:
-    """Fine-tune per ``cfg`` into run folder ``out``; returns the final metrics (also in metrics.json)."""
+             stop_after_epochs: int | None = None, dist: DistContext | None = None) -> dict:
+    """Fine-tune per ``cfg`` into run folder ``out``; returns the final metrics (also in metrics.json).
+
+    Under ``torchrun --nproc_per_node N`` (or with ``dist``) the run is data-parallel: see
+    :mod:`mofbalora.parallel.torch_ddp`. Only rank 0 writes; the other ranks return the training summary.
+    """
+    own_group = dist is None
+    dist = init_from_env() if dist is None else dist
+    try:
+        return _finetune(cfg, Path(out), resume=resume, progress=progress and dist.is_main,
+                         stop_after_epochs=stop_after_epochs, dist=dist)
+    finally:
+        if own_group:
+            shutdown(dist)
+
+
+def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_epochs: int | None,
+              dist: DistContext) -> dict:
     from mofbalora.evaluate import evaluate_inputs
 
-    out = Path(out)
     torch.manual_seed(int(cfg["run"]["seed"]))
     if cfg["run"]["threads"]:
         torch.set_num_threads(int(cfg["run"]["threads"]))
     if out.exists() and (out / "checkpoints" / "last").exists() and not resume:
         raise FileExistsError(f"run folder {out} already holds a run; pass --resume to continue it or choose --out")
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
-    trainer = Trainer(cfg, out)
+    dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    trainer = Trainer(cfg, out, dist=dist)
     resumed = trainer.load_state() if resume else False
     if resume and not resumed:
         log.info("nothing to resume in %s: starting from scratch", out)
-    if not resumed and (out / "metrics.csv").exists():
+    if dist.is_main and not resumed and (out / "metrics.csv").exists():
         (out / "metrics.csv").unlink()
     ds, ids = split_ids(cfg)
-    tr_ids, tr_x, tr_y = load_inputs(trainer.model, ds, ids["train"], "train set")
-    va_ids, va_x, va_y = load_inputs(trainer.model, ds, ids["val"], "val set")
+    if dist.enabled:  # featurize (into the shared cache) one share per rank, then every rank reads all of it
+        for part in ("train", "val"):
+            start, stop = share_of(len(ids[part]), dist)
+            load_inputs(trainer.model, ds, ids[part][start:stop], False)
+        dist.barrier()
+    tr_ids, tr_x, tr_y = load_inputs(trainer.model, ds, ids["train"], "train set" if progress else False)
+    va_ids, va_x, va_y = load_inputs(trainer.model, ds, ids["val"], "val set" if progress else False)
     if not tr_x or not va_x:
         raise ValueError(f"empty training ({len(tr_x)}) or validation ({len(va_x)}) set")
     summary = trainer.fit(tr_x, tr_y, va_x, va_y, progress=progress, stop_after_epochs=stop_after_epochs)
-    if not summary["finished"]:
+    if not summary["finished"] or not dist.is_main:
         return summary
     # final figures with the best model
     from safetensors.torch import load_file

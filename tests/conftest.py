@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -62,5 +63,36 @@ def tiny_cfg(tiny_split, qmof_path):
         return load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
                                   "optim.batch_size=8", "run.eval_samples=4", "run.threads=1",
                                   "adapter.n_members=2", *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_split, qmof_path):
+    """A BaLoRA model fine-tuned for 2 epochs on the tiny split (a run folder)."""
+    from mofbalora.config import load_config
+    from mofbalora.train import finetune
+
+    cfg = load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
+                             "optim.batch_size=8", "run.eval_samples=4", "run.threads=1", "run.eval_test=false"])
+    out = tmp_path_factory.mktemp("model") / "run"
+    finetune(cfg, out, progress=False)
+    return out
+
+
+TINY_AL = {"initial_labelled": 6, "batch_size": 3, "n_rounds": 2, "n_samples": 4}
+
+
+@pytest.fixture()
+def al_cfg(tiny_cfg):
+    """Campaign configuration on the tiny split: 6 labelled, pool of 10, batches of 3, 2 rounds, 2 epochs."""
+
+    def make(*overrides: str, **al) -> dict:
+        cfg = tiny_cfg("data.val_size=4", *overrides)
+        from mofbalora.al.campaign import AL_DEFAULTS
+
+        cfg.update({k: json.loads(json.dumps(v)) for k, v in AL_DEFAULTS.items()})
+        cfg["al"].update({**TINY_AL, **al})
+        return cfg
 
     return make

@@ -22,22 +22,6 @@ from mofbalora.al.campaign import (
 from mofbalora.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_AL = {"initial_labelled": 6, "batch_size": 3, "n_rounds": 2, "n_samples": 4}
-
-
-@pytest.fixture()
-def al_cfg(tiny_cfg):
-    """Campaign configuration on the tiny split: 6 labelled, pool of 10, batches of 3, 2 rounds, 2 epochs."""
-
-    def make(*overrides: str, **al) -> dict:
-        cfg = tiny_cfg("data.val_size=4", *overrides)
-        cfg.update({k: json.loads(json.dumps(v)) for k, v in AL_DEFAULTS.items()})
-        cfg["al"].update({**TINY_AL, **al})
-        return cfg
-
-    return make
-
-
 class Killed(Exception):
     """Stands in for a kill at a hook point."""
 

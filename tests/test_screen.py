@@ -19,18 +19,6 @@ from mofbalora.screen import screen
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, tiny_split, qmof_path):
-    from mofbalora.config import load_config
-    from mofbalora.train import finetune
-
-    cfg = load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
-                             "optim.batch_size=8", "run.eval_samples=4", "run.threads=1", "run.eval_test=false"])
-    out = tmp_path_factory.mktemp("model") / "run"
-    finetune(cfg, out, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def candidates(tmp_path_factory, qmof, sample_cifs):
     """Six real QMOF CIFs plus one of every kind of bad input."""
     d = tmp_path_factory.mktemp("cands")

@@ -10,6 +10,7 @@ from mofbalora.adapters.inject import (
     adapter_layers,
     adapter_state_dict,
     inject_adapters,
+    kl_terms,
     merge_adapters,
     register_adapter_type,
     total_kl,
@@ -21,6 +22,6 @@ from mofbalora.adapters.lora import LoRALinear
 __all__ = [
     "ADAPTER_KINDS", "AdapterConfig", "BaLoRALinear", "BaseModelMismatchError", "InjectionSummary",
     "LoRALinear", "adapter_layers", "adapter_state_dict", "dropout_to_alpha", "inject_adapters",
-    "kl_per_weight", "load_adapter", "merge_adapters", "register_adapter_type", "sample_forward",
+    "kl_per_weight", "kl_terms", "load_adapter", "merge_adapters", "register_adapter_type", "sample_forward",
     "sampling", "save_adapter", "seeded_generator", "total_kl", "unmerge_adapters",
 ]

@@ -85,6 +85,7 @@ class BaLoRALinear(LoRALinear):
         #: column of this layer in the shared α-network's output (set by :class:`SharedAlphaNetwork`)
         self.shared_alpha_index: int | None = None
         self._kl: torch.Tensor | None = None
+        self._kl_rows = 0
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", alpha_network={self.alpha_network}, noise_scope={self.noise_scope},"
@@ -117,6 +118,10 @@ class BaLoRALinear(LoRALinear):
         """KL of the last forward pass (averaged over its rows, summed over the r × in weights)."""
         return self._kl if self._kl is not None else self.adapter_A.new_zeros(())
 
+    def kl_rows(self) -> int:
+        """Number of rows the last forward's KL was averaged over (0 when it computed none)."""
+        return self._kl_rows if self._kl is not None else 0
+
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
@@ -134,6 +139,7 @@ class BaLoRALinear(LoRALinear):
             logit = self._logit(x) if (stochastic or need_kl) else None
         alpha = torch.exp(logit.clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1) if logit is not None else None
         self._kl = A.numel() * kl_per_weight(alpha, self.alpha0).mean() if need_kl else None
+        self._kl_rows = int(alpha.numel()) if need_kl else 0
         if stochastic:
             d = alpha * ((x * x) @ (A * A).T)  # (..., r): variance of ω_A x
             eps = self._rank_noise(x.shape[:-1], x.device, x.dtype)
@@ -154,7 +160,15 @@ class BaLoRALinear(LoRALinear):
             eps = torch.randn(n_rows, self.rank, generator=gen, device=device, dtype=dtype)
         else:
             index, n_groups = groups
-            eps = torch.randn(n_groups, self.rank, generator=gen, device=device, dtype=dtype)[index]
+            window = context.current().structure_window
+            if window is None:
+                eps = torch.randn(n_groups, self.rank, generator=gen, device=device, dtype=dtype)[index]
+            else:  # this process holds structures [offset, offset + n_groups) of a larger (global) batch
+                offset, total = window
+                if offset + n_groups > total:
+                    raise ValueError(f"structure window {window} cannot hold {n_groups} structures at offset {offset}")
+                eps = torch.randn(total, self.rank, generator=gen, device=device, dtype=dtype)[offset:offset + n_groups]
+                eps = eps[index]
         return eps.reshape(*lead_shape, self.rank)
 
 

@@ -28,6 +28,10 @@ class SamplingState:
     member: int | None = None
     #: α logits from a shared α-network: (n_structures, n_shared_layers), column = layer's ``shared_alpha_index``
     shared_alpha_logits: torch.Tensor | None = None
+    #: ``(offset, total)``: the batch's structures are structures ``offset …`` of a global batch of ``total``
+    #: (data-parallel training). Structure-scope BaLoRA draws the noise of all ``total`` structures and keeps
+    #: its own rows, so every process draws the same numbers as one process holding the whole batch.
+    structure_window: tuple[int, int] | None = None
 
 
 _STATE: contextvars.ContextVar[SamplingState] = contextvars.ContextVar("mofbalora_sampling", default=SamplingState())  # noqa: B039 (never mutated)

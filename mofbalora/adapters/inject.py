@@ -115,6 +115,17 @@ def total_kl(model: nn.Module) -> torch.Tensor:
     return torch.stack(kls).sum() if kls else torch.zeros(())
 
 
+def kl_terms(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-layer KL terms of the last forward (each a mean over that layer's rows) and the row counts.
+
+    Data-parallel training needs the counts to turn per-process means into the mean over the global batch.
+    """
+    layers = [m for _, m in adapter_layers(model) if hasattr(m, "kl_rows")]
+    if not layers:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.stack([m.kl() for m in layers]), torch.tensor([float(m.kl_rows()) for m in layers])
+
+
 def merge_adapters(model: nn.Module) -> None:
     for _, m in adapter_layers(model):
         m.merge()

@@ -86,6 +86,12 @@ AL_DEFAULTS: dict[str, dict[str, Any]] = {
         "n_samples": 32,            # T stochastic passes per prediction
         "low_gap_ev": 1.0,          # a "discovery": PBE gap below this (eV)
         "eval_test": True,          # measure the test MAE after every round
+        # how the pool is predicted at each selection: "batch" (in memory, one generator for the whole pool)
+        # or "per_structure" (each structure's passes seeded by (seed, content digest): the draws of
+        # `mofbalora screen`, independent of how the pool is split)
+        "pool_prediction": "batch",
+        "dask": None,               # a Dask cluster for the pool prediction (implies per_structure): local:N,
+                                    # tcp://host:8786 or jobqueue:CONFIG.yaml
     },
     "benchmark": {
         "out": "runs/al_qmof",
@@ -104,6 +110,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "ensemble_lcb": {"model.regime": "lora_ensemble", "al.acquisition": "lcb"},
 }
 
+POOL_PREDICTIONS = ("batch", "per_structure")
 BATCH_COLUMNS = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
                  "rank", "status", "error", "round", "acquisition", "relative_dft_cost")
 
@@ -174,6 +181,8 @@ def check_al_config(al: dict) -> None:
     for key, valid in (("acquisition", ACQUISITIONS), ("diversity", DIVERSITY_RULES), ("goal", GOALS)):
         if al[key] not in valid:
             raise ValueError(f"unknown al.{key} {al[key]!r}; choose from {sorted(valid)}")
+    if al.get("pool_prediction", "batch") not in POOL_PREDICTIONS:
+        raise ValueError(f"unknown al.pool_prediction {al['pool_prediction']!r}; choose from {list(POOL_PREDICTIONS)}")
     for key, low in (("initial_labelled", 1), ("batch_size", 1), ("n_rounds", 0), ("n_samples", 1)):
         if not isinstance(al[key], int) or al[key] < low:
             raise ValueError(f"al.{key} must be an integer >= {low}, got {al[key]!r}")
@@ -474,22 +483,20 @@ class Campaign:
         al = self.cfg["al"]
         k = min(int(batch_size or al["batch_size"]), len(self.pool))
         keys = list(self.pool)
-        x = self.inputs_of(keys)
-        self._load_round_model(self.round)
-        pred = self.model().predict_inputs(x, n_samples=al["n_samples"], seed=self._seed("select"))
+        pred, info = self._predict_pool(keys)
         rng = self._rng()
         target = tuple(al["target_ev"]) if al["target_ev"] is not None else None
         scores = acquisition_scores(al["acquisition"], pred.mean_ev, pred.std_ev, pred.samples_ev,
                                     kappa=al["kappa"], target_ev=target, best_ev=self._best_ev(),
                                     goal=al["goal"], rng=rng)
-        cost = self.relative_dft_cost([xi["n_atoms"] for xi in x])
+        cost = self.relative_dft_cost([xi["n_atoms"] for xi in info])
         if al["cost_aware"]:
             scores = cost_aware(scores, cost)
         picks = select_batch(scores, k, embeddings=pred.embedding if al["diversity"] != "none" else None,
                              diversity=al["diversity"], penalty_radius=al["penalty_radius"],
                              kcenter_weight=al["kcenter_weight"], rng=rng)
-        rows = [{"path": str(self.path_of(keys[i])), "structure_id": keys[i], "formula": x[i].get("formula", ""),
-                 "n_atoms": int(x[i]["n_atoms"]), "bandgap_mean_ev": float(pred.mean_ev[i]),
+        rows = [{"path": str(self.path_of(keys[i])), "structure_id": keys[i], "formula": info[i].get("formula") or "",
+                 "n_atoms": int(info[i]["n_atoms"]), "bandgap_mean_ev": float(pred.mean_ev[i]),
                  "bandgap_std_ev": float(pred.std_ev[i]), "score": float(scores[i]), "rank": rank,
                  "status": "ok", "error": "", "round": self.round + 1, "acquisition": al["acquisition"],
                  "relative_dft_cost": float(cost[i])} for rank, i in enumerate(picks, 1)]
@@ -498,6 +505,47 @@ class Campaign:
                           select_seconds=time.perf_counter() - t0)
         self.save_state()
         return rows
+
+    def _predict_pool(self, keys: list[str]):
+        """Predictions for the pool (mean, std, samples, embedding) and each structure's formula / n_atoms."""
+        al = self.cfg["al"]
+        seed = self._seed("select")
+        if al.get("dask") is None and al.get("pool_prediction", "batch") == "batch":
+            x = self.inputs_of(keys)
+            self._load_round_model(self.round)
+            return self.model().predict_inputs(x, n_samples=al["n_samples"], seed=seed), x
+        from mofbalora.data.cache import file_digest
+        from mofbalora.data.structures import DEFAULT_MAX_ATOMS
+        from mofbalora.model import Prediction
+        from mofbalora.screen import predict_files
+
+        paths = [self.path_of(k) for k in keys]
+        digests = [file_digest(p) for p in paths]
+        chunks = [list(range(s, min(s + 64, len(keys)))) for s in range(0, len(keys), 64)]
+        kwargs = {"n_samples": al["n_samples"], "seed": seed, "max_atoms": DEFAULT_MAX_ATOMS, "with_embedding": True}
+        by_digest: dict[str, dict] = {}
+        if al.get("dask") is not None:
+            from mofbalora.parallel.dask_screen import DaskPredictor
+
+            predictor = DaskPredictor(al["dask"], str(self.model_dir(self.round)))
+            try:
+                for _, records in predictor.map_chunks(chunks, paths, digests, **kwargs):
+                    by_digest.update((r["key"], r) for r in records)
+            finally:
+                predictor.close()
+        else:
+            self._load_round_model(self.round)
+            for chunk in chunks:
+                records = predict_files(self.model(), [paths[k] for k in chunk], [digests[k] for k in chunk], **kwargs)
+                by_digest.update((r["key"], r) for r in records)
+        recs = [by_digest[d] for d in digests]
+        bad = [(k, r) for k, r in zip(keys, recs, strict=True) if r["status"] != "ok"]
+        if bad:
+            raise ValueError(f"{len(bad)} pool structure(s) no longer featurize, e.g. {bad[0][0]}: {bad[0][1]['error']}")
+        samples = np.array([r["samples_ev"] for r in recs], dtype=np.float64)
+        pred = Prediction(np.array([r["bandgap_mean_ev"] for r in recs]), np.array([r["bandgap_std_ev"] for r in recs]),
+                          samples, samples.std(1), None, np.array([r["embedding"] for r in recs], dtype=np.float32))
+        return pred, recs
 
     def add_labels(self, labels: Mapping[str, float], paths: Mapping[str, str | Path] | None = None) -> list[str]:
         """Add PBE band gaps (eV) (phase ``select``/``label`` → ``train`` of the next round).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from mofbalora.model import REGIMES
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve(args)
     result = finetune(cfg, cfg["run"]["out"], resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return 0
     short = {k: result[k] for k in ("regime", "n_train", "best_epoch", "best_val_mae_ev", "train_seconds") if k in result}
     if "test" in result:
         short["test_mae_ev"] = result["test"]["mae_ev"]

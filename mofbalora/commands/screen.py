@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mofbalora.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("screen", help="rank candidate CIFs by predicted band gap and uncertainty",
@@ -24,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-atoms", type=int, default=None, help="structures with more atoms get an error row")
     p.add_argument("--no-resume", action="store_true", help="ignore progress of an interrupted run")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a figure of the screen")
+    p.add_argument("--dask", default=None, metavar="CLUSTER",
+                   help="screen on a Dask cluster: local:N (N worker processes here), a scheduler address "
+                        "(tcp://host:8786) or jobqueue:CONFIG.yaml (SLURM/PBS, see workflows/dask_slurm.yaml)")
+    p.add_argument("--chunk-size", type=positive_int, default=16, help="files per task (and per progress checkpoint)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     table = screen(args.inputs, model=args.model, n_samples=args.samples, acquisition=args.acquisition,
                    kappa=args.kappa, target_ev=tuple(args.target) if args.target else None, goal=args.goal,
                    out=args.out, seed=args.seed, max_atoms=args.max_atoms or DEFAULT_MAX_ATOMS,
-                   resume=not args.no_resume, progress=not args.quiet)
+                   resume=not args.no_resume, progress=not args.quiet, dask=args.dask, chunk_size=args.chunk_size)
     print(summarize(table, args.top))
     print(f"ranked table: {args.out}")
     if args.plot:

@@ -1,0 +1,182 @@
+"""Screening on a Dask cluster: chunks of files go to workers, each worker loads the model once.
+
+The client (the ``mofbalora screen`` process) keeps the only copy of the output: records stream back as
+chunks finish and go into the same incremental ``.partial.jsonl`` and atomic table as a local run. What
+makes the table equal to a one-process run is in :func:`mofbalora.screen.predict_files`: each structure's
+stochastic passes are seeded by (seed, content digest), not by its chunk or worker. A worker lost mid-run
+costs nothing but time: Dask reschedules its tasks on the other workers, and a chunk that reports twice
+is written once (rows are keyed by content digest).
+
+Workers need the candidate files and the model folder at the same paths (a shared file system, as on
+any HPC cluster); the model folder is small (adapters + head) and written once by the client when the
+model is an in-memory object. Each Dask thread runs one chunk with one torch thread: start workers with
+``--nthreads`` = cores (or ``local:N`` with N = cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+CLUSTER_FORMS = "'local:N', a scheduler address such as 'tcp://host:8786', 'jobqueue:CONFIG.yaml' or a distributed.Client"
+JOBQUEUE_KINDS = ("slurm", "pbs")
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError("screening on a Dask cluster needs dask.distributed: pip install mofbalora[dist]") from exc
+    return distributed
+
+
+def jobqueue_cluster(config_path: str | Path):
+    """A dask-jobqueue cluster (SLURM or PBS) from a YAML file with ``kind``, ``jobs`` and ``cluster``
+    (keyword arguments of ``SLURMCluster`` / ``PBSCluster``); not yet scaled. Example: workflows/dask_slurm.yaml."""
+    import yaml
+
+    try:
+        import dask_jobqueue
+    except ImportError as exc:
+        raise ImportError("SLURM / PBS workers need dask-jobqueue: pip install mofbalora[dist]") from exc
+    path = Path(config_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"jobqueue configuration {path} not found")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    kind = str(cfg.get("kind", "")).lower()
+    if kind not in JOBQUEUE_KINDS:
+        raise ValueError(f"{path}: unknown jobqueue kind {cfg.get('kind')!r}; choose from {list(JOBQUEUE_KINDS)}")
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
+    return cls(**(cfg.get("cluster") or {})), int(cfg.get("jobs", 1))
+
+
+def connect(spec) -> tuple[Any, Any]:
+    """(client, cluster this call started or None) for ``spec``: see :data:`CLUSTER_FORMS`."""
+    distributed = _import_distributed()
+    if isinstance(spec, distributed.Client):
+        return spec, None
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"unknown Dask cluster {spec!r}; give {CLUSTER_FORMS}")
+    if spec.startswith("local:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"bad local cluster {spec!r}: give the number of worker processes, e.g. 'local:2'")
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        return distributed.Client(cluster), cluster
+    if spec.startswith("jobqueue:"):
+        cluster, jobs = jobqueue_cluster(spec.split(":", 1)[1])
+        cluster.scale(jobs=jobs)
+        client = distributed.Client(cluster)
+        client.wait_for_workers(1)
+        return client, cluster
+    if "://" in spec or ":" in spec:
+        return distributed.Client(spec, timeout="60s"), None
+    raise ValueError(f"unknown Dask cluster {spec!r}; give {CLUSTER_FORMS}")
+
+
+# -- worker side -------------------------------------------------------------------------------------
+_MODELS: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _worker_model(model_dir: str):
+    """The model of ``model_dir``, loaded once per worker process (reloaded if its weights file changed)."""
+    import torch
+
+    from mofbalora.model import MODEL_FILE, load_model
+
+    stamp = (model_dir, os.stat(Path(model_dir) / MODEL_FILE).st_mtime_ns)
+    with _LOCK:
+        if stamp in _MODELS:
+            return _MODELS[stamp], 0.0
+        t0 = time.perf_counter()
+        torch.set_num_threads(1)  # one Dask thread = one core
+        model = load_model(model_dir)
+        _MODELS.clear()  # a new model (e.g. the next campaign round) replaces the old one
+        _MODELS[stamp] = model
+        return model, time.perf_counter() - t0
+
+
+def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], *, n_samples: int, seed: int,
+                  max_atoms: int, with_embedding: bool = False) -> dict:
+    """Run on a worker: records of one chunk, and what it cost (model load, compute, result size)."""
+    from mofbalora.screen import predict_files
+
+    model, load_s = _worker_model(model_dir)
+    t0 = time.perf_counter()
+    records = predict_files(model, list(paths), list(keys), n_samples=n_samples, seed=seed, max_atoms=max_atoms,
+                            with_embedding=with_embedding)
+    return {"records": records, "pid": os.getpid(), "model_load_seconds": load_s,
+            "compute_seconds": time.perf_counter() - t0, "result_bytes": len(json.dumps(records))}
+
+
+# -- client side -------------------------------------------------------------------------------------
+def model_dir_for_workers(model, scratch: str | Path | None) -> str:
+    """An absolute model folder the workers can load: a run folder as given, ``default`` resolved, an
+    in-memory model saved once to ``scratch``."""
+    from mofbalora.model import BandGapModel, resolve_model_dir
+
+    if isinstance(model, BandGapModel):
+        if scratch is None:
+            raise ValueError("an in-memory model needs a scratch folder to be shared with Dask workers")
+        model.save(Path(scratch))
+        return str(Path(scratch).resolve())
+    return str(Path(resolve_model_dir(model)).resolve())
+
+
+class DaskPredictor:
+    """Maps :func:`predict_chunk` over chunks of files on a Dask cluster, yielding results as they finish."""
+
+    def __init__(self, cluster, model, *, scratch: str | Path | None = None) -> None:
+        self.client, self._cluster = connect(cluster)
+        try:
+            self.model_dir = model_dir_for_workers(model, scratch)
+        except BaseException:
+            self.close()
+            raise
+        self.stats: dict[str, Any] = {"workers": len(self.client.scheduler_info().get("workers", {})),
+                                      "chunks": 0, "model_loads": [], "compute_seconds": 0.0, "result_bytes": 0,
+                                      "pids": []}
+        self._pending: list = []
+
+    def map_chunks(self, chunks: Sequence[Sequence[int]], paths: Sequence, keys: Sequence[str], *, n_samples: int,
+                   seed: int, max_atoms: int, with_embedding: bool = False) -> Iterator[tuple[list[int], list[dict]]]:
+        distributed = _import_distributed()
+        futures = {}
+        for chunk in chunks:
+            fut = self.client.submit(predict_chunk, self.model_dir, [str(paths[k]) for k in chunk],
+                                     [keys[k] for k in chunk], n_samples=n_samples, seed=seed, max_atoms=max_atoms,
+                                     with_embedding=with_embedding, pure=False)
+            futures[fut] = list(chunk)
+        self._pending = list(futures)
+        for fut in distributed.as_completed(futures):
+            result = fut.result()
+            chunk = futures.pop(fut)
+            s = self.stats
+            s["chunks"] += 1
+            s["compute_seconds"] += result["compute_seconds"]
+            s["result_bytes"] += result["result_bytes"]
+            if result["model_load_seconds"] > 0:
+                s["model_loads"].append(result["model_load_seconds"])
+            if result["pid"] not in s["pids"]:
+                s["pids"].append(result["pid"])
+            yield chunk, result["records"]
+        self._pending = []
+
+    def close(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+        self._pending = []
+        if self._cluster is not None:  # we started it: stop it
+            self.client.close()
+            self._cluster.close()
+            self._cluster = None
