@@ -62,8 +62,8 @@ SINGLE = DistContext()
 def init_from_env(backend: str | None = None) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
-    ``backend``: ``gloo`` on CPU (default without CUDA), ``nccl`` with GPUs (default with CUDA).
-    Without ``torchrun`` (no ``WORLD_SIZE``) this is a plain one-process run.
+    ``backend``: ``gloo`` (default: the trainer keeps models and batches on the CPU) or ``nccl``
+    (GPU tensors only). Without ``torchrun`` (no ``WORLD_SIZE``) this is a plain one-process run.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -72,7 +72,7 @@ def init_from_env(backend: str | None = None) -> DistContext:
         if var not in os.environ:
             raise RuntimeError(f"WORLD_SIZE={world} but {var} is not set: start data-parallel runs with torchrun, "
                                "e.g. torchrun --nproc_per_node 2 -m mofbalora.cli finetune ...")
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    backend = backend or os.environ.get("MOFBALORA_DIST_BACKEND", "gloo")
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"unknown torch.distributed backend {backend!r}; choose from ['gloo', 'nccl']")
     if not dist.is_initialized():
