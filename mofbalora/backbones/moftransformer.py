@@ -202,21 +202,25 @@ class MOFTransformerBackbone(Backbone):
         """The package's batch (its ``Dataset.collate``) for prepared inputs."""
         dataset = package_module("datamodules.dataset").Dataset
         items = []
-        for k, x in enumerate(inputs):
-            items.append({
-                "cif_id": str(k),
-                "atom_num": torch.from_numpy(x["atom_num"].astype(np.int64)),
-                # a fresh tensor: the package's collate shifts neighbour indices in place
-                "nbr_idx": torch.from_numpy(x["nbr_idx"].astype(np.int64)),
-                "nbr_fea": dataset.get_gaussian_distance(torch.from_numpy(x["nbr_dist"]),
-                                                         num_step=self.config["nbr_fea_len"], dmax=8),
-                "uni_idx": [[group[0]] for group in x["uni_idx"]],  # first atom of each group: deterministic
-                "uni_count": x["uni_count"],
-                "grid_data": torch.from_numpy(x["grid"].astype(np.float32)),
-                "cell": list(x["grid_cell"]),
-                "volume": x["volume"],
-            })
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2 on the package's Gaussian expansion
+            items.extend(self._package_item(k, x, dataset) for k, x in enumerate(inputs))
         return dataset.collate(items, img_size=self.config["img_size"])
+
+    def _package_item(self, k: int, x: dict[str, Any], dataset) -> dict[str, Any]:
+        return {
+            "cif_id": str(k),
+            "atom_num": torch.from_numpy(x["atom_num"].astype(np.int64)),
+            # a fresh tensor: the package's collate shifts neighbour indices in place
+            "nbr_idx": torch.from_numpy(x["nbr_idx"].astype(np.int64)),
+            "nbr_fea": dataset.get_gaussian_distance(torch.from_numpy(x["nbr_dist"]),
+                                                     num_step=self.config["nbr_fea_len"], dmax=8),
+            "uni_idx": [[group[0]] for group in x["uni_idx"]],  # first atom of each group: deterministic
+            "uni_count": x["uni_count"],
+            "grid_data": torch.from_numpy(x["grid"].astype(np.float32)),
+            "cell": list(x["grid_cell"]),
+            "volume": x["volume"],
+        }
 
     # -- batch -> embeddings ------------------------------------------------------------------------
     def structure_descriptor(self, batch: dict) -> torch.Tensor:
