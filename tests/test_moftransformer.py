@@ -192,3 +192,20 @@ def test_finetune_evaluate_and_screen_with_balora(checkpoint, tiny_cfg, tmp_path
     table = pd.read_csv(ranked)
     assert sorted(table["status"]) == ["error", "ok", "ok"]
     assert (table.loc[table.status == "ok", "bandgap_std_ev"] > 0).all()
+
+
+def test_shipped_workflow_builds_balora_on_every_block(checkpoint):
+    from pathlib import Path
+
+    from mofbalora.config import load_config
+    from mofbalora.train import model_from_config
+
+    workflow = Path(__file__).resolve().parents[1] / "workflows" / "finetune_moftransformer.yaml"
+    cfg = load_config(workflow, [f"backbone.checkpoint={checkpoint}"])
+    model = model_from_config(cfg)
+    names = [name for name, _ in adapter_layers(model.backbone)]
+    assert len(names) == 4 * TINY["num_layers"] and model.regime == "balora"
+    assert {n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] for n in names} == {"attn.qkv", "attn.proj", "mlp.fc1",
+                                                                                 "mlp.fc2"}
+    with pytest.raises(TypeError, match="unexpected keyword argument 'checkpoint_path'"):
+        model_from_config(load_config(workflow, [f"backbone.checkpoint_path={checkpoint}"]))

@@ -138,6 +138,9 @@ class MOFTransformerBackbone(Backbone):
         self.max_batch = int(max_batch)
         self.limits = {"max_length": float(max_length), "min_length": float(min_length),
                        "max_num_unique_atoms": int(max_num_unique_atoms), "max_num_atoms": int(max_num_atoms)}
+        if checkpoint is None:
+            warnings.warn("MOFTransformer with random weights (checkpoint=None): for tests and timing only; give "
+                          "the path of a pretrained checkpoint (backbone.checkpoint=PATH)", stacklevel=2)
         arch, state = read_checkpoint(checkpoint, trust=trust_checkpoint) if checkpoint is not None else ({}, None)
         config = dict(package_module("config").config())  # the package's defaults (those of the pretrained models)
         config.update(arch, load_path="", test_only=False, visualize=False,
