@@ -106,7 +106,7 @@ def _timm_importable() -> bool:
         return False
     try:
         importlib.import_module("timm.models.layers")
-    except ImportError:
+    except Exception:  # ImportError, or a RuntimeError from a torchvision whose operators do not load
         return False
     return True
 
