@@ -152,8 +152,11 @@ def test_known_preparation_failures_are_per_structure_errors(backbone, checkpoin
         backbone.featurize([big])
     assert err.value.cause == "cell_too_large"
     big.to(filename=str(tmp_path / "big.cif"))
-    inputs, errors = featurize_files(backbone, [tmp_path / "big.cif"], progress=False)
-    assert inputs == [None] and errors[0].reason == "featurization_failed" and "cell_too_large" in errors[0].message
+    inputs, errors = featurize_files(backbone, [sample_cifs[1], tmp_path / "big.cif"], progress=False,
+                                     use_cache=False)
+    assert inputs[1] is None and errors[1].reason == "featurization_failed" and "cell_too_large" in errors[1].message
+    assert errors[0] is None and inputs[0]["n_atoms"] > 0
+    assert not backbone._kept  # the good structure's input, prepared before the failure, was reused in the retry
     # more topologically unique atoms than graph tokens allowed (the package's limit, lowered here)
     strict = load_backbone("moftransformer", checkpoint=str(checkpoint), max_num_unique_atoms=5)
     assert strict.featurize_namespace() != backbone.featurize_namespace()

@@ -26,6 +26,7 @@ runs in eval mode (no dropout; CGCNN batch norms use their stored statistics).
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from mofbalora.adapters.context import current, sampling
-from mofbalora.backbones.base import Backbone, BackboneOutput
+from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
 from mofbalora.backbones.moftransformer_prep import PACKAGE_VERSION, package_module, prepare_structure
 
 Adapt = Literal["blocks", "attention", "mlp"]
@@ -49,6 +50,7 @@ PRESETS = {
 ARCHITECTURE_KEYS = ("hid_dim", "num_layers", "num_heads", "mlp_ratio", "img_size", "patch_size", "in_chans",
                      "max_graph_len", "max_grid_len", "atom_fea_len", "nbr_fea_len")
 MAX_INT16_ATOMS = 32_767
+_KEEP = 64  # prepared inputs kept for a retry after a failure in the same batch
 
 
 def read_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -114,6 +116,12 @@ def architecture_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return arch
 
 
+def _content_key(structure) -> str:
+    from pymatgen.io.cif import CifWriter
+
+    return hashlib.sha256(str(CifWriter(structure)).encode()).hexdigest()
+
+
 class MOFTransformerBackbone(Backbone):
     name = "moftransformer"
     target_presets = PRESETS
@@ -151,6 +159,7 @@ class MOFTransformerBackbone(Backbone):
             torch.manual_seed(0)
             self.model = package_module("modules.module").Module(config)
         self.dropped_keys: list[str] = []
+        self._kept: dict[str, dict[str, Any]] = {}
         if state is not None:
             self._load(state, checkpoint)
         self.model.graph_embeddings.vis = True  # keep the graph-token order (see the module docstring)
@@ -193,8 +202,19 @@ class MOFTransformerBackbone(Backbone):
                 f"-uniq{lim['max_num_unique_atoms']}-atoms{lim['max_num_atoms']}")
 
     def featurize(self, structures: list) -> list[dict[str, Any]]:
-        """The package's graph + energy-grid preparation per structure (independent of the weights)."""
-        return [prepare_structure(s, **self.limits) for s in structures]
+        """The package's graph + energy-grid preparation per structure (independent of the weights).
+
+        When one structure of a batch fails, the inputs already prepared are kept (keyed by the structure's
+        content) for the one-by-one retry that :func:`mofbalora.featurize.featurize_files` then makes."""
+        done: list[tuple[Any, dict[str, Any]]] = []
+        try:
+            for s in structures:
+                kept = self._kept.pop(_content_key(s), None) if self._kept else None
+                done.append((s, kept if kept is not None else prepare_structure(s, **self.limits)))
+        except FeaturizationError:
+            self._kept = {_content_key(s): x for s, x in done[-_KEEP:]}
+            raise
+        return [x for _, x in done]
 
     def collate(self, inputs: list[dict[str, Any]]) -> dict:
         n = len(inputs)
