@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QMOF ?= $(if $(MOFBALORA_QMOF),$(MOFBALORA_QMOF),../shared/data/qmof)
 
-.PHONY: install install-dev demo test bench lint clean
+.PHONY: install install-dev install-moftransformer demo test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(BIN)/python
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	bash scripts/install_moftransformer.sh $(BIN)/python
+
+# The MOFTransformer backbone's extra alone (moftransformer 2.2.0 --no-deps, pinned deps, GRIDAY built).
+install-moftransformer: $(BIN)/python
+	bash scripts/install_moftransformer.sh $(BIN)/python
 
 # The main job on the shipped default model: 40 CoRE MOF 2019 candidates (awkward files included), ranked.
 demo: install

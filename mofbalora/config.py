@@ -62,9 +62,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 def deep_update(base: dict, changes: dict, where: str = "") -> dict:
     for key, value in changes.items():
-        if key not in base:
+        # the backbone section is open: each backbone takes its own options (its constructor checks them)
+        if key not in base and where != "backbone.":
             raise ValueError(f"unknown config key {where + key!r}; choose from {sorted(base)}")
-        if isinstance(base[key], dict) and isinstance(value, dict):
+        if isinstance(base.get(key), dict) and isinstance(value, dict):
             deep_update(base[key], value, where + key + ".")
         else:
             base[key] = value
