@@ -189,7 +189,7 @@ def build_model(regime: str, *, backbone: str = "chgnet", backbone_options: dict
     options = dict(backbone_options or {})
     bb = load_backbone(backbone, **options)
     if adapter is not None and not adapter.targets:
-        adapter.targets = list(bb.target_presets.get(options.get("adapt", "readout"), []))
+        adapter.targets = list(bb.target_presets.get(getattr(bb, "adapt", options.get("adapt", "readout")), []))
     return BandGapModel(bb, BandGapHead(bb.embedding_dim, head), regime, adapter,
                         backbone_options={"name": backbone, **options})
 

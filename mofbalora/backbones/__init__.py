@@ -8,13 +8,18 @@ BACKBONES = ("chgnet", "uma", "moftransformer", "jmp")
 
 
 def load_backbone(name: str, **options) -> Backbone:
-    """Build a backbone by name: ``chgnet`` (default, offline), later ``uma``, ``moftransformer``, ``jmp``."""
+    """Build a backbone by name: ``chgnet`` (default, offline), ``uma`` (needs ``checkpoint=PATH``), later
+    ``moftransformer``, ``jmp``."""
     if name == "chgnet":
         from mofbalora.backbones.chgnet import CHGNetBackbone
 
         return CHGNetBackbone(**options)
+    if name == "uma":
+        from mofbalora.backbones.uma import UMABackbone
+
+        return UMABackbone(**options)
     if name in BACKBONES:
-        raise ValueError(f"backbone {name!r} is not available in this version; available: ['chgnet']")
+        raise ValueError(f"backbone {name!r} is not available in this version; available: ['chgnet', 'uma']")
     raise ValueError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")
 
 

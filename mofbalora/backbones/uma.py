@@ -1,0 +1,192 @@
+"""UMA (Meta FAIR's Universal Model for Atoms, fairchem-core 2.x) as a band-gap backbone.
+
+The checkpoint is a local file in fairchem's inference format (``uma-s-1p1.pt`` from HuggingFace
+``facebook/UMA``, or one written by :func:`mofbalora.backbones.uma_checkpoint.write_random_checkpoint`);
+it is loaded by fairchem's own ``load_inference_model`` (the loader behind ``load_predict_unit``), with
+the EMA weights, as the predict unit does. Only the backbone (``eSCNMDMoeBackbone``) is kept; the
+energy/force heads are dropped. The backbone returns UMA's per-atom l = 0 (rotation-invariant) channel
+after its final norm: ``sphere_channels`` numbers per atom (128 for UMA-S).
+
+Structures become fairchem ``AtomicData`` inputs (periodic, charge 0, spin 0, dataset = ``task``,
+default ``"omat"``: the PBE/PBE+U bulk-materials task, closest to QMOF's PBE MOFs). :meth:`featurize`
+builds the radius graph once (fairchem's pymatgen neighbour list with the checkpoint's cutoff and
+neighbour cap, i.e. fairchem's ``external_graph_gen`` mode) and stores plain tensors, so the cache holds
+the graph and every step only runs the network.
+
+Adapter placement (``adapt``): which linear maps get (Ba)LoRA. UMA's message-passing linear maps are
+mostly *not* ``nn.Linear``: the SO(2) convolutions' ``fc_m0`` / ``so2_m_conv.fc`` are mixture-of-linear-
+experts (MOLE) layers whose expert mixture depends on the system's composition, and the atom-wise
+feed-forward uses SO(3)-linear maps acting per degree l. The presets adapt only ``nn.Linear`` layers whose
+inputs and outputs are rotation-invariant scalars, so that neither the LoRA update nor BaLoRA's noise
+can break equivariance (any change to an invariant scalar keeps the model exactly equivariant):
+
+- ``"radial"`` (default): in every block, the radial MLP of the first SO(2) convolution (edge distance
+  and element embeddings → per-edge, per-(l, m)-group filter weights that scale every message; 3 linear
+  layers) and the atom-wise gate MLP (l = 0 features → gates of the l > 0 channels). This reaches every
+  message and every atom update while leaving the MOLE experts and the SO(3) maps untouched.
+- ``"routing"``: the MOLE routing MLP only (composition, charge, spin, task → expert coefficients, per
+  structure): the fewest parameters; the noise then perturbs the expert mixture of each structure.
+- ``"invariant"``: ``radial`` + ``routing`` + the edge-degree embedding's radial MLP.
+
+The trunk cannot be cached: adapters sit inside it, so each training step and each of the T
+stochastic inference passes runs the whole network (see benchmarks/bench_uma.py for the cost).
+Noise is shared per structure on every row type the adapted layers see: atoms, edges and systems.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mofbalora.adapters.context import current, sampling
+from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
+
+Adapt = Literal["radial", "routing", "invariant"]
+ADAPT_CHOICES = ("radial", "routing", "invariant")
+
+_RADIAL = [r"re:^uma\.blocks\.\d+\.edge_wise\.so2_conv_1\.rad_func\.net\.(0|3|6)$",
+           r"re:^uma\.blocks\.\d+\.atom_wise\.scalar_mlp\.0$"]
+_ROUTING = [r"re:^uma\.routing_mlp\.(0|2|4)$"]
+_EDGE_DEGREE = [r"re:^uma\.edge_degree_embedding\.rad_func\.net\.(0|3|6)$"]
+
+log = logging.getLogger(__name__)
+
+
+def _import_fairchem():
+    try:
+        from fairchem.core.datasets.atomic_data import AtomicData
+        from fairchem.core.units.mlip_unit.utils import load_inference_model
+    except ImportError as exc:
+        raise ImportError("the UMA backbone needs fairchem-core: pip install mofbalora[uma]") from exc
+    return AtomicData, load_inference_model
+
+
+def load_uma_backbone(checkpoint: str | Path) -> nn.Module:
+    """fairchem's ``eSCNMDMoeBackbone`` from an inference checkpoint, with the EMA weights, set up for
+    external graphs, no activation checkpointing and no force/stress gradients (we never need ∂E/∂r)."""
+    _, load_inference_model = _import_fairchem()
+    from fairchem.core.units.mlip_unit.api.inference import InferenceSettings
+    from fairchem.core.units.mlip_unit.utils import get_backbone_class_from_checkpoint
+
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"UMA checkpoint {str(checkpoint)!r} not found: download it (README, "
+                                "'UMA backbone') and pass its local path as backbone.checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    settings = InferenceSettings(activation_checkpointing=False, external_graph_gen=True, merge_mole=False)
+    # activation checkpointing would recompute the forward in the backward pass and draw new BaLoRA noise
+    overrides = {"backbone": {**get_backbone_class_from_checkpoint(ckpt).build_inference_settings(settings),
+                              "regress_forces": False, "regress_stress": False, "direct_forces": False}}
+    model = load_inference_model(str(path), use_ema=True, overrides=overrides, return_checkpoint=False,
+                                 preloaded_checkpoint=ckpt)
+    hydra = model.module if hasattr(model, "module") else model
+    return hydra.backbone
+
+
+class UMABackbone(Backbone):
+    name = "uma"
+    target_presets = {"radial": _RADIAL, "routing": _ROUTING, "invariant": _RADIAL + _ROUTING + _EDGE_DEGREE}
+
+    def __init__(self, checkpoint: str | None = None, task: str = "omat", adapt: Adapt = "radial") -> None:
+        super().__init__()
+        if adapt not in ADAPT_CHOICES:
+            raise ValueError(f"unknown UMA adapter placement {adapt!r}; choose from {list(ADAPT_CHOICES)}")
+        if not checkpoint:
+            raise ValueError("the UMA backbone needs a local checkpoint file: set backbone.checkpoint=PATH "
+                             "(e.g. uma-s-1p1.pt, see README 'UMA backbone')")
+        self.uma = load_uma_backbone(checkpoint)
+        tasks = sorted(getattr(self.uma, "dataset_mapping", None) or [])
+        if tasks and task not in tasks:
+            raise ValueError(f"unknown UMA task {task!r} for this checkpoint; choose from {tasks}")
+        self.checkpoint = str(checkpoint)
+        self.task = task
+        self.adapt = adapt
+        self.name = f"uma-{Path(checkpoint).stem}"
+        self.embedding_dim = self.descriptor_dim = int(self.uma.sphere_channels)
+        self.cutoff = float(self.uma.cutoff)
+        self.max_neighbors = int(self.uma.max_neighbors)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> UMABackbone:
+        """Adapters follow ``mode``; the frozen UMA stays in eval mode (no MOLE/composition dropout)."""
+        super().train(mode)
+        self.uma.training = False  # the MoE backbone's own flag gates composition dropout and its logging
+        for m in self.uma.modules():
+            if isinstance(m, nn.Dropout):
+                m.eval()
+        return self
+
+    # -- structure -> input -------------------------------------------------------------------------
+    def featurize_namespace(self) -> str:
+        return f"uma/graph-c{self.cutoff:g}-n{self.max_neighbors}-{self.task}/v1"
+
+    def featurize(self, structures: list) -> list[dict]:
+        return [self._graph(s) for s in structures]
+
+    def _graph(self, structure) -> dict:
+        from mofbalora.data.structures import structure_to_atoms
+
+        AtomicData, _ = _import_fairchem()
+        z_max = int(max(structure.atomic_numbers))
+        if z_max >= self.uma.max_num_elements:
+            raise FeaturizationError(f"element Z={z_max} is beyond this UMA model's {self.uma.max_num_elements} elements")
+        try:
+            data = AtomicData.from_ase(structure_to_atoms(structure), r_edges=True, radius=self.cutoff,
+                                       max_neigh=self.max_neighbors, task_name=self.task)
+        except Exception as exc:
+            raise FeaturizationError(f"UMA graph construction failed: {exc}") from None
+        if data.edge_index.shape[1] == 0:
+            raise FeaturizationError(f"no neighbours within the {self.cutoff:g} Å cutoff (isolated atoms)")
+        return {"pos": data.pos.clone(), "atomic_numbers": data.atomic_numbers.clone(), "cell": data.cell.clone(),
+                "pbc": data.pbc.clone(), "edge_index": data.edge_index.clone(),
+                "cell_offsets": data.cell_offsets.clone(), "n_atoms": int(data.natoms.item())}
+
+    # -- batch -> embeddings ------------------------------------------------------------------------
+    def collate(self, inputs: list[dict]) -> dict:
+        """One fairchem ``AtomicData`` batch (edges offset per structure, kept contiguous per structure as
+        MOLE needs) plus the structure index of atoms and edges."""
+        AtomicData, _ = _import_fairchem()
+        sizes = torch.tensor([x["n_atoms"] for x in inputs], dtype=torch.long)
+        n_edges = torch.tensor([x["edge_index"].shape[1] for x in inputs], dtype=torch.long)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        n = len(inputs)
+        index = torch.repeat_interleave(torch.arange(n), sizes)
+        data = AtomicData(
+            pos=torch.cat([x["pos"] for x in inputs]), atomic_numbers=torch.cat([x["atomic_numbers"] for x in inputs]),
+            cell=torch.cat([x["cell"] for x in inputs]), pbc=torch.cat([x["pbc"] for x in inputs]), natoms=sizes,
+            edge_index=torch.cat([x["edge_index"] + o for x, o in zip(inputs, offsets.tolist(), strict=True)], 1),
+            cell_offsets=torch.cat([x["cell_offsets"] for x in inputs]), nedges=n_edges,
+            charge=torch.zeros(n, dtype=torch.long), spin=torch.zeros(n, dtype=torch.long),
+            fixed=torch.zeros(len(index), dtype=torch.long), tags=torch.zeros(len(index), dtype=torch.long),
+            batch=index, sid=[""] * n, dataset=[self.task] * n)
+        return {"data": data, "n_atoms": sizes, "structure_index": index,
+                "edge_structure_index": torch.repeat_interleave(torch.arange(n), n_edges)}
+
+    def structure_descriptor(self, batch: dict) -> torch.Tensor:
+        """Mean over atoms of UMA's frozen element embedding (n_structures, sphere_channels)."""
+        index = batch["structure_index"]
+        feats = self.uma.sphere_embedding(batch["data"].atomic_numbers)
+        total = feats.new_zeros(len(batch["n_atoms"]), feats.shape[1]).index_add(0, index, feats)
+        return (total / batch["n_atoms"].unsqueeze(1).to(feats.dtype)).detach()
+
+    def forward(self, batch: dict) -> BackboneOutput:
+        index = batch["structure_index"]
+        n = len(batch["n_atoms"])
+        # rows of the adapted layers: atoms (gate MLP), edges (radial MLPs), systems (routing MLP)
+        row_groups = {int(index.numel()): index}
+        row_groups.setdefault(int(batch["edge_structure_index"].numel()), batch["edge_structure_index"])
+        row_groups.setdefault(n, torch.arange(n))
+        data = batch["data"].clone()  # the backbone writes derived fields into its input
+        with sampling(row_groups={**current().row_groups, **row_groups}):
+            out = self.uma(data)
+        scalars = out["node_embedding"][:, 0, :]  # l = 0: the rotation-invariant channel
+        return BackboneOutput(scalars, index, n, row_groups)
+
+    def extra_repr(self) -> str:
+        return f"checkpoint={self.checkpoint!r}, task={self.task!r}, adapt={self.adapt!r}"
