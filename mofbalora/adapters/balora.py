@@ -77,7 +77,7 @@ class BaLoRALinear(LoRALinear):
         self.prior_dropout = prior_dropout
         self.alpha0 = dropout_to_alpha(prior_dropout)
         init_logit = math.log(self.alpha0)
-        dev = base_layer.weight.device
+        dev = next(base_layer.parameters()).device
         if alpha_network == "probe":
             self.adapter_alpha_w = nn.Parameter(torch.zeros(base_layer.in_features, device=dev))
         if alpha_network != "shared":

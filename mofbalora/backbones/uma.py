@@ -13,20 +13,31 @@ builds the radius graph once (fairchem's pymatgen neighbour list with the checkp
 neighbour cap, i.e. fairchem's ``external_graph_gen`` mode) and stores plain tensors, so the cache holds
 the graph and every step only runs the network.
 
-Adapter placement (``adapt``): which linear maps get (Ba)LoRA. UMA's message-passing linear maps are
-mostly *not* ``nn.Linear``: the SO(2) convolutions' ``fc_m0`` / ``so2_m_conv.fc`` are mixture-of-linear-
-experts (MOLE) layers whose expert mixture depends on the system's composition, and the atom-wise
-feed-forward uses SO(3)-linear maps acting per degree l. The presets adapt only ``nn.Linear`` layers whose
-inputs and outputs are rotation-invariant scalars, so that neither the LoRA update nor BaLoRA's noise
-can break equivariance (any change to an invariant scalar keeps the model exactly equivariant):
+Adapter placement (``adapt``): which linear maps get (Ba)LoRA. Most of UMA's linear maps are not
+``nn.Linear``: the SO(2) convolutions' ``fc_m0`` / ``so2_m_conv.fc`` are mixture-of-linear-experts (MOLE)
+layers whose expert mixture depends on the system's composition (adapted through
+:mod:`mofbalora.adapters.mole`: one low-rank update shared by all experts), and the atom-wise feed-forward
+uses SO(3)-linear maps acting per degree l. The presets adapt only maps whose inputs are invariant under
+rotations and whose outputs are used as invariants, so that neither the LoRA update nor BaLoRA's noise
+(drawn per row in rank space, with a variance that depends on the row) can break equivariance:
 
-- ``"radial"`` (default): in every block, the radial MLP of the first SO(2) convolution (edge distance
-  and element embeddings → per-edge, per-(l, m)-group filter weights that scale every message; 3 linear
-  layers) and the atom-wise gate MLP (l = 0 features → gates of the l > 0 channels). This reaches every
-  message and every atom update while leaving the MOLE experts and the SO(3) maps untouched.
-- ``"routing"``: the MOLE routing MLP only (composition, charge, spin, task → expert coefficients, per
-  structure): the fewest parameters; the noise then perturbs the expert mixture of each structure.
-- ``"invariant"``: ``radial`` + ``routing`` + the edge-degree embedding's radial MLP.
+- ``"radial"``: in every block, the radial MLP of the first SO(2) convolution (edge distance and element
+  embeddings → per-edge filter weights that scale every message; 3 linear layers) and the atom-wise gate
+  MLP (l = 0 features → gates of the l > 0 channels).
+- ``"messages"`` (default): ``radial`` + the m = 0 MOLE map (``fc_m0``) of both SO(2) convolutions of every
+  block. In the edge-aligned frame the m = 0 coefficients are invariant (they do not change under the
+  roll about the edge), so a per-edge update and per-edge noise keep the model equivariant; this is the
+  channel mixing that carries most of each message.
+- ``"routing"``: the MOLE routing MLP only (composition, charge, spin, task → expert coefficients, one
+  row per structure): the fewest parameters; the noise perturbs each structure's expert mixture.
+- ``"invariant"``: ``messages`` + ``routing`` + the edge-degree embedding's radial MLP.
+
+Not adapted, by design: the m > 0 maps ``so2_m_conv.fc`` (they act on the (+m, −m) pair as a complex
+number; a LoRA update keeps that structure, but BaLoRA's per-row noise on the two rows would not, so
+samples would lose SO(2) equivariance) and the SO(3)-linear maps (same reason across the 2l + 1
+components of each degree; an equivariant version needs one weight sample per structure shared across
+m, not the rank-space local reparameterisation). tests/test_uma.py checks that predictions and samples
+are invariant for every preset.
 
 The trunk cannot be cached: adapters sit inside it, so each training step and each of the T
 stochastic inference passes runs the whole network (see benchmarks/bench_uma.py for the cost).
@@ -35,9 +46,8 @@ Noise is shared per structure on every row type the adapted layers see: atoms, e
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -45,15 +55,14 @@ from torch import nn
 from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
 
-Adapt = Literal["radial", "routing", "invariant"]
-ADAPT_CHOICES = ("radial", "routing", "invariant")
+Adapt = Literal["radial", "messages", "routing", "invariant"]
+ADAPT_CHOICES = ("radial", "messages", "routing", "invariant")
 
 _RADIAL = [r"re:^uma\.blocks\.\d+\.edge_wise\.so2_conv_1\.rad_func\.net\.(0|3|6)$",
            r"re:^uma\.blocks\.\d+\.atom_wise\.scalar_mlp\.0$"]
+_M0 = [r"re:^uma\.blocks\.\d+\.edge_wise\.so2_conv_(1|2)\.fc_m0$"]
 _ROUTING = [r"re:^uma\.routing_mlp\.(0|2|4)$"]
 _EDGE_DEGREE = [r"re:^uma\.edge_degree_embedding\.rad_func\.net\.(0|3|6)$"]
-
-log = logging.getLogger(__name__)
 
 
 def _import_fairchem():
@@ -89,15 +98,19 @@ def load_uma_backbone(checkpoint: str | Path) -> nn.Module:
 
 class UMABackbone(Backbone):
     name = "uma"
-    target_presets = {"radial": _RADIAL, "routing": _ROUTING, "invariant": _RADIAL + _ROUTING + _EDGE_DEGREE}
+    target_presets = {"radial": _RADIAL, "messages": _RADIAL + _M0, "routing": _ROUTING,
+                      "invariant": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE}
 
-    def __init__(self, checkpoint: str | None = None, task: str = "omat", adapt: Adapt = "radial") -> None:
+    def __init__(self, checkpoint: str | None = None, task: str = "omat", adapt: Adapt = "messages") -> None:
         super().__init__()
         if adapt not in ADAPT_CHOICES:
             raise ValueError(f"unknown UMA adapter placement {adapt!r}; choose from {list(ADAPT_CHOICES)}")
         if not checkpoint:
             raise ValueError("the UMA backbone needs a local checkpoint file: set backbone.checkpoint=PATH "
                              "(e.g. uma-s-1p1.pt, see README 'UMA backbone')")
+        from mofbalora.adapters.mole import register_mole_adapters
+
+        register_mole_adapters()
         self.uma = load_uma_backbone(checkpoint)
         tasks = sorted(getattr(self.uma, "dataset_mapping", None) or [])
         if tasks and task not in tasks:
