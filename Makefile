@@ -17,7 +17,7 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,uma]"
 
 # The main job on the shipped default model: 40 CoRE MOF 2019 candidates (awkward files included), ranked.
 demo: install

@@ -101,7 +101,11 @@ class UMABackbone(Backbone):
     target_presets = {"radial": _RADIAL, "messages": _RADIAL + _M0, "routing": _ROUTING,
                       "invariant": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE}
 
-    def __init__(self, checkpoint: str | None = None, task: str = "omat", adapt: Adapt = "messages") -> None:
+    def __init__(self, checkpoint: str | None = None, task: str = "omat", adapt: Adapt = "messages",
+                 max_batch_atoms: int = 2048) -> None:
+        """``checkpoint``: local fairchem inference checkpoint; ``task``: UMA task (dataset embedding and MOLE
+        routing input); ``adapt``: adapter preset; ``max_batch_atoms``: most atoms per evaluation pass (UMA
+        holds ~100 edges per atom at its 6 Å cutoff, each with (lmax+1)² × 2C activations)."""
         super().__init__()
         if adapt not in ADAPT_CHOICES:
             raise ValueError(f"unknown UMA adapter placement {adapt!r}; choose from {list(ADAPT_CHOICES)}")
@@ -118,6 +122,7 @@ class UMABackbone(Backbone):
         self.checkpoint = str(checkpoint)
         self.task = task
         self.adapt = adapt
+        self.max_batch_atoms = int(max_batch_atoms)
         self.name = f"uma-{Path(checkpoint).stem}"
         self.embedding_dim = self.descriptor_dim = int(self.uma.sphere_channels)
         self.cutoff = float(self.uma.cutoff)
