@@ -67,14 +67,16 @@ def test_bad_options_are_named(tiny_checkpoint, tmp_path):
 def test_predictions_and_samples_are_invariant(tiny_checkpoint, structures):
     """Tolerance 2e-4 eV (float32 Wigner rotations and sums over ~10^3 edges); with random adapter weights
     of unit scale, so that a non-equivariant adapter or noise would show as O(0.1) eV differences. The
-    ``invariant`` preset holds every adapted layer of the other presets."""
+    ``all`` preset holds every adapted layer of the other presets, SO(3)-linear and MOLE maps included."""
     from pymatgen.core import Lattice, Structure
     from scipy.spatial.transform import Rotation
 
     from mofbalora.adapters import AdapterConfig
 
-    model = build_model("balora", backbone="uma", backbone_options={"checkpoint": str(tiny_checkpoint), "adapt": "invariant"},
+    model = build_model("balora", backbone="uma", backbone_options={"checkpoint": str(tiny_checkpoint), "adapt": "all"},
                         adapter=AdapterConfig(kind="balora", rank=4))
+    kinds = {type(m).__name__ for m in model.backbone.modules()}
+    assert {"SO3BaLoRALinear", "MOLEBaLoRALinear", "BaLoRALinear"} <= kinds
     torch.manual_seed(0)
     for name, p in model.named_parameters():
         if "adapter_B" in name or "adapter_alpha_w" in name:
@@ -116,3 +118,39 @@ def test_finetune_with_balora_saves_and_predicts_with_std(tiny_checkpoint, tiny_
     assert np.all(pred.std_ev > 0) and np.all(np.isfinite(pred.mean_ev))
     again = load_model(tmp_path / "run").predict_inputs(inputs, n_samples=8, seed=0)
     assert np.allclose(pred.samples_ev, again.samples_ev, atol=1e-5)  # fairchem's CPU scatter sums are not bit-stable
+
+
+def test_so3_adapter_merges_exactly_and_its_noise_keeps_equivariance():
+    """The SO(3) adapter on its own: merged == unmerged with ε = 0; a rotated l = 1 input gives the rotated
+    output in a stochastic pass with the same draw (tolerance 1e-5, float32)."""
+    from fairchem.core.models.uma.nn.so3_layers import SO3_Linear
+    from scipy.spatial.transform import Rotation
+
+    from mofbalora.adapters import sampling
+    from mofbalora.adapters.so3 import SO3BaLoRALinear, register_so3_adapters
+
+    register_so3_adapters()
+    torch.manual_seed(0)
+    layer = SO3BaLoRALinear(SO3_Linear(6, 5, lmax=1), rank=3)
+    layer.adapter_B.data.normal_()
+    layer.adapter_alpha_w.data.normal_()
+    x = torch.randn(7, 4, 6)
+    with torch.no_grad(), sampling(stochastic=False):
+        before = layer(x)
+        layer.merge()
+        merged = layer(x)
+        layer.unmerge()
+    assert torch.allclose(before, merged, atol=1e-5)
+    # real spherical harmonics of degree 1 are ordered (y, z, x): rotate them with the permuted matrix
+    rot = torch.tensor(Rotation.random(random_state=2).as_matrix(), dtype=torch.float32)[[1, 2, 0]][:, [1, 2, 0]]
+    x_rot = x.clone()
+    x_rot[:, 1:4] = torch.einsum("ab,nbi->nai", rot, x[:, 1:4])
+    groups = {7: torch.zeros(7, dtype=torch.long)}
+    with torch.no_grad(), sampling(stochastic=True, generator=torch.Generator().manual_seed(4), row_groups=groups):
+        y = layer(x)
+    with torch.no_grad(), sampling(stochastic=True, generator=torch.Generator().manual_seed(4), row_groups=groups):
+        y_rot = layer(x_rot)
+    with torch.no_grad(), sampling(stochastic=False):
+        assert (y - layer(x)).abs().max() > 1e-2  # the draw changed the output
+    assert torch.allclose(y_rot[:, 0], y[:, 0], atol=1e-5)
+    assert torch.allclose(y_rot[:, 1:4], torch.einsum("ab,nbi->nai", rot, y[:, 1:4]), atol=1e-5)

@@ -45,12 +45,16 @@ class LoRALinear(nn.Module):
         self.mc_dropout = mc_dropout
         self.n_members = n_members
         self.merged = False
-        in_f, out_f = base_layer.in_features, base_layer.out_features
-        shape_a = (n_members, rank, in_f)
+        shape_a, shape_b = self.adapter_shapes()
         dev = next(base_layer.parameters()).device
         self.adapter_A = nn.Parameter(torch.empty(shape_a, device=dev))
-        self.adapter_B = nn.Parameter(torch.zeros(n_members, out_f, rank, device=dev))
+        self.adapter_B = nn.Parameter(torch.zeros(shape_b, device=dev))
         self.reset_adapter()
+
+    def adapter_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of θ_A (members × r × in) and θ_B (members × out × r); other layer types add axes."""
+        return ((self.n_members, self.rank, self.base_layer.in_features),
+                (self.n_members, self.base_layer.out_features, self.rank))
 
     def reset_adapter(self) -> None:
         for k in range(self.n_members):  # as nn.Linear's default init, independently per member

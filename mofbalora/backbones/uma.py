@@ -17,9 +17,10 @@ Adapter placement (``adapt``): which linear maps get (Ba)LoRA. Most of UMA's lin
 ``nn.Linear``: the SO(2) convolutions' ``fc_m0`` / ``so2_m_conv.fc`` are mixture-of-linear-experts (MOLE)
 layers whose expert mixture depends on the system's composition (adapted through
 :mod:`mofbalora.adapters.mole`: one low-rank update shared by all experts), and the atom-wise feed-forward
-uses SO(3)-linear maps acting per degree l. The presets adapt only maps whose inputs are invariant under
-rotations and whose outputs are used as invariants, so that neither the LoRA update nor BaLoRA's noise
-(drawn per row in rank space, with a variance that depends on the row) can break equivariance:
+uses SO(3)-linear maps acting per degree l. The first four presets adapt only maps whose inputs are
+invariant under rotations and whose outputs are used as invariants, so that neither the LoRA update nor
+BaLoRA's noise (drawn per row in rank space, with a variance that depends on the row) can break
+equivariance; ``all`` adds the SO(3)-linear maps through an adapter built to keep it:
 
 - ``"radial"``: in every block, the radial MLP of the first SO(2) convolution (edge distance and element
   embeddings → per-edge filter weights that scale every message; 3 linear layers) and the atom-wise gate
@@ -31,13 +32,16 @@ rotations and whose outputs are used as invariants, so that neither the LoRA upd
 - ``"routing"``: the MOLE routing MLP only (composition, charge, spin, task → expert coefficients, one
   row per structure): the fewest parameters; the noise perturbs each structure's expert mixture.
 - ``"invariant"``: ``messages`` + ``routing`` + the edge-degree embedding's radial MLP.
+- ``"all"``: ``invariant`` + the two SO(3)-linear maps of every block's atom-wise feed-forward
+  (:mod:`mofbalora.adapters.so3`: a low-rank update per degree l that mixes channels only, and BaLoRA
+  noise sampled as one weight draw per structure and degree, shared by the 2l + 1 components m, with α
+  from the l = 0 input, so samples stay equivariant too).
 
-Not adapted, by design: the m > 0 maps ``so2_m_conv.fc`` (they act on the (+m, −m) pair as a complex
-number; a LoRA update keeps that structure, but BaLoRA's per-row noise on the two rows would not, so
-samples would lose SO(2) equivariance) and the SO(3)-linear maps (same reason across the 2l + 1
-components of each degree; an equivariant version needs one weight sample per structure shared across
-m, not the rank-space local reparameterisation). tests/test_uma.py checks that predictions and samples
-are invariant for every preset.
+Not adapted: the m > 0 SO(2) maps ``so2_m_conv.fc``. They act on each (+m, −m) pair as one complex
+number; a LoRA update keeps that structure, but BaLoRA's rank-space noise has a row-dependent variance
+and would differ between the two rows, so samples would lose SO(2) equivariance (an exact per-structure
+weight draw, as for the SO(3) maps, would fix this; not done). tests/test_uma.py checks that the mean
+prediction and every sample are invariant with the ``all`` preset, which holds every adapted layer.
 
 The trunk cannot be cached: adapters sit inside it, so each training step and each of the T
 stochastic inference passes runs the whole network (see benchmarks/bench_uma.py for the cost).
@@ -55,14 +59,15 @@ from torch import nn
 from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
 
-Adapt = Literal["radial", "messages", "routing", "invariant"]
-ADAPT_CHOICES = ("radial", "messages", "routing", "invariant")
+Adapt = Literal["radial", "messages", "routing", "invariant", "all"]
+ADAPT_CHOICES = ("radial", "messages", "routing", "invariant", "all")
 
 _RADIAL = [r"re:^uma\.blocks\.\d+\.edge_wise\.so2_conv_1\.rad_func\.net\.(0|3|6)$",
            r"re:^uma\.blocks\.\d+\.atom_wise\.scalar_mlp\.0$"]
 _M0 = [r"re:^uma\.blocks\.\d+\.edge_wise\.so2_conv_(1|2)\.fc_m0$"]
 _ROUTING = [r"re:^uma\.routing_mlp\.(0|2|4)$"]
 _EDGE_DEGREE = [r"re:^uma\.edge_degree_embedding\.rad_func\.net\.(0|3|6)$"]
+_SO3 = [r"re:^uma\.blocks\.\d+\.atom_wise\.so3_linear_(1|2)$"]
 
 
 def _import_fairchem():
@@ -99,7 +104,8 @@ def load_uma_backbone(checkpoint: str | Path) -> nn.Module:
 class UMABackbone(Backbone):
     name = "uma"
     target_presets = {"radial": _RADIAL, "messages": _RADIAL + _M0, "routing": _ROUTING,
-                      "invariant": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE}
+                      "invariant": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE,
+                      "all": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE + _SO3}
 
     def __init__(self, checkpoint: str | None = None, task: str = "omat", adapt: Adapt = "messages",
                  max_batch_atoms: int = 2048) -> None:
@@ -113,8 +119,10 @@ class UMABackbone(Backbone):
             raise ValueError("the UMA backbone needs a local checkpoint file: set backbone.checkpoint=PATH "
                              "(e.g. uma-s-1p1.pt, see README 'UMA backbone')")
         from mofbalora.adapters.mole import register_mole_adapters
+        from mofbalora.adapters.so3 import register_so3_adapters
 
         register_mole_adapters()
+        register_so3_adapters()
         self.uma = load_uma_backbone(checkpoint)
         tasks = sorted(getattr(self.uma, "dataset_mapping", None) or [])
         if tasks and task not in tasks:
