@@ -89,35 +89,52 @@ def test_predictions_and_samples_are_invariant(tiny_checkpoint, structures):
         "translated": Structure(s.lattice, s.species, (s.frac_coords + [0.31, 0.17, 0.73]) % 1.0),
         "permuted": Structure(s.lattice, [s.species[k] for k in perm], s.frac_coords[perm]),
     }
-    ref = model.predict_inputs(model.backbone.featurize([s]), n_samples=8, seed=5)
+    ref = model.predict_inputs(model.backbone.featurize([s]), n_samples=4, seed=5)
     assert ref.std_ev[0] > 1e-3  # the noise reaches the output
     for name, v in variants.items():
-        p = model.predict_inputs(model.backbone.featurize([v]), n_samples=8, seed=5)
+        p = model.predict_inputs(model.backbone.featurize([v]), n_samples=4, seed=5)
         assert abs(p.mean_ev[0] - ref.mean_ev[0]) < 2e-4, (name, p.mean_ev, ref.mean_ev)
         assert np.allclose(p.samples_ev, ref.samples_ev, atol=2e-4), (name, p.samples_ev - ref.samples_ev)
 
 
-def test_finetune_with_balora_saves_and_predicts_with_std(tiny_checkpoint, tiny_cfg, tmp_path):
-    from mofbalora.train import finetune, load_inputs, split_ids
+def test_shipped_workflow_finetunes_screens_and_reloads(tiny_checkpoint, tiny_split, qmof_path, sample_cifs,
+                                                       tmp_path):
+    """``mofbalora finetune --config workflows/finetune_uma.yaml --set backbone.checkpoint=PATH`` on a tiny
+    split, then ``mofbalora screen --model RUN``; the run rebuilds UMA from the stored checkpoint path."""
+    from pathlib import Path
 
-    cfg = tiny_cfg("backbone.name=uma", f"backbone.checkpoint={tiny_checkpoint}", "backbone.adapt=messages",
-                   "optim.epochs=1", "optim.lr=0.02", "adapter.rank=4", "run.eval_test=false")
-    result = finetune(cfg, tmp_path / "run", progress=False)
-    assert result["n_train"] == 16 and np.isfinite(result["val"]["mae_ev"])
-    model = load_model(tmp_path / "run")  # rebuilds UMA from the stored checkpoint path, checks its hash
-    assert model.backbone_options["checkpoint"] == str(tiny_checkpoint)
+    import pandas as pd
+
+    from mofbalora.cli import main
+    from mofbalora.config import load_config
+    from mofbalora.train import load_inputs, split_ids
+
+    workflow = Path(__file__).resolve().parents[1] / "workflows" / "finetune_uma.yaml"
+    run = tmp_path / "run"
+    sets = [f"backbone.checkpoint={tiny_checkpoint}", f"data.path={qmof_path}", f"data.split={tiny_split}",
+            "optim.epochs=1", "optim.lr=0.02", "adapter.rank=4", "run.eval_samples=4", "run.eval_test=false",
+            "run.threads=1"]
+    assert main(["finetune", "--config", str(workflow), *[a for s in sets for a in ("--set", s)],
+                 "--out", str(run), "--quiet"]) == 0
+    model = load_model(run)  # rebuilds UMA from the stored checkpoint path and checks its weights' hash
+    assert model.regime == "balora" and model.backbone_options["checkpoint"] == str(tiny_checkpoint)
     adapted = [n for n, m in model.backbone.named_modules() if hasattr(m, "adapter_A")]
     n_blocks = TINY_DIMS["num_layers"]
-    assert len(adapted) == 6 * n_blocks  # 3 radial + 1 gate + 2 MOLE fc_m0 per block
+    assert len(adapted) == 6 * n_blocks  # messages: 3 radial + 1 gate + 2 MOLE fc_m0 per block
     assert sum("fc_m0" in n for n in adapted) == 2 * n_blocks
     assert all(model.backbone.get_submodule(n).adapter_B.abs().sum() > 0 for n in adapted)  # all were trained
-    ds, ids = split_ids(cfg)
+    ds, ids = split_ids(load_config(workflow, sets))
     _, inputs, _ = load_inputs(model, ds, ids["val"], "val")
     pred = model.predict_inputs(inputs, n_samples=8, seed=0)
     assert pred.samples_ev.shape == (len(inputs), 8)
     assert np.all(pred.std_ev > 0) and np.all(np.isfinite(pred.mean_ev))
-    again = load_model(tmp_path / "run").predict_inputs(inputs, n_samples=8, seed=0)
+    again = load_model(run).predict_inputs(inputs, n_samples=8, seed=0)
     assert np.allclose(pred.samples_ev, again.samples_ev, atol=1e-5)  # fairchem's CPU scatter sums are not bit-stable
+    out = tmp_path / "ranked.csv"
+    assert main(["screen", *map(str, sample_cifs[:2]), "--model", str(run), "--samples", "4", "--out", str(out),
+                 "--quiet"]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 2 and (table["status"] == "ok").all()
 
 
 def test_so3_adapter_merges_exactly_and_its_noise_keeps_equivariance():
