@@ -118,6 +118,7 @@ class UMABackbone(Backbone):
         if not checkpoint:
             raise ValueError("the UMA backbone needs a local checkpoint file: set backbone.checkpoint=PATH "
                              "(e.g. uma-s-1p1.pt, see README 'UMA backbone')")
+        _import_fairchem()  # a missing extra fails here, with the install hint
         from mofbalora.adapters.mole import register_mole_adapters
         from mofbalora.adapters.so3 import register_so3_adapters
 
@@ -131,7 +132,9 @@ class UMABackbone(Backbone):
         self.task = task
         self.adapt = adapt
         self.max_batch_atoms = int(max_batch_atoms)
-        self.name = f"uma-{Path(checkpoint).stem}"
+        # recorded with the weights' hash in saved models: the model id, not the file name, so a moved or
+        # renamed copy of the same checkpoint still loads
+        self.name = f"uma-{getattr(self.uma, 'model_id', None) or 'unknown'}"
         self.embedding_dim = self.descriptor_dim = int(self.uma.sphere_channels)
         self.cutoff = float(self.uma.cutoff)
         self.max_neighbors = int(self.uma.max_neighbors)

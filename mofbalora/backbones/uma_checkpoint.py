@@ -71,10 +71,10 @@ def write_random_checkpoint(path: str | Path, *, seed: int = 0, **dims) -> Path:
 
     ``dims``: any of :data:`DIM_KEYS` (defaults: UMA-S sizes). Returns ``path``. Needs fairchem-core.
     """
-    import hydra
     import torch
 
     try:
+        import hydra
         from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
     except ImportError as exc:
         raise ImportError("the UMA backbone needs fairchem-core: pip install mofbalora[uma]") from exc
