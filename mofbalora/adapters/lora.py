@@ -32,8 +32,8 @@ class LoRALinear(nn.Module):
                  mc_dropout: float = 0.0, n_members: int = 1) -> None:
         super().__init__()
         if not isinstance(base_layer, self.base_types):
-            raise TypeError(f"{type(self).__name__} wraps {[t.__name__ for t in self.base_types]}, got "
-                            f"{type(base_layer).__name__}; "
+            wraps = ", ".join("nn.Linear" if t is nn.Linear else t.__name__ for t in self.base_types)
+            raise TypeError(f"{type(self).__name__} wraps {wraps}, got {type(base_layer).__name__}; "
                             "register a linear-like adapter with mofbalora.adapters.register_adapter_type")
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
