@@ -95,6 +95,9 @@ def load_uma_backbone(checkpoint: str | Path) -> nn.Module:
     # activation checkpointing would recompute the forward in the backward pass and draw new BaLoRA noise
     overrides = {"backbone": {**get_backbone_class_from_checkpoint(ckpt).build_inference_settings(settings),
                               "regress_forces": False, "regress_stress": False, "direct_forces": False}}
+    if "num_experts" in ckpt.model_config.get("backbone", {}):
+        # plain-PyTorch MOLE layers (same weights as the fused kernels): what the MOLE adapters wrap
+        overrides["backbone"]["moe_layer_type"] = "pytorch"
     model = load_inference_model(str(path), use_ema=True, overrides=overrides, return_checkpoint=False,
                                  preloaded_checkpoint=ckpt)
     hydra = model.module if hasattr(model, "module") else model
