@@ -8,6 +8,7 @@ forward + backward (adapters of the ``messages`` preset, noise on), and the peak
 of each; and CHGNet 0.3.0's full forward (trunk + readout, no grad) on the same structures as the baseline.
 
     python benchmarks/bench_uma.py [--structures 3] [--max-atoms 60] [--skip-uma-s]
+    python benchmarks/bench_uma.py --presets-only     # adapter size of each preset on a UMA-S-sized model
 """
 
 from __future__ import annotations
@@ -93,13 +94,38 @@ def measure(model, inputs, repeat: int) -> dict:
             "fb_s": best_time(fwd_bwd, repeat=repeat) / n, "fb_mb": peak_rss_growth_mb(fwd_bwd)}
 
 
+def preset_sizes(backbone, rank: int = 8) -> dict[str, tuple[int, int]]:
+    """(adapted layers, LoRA parameters at ``rank``) of each adapter preset, from the layer shapes."""
+    from mofbalora.adapters.inject import matches
+
+    out = {}
+    for preset, patterns in backbone.target_presets.items():
+        layers = [m for n, m in backbone.named_modules() if any(matches(n, p) for p in patterns)]
+        per_degree = [getattr(m, "lmax", 0) + 1 for m in layers]  # SO(3)-linear maps: one update per degree
+        out[preset] = (len(layers), sum(k * rank * (m.in_features + m.out_features)
+                                        for k, m in zip(per_degree, layers, strict=True)))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--structures", type=int, default=3)
     ap.add_argument("--max-atoms", type=int, default=60)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-uma-s", action="store_true")
+    ap.add_argument("--presets-only", action="store_true", help="only the adapter size of each preset")
     args = ap.parse_args()
+    if args.presets_only:
+        from mofbalora.backbones.uma import UMABackbone
+        from mofbalora.backbones.uma_checkpoint import UMA_S_DIMS, write_random_checkpoint
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bb = UMABackbone(str(write_random_checkpoint(Path(tmp) / "uma-s.pt", **UMA_S_DIMS)))
+        frozen = sum(p.numel() for p in bb.parameters())
+        print(f"UMA-S size: {frozen:,} frozen parameters; LoRA parameters at rank 8 per preset:")
+        for preset, (n, size) in preset_sizes(bb).items():
+            print(f"  {preset:>9}: {n:>3} layers, {size:>9,} parameters ({size / frozen:.3%} of the backbone)")
+        return
     from mofbalora.backbones.chgnet import CHGNetBackbone
     from mofbalora.backbones.uma_checkpoint import TINY_DIMS, UMA_S_DIMS, write_random_checkpoint
     from mofbalora.model import build_model
@@ -131,7 +157,7 @@ def main() -> None:
                     p.data.normal_(0, 0.01)  # as after some training: the noise path is not zero
             inputs = model.backbone.featurize(structures)
             edges = sum(x["edge_index"].shape[1] for x in inputs) / len(inputs)
-            n_params = sum(p.numel() for p in model.backbone.uma.parameters())
+            n_params = sum(p.numel() for n, p in model.backbone.uma.named_parameters() if "adapter_" not in n)
             r = measure(model, inputs, args.repeat)
             print(f"{label:>6} {n_params:>10,} {edges:>7.0f} | {r['fwd_s'] * 1e3:8.1f} {r['fwd_s'] / chg_s:8.1f} "
                   f"{r['fwd_mb']:7.0f} | {r['fb_s'] * 1e3:10.1f} {r['fb_s'] / chg_s:8.1f} {r['fb_mb']:7.0f} | "
