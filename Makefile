@@ -17,7 +17,7 @@ install: $(BIN)/python
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,uma]"
 	bash scripts/install_moftransformer.sh $(BIN)/python
 
 # The MOFTransformer backbone's extra alone (moftransformer 2.2.0 --no-deps, pinned deps, GRIDAY built).

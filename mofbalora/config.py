@@ -60,10 +60,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: sections whose keys are not fixed: ``backbone`` holds ``name`` plus that backbone's constructor options
+#: (e.g. ``checkpoint`` and ``task`` for UMA), checked by the backbone itself
+OPEN_SECTIONS = ("backbone.",)
+
+
 def deep_update(base: dict, changes: dict, where: str = "") -> dict:
     for key, value in changes.items():
-        # the backbone section is open: each backbone takes its own options (its constructor checks them)
-        if key not in base and where != "backbone.":
+        if key not in base and where not in OPEN_SECTIONS:
             raise ValueError(f"unknown config key {where + key!r}; choose from {sorted(base)}")
         if isinstance(base.get(key), dict) and isinstance(value, dict):
             deep_update(base[key], value, where + key + ".")

@@ -19,6 +19,7 @@ from torch import nn
 from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling, seeded_generator
 from mofbalora.adapters.io import BaseModelMismatchError, _atomic_write_bytes
 from mofbalora.backbones import Backbone, load_backbone
+from mofbalora.backbones.base import atom_capped_batches
 from mofbalora.heads import BandGapHead, HeadConfig
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
@@ -99,8 +100,10 @@ class BandGapModel(nn.Module):
         self.eval()
         gen = seeded_generator(seed)
         means, samples, alea, embs = [], [], [], []
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start:start + batch_size]
+        cap = self.backbone.max_batch_atoms
+        if cap is not None:
+            max_rows = min(max_rows, cap)
+        for chunk in atom_capped_batches(inputs, batch_size, cap):
             b = len(chunk)
             with sampling(stochastic=False, member=0 if self.n_members > 1 else None):
                 gap, var, pooled = self(self.backbone.collate(chunk))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling
 from mofbalora.adapters.io import _atomic_write_bytes
+from mofbalora.backbones.base import atom_capped_batches
 from mofbalora.config import dump_config
 from mofbalora.heads import HeadConfig
 from mofbalora.model import BandGapModel, build_model
@@ -119,8 +120,8 @@ def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, bat
     start, stop = share_of(len(inputs), dist)
     inputs, targets = inputs[start:stop], targets[start:stop]
     preds = []
-    for s in range(0, len(inputs), batch_size):
-        batch = model.backbone.collate(inputs[s:s + batch_size])
+    for chunk in atom_capped_batches(inputs, batch_size, model.backbone.max_batch_atoms):
+        batch = model.backbone.collate(chunk)
         if model.n_members > 1:
             outs = []
             for k in range(model.n_members):

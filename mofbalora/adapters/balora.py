@@ -77,7 +77,7 @@ class BaLoRALinear(LoRALinear):
         self.prior_dropout = prior_dropout
         self.alpha0 = dropout_to_alpha(prior_dropout)
         init_logit = math.log(self.alpha0)
-        dev = base_layer.weight.device
+        dev = next(base_layer.parameters()).device
         if alpha_network == "probe":
             self.adapter_alpha_w = nn.Parameter(torch.zeros(base_layer.in_features, device=dev))
         if alpha_network != "shared":
@@ -118,6 +118,11 @@ class BaLoRALinear(LoRALinear):
         """KL of the last forward pass (averaged over its rows, summed over the r × in weights)."""
         return self._kl if self._kl is not None else self.adapter_A.new_zeros(())
 
+    def _set_kl(self, alpha: torch.Tensor | None, n_weights: int) -> None:
+        """Keep this pass's KL (n_weights × mean over rows of the per-weight KL) and its row count."""
+        self._kl = None if alpha is None else n_weights * kl_per_weight(alpha, self.alpha0).mean()
+        self._kl_rows = 0 if alpha is None else int(alpha.numel())
+
     def kl_rows(self) -> int:
         """Number of rows the last forward's KL was averaged over (0 when it computed none)."""
         return self._kl_rows if self._kl is not None else 0
@@ -138,8 +143,7 @@ class BaLoRALinear(LoRALinear):
             h = x @ A.T
             logit = self._logit(x) if (stochastic or need_kl) else None
         alpha = torch.exp(logit.clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1) if logit is not None else None
-        self._kl = A.numel() * kl_per_weight(alpha, self.alpha0).mean() if need_kl else None
-        self._kl_rows = int(alpha.numel()) if need_kl else 0
+        self._set_kl(alpha if need_kl else None, A.numel())
         if stochastic:
             d = alpha * ((x * x) @ (A * A).T)  # (..., r): variance of ω_A x
             eps = self._rank_noise(x.shape[:-1], x.device, x.dtype)
@@ -160,15 +164,7 @@ class BaLoRALinear(LoRALinear):
             eps = torch.randn(n_rows, self.rank, generator=gen, device=device, dtype=dtype)
         else:
             index, n_groups = groups
-            window = context.current().structure_window
-            if window is None:
-                eps = torch.randn(n_groups, self.rank, generator=gen, device=device, dtype=dtype)[index]
-            else:  # this process holds structures [offset, offset + n_groups) of a larger (global) batch
-                offset, total = window
-                if offset + n_groups > total:
-                    raise ValueError(f"structure window {window} cannot hold {n_groups} structures at offset {offset}")
-                eps = torch.randn(total, self.rank, generator=gen, device=device, dtype=dtype)[offset:offset + n_groups]
-                eps = eps[index]
+            eps = context.group_noise(n_groups, (self.rank,), device=device, dtype=dtype)[index]
         return eps.reshape(*lead_shape, self.rank)
 
 

@@ -71,6 +71,22 @@ def groups_for(n_rows: int, device: torch.device) -> tuple[torch.Tensor, int] | 
     return idx, int(idx.max().item()) + 1 if idx.numel() else 0
 
 
+def group_noise(n_groups: int, shape: tuple[int, ...], *, device, dtype) -> torch.Tensor:
+    """Standard normal draws ``(n_groups, *shape)``, one per structure, from the context's generator.
+
+    Inside ``sampling(structure_window=(offset, total))`` the draws of all ``total`` structures of the
+    global batch are made and rows ``offset … offset + n_groups`` kept: the numbers one process holding the
+    whole batch would have drawn for these structures (data-parallel training).
+    """
+    state = current()
+    if state.structure_window is None:
+        return torch.randn((n_groups, *shape), generator=state.generator, device=device, dtype=dtype)
+    offset, total = state.structure_window
+    if offset + n_groups > total:
+        raise ValueError(f"structure window {state.structure_window} cannot hold {n_groups} structures at offset {offset}")
+    return torch.randn((total, *shape), generator=state.generator, device=device, dtype=dtype)[offset:offset + n_groups]
+
+
 def sample_forward(module: torch.nn.Module, x: torch.Tensor, n_samples: int, *, seed: int | None = None,
                    row_groups: torch.Tensor | None = None, max_rows: int = 2_000_000) -> torch.Tensor:
     """T stochastic passes of ``module`` on ``x`` (rows × features), batched: returns (T, *out_shape).

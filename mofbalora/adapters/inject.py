@@ -23,18 +23,24 @@ def register_adapter_type(base_type: type, factory: Callable[[nn.Module, Adapter
     ADAPTER_FACTORIES[base_type] = factory
 
 
-def _linear_factory(base: nn.Linear, cfg: AdapterConfig) -> nn.Module:
-    if cfg.kind == "balora":
-        return BaLoRALinear(base, cfg.rank, cfg.lora_alpha, alpha_network=cfg.alpha_network,
-                            prior_dropout=cfg.prior_dropout, noise_scope=cfg.noise_scope)
-    if cfg.kind == "lora":
-        return LoRALinear(base, cfg.rank, cfg.lora_alpha)
-    if cfg.kind == "mc_dropout":
-        return LoRALinear(base, cfg.rank, cfg.lora_alpha, mc_dropout=cfg.mc_dropout)
-    return LoRALinear(base, cfg.rank, cfg.lora_alpha, n_members=cfg.n_members)
+def linear_factory(lora_cls: type[LoRALinear] = LoRALinear, balora_cls: type[BaLoRALinear] = BaLoRALinear
+                   ) -> Callable[[nn.Module, AdapterConfig], nn.Module]:
+    """The factory for a linear-like layer: ``balora_cls`` for BaLoRA, ``lora_cls`` for the baselines."""
+
+    def factory(base: nn.Module, cfg: AdapterConfig) -> nn.Module:
+        if cfg.kind == "balora":
+            return balora_cls(base, cfg.rank, cfg.lora_alpha, alpha_network=cfg.alpha_network,
+                              prior_dropout=cfg.prior_dropout, noise_scope=cfg.noise_scope)
+        if cfg.kind == "lora":
+            return lora_cls(base, cfg.rank, cfg.lora_alpha)
+        if cfg.kind == "mc_dropout":
+            return lora_cls(base, cfg.rank, cfg.lora_alpha, mc_dropout=cfg.mc_dropout)
+        return lora_cls(base, cfg.rank, cfg.lora_alpha, n_members=cfg.n_members)
+
+    return factory
 
 
-register_adapter_type(nn.Linear, _linear_factory)
+register_adapter_type(nn.Linear, linear_factory())
 
 
 def matches(name: str, pattern: str) -> bool:

@@ -25,12 +25,15 @@ class LoRALinear(nn.Module):
     """
 
     kind = "lora"
+    #: base layer types this adapter wraps (subclasses for linear-like layers extend it, see adapters/mole.py)
+    base_types: tuple[type, ...] = (nn.Linear,)
 
     def __init__(self, base_layer: nn.Linear, rank: int = 8, lora_alpha: float | None = None,
                  mc_dropout: float = 0.0, n_members: int = 1) -> None:
         super().__init__()
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"{type(self).__name__} wraps nn.Linear, got {type(base_layer).__name__}; "
+        if not isinstance(base_layer, self.base_types):
+            wraps = ", ".join("nn.Linear" if t is nn.Linear else t.__name__ for t in self.base_types)
+            raise TypeError(f"{type(self).__name__} wraps {wraps}, got {type(base_layer).__name__}; "
                             "register a linear-like adapter with mofbalora.adapters.register_adapter_type")
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
@@ -43,11 +46,16 @@ class LoRALinear(nn.Module):
         self.mc_dropout = mc_dropout
         self.n_members = n_members
         self.merged = False
-        in_f, out_f = base_layer.in_features, base_layer.out_features
-        shape_a = (n_members, rank, in_f)
-        self.adapter_A = nn.Parameter(torch.empty(shape_a, device=base_layer.weight.device))
-        self.adapter_B = nn.Parameter(torch.zeros(n_members, out_f, rank, device=base_layer.weight.device))
+        shape_a, shape_b = self.adapter_shapes()
+        dev = next(base_layer.parameters()).device
+        self.adapter_A = nn.Parameter(torch.empty(shape_a, device=dev))
+        self.adapter_B = nn.Parameter(torch.zeros(shape_b, device=dev))
         self.reset_adapter()
+
+    def adapter_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of θ_A (members × r × in) and θ_B (members × out × r); other layer types add axes."""
+        return ((self.n_members, self.rank, self.base_layer.in_features),
+                (self.n_members, self.base_layer.out_features, self.rank))
 
     def reset_adapter(self) -> None:
         for k in range(self.n_members):  # as nn.Linear's default init, independently per member
@@ -55,6 +63,14 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.adapter_B)
 
     # -- helpers ------------------------------------------------------------------------------------
+    @property
+    def in_features(self) -> int:  # host models read these from the layer they call (e.g. UMA's SO(2) conv)
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
     def _member(self) -> int:
         m = context.current().member
         if self.n_members == 1:

@@ -8,18 +8,22 @@ BACKBONES = ("chgnet", "uma", "moftransformer", "jmp")
 
 
 def load_backbone(name: str, **options) -> Backbone:
-    """Build a backbone by name: ``chgnet`` (default, offline), ``moftransformer`` (MOFTransformer /
-    PMTransformer from a local checkpoint), later ``uma``, ``jmp``."""
+    """Build a backbone by name: ``chgnet`` (default, offline), ``uma`` (needs ``checkpoint=PATH``),
+    ``moftransformer`` (MOFTransformer / PMTransformer from a local checkpoint), later ``jmp``."""
     if name == "chgnet":
         from mofbalora.backbones.chgnet import CHGNetBackbone
 
         return CHGNetBackbone(**options)
+    if name == "uma":
+        from mofbalora.backbones.uma import UMABackbone
+
+        return UMABackbone(**options)
     if name == "moftransformer":
         from mofbalora.backbones.moftransformer import MOFTransformerBackbone
 
         return MOFTransformerBackbone(**options)
     if name in BACKBONES:
-        raise ValueError(f"backbone {name!r} is not available in this version; available: ['chgnet', 'moftransformer']")
+        raise ValueError(f"backbone {name!r} is not available in this version; available: ['chgnet', 'uma', 'moftransformer']")
     raise ValueError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")
 
 

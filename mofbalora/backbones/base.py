@@ -66,6 +66,9 @@ class Backbone(nn.Module, ABC):
 
     #: width of :meth:`structure_descriptor` (input of a shared α-network)
     descriptor_dim: int = 0
+    #: most atoms per forward pass in evaluation and prediction (None: no limit); a backbone whose memory
+    #: grows steeply with the batch (e.g. UMA, ~100 edges per atom) sets it
+    max_batch_atoms: int | None = None
 
     def structure_descriptor(self, batch: Any) -> torch.Tensor:
         """A cheap, frozen per-structure descriptor (n_structures, descriptor_dim) of a collated batch."""
@@ -78,6 +81,24 @@ class Backbone(nn.Module, ABC):
     def base_state_dict(self) -> dict[str, torch.Tensor]:
         """The frozen weights only (adapter tensors excluded)."""
         return {k: v for k, v in self.state_dict().items() if "adapter_" not in k and "base_layer" not in k}
+
+
+def atom_capped_batches(inputs: list, batch_size: int, max_atoms: int | None = None) -> list[list]:
+    """Consecutive batches of at most ``batch_size`` inputs and (when given) ``max_atoms`` atoms; an input
+    larger than ``max_atoms`` gets a batch of its own."""
+    batches: list[list] = []
+    current: list = []
+    atoms = 0
+    for x in inputs:
+        n = int(x["n_atoms"])
+        if current and (len(current) >= batch_size or (max_atoms is not None and atoms + n > max_atoms)):
+            batches.append(current)
+            current, atoms = [], 0
+        current.append(x)
+        atoms += n
+    if current:
+        batches.append(current)
+    return batches
 
 
 def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
