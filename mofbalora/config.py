@@ -63,6 +63,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 def deep_update(base: dict, changes: dict, where: str = "") -> dict:
     for key, value in changes.items():
         if key not in base:
+            if where == "backbone.":  # backbone options (checkpoint, size, ...) are checked by the backbone itself
+                base[key] = value
+                continue
             raise ValueError(f"unknown config key {where + key!r}; choose from {sorted(base)}")
         if isinstance(base[key], dict) and isinstance(value, dict):
             deep_update(base[key], value, where + key + ".")

@@ -116,7 +116,9 @@ class BandGapModel(nn.Module):
                 var_draw = torch.stack(dvars, 1) if var is not None else None
             elif self.is_stochastic:
                 n_atoms = sum(x["n_atoms"] for x in chunk)
-                per = max(1, min(n_samples, max_rows // max(n_atoms, 1)))
+                # a backbone whose rows per atom are many (edges, quadruplets) caps the atoms of one pass
+                rows = min(max_rows, getattr(self.backbone, "max_sample_atoms", None) or max_rows)
+                per = max(1, min(n_samples, rows // max(n_atoms, 1)))
                 parts, vparts = [], []
                 for t0 in range(0, n_samples, per):
                     t = min(per, n_samples - t0)

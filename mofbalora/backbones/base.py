@@ -66,6 +66,9 @@ class Backbone(nn.Module, ABC):
 
     #: width of :meth:`structure_descriptor` (input of a shared α-network)
     descriptor_dim: int = 0
+    #: most atoms in one stacked T-sample pass (None: no limit beyond the model's); backbones with many
+    #: rows per atom (edges, triplets, quadruplets) set it to bound memory
+    max_sample_atoms: int | None = None
 
     def structure_descriptor(self, batch: Any) -> torch.Tensor:
         """A cheap, frozen per-structure descriptor (n_structures, descriptor_dim) of a collated batch."""

@@ -146,6 +146,8 @@ def load_jmp_state(module: nn.Module, state: dict[str, torch.Tensor], source: st
 # ------------------------------------------------------------------------------------------------
 class JMPBackbone(Backbone):
     target_presets: dict[str, list[str]] = {}
+    #: a 19 Å GemNet-OC graph has thousands of quadruplets per atom: keep stacked sample passes small
+    max_sample_atoms = 1500
 
     def __init__(self, checkpoint: str | None = None, size: str = "s", cutoff: float = 19.0,
                  max_neighbors: int | None = None, adapt: Adapt = "blocks", ema: bool = True, seed: int = 0) -> None:
