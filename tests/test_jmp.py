@@ -237,27 +237,41 @@ def test_batched_structures_match_single_structure_passes(structures):
     assert len(joint.row_groups) >= 3  # atoms, main edges, a2ee2a edges (and quadruplet triplets)
 
 
-def test_balora_fine_tune_on_qmof_structures_then_predict_with_std(tiny_cfg, tmp_path):
+def test_balora_fine_tune_from_a_checkpoint_path_then_evaluate_and_screen_with_std(tiny_split, qmof_path,
+                                                                                   sample_cifs, tmp_path):
+    """The user path: ``finetune --config workflows/finetune_jmp.yaml --set backbone.checkpoint=PATH``,
+    a few BaLoRA steps on 16 QMOF structures, then ``evaluate`` and ``screen`` with T = 4 samples."""
     import json
+    from pathlib import Path
 
+    import pandas as pd
+
+    from mofbalora.cli import main
     from mofbalora.model import load_model
-    from mofbalora.train import finetune
 
-    cfg = tiny_cfg("backbone.name=jmp", "backbone.size=tiny", "backbone.cutoff=5.0", "backbone.max_neighbors=8",
-                   "backbone.adapt=blocks", "adapter.rank=2", "optim.epochs=1", "optim.lr=0.001",
-                   "run.eval_samples=4")
+    ckpt = tmp_path / "jmp-tiny.pt"
+    torch.save({"state_dict": _backbone(seed=5).state_dict()}, ckpt)
+    workflow = Path(__file__).resolve().parents[1] / "workflows" / "finetune_jmp.yaml"
+    run = tmp_path / "run"
+    sets = [f"backbone.checkpoint={ckpt}", "backbone.size=tiny", "backbone.cutoff=5.0", "backbone.max_neighbors=8",
+            f"data.path={qmof_path}", f"data.split={tiny_split}", "data.train_size=null", "data.val_size=null",
+            "optim.epochs=1", "optim.batch_size=8", "adapter.rank=2", "run.eval_samples=4", "run.threads=1"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = finetune(cfg, tmp_path / "jmp", progress=False)
-        model = load_model(tmp_path / "jmp")
-    saved = json.loads((tmp_path / "jmp" / "metrics.json").read_text())
-    assert np.isfinite(saved["test"]["mae_ev"]) and saved["test"]["samples"] == 4
-    assert result["trainable_parameters"] > 0
+        assert main(["finetune", "--config", str(workflow), *[a for x in sets for a in ("--set", x)],
+                     "--out", str(run), "--quiet"]) == 0
+        model = load_model(run)
+        assert main(["evaluate", "--model", str(run), "--data", str(qmof_path), "--split-name", str(tiny_split),
+                     "--limit", "4", "--samples", "4", "--out", str(tmp_path / "eval.json")]) == 0
+        assert main(["screen", *map(str, sample_cifs[:2]), "--model", str(run), "--samples", "4",
+                     "--out", str(tmp_path / "ranked.csv"), "--quiet"]) == 0
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["n_train"] == 16 and np.isfinite(saved["test"]["mae_ev"]) and saved["test"]["samples"] == 4
+    assert model.backbone.name == "jmp-tiny" and model.backbone_options["checkpoint"] == str(ckpt)
     adapted = [n for n, _ in model.backbone.named_modules() if n.endswith(".linear") and ".int_blocks." in n]
     assert adapted and all(type(model.backbone.get_submodule(n)).__name__ == "BaLoRALinear" for n in adapted)
-    from mofbalora.data.qmof import load_dataset
-
-    ds = load_dataset(cfg["data"]["path"])
-    pred = model.predict_inputs(model.backbone.featurize([ds.structure(ds.ids[0])]), n_samples=6, seed=1)
-    assert pred.samples_ev.shape == (1, 6)
-    assert (pred.std_ev > 0).all()
+    assert not any(".out_blocks." in n for n, m in model.backbone.named_modules() if type(m).__name__ == "BaLoRALinear")
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["n"] == 4 and np.isfinite(report["mae_ev"])
+    ranked = pd.read_csv(tmp_path / "ranked.csv")
+    assert (ranked["status"] == "ok").all() and (ranked["bandgap_std_ev"] > 0).all()
