@@ -107,6 +107,7 @@ def build_graphs(structure, limits: NeighbourLimits) -> dict:
         out[name] = {"s": s[keep].astype(np.int32), "t": t[keep].astype(np.int32), "o": o[keep].astype(np.int8)}
     keep = _nearest_per_target(t, dist, limits.main)
     rev = _reverse_index(s, t, o)
+    rev = np.where(rev >= 0, rev, np.arange(rev.size))  # a complete neighbour list always has the reverse
     keep = keep | keep[rev]  # union symmetrisation: every edge of a pair is kept when either is
     ms, mt, mo = s[keep], t[keep], o[keep]
     swap = _reverse_index(ms, mt, mo)
