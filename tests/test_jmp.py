@@ -275,3 +275,76 @@ def test_balora_fine_tune_from_a_checkpoint_path_then_evaluate_and_screen_with_s
     assert report["n"] == 4 and np.isfinite(report["mae_ev"])
     ranked = pd.read_csv(tmp_path / "ranked.csv")
     assert (ranked["status"] == "ok").all() and (ranked["bandgap_std_ev"] > 0).all()
+
+
+def test_ema_weights_of_a_lightning_checkpoint_replace_the_raw_ones(tmp_path):
+    """JMP keeps EMA weights in ``optimizer_states[0]["ema"]``, one per parameter in state-dict order
+    (basis buffers, scale factors and the ``seq_energy_pre`` alias left out)."""
+    state = _backbone(seed=7).state_dict()
+    names = [k for k in state if not (k.endswith(("rbf.offset", "rbf.temps", "scale_factor")) or ".seq_energy_pre." in k)]
+    ema = tuple(state[k] + 1.0 for k in names)
+    path = tmp_path / "ema.pt"
+    torch.save({"state_dict": state, "optimizer_states": [{"ema": ema}]}, path)
+    key = "backbone.int_blocks.0.trip_interaction.dense_ba.linear.weight"
+    assert torch.equal(_backbone(checkpoint=str(path)).state_dict()[key], state[key] + 1.0)
+    assert torch.equal(_backbone(checkpoint=str(path), ema=False).state_dict()[key], state[key])
+    torch.save({"state_dict": state, "optimizer_states": [{"ema": ema[:-1]}]}, path)
+    with pytest.warns(UserWarning, match="do not line up"):
+        misaligned = JMPBackbone(checkpoint=str(path), **TINY)
+    assert torch.equal(misaligned.state_dict()[key], state[key])
+
+
+def test_padded_bilinear_equals_the_explicit_sum_over_triplets():
+    """GemNet's efficient form Σ_t (W(d_e) · sph_t) ⊗ m_t → bilinear, against the plain per-triplet sum."""
+    from mofbalora.backbones.gemnet_graph import inner_index
+    from mofbalora.backbones.gemnet_oc import EfficientInteractionBilinear, _pad
+
+    g = torch.Generator().manual_seed(0)
+    n_edges, n_trip, n_sph, interm, c_in = 7, 40, 5, 3, 4
+    out = torch.sort(torch.randint(0, n_edges, (n_trip,), generator=g)).values
+    agg = inner_index(out, n_edges)
+    k = int(agg.max()) + 1
+    rad_w = torch.randn(n_edges, interm, n_sph, generator=g)
+    sph = torch.randn(n_trip, n_sph, generator=g)
+    m = torch.randn(n_trip, c_in, generator=g)
+    layer = EfficientInteractionBilinear(c_in, interm, 2)
+    padded = _pad(sph, out, agg, n_edges, k).transpose(1, 2)
+    per_trip = torch.einsum("tis,ts,tc->tic", rad_w[out], sph, m)
+    explicit = torch.zeros(n_edges, interm, c_in).index_add(0, out, per_trip)
+    expected = layer.bilinear(explicit.reshape(n_edges, -1))
+    assert torch.allclose(layer(rad_w, padded, m, out, agg, k), expected, atol=1e-5)
+    atoms = torch.tensor([0, 1, 1, 2, 0, 2, 1])  # each edge's target atom: then summed per atom
+    per_atom = torch.zeros(3, interm, c_in).index_add(0, atoms, explicit)
+    assert torch.allclose(layer(rad_w, padded, m, out, agg, k, to_atoms=(atoms, 3)),
+                          layer.bilinear(per_atom.reshape(3, -1)), atol=1e-5)
+
+
+def test_triplet_and_quadruplet_indices_match_a_brute_force_enumeration(structures):
+    """Quadruplets d→b→a←c: main edge d→b, qint edge b→a, main edge c→a, with c ≠ d, d ≠ a and b ≠ c as
+    periodic images (atom and cell offset); triplets: distinct main edges b→a, c→a."""
+    bb = _backbone(cutoff=4.0, max_neighbors=6)
+    batch = bb.collate(bb.featurize(structures[:1]))
+    g, idx = batch["graphs"], batch["idx"]
+    main = [(int(s), int(t), tuple(o.tolist())) for s, t, o in zip(g["main"]["s"], g["main"]["t"], g["main"]["o"], strict=True)]
+    qint = [(int(s), int(t), tuple(o.tolist())) for s, t, o in zip(g["qint"]["s"], g["qint"]["t"], g["qint"]["o"], strict=True)]
+
+    def add(*offs):
+        return tuple(sum(x) for x in zip(*offs, strict=True))
+
+    trip = {(i, j) for j, (_, a, _) in enumerate(main) for i, (_, a2, _) in enumerate(main) if a2 == a and i != j}
+    assert trip == set(zip(idx["e2e_in"].tolist(), idx["e2e_out"].tolist(), strict=True))
+    quads = set()
+    for qi, (b, a, o_ba) in enumerate(qint):
+        for ci, (c, a2, o_ca) in enumerate(main):
+            if a2 != a or (c == b and o_ca == o_ba):
+                continue
+            for di, (d, b2, o_db) in enumerate(main):
+                if b2 != b or (d == a and add(o_db, o_ba) == (0, 0, 0)):
+                    continue
+                if d == c and add(o_db, o_ba) == o_ca:
+                    continue
+                quads.add((di, qi, ci))
+    got = set(zip(idx["qin_in"][idx["quad_from_qin"]].tolist(), idx["qin_out"][idx["quad_from_qin"]].tolist(),
+                  idx["quad_out"].tolist(), strict=True))
+    assert len(quads) > 100 and got == quads
+    assert torch.equal(idx["qout_in"][idx["quad_from_qout"]], idx["qin_out"][idx["quad_from_qin"]])
