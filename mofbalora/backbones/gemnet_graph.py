@@ -86,36 +86,54 @@ def _reverse_index(s: np.ndarray, t: np.ndarray, o: np.ndarray) -> np.ndarray:
     return np.where(found, order[pos], -1)
 
 
-def build_graphs(structure, limits: NeighbourLimits) -> dict:
-    """The four graphs of one pymatgen structure as compact numpy arrays (picklable, cacheable).
+def neighbour_list(pos: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
+    """Periodic neighbour list (pymatgen's cython search): source, target, image offset, distance (Å)."""
+    from pymatgen.optimization.neighbors import find_points_in_spheres
 
-    Each graph is ``{"s": int32, "t": int32, "o": int8 (E, 3)}``; the main graph also carries ``"swap"``
-    (index of each edge's reverse). Raises :class:`FeaturizationError` when an atom has no neighbour.
+    pos = np.ascontiguousarray(pos, dtype=float)
+    t, s, o, d = find_points_in_spheres(pos, pos, r=float(cutoff), pbc=np.ones(3, dtype=np.int64),
+                                        lattice=np.ascontiguousarray(cell, dtype=float), tol=1e-8)
+    keep = ~((t == s) & (d <= 1e-8))
+    return s[keep].astype(np.int64), t[keep].astype(np.int64), np.rint(o[keep]).astype(np.int64), d[keep]
+
+
+def _graph(s, t, o, keep) -> dict:
+    return {"s": s[keep].astype(np.int32), "t": t[keep].astype(np.int32), "o": o[keep].astype(np.int8)}
+
+
+def build_graphs(pos: np.ndarray, cell: np.ndarray, limits: NeighbourLimits, include_a2a: bool = True) -> dict:
+    """The graphs of one periodic structure (Cartesian ``pos`` in Å, ``cell`` rows = lattice vectors) as
+    compact numpy arrays: ``{"s": int32, "t": int32, "o": int8 (E, 3)}`` each; the main graph also carries
+    ``"swap"`` (index of each edge's reverse). Raises :class:`FeaturizationError` when an atom has no
+    neighbour or the cell is too thin for the cutoff.
+
+    The a2a graph (up to ~1000 neighbours per atom) is by far the largest; ``include_a2a=False`` leaves it
+    out so that caches stay small (:func:`a2a_graph` rebuilds it per batch).
     """
-    n = len(structure)
-    centers, points, images, dist = structure.get_neighbor_list(limits.cutoff, exclude_self=True)
-    t = centers.astype(np.int64)
-    s = points.astype(np.int64)
-    o = np.rint(images).astype(np.int64)
+    n = len(pos)
+    s, t, o, dist = neighbour_list(pos, cell, limits.cutoff)
     if n == 0 or np.bincount(t, minlength=n).min() == 0:
         raise FeaturizationError(f"an atom has no neighbour within {limits.cutoff} Å (isolated atom or molecule)")
     if np.abs(o).max() > 127:
         raise FeaturizationError(f"cell too thin for a {limits.cutoff} Å cutoff (image offsets above 127)")
-    out = {}
-    for name in ("a2ee2a", "qint", "a2a"):
-        keep = _nearest_per_target(t, dist, getattr(limits, name))
-        out[name] = {"s": s[keep].astype(np.int32), "t": t[keep].astype(np.int32), "o": o[keep].astype(np.int8)}
+    out = {name: _graph(s, t, o, _nearest_per_target(t, dist, getattr(limits, name)))
+           for name in (("a2ee2a", "qint", "a2a") if include_a2a else ("a2ee2a", "qint"))}
     keep = _nearest_per_target(t, dist, limits.main)
     rev = _reverse_index(s, t, o)
     rev = np.where(rev >= 0, rev, np.arange(rev.size))  # a complete neighbour list always has the reverse
     keep = keep | keep[rev]  # union symmetrisation: every edge of a pair is kept when either is
-    ms, mt, mo = s[keep], t[keep], o[keep]
-    swap = _reverse_index(ms, mt, mo)
+    main = _graph(s, t, o, keep)
+    swap = _reverse_index(main["s"], main["t"], main["o"].astype(np.int64))
     if (swap < 0).any():  # cannot happen for a complete neighbour list; guards against odd inputs
         raise FeaturizationError("main graph is not symmetric")
-    out["main"] = {"s": ms.astype(np.int32), "t": mt.astype(np.int32), "o": mo.astype(np.int8),
-                   "swap": swap.astype(np.int32)}
+    out["main"] = {**main, "swap": swap.astype(np.int32)}
     return out
+
+
+def a2a_graph(pos: np.ndarray, cell: np.ndarray, limits: NeighbourLimits) -> dict:
+    """The atom-atom graph alone (see :func:`build_graphs`)."""
+    s, t, o, dist = neighbour_list(pos, cell, limits.cutoff)
+    return _graph(s, t, o, _nearest_per_target(t, dist, limits.a2a))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ size (for tests and benchmarks; the backbone's name then ends in ``-random`` and
 The head gets JMP's per-atom output embedding (``out_mlp_E``, 256 numbers per atom for S and L).
 
 Graphs follow JMP's QMOF recipe (one 19 Å cutoff; 30 nearest main neighbours, 10 above 200 atoms, 5
-above 300) and are built with pymatgen's periodic neighbour list in :meth:`featurize` (cached per
-structure); triplets and quadruplets are enumerated per batch in :meth:`collate`.
+above 300) and are built with pymatgen's periodic neighbour search in :meth:`featurize` (cached per
+structure: positions, cell, and the main, a2ee2a and qint edges with their cell offsets, ~50 kB for a
+70-atom MOF); the atom-atom graph (up to ~1000 neighbours per atom, ~0.8 MB) is rebuilt in
+:meth:`collate`, where the triplets and quadruplets of the batch are enumerated too.
 
 Adapter placement (``adapt``): ``"blocks"`` (default) puts adapters on every linear layer of the
 interaction blocks; ``"last_block"`` on the last interaction block only; ``"readout"`` on the final
@@ -30,7 +32,13 @@ from torch import nn
 
 from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
-from mofbalora.backbones.gemnet_graph import GRAPHS, NeighbourLimits, build_graphs, interaction_indices
+from mofbalora.backbones.gemnet_graph import (
+    GRAPHS,
+    NeighbourLimits,
+    a2a_graph,
+    build_graphs,
+    interaction_indices,
+)
 from mofbalora.backbones.gemnet_oc import SIZES, GemNetOC, init_random_
 
 log = logging.getLogger(__name__)
@@ -188,7 +196,7 @@ class JMPBackbone(Backbone):
     # -- structure -> input -------------------------------------------------------------------------
     def featurize_namespace(self) -> str:
         k = "qmof-rule" if self.max_neighbors is None else self.max_neighbors
-        return f"jmp/graphs-cutoff{self.cutoff:g}-k{k}/v1"
+        return f"jmp/graphs-cutoff{self.cutoff:g}-k{k}/v2"
 
     def featurize(self, structures: list) -> list[Any]:
         out = []
@@ -196,11 +204,14 @@ class JMPBackbone(Backbone):
             z = np.asarray(s.atomic_numbers, dtype=np.int64)
             if z.size == 0 or z.min() < 1 or z.max() > self.config.num_elements:
                 raise FeaturizationError(f"atomic numbers outside 1..{self.config.num_elements}")
-            limits = NeighbourLimits.jmp_qmof(len(s), self.cutoff, self.max_neighbors)
-            out.append({"z": z.astype(np.int16), "pos": np.asarray(s.cart_coords, dtype=np.float64),
-                        "cell": np.asarray(s.lattice.matrix, dtype=np.float64),
-                        "graphs": build_graphs(s, limits), "n_atoms": int(z.size)})
+            pos = np.asarray(s.cart_coords, dtype=np.float64)
+            cell = np.asarray(s.lattice.matrix, dtype=np.float64)
+            graphs = build_graphs(pos, cell, self._limits(len(s)), include_a2a=False)
+            out.append({"z": z.astype(np.int16), "pos": pos, "cell": cell, "graphs": graphs, "n_atoms": int(z.size)})
         return out
+
+    def _limits(self, n_atoms: int) -> NeighbourLimits:
+        return NeighbourLimits.jmp_qmof(n_atoms, self.cutoff, self.max_neighbors)
 
     # -- batch -> embeddings ------------------------------------------------------------------------
     def collate(self, inputs: list[Any]) -> dict:
@@ -208,7 +219,12 @@ class JMPBackbone(Backbone):
         atom_offset = torch.cumsum(sizes, 0) - sizes
         graphs: dict[str, dict[str, torch.Tensor]] = {}
         for name in GRAPHS:
-            parts = [x["graphs"][name] for x in inputs]
+            if name == "a2a":  # not cached (up to ~1000 neighbours per atom): rebuilt here, ~0.2-0.7 s per structure
+                built: dict[int, dict] = {}  # T-sample batches repeat the same inputs
+                parts = [built.setdefault(id(x), a2a_graph(x["pos"], x["cell"], self._limits(x["n_atoms"])))
+                         if id(x) not in built else built[id(x)] for x in inputs]
+            else:
+                parts = [x["graphs"][name] for x in inputs]
             counts = torch.tensor([len(p["s"]) for p in parts], dtype=torch.long)
             shift = torch.repeat_interleave(atom_offset, counts)
             g = {"s": torch.from_numpy(np.concatenate([p["s"] for p in parts])).long() + shift,
