@@ -155,7 +155,7 @@ def load_jmp_state(module: nn.Module, state: dict[str, torch.Tensor], source: st
 class JMPBackbone(Backbone):
     target_presets: dict[str, list[str]] = {}
     #: a 19 Å GemNet-OC graph has thousands of quadruplets per atom: keep stacked sample passes small
-    max_sample_atoms = 1500
+    max_sample_atoms = 300
 
     def __init__(self, checkpoint: str | None = None, size: str = "s", cutoff: float = 19.0,
                  max_neighbors: int | None = None, adapt: Adapt = "blocks", ema: bool = True, seed: int = 0) -> None:
@@ -271,9 +271,19 @@ class JMPBackbone(Backbone):
         return groups
 
     def forward(self, batch: dict) -> BackboneOutput:
+        batch = _to_device(batch, self.embedding.atom_embedding.weight.device)
         index = batch["structure_index"]
         groups = self.row_groups(batch)
         with sampling(row_groups={**current().row_groups, **groups}):
             h = self.embedding(batch["z"])
             emb = self.backbone(h, self._geometry(batch), batch["idx"])
         return BackboneOutput(emb, index, len(batch["n_atoms"]), groups)
+
+
+def _to_device(obj, device: torch.device):
+    """A collated batch (nested dicts of tensors) on ``device`` (collate builds it on the CPU)."""
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj
