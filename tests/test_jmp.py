@@ -179,6 +179,28 @@ def structures(qmof):
     return [qmof.structure(i) for i in ids]
 
 
+def test_checkpoint_pickling_classes_of_an_absent_package_still_loads(tmp_path, monkeypatch):
+    """JMP's Lightning checkpoints pickle its pydantic configs (package ``jmp``, not installed here)."""
+    import sys
+    import types
+
+    fake = types.ModuleType("jmp_fake_config")
+
+    class BackboneConfig:  # stands for a class of the absent package
+        def __init__(self):
+            self.emb_size_atom = 32
+
+    BackboneConfig.__module__, BackboneConfig.__qualname__ = "jmp_fake_config", "BackboneConfig"
+    fake.BackboneConfig = BackboneConfig
+    monkeypatch.setitem(sys.modules, "jmp_fake_config", fake)
+    state = _backbone(seed=2).state_dict()
+    path = tmp_path / "lightning.pt"
+    torch.save({"state_dict": state, "hyper_parameters": {"backbone": BackboneConfig()}}, path)
+    monkeypatch.delitem(sys.modules, "jmp_fake_config")
+    loaded = _backbone(checkpoint=str(path))
+    assert torch.equal(loaded.state_dict()["embedding.atom_embedding.weight"], state["embedding.atom_embedding.weight"])
+
+
 def test_random_weights_save_load_round_trip_gives_the_same_embeddings(structures, tmp_path):
     bb = _backbone(seed=3)
     assert bb.name == "jmp-tiny-random"

@@ -21,7 +21,9 @@ output MLP only; ``"all"`` on blocks, output blocks and the output MLP. Every st
 from __future__ import annotations
 
 import logging
+import pickle
 import re
+import types
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -71,13 +73,39 @@ class _AtomEmbedding(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # checkpoint reading
 # ------------------------------------------------------------------------------------------------
+class _Unresolved:
+    """Stands in for a class the checkpoint names but this environment lacks (e.g. JMP's own config classes)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return _Unresolved
+
+
+_LENIENT_PICKLE = types.SimpleNamespace(Unpickler=_LenientUnpickler, load=pickle.load, __name__="lenient_pickle")
+
+
 def _torch_load(path: Path) -> Any:
+    """Tensors only if possible; a Lightning checkpoint also pickles its hyperparameters (JMP's pydantic
+    configs), which are unpickled with placeholders for classes of packages that are not installed."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # Lightning checkpoints pickle their config objects too
+    except Exception as exc:
         log.warning("%s holds more than tensors (%s); unpickling it in full - load only checkpoints you trust",
                     path, type(exc).__name__)
+    try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except (ImportError, AttributeError):
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_LENIENT_PICKLE)
 
 
 def _with_ema(ckpt: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
