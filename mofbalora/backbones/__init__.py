@@ -8,8 +8,8 @@ BACKBONES = ("chgnet", "uma", "moftransformer", "jmp")
 
 
 def load_backbone(name: str, **options) -> Backbone:
-    """Build a backbone by name: ``chgnet`` (default, offline), ``uma`` (needs ``checkpoint=PATH``),
-    ``moftransformer`` (MOFTransformer / PMTransformer from a local checkpoint), later ``jmp``."""
+    """Build a backbone by name: ``chgnet`` (default, offline), ``uma`` (fairchem UMA), ``moftransformer``
+    (MOFTransformer / PMTransformer), ``jmp`` (GemNet-OC); the last three load a checkpoint from a local path."""
     if name == "chgnet":
         from mofbalora.backbones.chgnet import CHGNetBackbone
 
@@ -22,8 +22,10 @@ def load_backbone(name: str, **options) -> Backbone:
         from mofbalora.backbones.moftransformer import MOFTransformerBackbone
 
         return MOFTransformerBackbone(**options)
-    if name in BACKBONES:
-        raise ValueError(f"backbone {name!r} is not available in this version; available: ['chgnet', 'uma', 'moftransformer']")
+    if name == "jmp":
+        from mofbalora.backbones.jmp import JMPBackbone
+
+        return JMPBackbone(**options)
     raise ValueError(f"unknown backbone {name!r}; choose from {list(BACKBONES)}")
 
 

@@ -67,7 +67,8 @@ class Backbone(nn.Module, ABC):
     #: width of :meth:`structure_descriptor` (input of a shared α-network)
     descriptor_dim: int = 0
     #: most atoms per forward pass in evaluation and prediction (None: no limit); a backbone whose memory
-    #: grows steeply with the batch (e.g. UMA, ~100 edges per atom) sets it
+    #: grows steeply with the batch (UMA: ~100 edges per atom; JMP: edges, triplets and quadruplets)
+    #: sets it; it also caps the stacked copies of one T-sample pass
     max_batch_atoms: int | None = None
 
     def structure_descriptor(self, batch: Any) -> torch.Tensor:
