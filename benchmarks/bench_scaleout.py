@@ -24,13 +24,14 @@ from _common import qmof_test_paths  # noqa: E402
 def _screen(paths, dask, out_dir: Path) -> dict:
     import distributed
 
+    from mofbalora.parallel.dask_screen import local_cluster
     from mofbalora.screen import screen
 
     os.environ["MOFBALORA_CACHE"] = tempfile.mkdtemp(prefix="bench-cache-")  # cold, inherited by workers
     cluster = client = None
     t0 = time.perf_counter()
     if dask is not None:
-        cluster = distributed.LocalCluster(n_workers=dask, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = local_cluster(dask)
         client = distributed.Client(cluster)
     start_s = time.perf_counter() - t0
     t1 = time.perf_counter()

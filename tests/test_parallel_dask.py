@@ -28,7 +28,9 @@ def cluster(tmp_path_factory):
     old = os.environ["MOFBALORA_CACHE"]
     os.environ["MOFBALORA_CACHE"] = str(tmp_path_factory.mktemp("worker-cache"))
     try:
-        c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        from mofbalora.parallel.dask_screen import local_cluster
+
+        c = local_cluster(2)
     finally:
         os.environ["MOFBALORA_CACHE"] = old
     client = distributed.Client(c)
@@ -66,6 +68,8 @@ def test_two_worker_screen_equals_one_process(cluster, files, tiny_model, tmp_pa
                  dask=client)
     assert (one["status"] == "ok").sum() == 10 and set(one.loc[one["status"] == "error", "error"]) >= {"empty"}
     _assert_same_table(two, one)
+    # workers are spawned with the malloc setting that keeps them as fast as a plain process
+    assert set(client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_")).values()) == {"33554432"}
     stats = two.attrs["dask"]
     assert len(stats["pids"]) == 2 and os.getpid() not in stats["pids"]  # both workers did work, not this process
     assert stats["chunks"] == 6 and len(stats["model_loads"]) == 2  # each worker loaded the model once
