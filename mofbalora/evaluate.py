@@ -73,14 +73,15 @@ def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: n
 
 def evaluate(model: str | Path = "default", *, data: str | Path | None = None, split: str = "test",
              split_name: str = "qmof_v1", n_samples: int = 32, limit: int | None = None, out: str | Path | None = None,
-             labels: str | None = None, id_column: str = "id", target_column: str = "bandgap", seed: int = 0) -> dict:
+             labels: str | None = None, id_column: str = "id", target_column: str = "bandgap", seed: int = 0,
+             device: str = "cpu") -> dict:
     """Evaluate a saved model on a dataset split (``test``, ``val``, ``train`` or ``all``); writes JSON + CSV."""
     from mofbalora.adapters.io import _atomic_write_bytes
     from mofbalora.data.qmof import load_dataset
     from mofbalora.model import load_model
     from mofbalora.train import load_inputs
 
-    m = load_model(model)
+    m = load_model(model, device=device)
     ds = load_dataset(data, labels_csv=labels, id_column=id_column, target_column=target_column)
     ids = select_split_ids(ds, split, split_name, limit)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from torch import nn
 from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling, seeded_generator
 from mofbalora.adapters.io import BaseModelMismatchError, _atomic_write_bytes
 from mofbalora.backbones import Backbone, load_backbone
-from mofbalora.backbones.base import atom_capped_batches
+from mofbalora.backbones.base import atom_capped_batches, resolve_device, to_device
 from mofbalora.heads import BandGapHead, HeadConfig
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
@@ -77,8 +77,14 @@ class BandGapModel(nn.Module):
     def is_stochastic(self) -> bool:
         return self.regime in STOCHASTIC_REGIMES
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (``model.to(device)`` moves it; batches follow)."""
+        return next(self.parameters()).device
+
     def forward(self, batch: Any):
         """(gap_ev (B,), aleatoric variance (B,) or None, pooled embedding (B, p)) of a collated batch."""
+        batch = to_device(batch, self.device)
         if self.alpha_network is not None:
             logits = self.alpha_network(self.backbone.structure_descriptor(batch))
             with sampling(shared_alpha_logits=logits):
@@ -136,14 +142,14 @@ class BandGapModel(nn.Module):
             # the sample mean (a Monte Carlo estimate of the predictive mean)
             means.append(draw.mean(1) if draw.shape[1] > 1 else gap)
             alea.append(var_draw.mean(1) if var_draw is not None else None)
-        samples_t = torch.cat(samples)
+        samples_t = torch.cat(samples).cpu()
         epi = samples_t.std(1, unbiased=False) if samples_t.shape[1] > 1 else torch.zeros(len(inputs))
-        alea_std = torch.cat(alea).sqrt() if alea and alea[0] is not None else None
+        alea_std = torch.cat(alea).sqrt().cpu() if alea and alea[0] is not None else None
         total = (epi**2 + (alea_std**2 if alea_std is not None else 0)).sqrt()
-        return Prediction(torch.cat(means).numpy().astype(np.float64), total.numpy().astype(np.float64),
+        return Prediction(torch.cat(means).cpu().numpy().astype(np.float64), total.numpy().astype(np.float64),
                           samples_t.numpy().astype(np.float64), epi.numpy().astype(np.float64),
                           None if alea_std is None else alea_std.numpy().astype(np.float64),
-                          torch.cat(embs).numpy())
+                          torch.cat(embs).cpu().numpy())
 
     # -- persistence --------------------------------------------------------------------------------
     def trained_state(self) -> dict[str, torch.Tensor]:
@@ -180,7 +186,7 @@ class BandGapModel(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.contiguous() for k, v in self.trained_state().items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.trained_state().items()}
         _atomic_write_bytes(directory / MODEL_FILE, save(tensors))
         cfg = {**self.config_dict(), "metadata": metadata or {}}
         _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
@@ -209,8 +215,9 @@ def resolve_model_dir(model: str | Path) -> Path:
                             f"holding {MODEL_CONFIG}")
 
 
-def load_model(model: str | Path = "default") -> BandGapModel:
-    """Load a saved model (offline); refuses weights trained on a different base backbone."""
+def load_model(model: str | Path = "default", device: str | torch.device = "cpu") -> BandGapModel:
+    """Load a saved model (offline) onto ``device`` (cpu | cuda | auto); refuses weights trained on a
+    different base backbone."""
     from safetensors.torch import load_file
 
     directory = resolve_model_dir(model)
@@ -225,4 +232,4 @@ def load_model(model: str | Path = "default") -> BandGapModel:
                                      f"but the installed backbone is {m.base_identity}")
     m.load_trained_state(load_file(str(directory / MODEL_FILE)))
     m.eval()
-    return m
+    return m.to(resolve_device(device))

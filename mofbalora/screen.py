@@ -137,13 +137,14 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
 def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisition: str = "std", kappa: float = 2.0,
            target_ev: tuple[float, float] | None = None, goal: str = "min", out: str | Path = "ranked.csv",
            seed: int = 0, chunk_size: int = 16, max_atoms: int = DEFAULT_MAX_ATOMS, resume: bool = True,
-           progress: bool = True, checkpoint_seconds: float = 20.0, dask=None) -> pd.DataFrame:
+           progress: bool = True, checkpoint_seconds: float = 20.0, dask=None, device: str = "cpu") -> pd.DataFrame:
     """Screen candidate files (paths, folders or globs) with a saved model; returns the ranked table.
 
     ``model`` is ``"default"``, a run folder, or an already loaded :class:`~mofbalora.model.BandGapModel`.
     ``dask``: run the chunks on a Dask cluster: ``"local:N"`` (N local worker processes), a scheduler
     address (``tcp://host:8786``), ``"jobqueue:CONFIG.yaml"`` (SLURM / PBS workers through dask-jobqueue)
     or a ``distributed.Client``. The table is the same as a one-process run (see :mod:`mofbalora.parallel`).
+    ``device``: where a one-process screen runs the model (cpu | cuda | auto); Dask workers use their CPU.
     """
     from mofbalora.al.acquisition import ACQUISITIONS
     from mofbalora.data.candidates import expand_candidates
@@ -160,7 +161,7 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     if not paths:
         raise ValueError(f"no candidate files found in {inputs}")
     if dask is None:
-        m = model if isinstance(model, BandGapModel) else load_model(model)
+        m = model if isinstance(model, BandGapModel) else load_model(model, device=device)
     partial = _partial_path(out)
     done = _load_partial(partial) if resume else {}
     if not resume and partial.exists():

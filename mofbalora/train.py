@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling
 from mofbalora.adapters.io import _atomic_write_bytes
-from mofbalora.backbones.base import atom_capped_batches
+from mofbalora.backbones.base import atom_capped_batches, resolve_device
 from mofbalora.config import dump_config
 from mofbalora.heads import HeadConfig
 from mofbalora.model import BandGapModel, build_model
@@ -131,7 +131,7 @@ def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, bat
         else:
             with sampling(stochastic=False):
                 preds.append(model(batch)[0])
-    err = (torch.cat(preds) - targets).abs().sum() if preds else torch.zeros(())
+    err = (torch.cat(preds).cpu() - targets).abs().sum() if preds else torch.zeros(())
     total = dist.all_reduce_sum(torch.stack([err.double(), torch.tensor(float(len(targets)), dtype=torch.float64)]))
     return float(total[0] / total[1])
 
@@ -156,18 +156,19 @@ class TrainingObjective(nn.Module):
         m = self.model
         if batch is None:  # an empty share (global batch smaller than the world): still join the collectives
             zero = sum(p.sum() for p in m.trainable_parameters()) * 0.0
-            dl_sum, kls, rows = zero, torch.zeros(self.n_kl_layers), torch.zeros(self.n_kl_layers)
+            dl_sum, kls, rows = zero, zero.new_zeros(self.n_kl_layers), zero.new_zeros(self.n_kl_layers)
         else:
             window = (offset, global_size) if self.dist.enabled else None
             with sampling(stochastic=True, generator=generator, structure_window=window):
                 if m.n_members > 1:
-                    dl_sum = sum(data_loss_sum(*self._member(batch, k), target, self.likelihood)
+                    dl_sum = sum(data_loss_sum(*self._member(batch, k), target.to(m.device), self.likelihood)
                                  for k in range(m.n_members))
                     kls, rows = torch.zeros(0), torch.zeros(0)
                 else:
                     gap, var, _ = m(batch)
-                    dl_sum = data_loss_sum(gap, var, target, self.likelihood)
+                    dl_sum = data_loss_sum(gap, var, target.to(gap.device), self.likelihood)
                     kls, rows = kl_terms(m)
+                    kls, rows = kls.to(gap.device), rows.to(gap.device)
         if self.dist.enabled:
             # each layer's KL is a mean over its rows: weight this share by its part of the global rows
             weights = rows / self.dist.all_reduce_sum(rows).clamp_min(1.0)
@@ -193,7 +194,8 @@ class Trainer:
         self.dist = dist
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.model = model or model_from_config(cfg)
+        self.device = dist.device if dist.enabled else resolve_device(cfg["run"].get("device", "cpu"))
+        self.model = (model or model_from_config(cfg)).to(self.device)
         self.params = self.model.trainable_parameters()
         if not self.params:
             raise ValueError("nothing to train: the model has no trainable parameters")
@@ -202,7 +204,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             # unused parameters exist in some regimes (e.g. a frozen, cached trunk in ``full``)
-            self.step_objective = DistributedDataParallel(self.objective, find_unused_parameters=True)
+            self.step_objective = DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
         else:
             self.step_objective = self.objective
         o = cfg["optim"]
@@ -248,7 +252,7 @@ class Trainer:
         if src is None:
             return False
         self.model.load_trained_state(load_file(str(src / "model.safetensors")))
-        st = torch.load(src / "trainer_state.pt", weights_only=False)
+        st = torch.load(src / "trainer_state.pt", weights_only=False, map_location="cpu")
         self.optimizer.load_state_dict(st["optimizer"])
         self.shuffle_gen.set_state(st["shuffle_gen"])
         torch.set_rng_state(st["torch_rng"])
@@ -340,7 +344,7 @@ def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool
     :mod:`mofbalora.parallel.torch_ddp`. Only rank 0 writes; the other ranks return the training summary.
     """
     own_group = dist is None
-    dist = init_from_env() if dist is None else dist
+    dist = init_from_env(device=cfg["run"].get("device", "cpu")) if dist is None else dist
     try:
         return _finetune(cfg, Path(out), resume=resume, progress=progress and dist.is_main,
                          stop_after_epochs=stop_after_epochs, dist=dist)

@@ -157,11 +157,10 @@ class BaLoRALinear(LoRALinear):
 
     def _rank_noise(self, lead_shape: torch.Size, device, dtype) -> torch.Tensor:
         """ε_r for every row: shared within a structure (``structure`` scope) or per row."""
-        gen = context.current().generator
         n_rows = math.prod(lead_shape)
         groups = context.groups_for(n_rows, device) if self.noise_scope == "structure" else None
         if groups is None:
-            eps = torch.randn(n_rows, self.rank, generator=gen, device=device, dtype=dtype)
+            eps = context.draw("randn", (n_rows, self.rank), device=device, dtype=dtype)
         else:
             index, n_groups = groups
             eps = context.group_noise(n_groups, (self.rank,), device=device, dtype=dtype)[index]

@@ -71,6 +71,19 @@ def groups_for(n_rows: int, device: torch.device) -> tuple[torch.Tensor, int] | 
     return idx, int(idx.max().item()) + 1 if idx.numel() else 0
 
 
+def draw(kind: str, shape: tuple[int, ...], *, device, dtype=None) -> torch.Tensor:
+    """``randn`` / ``rand`` of ``shape`` from the context's generator, placed on ``device``.
+
+    A seeded generator lives on the CPU: the numbers are drawn there and moved, so the same seed gives the
+    same draws on a CPU and on a GPU. Without a generator, the device's own global RNG is used.
+    """
+    fn = {"randn": torch.randn, "rand": torch.rand}[kind]
+    gen = current().generator
+    if gen is None:
+        return fn(shape, device=device, dtype=dtype)
+    return fn(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
+
+
 def group_noise(n_groups: int, shape: tuple[int, ...], *, device, dtype) -> torch.Tensor:
     """Standard normal draws ``(n_groups, *shape)``, one per structure, from the context's generator.
 
@@ -78,13 +91,13 @@ def group_noise(n_groups: int, shape: tuple[int, ...], *, device, dtype) -> torc
     global batch are made and rows ``offset … offset + n_groups`` kept: the numbers one process holding the
     whole batch would have drawn for these structures (data-parallel training).
     """
-    state = current()
-    if state.structure_window is None:
-        return torch.randn((n_groups, *shape), generator=state.generator, device=device, dtype=dtype)
-    offset, total = state.structure_window
+    window = current().structure_window
+    if window is None:
+        return draw("randn", (n_groups, *shape), device=device, dtype=dtype)
+    offset, total = window
     if offset + n_groups > total:
-        raise ValueError(f"structure window {state.structure_window} cannot hold {n_groups} structures at offset {offset}")
-    return torch.randn((total, *shape), generator=state.generator, device=device, dtype=dtype)[offset:offset + n_groups]
+        raise ValueError(f"structure window {window} cannot hold {n_groups} structures at offset {offset}")
+    return draw("randn", (total, *shape), device=device, dtype=dtype)[offset:offset + n_groups]
 
 
 def sample_forward(module: torch.nn.Module, x: torch.Tensor, n_samples: int, *, seed: int | None = None,

@@ -118,7 +118,7 @@ class LoRALinear(nn.Module):
         xa = x
         if self.mc_dropout > 0 and self._stochastic():
             keep = 1.0 - self.mc_dropout
-            mask = torch.rand(x.shape, generator=context.current().generator, device=x.device) < keep
+            mask = context.draw("rand", tuple(x.shape), device=x.device) < keep
             xa = x * mask / keep
         h = self.adapter_hidden(xa)
         return y + self.scale * (h @ self.adapter_B[self._member()].T)

@@ -68,7 +68,7 @@ class SO3LoRALinear(LoRALinear):
         xa = x
         if self.mc_dropout > 0 and self._stochastic():
             keep = 1.0 - self.mc_dropout
-            mask = torch.rand((x.shape[0], 1, x.shape[2]), generator=context.current().generator, device=x.device)
+            mask = context.draw("rand", (x.shape[0], 1, x.shape[2]), device=x.device)
             xa = x * (mask < keep) / keep
         h = torch.einsum("nmi,mri->nmr", xa, _per_component(self, self.adapter_A[k]))
         return y + self.scale * torch.einsum("nmr,mor->nmo", h, _per_component(self, self.adapter_B[k]))
@@ -104,12 +104,11 @@ class SO3BaLoRALinear(BaLoRALinear):
 
     def _weight_noise(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
         """(ω_A − θ_A)/sqrt(α) applied to x: Σ_i x_nmi θ_A,l(m),ji E_g(n),l(m),ji with E ~ N(0, 1)."""
-        gen = context.current().generator
         n_rows, n_l = x.shape[0], A.shape[0]
         groups = context.groups_for(n_rows, x.device) if self.noise_scope == "structure" else None
         index, n_groups = groups if groups is not None else (torch.arange(n_rows, device=x.device), n_rows)
         E = (context.group_noise(n_groups, tuple(A.shape), device=x.device, dtype=x.dtype) if groups is not None
-             else torch.randn((n_groups, *A.shape), generator=gen, device=x.device, dtype=x.dtype))
+             else context.draw("randn", (n_groups, *A.shape), device=x.device, dtype=x.dtype))
         noise = x.new_empty(n_rows, x.shape[1], self.rank)
         for lval in range(n_l):
             comps = slice(lval * lval, (lval + 1) ** 2)

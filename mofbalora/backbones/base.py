@@ -102,6 +102,39 @@ def atom_capped_batches(inputs: list, batch_size: int, max_atoms: int | None = N
     return batches
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``cpu``, ``cuda`` (``cuda:N``) or ``auto`` (a GPU when there is one) → a torch device."""
+    if isinstance(name, torch.device):
+        return name
+    name = "cpu" if name is None else str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; choose from {list(DEVICES)} (or cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                         "use --device cpu, or install a CUDA build of torch on a GPU machine")
+    return torch.device(name)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """A collated batch on ``device``: tensors, nested dicts / lists / tuples, and objects with ``.to``
+    (CHGNet graphs, fairchem ``AtomicData``). Collate builds batches on the CPU; on the CPU this is a no-op."""
+    if device.type == "cpu" and not torch.is_tensor(obj) and not isinstance(obj, (dict, list, tuple)):
+        return obj
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    to = getattr(obj, "to", None)
+    return to(device) if callable(to) else obj
+
+
 def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
     """sha256 over names, shapes and bytes of tensors, in sorted name order."""
     h = hashlib.sha256()

@@ -101,12 +101,15 @@ class CHGNetBackbone(Backbone):
     def trunk_atom_features(self, graphs: list) -> list[torch.Tensor]:
         """Frozen CHGNet trunk → per-atom features after the readout LayerNorm, one tensor per graph."""
         with torch.no_grad():
-            out = self._run_trunk(graphs)
+            out = self._run_trunk(graphs).cpu()  # cached features live on the CPU, whatever runs the trunk
         sizes = [int(g.atomic_number.numel()) for g in graphs]
         return list(torch.split(out, sizes))
 
     def _run_trunk(self, graphs: list) -> torch.Tensor:
         _, BatchedGraph = _import_chgnet()
+        device = next(self.trunk.parameters()).device
+        if device.type != "cpu":
+            graphs = [g.to(str(device)) for g in graphs]
         batched = BatchedGraph.from_graphs(graphs, bond_basis_expansion=self.trunk.bond_basis_expansion,
                                            angle_basis_expansion=self.trunk.angle_basis_expansion)
         self._captured.clear()

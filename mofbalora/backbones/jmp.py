@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mofbalora.adapters.context import current, sampling
-from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
+from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, to_device
 from mofbalora.backbones.gemnet_graph import (
     GRAPHS,
     NeighbourLimits,
@@ -299,19 +299,10 @@ class JMPBackbone(Backbone):
         return groups
 
     def forward(self, batch: dict) -> BackboneOutput:
-        batch = _to_device(batch, self.embedding.atom_embedding.weight.device)
+        batch = to_device(batch, self.embedding.atom_embedding.weight.device)
         index = batch["structure_index"]
         groups = self.row_groups(batch)
         with sampling(row_groups={**current().row_groups, **groups}):
             h = self.embedding(batch["z"])
             emb = self.backbone(h, self._geometry(batch), batch["idx"])
         return BackboneOutput(emb, index, len(batch["n_atoms"]), groups)
-
-
-def _to_device(obj, device: torch.device):
-    """A collated batch (nested dicts of tensors) on ``device`` (collate builds it on the CPU)."""
-    if torch.is_tensor(obj):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    return obj

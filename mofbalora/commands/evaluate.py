@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=32, help="stochastic passes T")
     p.add_argument("--limit", type=int, default=None, help="first N structures of the split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the model runs")
     p.add_argument("--out", default=None, help="report JSON (per-structure CSV written beside it)")
     p.set_defaults(func=run)
 
@@ -27,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.model, data=args.data, split=args.split, split_name=args.split_name,
                        n_samples=args.samples, limit=args.limit, out=args.out, labels=args.labels,
-                       id_column=args.id_column, target_column=args.target_column, seed=args.seed)
+                       id_column=args.id_column, target_column=args.target_column, seed=args.seed, device=args.device)
     print(json.dumps(metrics, indent=2, default=float))
     return 0

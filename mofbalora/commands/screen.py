@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="screen on a Dask cluster: local:N (N worker processes here), a scheduler address "
                         "(tcp://host:8786) or jobqueue:CONFIG.yaml (SLURM/PBS, see workflows/dask_slurm.yaml)")
     p.add_argument("--chunk-size", type=positive_int, default=16, help="files per task (and per progress checkpoint)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where the model runs (one process; Dask workers use their CPU)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     table = screen(args.inputs, model=args.model, n_samples=args.samples, acquisition=args.acquisition,
                    kappa=args.kappa, target_ev=tuple(args.target) if args.target else None, goal=args.goal,
                    out=args.out, seed=args.seed, max_atoms=args.max_atoms or DEFAULT_MAX_ATOMS,
-                   resume=not args.no_resume, progress=not args.quiet, dask=args.dask, chunk_size=args.chunk_size)
+                   resume=not args.no_resume, progress=not args.quiet, dask=args.dask, chunk_size=args.chunk_size,
+                   device=args.device)
     print(summarize(table, args.top))
     print(f"ranked table: {args.out}")
     if args.plot:

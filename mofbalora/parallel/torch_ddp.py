@@ -14,6 +14,9 @@ What each process does, and why the run equals a one-process run with the same g
   generator and keeps the rows of its own share (``sampling(structure_window=...)``), so the draws equal
   those of one process holding the whole batch. (Row-scope noise and MC dropout draw per row: their
   draws, not their distribution, depend on the number of processes.)
+- Devices: ``run.device=cpu`` runs every process on the CPU (gloo); ``cuda`` puts process ``LOCAL_RANK``
+  on GPU ``LOCAL_RANK`` (nccl). Noise is drawn on the CPU from the seeded generator and moved, so a GPU
+  run draws the same numbers as a CPU run.
 - Validation is sharded and its error sums all-reduced, so all processes take the same early-stopping
   decision. Only rank 0 writes checkpoints, ``metrics.csv`` and the final evaluation.
 """
@@ -34,6 +37,8 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    #: where this process computes (its collectives run there: CPU tensors for gloo, its GPU for nccl)
+    device: torch.device = torch.device("cpu")
 
     @property
     def enabled(self) -> bool:
@@ -47,9 +52,9 @@ class DistContext:
         """Sum of ``tensor`` over processes (returned; the input is not modified)."""
         if not self.enabled:
             return tensor
-        out = tensor.detach().clone()
+        out = tensor.detach().to(self.device, copy=True)
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
+        return out.to(tensor.device)
 
     def barrier(self) -> None:
         if self.enabled:
@@ -59,12 +64,16 @@ class DistContext:
 SINGLE = DistContext()
 
 
-def init_from_env(backend: str | None = None) -> DistContext:
+def init_from_env(device: str = "cpu", backend: str | None = None) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
-    ``backend``: ``gloo`` (default: the trainer keeps models and batches on the CPU) or ``nccl``
-    (GPU tensors only). Without ``torchrun`` (no ``WORLD_SIZE``) this is a plain one-process run.
+    ``device`` (``run.device``): ``cpu`` → every process on the CPU, backend ``gloo``; ``cuda`` / ``auto``
+    with GPUs → process ``LOCAL_RANK`` on GPU ``LOCAL_RANK``, backend ``nccl``. ``backend`` (or
+    ``MOFBALORA_DIST_BACKEND``) overrides the choice. Without ``torchrun`` (no ``WORLD_SIZE``) this is a
+    plain one-process run.
     """
+    from mofbalora.backbones.base import resolve_device
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
@@ -72,13 +81,17 @@ def init_from_env(backend: str | None = None) -> DistContext:
         if var not in os.environ:
             raise RuntimeError(f"WORLD_SIZE={world} but {var} is not set: start data-parallel runs with torchrun, "
                                "e.g. torchrun --nproc_per_node 2 -m mofbalora.cli finetune ...")
-    backend = backend or os.environ.get("MOFBALORA_DIST_BACKEND", "gloo")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    where = resolve_device(device)
+    if where.type == "cuda":
+        where = torch.device("cuda", local_rank)
+        torch.cuda.set_device(where)
+    backend = backend or os.environ.get("MOFBALORA_DIST_BACKEND") or ("nccl" if where.type == "cuda" else "gloo")
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"unknown torch.distributed backend {backend!r}; choose from ['gloo', 'nccl']")
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                       local_rank=int(os.environ["LOCAL_RANK"]))
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=where)
 
 
 def shutdown(ctx: DistContext) -> None:
