@@ -297,7 +297,7 @@ def test_recalibrated_metrics(overconfident, method: str) -> None:
 
 
 def test_recalibrated_metrics_bad_method(overconfident) -> None:
-    with pytest.raises(ValueError, match=r"'temperature'.*\['scale', 'isotonic'\]"):
+    with pytest.raises(ValueError, match=r"'temperature'.*\['scale', 'scale_floor', 'isotonic'\]"):
         recalibrated_metrics(overconfident["val"], overconfident["test"], method="temperature")
     with pytest.raises(TypeError, match="val_arrays"):
         recalibrated_metrics(overconfident["val"][:2], overconfident["test"])
@@ -335,3 +335,24 @@ def test_plots_write_png(tmp_path, random_arrays) -> None:
         P.metric_vs_samples_plot([1, 2], {"x": [1.0]}, tmp_path / "bad.png", ylabel="NLL")
     with pytest.raises(ValueError, match="non-empty"):
         P.calibration_plot({}, tmp_path / "empty.png")
+
+
+def test_scale_floor_recovers_factor_and_floor_from_explicit_samples():
+    from mofbalora.uq.recalibration import apply_std_scale_floor, fit_std_scale_floor
+
+    rng = np.random.default_rng(3)
+    n, a0, b0 = 40_000, 2.5, 0.3
+    std = rng.uniform(0.05, 1.0, n)
+    std[: n // 10] = 1e-6  # a tenth of the structures with (almost) no spread, as saturated 0 eV gaps
+    pred = rng.normal(2.0, 1.0, n)
+    true = pred + rng.normal(0.0, np.sqrt((a0 * std) ** 2 + b0**2))
+    a, b = fit_std_scale_floor(pred, std, true)
+    assert a == pytest.approx(a0, rel=0.03) and b == pytest.approx(b0, rel=0.03)
+    # the one-factor fit is pulled far off by the zero-spread points; the floor model is not
+    from mofbalora.uq.recalibration import fit_std_scale, recalibrated_metrics
+
+    assert fit_std_scale(pred, std, true) > 100
+    report = recalibrated_metrics((pred, std, true), (pred, std, true), "scale_floor")
+    assert report["std_floor_ev"] == pytest.approx(b0, rel=0.03)
+    assert report["after"]["coverage_95"] == pytest.approx(0.95, abs=0.01)
+    np.testing.assert_allclose(apply_std_scale_floor(std, a, b) ** 2, (a * std) ** 2 + b**2)

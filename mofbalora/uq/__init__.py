@@ -37,7 +37,9 @@ from mofbalora.uq.metrics import (
 from mofbalora.uq.recalibration import (
     RECALIBRATION_METHODS,
     IsotonicStdRecalibrator,
+    apply_std_scale_floor,
     fit_std_scale,
+    fit_std_scale_floor,
     recalibrated_metrics,
 )
 
@@ -75,7 +77,9 @@ __all__ = [
     "validate_arrays",
     "RECALIBRATION_METHODS",
     "IsotonicStdRecalibrator",
+    "apply_std_scale_floor",
     "fit_std_scale",
+    "fit_std_scale_floor",
     "recalibrated_metrics",
     *_PLOTS,
 ]

@@ -1,9 +1,12 @@
 """Post-hoc recalibration of predicted band-gap standard deviations (eV) on a validation split.
 
-Two methods, both fitted on validation ``(y_pred, y_std, y_true)`` and applied to test stds:
+Three methods, all fitted on validation ``(y_pred, y_std, y_true)`` and applied to test stds:
 
 * ``"scale"``: :func:`fit_std_scale`, one factor ``s`` for all stds, the maximum-likelihood
   value for Gaussian predictions ``N(y_pred, (s*y_std)^2)``.
+* ``"scale_floor"``: :func:`fit_std_scale_floor`, ``sqrt((a*y_std)^2 + b^2)`` with a factor ``a`` and
+  a floor ``b`` (eV), maximum likelihood. A model whose spread vanishes on some structures (a band gap
+  saturating at 0 eV in every draw) drives the one-factor ``s`` to absurd values; the floor absorbs them.
 * ``"isotonic"``: :class:`IsotonicStdRecalibrator`, an isotonic map from the expected to the
   observed proportion in central Gaussian intervals (Kuleshov et al., 2018, applied to central
   intervals). It gives exactly recalibrated intervals at any level, and a single std factor
@@ -36,11 +39,13 @@ from mofbalora.uq.metrics import (
 __all__ = [
     "RECALIBRATION_METHODS",
     "fit_std_scale",
+    "fit_std_scale_floor",
+    "apply_std_scale_floor",
     "IsotonicStdRecalibrator",
     "recalibrated_metrics",
 ]
 
-RECALIBRATION_METHODS: tuple[str, ...] = ("scale", "isotonic")
+RECALIBRATION_METHODS: tuple[str, ...] = ("scale", "scale_floor", "isotonic")
 """Valid values of ``method`` in :func:`recalibrated_metrics`."""
 
 _MAX_NOMINAL_LEVEL = 1.0 - 1e-9  # caps z at about 6.1 std when a level can only be reached at 1
@@ -62,6 +67,46 @@ def fit_std_scale(y_pred: Any, y_std: Any, y_true: Any) -> float:
     if s == 0.0:
         raise ValueError("all errors y_pred - y_true are zero; the std scale would be 0")
     return s
+
+
+def fit_std_scale_floor(y_pred: Any, y_std: Any, y_true: Any) -> tuple[float, float]:
+    """``(a, b)`` minimising the mean Gaussian NLL of ``N(y_pred, (a*y_std)^2 + b^2)``; ``b`` in eV.
+
+    Two positive parameters, fitted in log space (L-BFGS from the one-factor solution and a floor of a
+    tenth of the RMS error). Apply as :func:`apply_std_scale_floor`.
+
+    Raises:
+        ValueError: invalid arrays, or every error is exactly zero.
+    """
+    from scipy.optimize import minimize
+
+    pred, std, true = validate_arrays(y_pred, y_std, y_true)
+    err2 = (pred - true) ** 2
+    rms = math.sqrt(float(np.mean(err2)))
+    if rms == 0.0:
+        raise ValueError("all errors y_pred - y_true are zero; no std recalibration can be fitted")
+    s2 = std**2
+
+    def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a2, b2 = np.exp(2.0 * theta)
+        var = a2 * s2 + b2
+        r = err2 / var
+        value = 0.5 * float(np.mean(np.log(var) + r))
+        dvar = 0.5 * (1.0 - r) / var  # d(nll_i)/d(var_i)
+        grad = np.array([np.mean(dvar * 2.0 * a2 * s2), np.mean(dvar * 2.0 * b2)])
+        return value, grad
+
+    starts = [np.log([min(fit_std_scale(pred, std, true), 1e6), 0.1 * rms]), np.log([1.0, rms])]
+    best = min((minimize(nll, x0, jac=True, method="L-BFGS-B", bounds=[(-30, 30), (-30, 30)]) for x0 in starts),
+               key=lambda r: r.fun)
+    a, b = np.exp(best.x)
+    return float(a), float(b)
+
+
+def apply_std_scale_floor(y_std: Any, a: float, b: float) -> np.ndarray:
+    """Recalibrated stds ``sqrt((a*y_std)^2 + b^2)`` (eV)."""
+    std = np.asarray(y_std, dtype=np.float64)
+    return np.sqrt((a * std) ** 2 + b**2)
 
 
 class IsotonicStdRecalibrator:
@@ -223,14 +268,16 @@ def recalibrated_metrics(
         val_arrays: ``(y_pred, y_std, y_true)`` on the validation split (eV), or a mapping
             with keys ``y_pred``, ``y_std``, ``y_true``.
         test_arrays: the same for the test split.
-        method: ``"scale"`` (:func:`fit_std_scale`) or ``"isotonic"``
-            (:class:`IsotonicStdRecalibrator`, its ``scale_`` is used as the std factor).
+        method: ``"scale"`` (:func:`fit_std_scale`), ``"scale_floor"`` (:func:`fit_std_scale_floor`:
+            factor and floor) or ``"isotonic"`` (:class:`IsotonicStdRecalibrator`, its ``scale_`` is
+            used as the std factor).
 
     Returns:
         A JSON-serialisable dict:
 
         * ``method``: the method name.
         * ``std_scale``: the factor applied to the test stds (unitless).
+        * ``std_floor_ev``: the fitted floor ``b`` of ``"scale_floor"`` (eV), else ``None``.
         * ``before`` / ``after``: :func:`~mofbalora.uq.metrics.all_metrics` on test with the
           original / rescaled stds.
         * ``after_interval``: ``miscalibration_area``, ``rms_calibration_error``,
@@ -247,9 +294,14 @@ def recalibrated_metrics(
     pred, std, true = _unpack("test_arrays", test_arrays)
 
     before = all_metrics(pred, std, true)
-    if method == "scale":
-        scale = fit_std_scale(*val)
-        after = all_metrics(pred, std * scale, true)
+    floor = None
+    if method in ("scale", "scale_floor"):
+        if method == "scale":
+            scale = fit_std_scale(*val)
+            after = all_metrics(pred, std * scale, true)
+        else:
+            scale, floor = fit_std_scale_floor(*val)
+            after = all_metrics(pred, apply_std_scale_floor(std, scale, floor), true)
         after_interval = {
             k: after[k]
             for k in ("miscalibration_area", "rms_calibration_error", "coverage_68", "coverage_95")
@@ -269,6 +321,7 @@ def recalibrated_metrics(
     return {
         "method": method,
         "std_scale": float(scale),
+        "std_floor_ev": None if floor is None else float(floor),
         "before": before,
         "after": after,
         "after_interval": after_interval,
