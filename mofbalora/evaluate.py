@@ -68,6 +68,14 @@ def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: n
     if pred.aleatoric_std_ev is not None:
         table["epistemic_std_ev"] = pred.epistemic_std_ev
         table["aleatoric_std_ev"] = pred.aleatoric_std_ev
+    calibrated = model.calibrated_std(np.maximum(pred.std_ev, MIN_STD_EV))
+    if calibrated is not None:
+        from mofbalora.uq.metrics import all_metrics
+
+        table["bandgap_std_calibrated_ev"] = calibrated
+        after = all_metrics(pred.mean_ev, calibrated, np.asarray(y_true, dtype=float))
+        metrics["calibrated"] = {k: after[k] for k in ("nll", "miscalibration_area", "ence", "coverage_68",
+                                                       "coverage_95")}
     return metrics, table
 
 

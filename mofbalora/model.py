@@ -52,6 +52,9 @@ class BandGapModel(nn.Module):
         self.regime = regime
         self.adapter_config = adapter
         self.backbone_options = backbone_options or {}
+        #: std recalibration fitted on the validation split after training (``finetune`` sets it):
+        #: ``{"method": "scale_floor", "std_factor": a, "std_floor_ev": b, ...}``; None if not fitted
+        self.calibration: dict | None = None
         self.base_identity = backbone.identity()  # before adapters change the module tree
         if regime in ("head_only", "full"):
             # ``full``: every backbone weight is trainable; with a cached trunk (CHGNet ``adapt="readout"``)
@@ -175,11 +178,19 @@ class BandGapModel(nn.Module):
             raise ValueError(f"saved model does not fit: missing {sorted(expected - set(bb))[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]}")
 
+    def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
+        """``sqrt((a*std)^2 + b^2)`` with the validation-fitted :attr:`calibration` (eV); None without one."""
+        if not self.calibration:
+            return None
+        from mofbalora.uq.recalibration import apply_std_scale_floor
+
+        return apply_std_scale_floor(std_ev, self.calibration["std_factor"], self.calibration["std_floor_ev"])
+
     def config_dict(self) -> dict:
         return {"regime": self.regime, "backbone": {"name": self.backbone_options.get("name", "chgnet"),
                                                      **{k: v for k, v in self.backbone_options.items() if k != "name"}},
                 "adapter": self.adapter_config.to_dict() if self.adapter_config else None,
-                "head": self.head.config.to_dict(), "base": self.base_identity}
+                "head": self.head.config.to_dict(), "base": self.base_identity, "calibration": self.calibration}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         from safetensors.torch import save
@@ -231,5 +242,6 @@ def load_model(model: str | Path = "default", device: str | torch.device = "cpu"
         raise BaseModelMismatchError(f"model in {directory} was trained on base {cfg['base']}, "
                                      f"but the installed backbone is {m.base_identity}")
     m.load_trained_state(load_file(str(directory / MODEL_FILE)))
+    m.calibration = cfg.get("calibration")
     m.eval()
     return m.to(resolve_device(device))

@@ -27,7 +27,8 @@ from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
+COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
+           "bandgap_std_calibrated_ev", "score",
            "status", "error", "detail", "digest"]
 FORMATS = {".csv", ".parquet", ".json"}
 
@@ -114,6 +115,7 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
     depend on which files share its chunk, process or machine (what makes sharded screening exact).
     ``with_embedding`` adds the pooled structure embedding (for diversity-aware batch selection).
     """
+    from mofbalora.evaluate import MIN_STD_EV
     from mofbalora.featurize import featurize_files
 
     feats, errors = featurize_files(m.backbone, paths, max_atoms=max_atoms, progress=False,
@@ -128,6 +130,9 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
             rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
                        n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[0]),
                        bandgap_std_ev=float(pred.std_ev[0]), samples_ev=pred.samples_ev[0].tolist())
+            calibrated = m.calibrated_std(np.maximum(pred.std_ev, MIN_STD_EV))
+            if calibrated is not None:
+                rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
             if with_embedding:
                 rec["embedding"] = pred.embedding[0].tolist()
         records.append(rec)

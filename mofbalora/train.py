@@ -336,6 +336,25 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
+def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> dict | None:
+    """Fit ``sqrt((a*std)^2 + b^2)`` on the validation predictions of a stochastic model and store it in the
+    best checkpoint (screen / evaluate then report calibrated stds); None for deterministic regimes."""
+    from mofbalora.evaluate import MIN_STD_EV
+    from mofbalora.uq.recalibration import fit_std_scale_floor
+
+    std = val_table["bandgap_std_ev"].to_numpy(float)
+    if len(val_table) < 8 or not (std > 0).any():  # two parameters: a handful of points at the very least
+        return None
+    a, b = fit_std_scale_floor(val_table["bandgap_mean_ev"].to_numpy(float), np.maximum(std, MIN_STD_EV),
+                               val_table["bandgap_true_ev"].to_numpy(float))
+    trainer.model.calibration = {"method": "scale_floor", "std_factor": a, "std_floor_ev": b,
+                                 "fitted_on": f"validation ({len(val_table)} structures)", "n_samples": n_samples}
+    best = out / "checkpoints" / "best"
+    metadata = json.loads((best / "model_config.json").read_text()).get("metadata", {})
+    trainer.model.save(best, metadata=metadata)
+    return trainer.model.calibration
+
+
 def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool = True,
              stop_after_epochs: int | None = None, dist: DistContext | None = None) -> dict:
     """Fine-tune per ``cfg`` into run folder ``out``; returns the final metrics (also in metrics.json).
@@ -392,7 +411,8 @@ def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_
     n_samples = int(cfg["run"]["eval_samples"])
     result = {"regime": cfg["model"]["regime"], "n_train": len(tr_x), "n_val": len(va_x), **summary,
               "trainable_parameters": sum(p.numel() for p in trainer.params)}
-    result["val"], _ = evaluate_inputs(trainer.model, va_ids, va_x, va_y.numpy(), n_samples=n_samples)
+    result["val"], val_table = evaluate_inputs(trainer.model, va_ids, va_x, va_y.numpy(), n_samples=n_samples)
+    result["calibration"] = _fit_calibration(trainer, out, val_table, n_samples)
     if cfg["run"]["eval_test"] and ids["test"]:
         te_ids, te_x, te_y = load_inputs(trainer.model, ds, ids["test"], "test set")
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -29,6 +30,15 @@ def test_one_epoch_with_each_regime_writes_a_run_folder(regime, tiny_cfg, tmp_pa
     assert model.regime == regime
     if regime in ("balora", "mc_dropout", "lora_ensemble"):
         assert saved["test"]["samples"] > 1
+        # a std recalibration fitted on validation travels with the model and shows in the test table
+        cal = model.calibration
+        assert cal["method"] == "scale_floor" and cal["std_factor"] > 0 and cal["std_floor_ev"] > 0
+        assert saved["calibration"] == cal and 0 <= saved["test"]["calibrated"]["coverage_95"] <= 1
+        table = pd.read_csv(run / "test_predictions.csv")
+        expect = np.sqrt((cal["std_factor"] * np.maximum(table["bandgap_std_ev"], 1e-6)) ** 2 + cal["std_floor_ev"] ** 2)
+        np.testing.assert_allclose(table["bandgap_std_calibrated_ev"], expect, rtol=1e-6)
+    else:
+        assert model.calibration is None and "bandgap_std_calibrated_ev" not in pd.read_csv(run / "test_predictions.csv")
 
 
 def _run_with_crash(cfg, out, crash_at_step):
@@ -87,6 +97,10 @@ def test_default_model_predicts_the_sample_cifs_offline(sample_cifs):
     assert np.all((pred.mean_ev > 0) & (pred.mean_ev < 8)), pred.mean_ev  # PBE MOF gaps: 0–6.5 eV
     assert np.all(pred.std_ev > 0)
     assert pred.samples_ev.shape == (12, 32)
+    # the shipped validation-fitted recalibration widens every std, never narrows it
+    calibrated = model.calibrated_std(pred.std_ev)
+    assert model.calibration["method"] == "scale_floor" and np.all(calibrated > pred.std_ev)
+    assert np.all(calibrated >= model.calibration["std_floor_ev"])
 
 
 def _rotated(structure, seed=0):

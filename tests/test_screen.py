@@ -80,6 +80,9 @@ def test_every_input_gets_a_row_with_a_specific_reason(tiny_model, candidates, t
     assert sorted(ok["rank"].astype(int)) == list(range(1, 7))
     assert table.loc[table["status"] == "error", "rank"].isna().all()
     assert ok["bandgap_mean_ev"].between(0, 10).all() and (ok["bandgap_std_ev"] >= 0).all()
+    # the model's validation-fitted recalibration gives every screened row a wider, calibrated std
+    assert (ok["bandgap_std_calibrated_ev"] > ok["bandgap_std_ev"]).all()
+    assert table.loc[table["status"] == "error", "bandgap_std_calibrated_ev"].isna().all()
     # the written file is the same table, and nothing partial is left behind
     assert len(pd.read_csv(out)) == n_inputs
     assert not list(tmp_path.glob("*.partial.jsonl"))
