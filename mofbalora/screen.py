@@ -241,10 +241,13 @@ def summarize(table: pd.DataFrame, top: int = 10) -> str:
     ok = table[table["status"] == "ok"].sort_values("rank")
     lines = [f"screened {len(ok)} of {len(table)} file(s)"]
     if len(ok):
-        lines.append(f"{'rank':>4}  {'structure':<28} {'formula':<18} {'atoms':>5}  {'gap (eV)':>13}  {'score':>8}")
+        calibrated = ok["bandgap_std_calibrated_ev"].notna().all()
+        extra = f"  {'calibrated ±':>12}" if calibrated else ""
+        lines.append(f"{'rank':>4}  {'structure':<28} {'formula':<18} {'atoms':>5}  {'gap (eV)':>13}{extra}  {'score':>8}")
         for _, r in ok.head(top).iterrows():
+            cal = f"  {r['bandgap_std_calibrated_ev']:12.2f}" if calibrated else ""
             lines.append(f"{int(r['rank']):>4}  {str(r['structure_id'])[:28]:<28} {str(r['formula'])[:18]:<18} "
-                         f"{int(r['n_atoms']):>5}  {r['bandgap_mean_ev']:6.2f} ± {r['bandgap_std_ev']:4.2f}  "
+                         f"{int(r['n_atoms']):>5}  {r['bandgap_mean_ev']:6.2f} ± {r['bandgap_std_ev']:4.2f}{cal}  "
                          f"{r['score']:8.3f}")
     failures = Counter(table.loc[table["status"] == "error", "error"])
     if failures:

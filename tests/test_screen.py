@@ -149,3 +149,14 @@ def test_killed_screen_resumes_to_the_same_table(tiny_model, qmof, tmp_path):
         assert len(pd.read_csv(out)) <= 24
     resumed = screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, chunk_size=2)
     pd.testing.assert_frame_equal(resumed.reset_index(drop=True), ref.reset_index(drop=True))
+
+
+def test_terminal_summary_shows_the_calibrated_std_when_the_model_has_one():
+    from mofbalora.screen import summarize
+
+    row = {"rank": 1, "structure_id": "a", "formula": "ZnO", "n_atoms": 2, "bandgap_mean_ev": 1.0,
+           "bandgap_std_ev": 0.1, "bandgap_std_calibrated_ev": 0.55, "score": 0.1, "status": "ok", "error": ""}
+    bad = {**row, "rank": None, "status": "error", "error": "empty", "bandgap_std_calibrated_ev": None}
+    text = summarize(pd.DataFrame([row, bad]))
+    assert "calibrated ±" in text and "0.55" in text and "empty: 1" in text
+    assert "calibrated ±" not in summarize(pd.DataFrame([{**row, "bandgap_std_calibrated_ev": None}]))
