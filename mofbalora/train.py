@@ -155,26 +155,26 @@ class TrainingObjective(nn.Module):
                 kl_weight: float, n_train: int):
         m = self.model
         if batch is None:  # an empty share (global batch smaller than the world): still join the collectives
-            zero = sum(p.sum() for p in m.trainable_parameters()) * 0.0
-            dl_sum, kls, rows = zero, zero.new_zeros(self.n_kl_layers), zero.new_zeros(self.n_kl_layers)
+            dl_sum = sum(p.sum() for p in m.trainable_parameters()) * 0.0
         else:
             window = (offset, global_size) if self.dist.enabled else None
             with sampling(stochastic=True, generator=generator, structure_window=window):
                 if m.n_members > 1:
                     dl_sum = sum(data_loss_sum(*self._member(batch, k), target.to(m.device), self.likelihood)
                                  for k in range(m.n_members))
-                    kls, rows = torch.zeros(0), torch.zeros(0)
                 else:
                     gap, var, _ = m(batch)
                     dl_sum = data_loss_sum(gap, var, target.to(gap.device), self.likelihood)
-                    kls, rows = kl_terms(m)
-                    kls, rows = kls.to(gap.device), rows.to(gap.device)
-        if self.dist.enabled:
-            # each layer's KL is a mean over its rows: weight this share by its part of the global rows
-            weights = rows / self.dist.all_reduce_sum(rows).clamp_min(1.0)
-            kl = (kls * weights).sum()
-        else:
-            kl = total_kl(m) if m.n_members == 1 else torch.zeros(())
+        if m.n_members > 1:  # ensembles carry no KL
+            kl = dl_sum.new_zeros(())
+        elif not self.dist.enabled:
+            kl = total_kl(m)
+        else:  # each layer's KL is a mean over its rows: weight this share by its part of the global rows
+            if batch is None:
+                kls = rows = dl_sum.new_zeros(self.n_kl_layers)
+            else:
+                kls, rows = (t.to(dl_sum.device) for t in kl_terms(m))
+            kl = (kls * rows / self.dist.all_reduce_sum(rows).clamp_min(1.0)).sum()
         objective = dl_sum / global_size + kl_weight * kl / n_train
         return objective * self.dist.world_size, dl_sum, kl
 

@@ -217,6 +217,7 @@ class Campaign:
         self._initial_state: dict | None = None
         self._loaded_round: int | None = None
         self._inputs: dict[str, Any] = {}
+        self._digests: dict[str, str] = {}  # content digest of each structure's file, hashed once per process
         self.state: dict[str, Any] = {}
         self.cfg: dict[str, Any] = {}
 
@@ -520,7 +521,10 @@ class Campaign:
         from mofbalora.screen import predict_files
 
         paths = [self.path_of(k) for k in keys]
-        digests = [file_digest(p) for p in paths]
+        for k, p in zip(keys, paths, strict=True):
+            if k not in self._digests:
+                self._digests[k] = file_digest(p)
+        digests = [self._digests[k] for k in keys]
         chunks = [list(range(s, min(s + 64, len(keys)))) for s in range(0, len(keys), 64)]
         kwargs = {"n_samples": al["n_samples"], "seed": seed, "max_atoms": DEFAULT_MAX_ATOMS, "with_embedding": True}
         by_digest: dict[str, dict] = {}

@@ -122,8 +122,9 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 
 def to_device(obj: Any, device: torch.device) -> Any:
     """A collated batch on ``device``: tensors, nested dicts / lists / tuples, and objects with ``.to``
-    (CHGNet graphs, fairchem ``AtomicData``). Collate builds batches on the CPU; on the CPU this is a no-op."""
-    if device.type == "cpu" and not torch.is_tensor(obj) and not isinstance(obj, (dict, list, tuple)):
+    (CHGNet graphs, fairchem ``AtomicData``). Collate builds batches on the CPU, so on the CPU this returns
+    the batch itself (no walk over it on the hot path)."""
+    if device.type == "cpu":
         return obj
     if torch.is_tensor(obj):
         return obj.to(device, non_blocking=True)
@@ -133,6 +134,12 @@ def to_device(obj: Any, device: torch.device) -> Any:
         return type(obj)(to_device(v, device) for v in obj)
     to = getattr(obj, "to", None)
     return to(device) if callable(to) else obj
+
+
+def structure_mean(feats: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Per-structure mean of per-atom rows (n_structures, d), detached: the usual frozen structure descriptor."""
+    total = feats.new_zeros(len(batch["n_atoms"]), feats.shape[1]).index_add(0, batch["structure_index"], feats)
+    return (total / batch["n_atoms"].unsqueeze(1).to(feats.dtype)).detach()
 
 
 def state_dict_digest(state: dict[str, torch.Tensor]) -> str:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mofbalora.adapters.context import current, sampling
-from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
+from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 
 Adapt = Literal["readout", "last_block", "all"]
 ADAPT_CHOICES = ("readout", "last_block", "all")
@@ -130,15 +130,12 @@ class CHGNetBackbone(Backbone):
 
     def structure_descriptor(self, batch: dict) -> torch.Tensor:
         """Mean over atoms of the frozen trunk features (readout) or of the atom embeddings (graph modes)."""
-        index = batch["structure_index"]
         if self.adapt == "readout":
             feats = batch["atom_features"]
         else:
             z = torch.cat([g.atomic_number for g in batch["graphs"]]).long()
             feats = self.trunk.atom_embedding(z - 1)
-        n = len(batch["n_atoms"])
-        total = feats.new_zeros(n, feats.shape[1]).index_add(0, index, feats)
-        return (total / batch["n_atoms"].unsqueeze(1).to(feats.dtype)).detach()
+        return structure_mean(feats, batch)
 
     def forward(self, batch: dict) -> BackboneOutput:
         index = batch["structure_index"]

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mofbalora.adapters.context import current, sampling
-from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, to_device
+from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 from mofbalora.backbones.gemnet_graph import (
     GRAPHS,
     NeighbourLimits,
@@ -283,10 +283,7 @@ class JMPBackbone(Backbone):
 
     def structure_descriptor(self, batch: dict) -> torch.Tensor:
         """Mean over atoms of the (frozen) atom-type embedding."""
-        feats = self.embedding(batch["z"])
-        n = len(batch["n_atoms"])
-        total = feats.new_zeros(n, feats.shape[1]).index_add(0, batch["structure_index"], feats)
-        return (total / batch["n_atoms"].unsqueeze(1).to(feats.dtype)).detach()
+        return structure_mean(self.embedding(batch["z"]), batch)
 
     def row_groups(self, batch: dict) -> dict[int, torch.Tensor]:
         """Structure index of the rows the adapted layers see: atoms, main edges, a2ee2a edges, quadruplet
@@ -299,7 +296,6 @@ class JMPBackbone(Backbone):
         return groups
 
     def forward(self, batch: dict) -> BackboneOutput:
-        batch = to_device(batch, self.embedding.atom_embedding.weight.device)
         index = batch["structure_index"]
         groups = self.row_groups(batch)
         with sampling(row_groups={**current().row_groups, **groups}):

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from mofbalora.adapters.context import current, sampling
-from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
+from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 
 Adapt = Literal["radial", "messages", "routing", "invariant", "all"]
 ADAPT_CHOICES = ("radial", "messages", "routing", "invariant", "all")
@@ -202,10 +202,7 @@ class UMABackbone(Backbone):
 
     def structure_descriptor(self, batch: dict) -> torch.Tensor:
         """Mean over atoms of UMA's frozen element embedding (n_structures, sphere_channels)."""
-        index = batch["structure_index"]
-        feats = self.uma.sphere_embedding(batch["data"].atomic_numbers)
-        total = feats.new_zeros(len(batch["n_atoms"]), feats.shape[1]).index_add(0, index, feats)
-        return (total / batch["n_atoms"].unsqueeze(1).to(feats.dtype)).detach()
+        return structure_mean(self.uma.sphere_embedding(batch["data"].atomic_numbers), batch)
 
     def forward(self, batch: dict) -> BackboneOutput:
         index = batch["structure_index"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -153,7 +154,11 @@ class DaskPredictor:
     """Maps :func:`predict_chunk` over chunks of files on a Dask cluster, yielding results as they finish."""
 
     def __init__(self, cluster, model, *, scratch: str | Path | None = None) -> None:
+        from mofbalora.model import BandGapModel
+
         self.client, self._cluster = connect(cluster)
+        # an in-memory model is written to ``scratch`` for the workers and removed again by :meth:`close`
+        self._scratch = Path(scratch) if isinstance(model, BandGapModel) and scratch is not None else None
         try:
             self.model_dir = model_dir_for_workers(model, scratch)
         except BaseException:
@@ -192,6 +197,9 @@ class DaskPredictor:
         for fut in self._pending:
             fut.cancel()
         self._pending = []
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
         if self._cluster is not None:  # we started it: stop it
             self.client.close()
             self._cluster.close()
