@@ -14,13 +14,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from mofbalora.backbones.base import Backbone, FeaturizationError
+from mofbalora.data.arrays import ArrayStore
 from mofbalora.data.cache import ContentCache, file_digest
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS, OnError, StructureError, read_structure
 
 log = logging.getLogger(__name__)
+
+
+class _ArrayCache:
+    """A backbone's inputs as plain arrays (:class:`ArrayStore`) for backbones that say how
+    (``array_namespace``, ``to_arrays``, ``from_arrays``); the same get/put as :class:`ContentCache`."""
+
+    def __init__(self, backbone: Backbone, namespace: str) -> None:
+        self.backbone = backbone
+        self.store = ArrayStore(namespace)
+
+    def get(self, digest: str) -> dict | None:
+        arrays = self.store.get(digest)
+        if arrays is None or "digest" not in arrays:
+            return None
+        x = self.backbone.from_arrays(arrays)
+        x["digest"], x["formula"] = digest, str(arrays["formula"])
+        return x
+
+    def put(self, digest: str, x: dict) -> None:
+        self.store.put(digest, {**self.backbone.to_arrays(x), "digest": np.array(digest),
+                                "formula": np.array(x["formula"])})
+
+
+def _cache_for(backbone: Backbone) -> ContentCache | _ArrayCache:
+    namespace = getattr(backbone, "array_namespace", lambda: None)()
+    return _ArrayCache(backbone, namespace) if namespace else ContentCache(backbone.featurize_namespace())
 
 
 @dataclass
@@ -51,7 +79,7 @@ def featurize_files(
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"unknown on_error {on_error!r}; choose from ['raise', 'skip']")
-    cache = ContentCache(backbone.featurize_namespace()) if use_cache else None
+    cache = _cache_for(backbone) if use_cache else None
     inputs: list[Any | None] = [None] * len(paths)
     errors: list[FileError | None] = [None] * len(paths)
     pending: list[tuple[int, str, Any]] = []
@@ -82,6 +110,8 @@ def featurize_files(
             f["formula"] = s.composition.reduced_formula
             if cache is not None:
                 cache.put(digest, f)
+                if isinstance(cache, _ArrayCache):  # the very input a later cache hit gives
+                    f = cache.get(digest) or f
             inputs[k] = f
         pending.clear()
 

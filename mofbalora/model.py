@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling, seeded_generator
+from mofbalora.adapters.context import structure_keys
 from mofbalora.adapters.io import BaseModelMismatchError, _atomic_write_bytes
 from mofbalora.backbones import Backbone, load_backbone
 from mofbalora.backbones.base import atom_capped_batches, resolve_device, to_device
@@ -64,7 +65,7 @@ class BandGapModel(nn.Module):
         else:
             if adapter is None:
                 raise ValueError(f"regime {regime!r} needs an adapter config")
-            inject_adapters(backbone, adapter)
+            inject_adapters(backbone, adapter, row_set_for=backbone.row_set_for)
         self.alpha_network = None
         if adapter is not None and regime == "balora" and adapter.alpha_network == "shared":
             from mofbalora.adapters.balora import BaLoRALinear, SharedAlphaNetwork
@@ -88,12 +89,13 @@ class BandGapModel(nn.Module):
     def forward(self, batch: Any):
         """(gap_ev (B,), aleatoric variance (B,) or None, pooled embedding (B, p)) of a collated batch."""
         batch = to_device(batch, self.device)
-        if self.alpha_network is not None:
-            logits = self.alpha_network(self.backbone.structure_descriptor(batch))
-            with sampling(shared_alpha_logits=logits):
+        with sampling(kl_scope=object()):  # adapters called twice in this forward add up their KL
+            if self.alpha_network is not None:
+                logits = self.alpha_network(self.backbone.structure_descriptor(batch))
+                with sampling(shared_alpha_logits=logits):
+                    out = self.backbone(batch)
+            else:
                 out = self.backbone(batch)
-        else:
-            out = self.backbone(batch)
         return self.head(out.atom_embedding, out.structure_index, out.n_structures)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -105,15 +107,25 @@ class BandGapModel(nn.Module):
                        batch_size: int = 64, max_rows: int = 1_000_000) -> Prediction:
         """Predict featurized inputs. Stochastic regimes draw ``n_samples`` passes (batched: the T copies of a
         batch are stacked, each copy its own set of structures), an ensemble runs each member; deterministic
-        regimes give std 0 (or the aleatoric std)."""
+        regimes give std 0 (or the aleatoric std).
+
+        BaLoRA's draw t of a structure is keyed by (``seed``, the structure's content digest, t), so a
+        structure gets the same samples alone or in any batch (MC-dropout masks come from a generator
+        seeded by ``seed`` and do depend on the batch). The std over samples uses T − 1 (ddof = 1).
+        """
         self.eval()
         gen = seeded_generator(seed)
+        noise_seed = int(torch.randint(0, 2**31 - 1, ())) if seed is None else int(seed)
+        position = 0
         means, samples, alea, embs = [], [], [], []
         cap = self.backbone.max_batch_atoms
         if cap is not None:
             max_rows = min(max_rows, cap)
         for chunk in atom_capped_batches(inputs, batch_size, cap):
             b = len(chunk)
+            digests = [x.get("digest") if isinstance(x, dict) else None for x in chunk]
+            fallback = list(range(position, position + b))
+            position += b
             with sampling(stochastic=False, member=0 if self.n_members > 1 else None):
                 gap, var, pooled = self(self.backbone.collate(chunk))
             embs.append(pooled)
@@ -132,7 +144,9 @@ class BandGapModel(nn.Module):
                 parts, vparts = [], []
                 for t0 in range(0, n_samples, per):
                     t = min(per, n_samples - t0)
-                    with sampling(stochastic=True, generator=gen):
+                    passes = [t0 + j for j in range(t) for _ in range(b)]
+                    keys = structure_keys(digests * t, passes, fallback * t)
+                    with sampling(stochastic=True, generator=gen, noise_seed=noise_seed, structure_keys=keys):
                         g, v, _ = self(self.backbone.collate(chunk * t))
                     parts.append(g.view(t, b).T)
                     vparts.append(v.view(t, b).T if v is not None else None)
@@ -146,7 +160,7 @@ class BandGapModel(nn.Module):
             means.append(draw.mean(1) if draw.shape[1] > 1 else gap)
             alea.append(var_draw.mean(1) if var_draw is not None else None)
         samples_t = torch.cat(samples).cpu()
-        epi = samples_t.std(1, unbiased=False) if samples_t.shape[1] > 1 else torch.zeros(len(inputs))
+        epi = samples_t.std(1, unbiased=True) if samples_t.shape[1] > 1 else torch.zeros(len(inputs))
         alea_std = torch.cat(alea).sqrt().cpu() if alea and alea[0] is not None else None
         total = (epi**2 + (alea_std**2 if alea_std is not None else 0)).sqrt()
         return Prediction(torch.cat(means).cpu().numpy().astype(np.float64), total.numpy().astype(np.float64),

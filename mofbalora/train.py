@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
-from mofbalora.adapters.context import sampling
+from mofbalora.adapters.context import sampling, structure_keys
 from mofbalora.adapters.io import _atomic_write_bytes
 from mofbalora.backbones.base import atom_capped_batches, resolve_device
 from mofbalora.config import dump_config
@@ -151,14 +151,13 @@ class TrainingObjective(nn.Module):
         self.dist = dist
         self.n_kl_layers = sum(1 for _, m in adapter_layers(model) if hasattr(m, "kl_rows"))
 
-    def forward(self, batch, target: torch.Tensor, *, generator: torch.Generator, offset: int, global_size: int,
-                kl_weight: float, n_train: int):
+    def forward(self, batch, target: torch.Tensor, *, generator: torch.Generator, noise_seed: int,
+                keys: torch.Tensor, global_size: int, kl_weight: float, n_train: int):
         m = self.model
         if batch is None:  # an empty share (global batch smaller than the world): still join the collectives
             dl_sum = sum(p.sum() for p in m.trainable_parameters()) * 0.0
         else:
-            window = (offset, global_size) if self.dist.enabled else None
-            with sampling(stochastic=True, generator=generator, structure_window=window):
+            with sampling(stochastic=True, generator=generator, noise_seed=noise_seed, structure_keys=keys):
                 if m.n_members > 1:
                     dl_sum = sum(data_loss_sum(*self._member(batch, k), target.to(m.device), self.likelihood)
                                  for k in range(m.n_members))
@@ -288,12 +287,13 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = o["lr"] * _lr_factor(self.cfg, self.step, steps_per_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
-                # the step's noise comes from (seed, step) alone: every process draws the same numbers, whatever
-                # it drew before (an empty share draws nothing), and a resumed run draws what it would have
-                noise = seeded_generator(int(np.random.SeedSequence([self.seed, 1, self.step]).generate_state(1)[0]))
-                objective, dl_sum, kl = self.step_objective(batch, train_y[mine], generator=noise,
-                                                            offset=start, global_size=len(idx), kl_weight=kl_w,
-                                                            n_train=n_train)
+                # the step's noise comes from (seed, step) and each structure's key alone: a structure draws the
+                # same numbers in any process and in any batch, and a resumed run draws what it would have
+                step_seed = int(np.random.SeedSequence([self.seed, 1, self.step]).generate_state(1)[0])
+                keys = structure_keys([train_inputs[i].get("digest") for i in mine], 0, mine)
+                objective, dl_sum, kl = self.step_objective(batch, train_y[mine], generator=seeded_generator(step_seed),
+                                                            noise_seed=step_seed, keys=keys, global_size=len(idx),
+                                                            kl_weight=kl_w, n_train=n_train)
                 objective.backward()
                 if o["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(self.params, o["grad_clip"])

@@ -24,6 +24,7 @@ from mofbalora.adapters import (
     total_kl,
     unmerge_adapters,
 )
+from mofbalora.rows import row_sets
 
 
 def _pair(in_f=12, out_f=7, rank=4, seed=0):
@@ -62,7 +63,7 @@ class ToyMessagePassing(nn.Module):
         h = torch.tanh(self.embed(x))
         offsets = torch.cumsum(torch.tensor([0] + sizes[:-1]), 0)
         nbr = torch.cat([torch.roll(torch.arange(n), 1) + o for n, o in zip(sizes, offsets.tolist(), strict=True)])
-        with sampling(row_groups={x.shape[0]: index}):
+        with row_sets(atom=index):
             h = h + torch.tanh(self.message(torch.cat([h, h[nbr]], dim=1)))
             per_atom = self.readout(h).squeeze(-1)
         return torch.zeros(len(sizes)).index_add(0, index, per_atom) / torch.tensor(sizes, dtype=torch.float)
@@ -205,23 +206,22 @@ def test_alpha_becomes_input_dependent_on_a_heteroscedastic_toy_problem():
 
 
 @pytest.mark.parametrize("identical_atoms", [True, False])
-def test_structure_noise_spread_does_not_shrink_with_graph_size(identical_atoms):
-    """Pool (mean) a per-atom BaLoRA readout over graphs of 4, 16 and 64 atoms. With one ε per structure,
-    the pooled spread stays of the same order (exactly equal when all atoms are identical); with per-row
-    noise it falls like 1/sqrt(n_atoms), which is what we must avoid (a spread that says nothing about
-    the structure, only about its size)."""
+def test_noise_scopes_on_graphs_of_growing_size(identical_atoms):
+    """Pool (mean) a per-atom BaLoRA readout over graphs of 4, 16 and 64 atoms. Per-row noise averages out
+    like 1/sqrt(n_atoms). With one weight sample per structure the pooled spread keeps its size when the
+    atoms are alike (they are then perfectly correlated); for unlike, mixed-sign atoms the rows of one
+    weight sample are less than perfectly correlated and the spread may fall (less than per row): what the
+    weight posterior says. Only the
+    rank-shared approximation keeps the spread whatever the atoms (its rows are forced to correlation +1)."""
     sizes = [4, 16, 64]
     torch.manual_seed(0)
-    if identical_atoms:
-        x = torch.cat([torch.ones(n, 3) for n in sizes])
-    else:
-        x = torch.randn(sum(sizes), 3)
+    x = torch.cat([torch.ones(n, 3) for n in sizes]) if identical_atoms else torch.randn(sum(sizes), 3)
     spreads = {}
-    for scope in ("structure", "row"):
+    for scope in ("structure", "row", "rank_shared"):
         torch.manual_seed(0)
         model = ToyMessagePassing()
         inject_adapters(model, AdapterConfig(kind="balora", targets=["readout", "message"], rank=4, noise_scope=scope,
-                                             prior_dropout=0.5))
+                                             prior_dropout=0.5), row_set_for=lambda name: "atom")
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "adapter_B" in n:
@@ -230,12 +230,191 @@ def test_structure_noise_spread_does_not_shrink_with_graph_size(identical_atoms)
         with torch.no_grad(), sampling(stochastic=True, generator=g):
             draws = torch.stack([model(x, sizes) for _ in range(600)])
         spreads[scope] = draws.std(0)
-    s, r = spreads["structure"], spreads["row"]
+    s, r, shared = spreads["structure"], spreads["row"], spreads["rank_shared"]
     shrink_if_row = math.sqrt(sizes[-1] / sizes[0])  # 4x
     assert (r[0] / r[-1]).item() > 0.7 * shrink_if_row  # per-row: falls like 1/sqrt(n)
-    assert (s[0] / s[-1]).item() < 2.0  # per-structure: does not
-    if identical_atoms:
+    assert (shared[0] / shared[-1]).item() < 2.0  # rank-shared: does not, whatever the atoms
+    if identical_atoms:  # one weight sample on identical rows: the rows are one draw
         assert torch.allclose(s[0], s[-1], rtol=0.1)
+        assert torch.allclose(s, shared, rtol=0.15)
+    else:  # unlike atoms: between the two (here, through tanh features, closer to rank-shared)
+        assert (s[0] / s[-1]).item() < (r[0] / r[-1]).item()
+
+
+def _explicit_structure_outputs(layer, x, n_draws, seed):
+    """Pooled (mean over rows) output of ``layer`` on one structure ``x`` with explicitly sampled weights:
+    one E (r × in) per draw, ω_A(x_i) = θ_A + sqrt(α(x_i)) |θ_A| ⊙ E."""
+    g = seeded_generator(seed)
+    A, B = layer.adapter_A[0], layer.adapter_B[0]
+    alpha = layer.alpha(x)[:, 0]  # (rows,)
+    E = torch.randn(n_draws, *A.shape, generator=g, dtype=torch.float64)
+    A64, x64 = A.double(), x.double()
+    noise = torch.einsum("dri,ni->dnr", A64.abs() * E, x64)
+    h = (x64 @ A64.T)[None] + alpha.double().sqrt()[None, :, None] * noise
+    y = layer.base_layer(x).double()[None] + layer.scale * h @ B.double().T
+    return y.mean(1)  # (draws, out)
+
+
+def test_structure_noise_matches_explicit_per_structure_weight_sampling():
+    """Mixed-sign, unlike rows of one structure: the pooled output's mean and covariance from the layer
+    equal those from sampling one ω_A per structure explicitly (means within 5 s.e., variances within 5 %)."""
+    torch.manual_seed(3)
+    base = nn.Linear(16, 3)
+    layer = BaLoRALinear(base, 4, noise_scope="structure", prior_dropout=0.3)
+    layer.row_set = "atom"
+    with torch.no_grad():
+        layer.adapter_B.normal_()
+        layer.adapter_alpha_w.normal_(std=0.2)
+    x = torch.randn(10, 16)
+    m = 40_000
+    with torch.no_grad():
+        y = sample_forward(layer, x, m, seed=0, owner=torch.zeros(10, dtype=torch.long), row_set="atom").double().mean(1)
+        explicit = _explicit_structure_outputs(layer, x, m, seed=1)
+    se = explicit.std(0) / math.sqrt(m)
+    assert torch.all((y.mean(0) - explicit.mean(0)).abs() < 5 * math.sqrt(2) * se)
+    ratio = y.var(0) / explicit.var(0)
+    assert torch.all((ratio - 1).abs() < 0.05), ratio
+    cov_y, cov_e = torch.cov(y.T), torch.cov(explicit.T)
+    assert torch.allclose(cov_y, cov_e, rtol=0.08, atol=0.03 * cov_e.diagonal().max().item())
+
+
+@pytest.mark.parametrize(("scope", "expected"), [("structure", -1.0), ("rank_shared", 1.0), ("row", 0.0)])
+def test_rows_x_and_minus_2x_of_one_structure(scope, expected):
+    """Constant α, rows x0 and −2·x0 of one structure: one shared ω_A gives their noise correlation −1; the
+    rank-shared draw gives +1 (not a weight sample); per-row draws give 0."""
+    torch.manual_seed(0)
+    layer = BaLoRALinear(nn.Linear(8, 1, bias=False), 3, alpha_network="constant", noise_scope=scope)
+    with torch.no_grad():
+        layer.adapter_B.normal_()
+    x0 = torch.randn(1, 8)
+    x = torch.cat([x0, -2 * x0])
+    layer.row_set = "atom"
+    with torch.no_grad():
+        y = sample_forward(layer, x, 4000, seed=0, owner=torch.zeros(2, dtype=torch.long), row_set="atom")[..., 0]
+    corr = torch.corrcoef(y.T)[0, 1].item()
+    assert abs(corr - expected) < (1e-4 if expected else 0.06), corr
+
+
+def test_two_row_sets_of_equal_count_keep_their_own_owners():
+    """Atoms [0,0,0,0,0,0,1,1] and edges [0,0,1,1,1,1,1,1]: 8 rows each. With identical inputs and exact
+    structure noise, two rows draw the same noise exactly when they belong to the same structure, so each
+    layer's equal-output pattern reveals which owners it used."""
+    torch.manual_seed(0)
+    atom_layer = BaLoRALinear(nn.Linear(4, 2), 2)
+    edge_layer = BaLoRALinear(nn.Linear(4, 2), 2)
+    atom_layer.set_identity("atom_mlp", "atom")
+    edge_layer.set_identity("edge_mlp", "edge")
+    for layer in (atom_layer, edge_layer):
+        layer.adapter_B.data.normal_()
+    x = torch.ones(8, 4)
+    atoms = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    edges = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1])
+    with torch.no_grad(), sampling(stochastic=True, noise_seed=1), row_sets(atom=atoms, edge=edges):
+        ya, ye = atom_layer(x), edge_layer(x)
+    for y, owner in ((ya, atoms), (ye, edges)):
+        same = (y[:, None, :] == y[None, :, :]).all(-1)
+        assert torch.equal(same, owner[:, None] == owner[None, :])
+
+
+def test_a_missing_or_wrongly_sized_row_set_raises_naming_the_layer():
+    layer = BaLoRALinear(nn.Linear(4, 2), 2)
+    layer.set_identity("trunk.block.edge_mlp", "edge")
+    x = torch.randn(5, 4)
+    with sampling(stochastic=True), row_sets(atom=torch.zeros(5, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"trunk\.block\.edge_mlp.*'edge'.*did not name.*\['atom'\]"):
+            layer(x)
+    with sampling(stochastic=True), row_sets(edge=torch.zeros(7, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"trunk\.block\.edge_mlp.*7 rows.*has 5"):
+            layer(x)
+
+
+def test_a_backbone_layer_without_a_row_set_rule_is_an_error():
+    from mofbalora.backbones.chgnet import CHGNetBackbone
+
+    with pytest.raises(ValueError, match=r"no row-set rule covers layer 'trunk\.nope'"):
+        CHGNetBackbone.row_set_for(CHGNetBackbone.__new__(CHGNetBackbone), "trunk.nope")
+
+
+def test_draws_do_not_depend_on_batch_composition_or_order():
+    """Keyed draws: a structure's noise is a function of (seed, its key, pass, layer), not of its batch."""
+    from mofbalora.adapters.context import structure_keys
+
+    torch.manual_seed(0)
+    for scope in ("structure", "row", "rank_shared"):
+        layer = BaLoRALinear(nn.Linear(6, 3), 2, noise_scope=scope)
+        layer.set_identity("readout.0", "atom")
+        layer.adapter_B.data.normal_()
+        sizes = [3, 5, 2, 4]
+        xs = [torch.randn(n, 6) for n in sizes]
+        digests = [f"{k:02x}" * 32 for k in range(4)]
+
+        def run(order, xs=xs, sizes=sizes, digests=digests, layer=layer):
+            x = torch.cat([xs[k] for k in order])
+            owner = torch.repeat_interleave(torch.arange(len(order)), torch.tensor([sizes[k] for k in order]))
+            keys = structure_keys([digests[k] for k in order], 5)
+            with torch.no_grad(), sampling(stochastic=True, noise_seed=11, structure_keys=keys), row_sets(atom=owner):
+                return dict(zip(order, torch.split(layer(x), [sizes[k] for k in order]), strict=True))
+
+        together, reordered = run([0, 1, 2, 3]), run([3, 1, 0, 2])
+        for k in range(4):
+            alone = run([k])[k]
+            assert torch.allclose(together[k], alone, atol=1e-6), scope
+            assert torch.allclose(reordered[k], alone, atol=1e-6), scope
+
+
+def test_keyed_normals_are_standard_normal_and_independent_across_keys():
+    from mofbalora.adapters.noise import keyed_normal, stream_heads
+
+    words = torch.stack([torch.zeros(2000, dtype=torch.long), torch.arange(2000), torch.zeros(2000, dtype=torch.long)], 1)
+    z = keyed_normal(stream_heads(3, words, 7), 256, dtype=torch.float64)
+    assert abs(z.mean().item()) < 5 / math.sqrt(z.numel())
+    assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / z.numel())
+    # no correlation between neighbouring keys or neighbouring elements
+    assert abs(torch.corrcoef(torch.stack([z[:-1].reshape(-1), z[1:].reshape(-1)]))[0, 1].item()) < 0.01
+    assert abs(torch.corrcoef(torch.stack([z[:, :-1].reshape(-1), z[:, 1:].reshape(-1)]))[0, 1].item()) < 0.01
+    # tails: P(|z| > 3) = 0.27 %
+    assert abs((z.abs() > 3).double().mean().item() - 0.0027) < 0.0006
+    other = keyed_normal(stream_heads(4, words, 7), 256, dtype=torch.float64)
+    assert not torch.allclose(z, other)
+
+
+def test_grouped_matmul_equals_a_loop_over_groups():
+    from mofbalora.adapters.balora import grouped_matmul
+
+    torch.manual_seed(0)
+    group = torch.tensor([2, 0, 0, 1, 2, 2, 2, 2, 2, 4, 0] + [3] * 40)
+    x = torch.randn(len(group), 5, requires_grad=True)
+    W = torch.randn(5, 3, 5, requires_grad=True)
+    out = grouped_matmul(x, group, W)
+    loop = torch.stack([W[g] @ x[i] for i, g in enumerate(group.tolist())])
+    assert torch.allclose(out, loop, atol=1e-5)
+    (out.sum() - loop.sum()).backward()
+    assert torch.allclose(W.grad, torch.zeros_like(W), atol=1e-5)
+
+
+def test_alpha_clamp_keeps_a_gradient_at_its_bounds():
+    from mofbalora.adapters.balora import LOGIT_MAX, LOGIT_MIN, soft_clamp
+
+    logit = torch.tensor([-50.0, -9.0, -2.0, 3.0, 50.0], requires_grad=True)
+    c = soft_clamp(logit)
+    assert torch.all(c >= LOGIT_MIN - 1e-5) and torch.all(c <= LOGIT_MAX + 1e-5)
+    assert abs(c[2].item() + 2.0) < 1e-2
+    c.sum().backward()
+    assert torch.all(logit.grad > 0)
+
+
+def test_a_layer_called_twice_in_one_forward_adds_its_kl():
+    torch.manual_seed(0)
+    layer = BaLoRALinear(nn.Linear(4, 4), 2, prior_dropout=0.2)
+    layer.adapter_alpha_w.data.normal_()
+    x1, x2 = torch.randn(3, 4), torch.randn(5, 4)
+    with sampling(kl_scope=object()):
+        layer(x1)
+        layer(x2)
+    both = layer.adapter_A[0].numel() * kl_per_weight(layer.alpha(torch.cat([x1, x2])), 1 / 4).mean()
+    assert torch.allclose(layer.kl(), both)
+    layer(x1)  # outside a scope each call starts afresh
+    assert torch.allclose(layer.kl(), layer.adapter_A[0].numel() * kl_per_weight(layer.alpha(x1), 1 / 4).mean())
 
 
 def test_injection_patterns_excludes_and_summary():

@@ -18,15 +18,30 @@ Open choices of the paper, as implemented here (documented in the README; ablate
   p = sigmoid(logit) as in BARNN; ``"constant"`` — one learned logit per layer, the non-adaptive control.
   ``"shared"`` — one small network (:class:`SharedAlphaNetwork`) maps a pooled structure descriptor to one
   logit per adapted layer and structure (the model supplies it through the sampling context).
-  The logit is clamped to [-9, 3] (α ∈ [1.2e-4, 20]) for numerical safety. Initialised at α = α0.
+  Initialised at α = α0.
 * **Prior and KL**: p(ω_A) = N(0, α0 θ_A²) with α0 = p0/(1−p0) (``prior_dropout`` p0, default 0.1). Per
   weight KL(N(θ, αθ²) ‖ N(0, α0θ²)) = ½[ln(α0/α) + (α+1)/α0 − 1] — independent of θ (derivation: the
   Gaussian KL ln(σ2/σ1) + (σ1² + (μ1−μ2)²)/(2σ2²) − ½ with σ1² = αθ², σ2² = α0θ², μ1 = θ, μ2 = 0).
   Summed over the r × in entries of θ_A and averaged over the rows of the layer input. The trainer adds
   β · KL / N_train to the data loss.
-* **Noise scope** (``noise_scope``): ``"structure"`` (default) — one ε_r per structure shared by all its
-  rows (atoms, edges) so a draw acts like one weight sample for the structure; ``"row"`` — independent
-  ε_r per row.
+* **Noise scope** (``noise_scope``), where the rows of the layer input (atoms, edges, ...) belong to
+  structures (named row sets, :mod:`mofbalora.rows`):
+
+  - ``"structure"`` (default): one weight sample per structure, exactly. One E_g (r × in, standard
+    normal) per structure g, ω_A(x_i) = θ_A + sqrt(α(x_i)) |θ_A| ⊙ E_g, so the noise of row i is
+    sqrt(α_i) · (|θ_A| ⊙ E_g) x_i: a grouped matrix product with the cost of θ_A x. Rows of one structure
+    are correlated as one shared weight makes them (rows x and −2x: correlation −1).
+  - ``"row"``: the paper's rank-space equation applied per row, noise_i = sqrt(d(x_i)) ⊙ ε_i with
+    independent ε_i ~ N(0, I_r): exact for an independent weight draw per row (local reparameterisation).
+  - ``"rank_shared"``: an approximation kept for comparison (the project's earlier ``structure``):
+    noise_i = sqrt(d(x_i)) ⊙ ε_g with one rank-space ε_g per structure. Each row's marginal is right,
+    but all rows of a structure become perfectly correlated, which is not any weight sample.
+
+  Draws come from the counter-based generator (:mod:`mofbalora.adapters.noise`) keyed by (seed,
+  structure key, pass, layer, element): a structure draws the same numbers whatever it is batched with.
+* The α logit is kept in [-9, 3] (α ∈ [1.2e-4, 20]) by a smooth clamp (softplus on both sides), whose
+  gradient never vanishes, so a probe pushed to a bound can come back.
+* A layer called more than once in one model forward adds its KL over the calls (rows of all calls).
 """
 
 from __future__ import annotations
@@ -35,15 +50,17 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mofbalora.adapters import context
 from mofbalora.adapters.lora import LoRALinear
+from mofbalora.adapters.noise import absorb, keyed_normal
 
 AlphaNetwork = Literal["probe", "constant", "shared"]
-NoiseScope = Literal["structure", "row"]
+NoiseScope = Literal["structure", "row", "rank_shared"]
 ALPHA_NETWORKS = ("probe", "constant", "shared")
-NOISE_SCOPES = ("structure", "row")
+NOISE_SCOPES = ("structure", "row", "rank_shared")
 LOGIT_MIN, LOGIT_MAX = -9.0, 3.0
 
 
@@ -57,6 +74,47 @@ def dropout_to_alpha(p: float) -> float:
 def kl_per_weight(alpha: torch.Tensor, alpha0: float) -> torch.Tensor:
     """KL(N(θ, αθ²) ‖ N(0, α0θ²)) per weight = ½[ln(α0/α) + (α+1)/α0 − 1] (nats), elementwise in α."""
     return 0.5 * (math.log(alpha0) - torch.log(alpha) + (alpha + 1.0) / alpha0 - 1.0)
+
+
+def soft_clamp(logit: torch.Tensor, lo: float = LOGIT_MIN, hi: float = LOGIT_MAX) -> torch.Tensor:
+    """``logit`` kept inside (lo, hi) smoothly: hi − softplus(hi − lo − softplus(logit − lo)); equal to
+    ``logit`` to within exp(−distance to the nearer bound), with a gradient that never vanishes."""
+    return hi - F.softplus(hi - lo - F.softplus(logit - lo))
+
+
+def grouped_matmul(x: torch.Tensor, group: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Row i times its group's matrix: ``out[i] = weights[group[i]] @ x[i]``; x (n, in), group (n,) in
+    [0, G), weights (G, r, in) → (n, r).
+
+    Rows are scattered into padded per-group blocks and multiplied with one batched matmul per size
+    bucket (groups whose row counts share a power of two), so the padding wastes at most half of each
+    block and there is no Python loop over groups. Differentiable in ``x`` and ``weights``.
+    """
+    n, r = x.shape[0], weights.shape[1]
+    out = x.new_zeros(n, r)
+    if n == 0:
+        return out
+    counts = torch.bincount(group, minlength=weights.shape[0])
+    order = torch.argsort(group, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.empty_like(group)
+    pos[order] = torch.arange(n, device=x.device) - starts[group[order]]
+    bucket = torch.ceil(torch.log2(counts.clamp_min(1).to(torch.float64))).to(torch.long)
+    row_bucket = bucket[group]
+    local = torch.empty_like(counts)
+    results = []
+    for b in torch.unique(row_bucket).tolist():
+        gs = torch.nonzero((bucket == b) & (counts > 0)).squeeze(1)
+        local[gs] = torch.arange(len(gs), device=x.device)
+        rows = torch.nonzero(row_bucket == b).squeeze(1)
+        slot, p = local[group[rows]], pos[rows]
+        padded = x.new_zeros(len(gs), int(counts[gs].max()), x.shape[1])
+        padded = padded.index_put((slot, p), x[rows])
+        prod = torch.bmm(padded, weights[gs].transpose(1, 2))
+        results.append((rows, prod[slot, p]))
+    for rows, vals in results:
+        out = out.index_put((rows,), vals)
+    return out
 
 
 class BaLoRALinear(LoRALinear):
@@ -85,16 +143,18 @@ class BaLoRALinear(LoRALinear):
         #: column of this layer in the shared α-network's output (set by :class:`SharedAlphaNetwork`)
         self.shared_alpha_index: int | None = None
         self._kl: torch.Tensor | None = None
+        self._kl_sum: torch.Tensor | None = None
         self._kl_rows = 0
+        self._kl_scope: object | None = None
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", alpha_network={self.alpha_network}, noise_scope={self.noise_scope},"
-                f" prior_dropout={self.prior_dropout}")
+                f" prior_dropout={self.prior_dropout}, row_set={self.row_set}")
 
     # -- α(x) and KL --------------------------------------------------------------------------------
     def alpha(self, x: torch.Tensor) -> torch.Tensor:
         """α(x) > 0 per row of ``x`` (..., in) → (..., 1)."""
-        return torch.exp(self._logit(x).clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1)
+        return torch.exp(soft_clamp(self._logit(x))).unsqueeze(-1)
 
     def _logit(self, x: torch.Tensor) -> torch.Tensor:
         if self.alpha_network == "probe":
@@ -106,22 +166,28 @@ class BaLoRALinear(LoRALinear):
             raise ValueError("a BaLoRA layer with alpha_network='shared' needs a SharedAlphaNetwork: build the "
                              "model with mofbalora.model.build_model, or pass sampling(shared_alpha_logits=...)")
         column = logits[:, self.shared_alpha_index]
-        n_rows = math.prod(x.shape[:-1])
-        groups = context.groups_for(n_rows, x.device)
-        if groups is not None:
-            column = column[groups[0]]
-        elif column.shape[0] != n_rows:
-            raise ValueError(f"shared α logits for {column.shape[0]} structures, but {n_rows} rows and no row groups")
-        return column.reshape(x.shape[:-1])
+        owner = self.row_owner(math.prod(x.shape[:-1]), x.device)
+        return column[owner].reshape(x.shape[:-1])
 
     def kl(self) -> torch.Tensor:
-        """KL of the last forward pass (averaged over its rows, summed over the r × in weights)."""
+        """KL of the last model forward (averaged over the rows of every call in it, summed over the
+        r × in weights)."""
         return self._kl if self._kl is not None else self.adapter_A.new_zeros(())
 
     def _set_kl(self, alpha: torch.Tensor | None, n_weights: int) -> None:
-        """Keep this pass's KL (n_weights × mean over rows of the per-weight KL) and its row count."""
-        self._kl = None if alpha is None else n_weights * kl_per_weight(alpha, self.alpha0).mean()
-        self._kl_rows = 0 if alpha is None else int(alpha.numel())
+        """Add this call's per-row KL to the forward's (a new ``kl_scope`` starts afresh; without a scope
+        every call starts afresh)."""
+        if alpha is None:
+            self._kl, self._kl_sum, self._kl_rows, self._kl_scope = None, None, 0, None
+            return
+        scope = context.current().kl_scope
+        total = kl_per_weight(alpha, self.alpha0).sum()
+        if scope is not None and scope is self._kl_scope and self._kl_sum is not None:
+            self._kl_sum, self._kl_rows = self._kl_sum + total, self._kl_rows + int(alpha.numel())
+        else:
+            self._kl_sum, self._kl_rows = total, int(alpha.numel())
+        self._kl_scope = scope
+        self._kl = n_weights * self._kl_sum / max(self._kl_rows, 1)
 
     def kl_rows(self) -> int:
         """Number of rows the last forward's KL was averaged over (0 when it computed none)."""
@@ -142,12 +208,10 @@ class BaLoRALinear(LoRALinear):
         else:  # deterministic: the very same product as LoRA, so ε = 0 equals LoRA bit for bit
             h = x @ A.T
             logit = self._logit(x) if (stochastic or need_kl) else None
-        alpha = torch.exp(logit.clamp(LOGIT_MIN, LOGIT_MAX)).unsqueeze(-1) if logit is not None else None
+        alpha = torch.exp(soft_clamp(logit)).unsqueeze(-1) if logit is not None else None
         self._set_kl(alpha if need_kl else None, A.numel())
         if stochastic:
-            d = alpha * ((x * x) @ (A * A).T)  # (..., r): variance of ω_A x
-            eps = self._rank_noise(x.shape[:-1], x.device, x.dtype)
-            noise = torch.sqrt(d.clamp_min(1e-24)) * eps
+            noise = self._noise(x, A, alpha)
             if self.merged:  # the mean is already in W0
                 return y + self.scale * (noise @ B.T)
             h = h + noise
@@ -155,16 +219,36 @@ class BaLoRALinear(LoRALinear):
             return y
         return y + self.scale * (h @ B.T)
 
-    def _rank_noise(self, lead_shape: torch.Size, device, dtype) -> torch.Tensor:
-        """ε_r for every row: shared within a structure (``structure`` scope) or per row."""
-        n_rows = math.prod(lead_shape)
-        groups = context.groups_for(n_rows, device) if self.noise_scope == "structure" else None
-        if groups is None:
-            eps = context.draw("randn", (n_rows, self.rank), device=device, dtype=dtype)
+    def _noise(self, x: torch.Tensor, A: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """(ω_A − θ_A) x per row for the layer's noise scope (module docstring), shape (..., r)."""
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, x.shape[-1])
+        a = alpha.reshape(-1, 1)
+        owner = self.row_owner(rows.shape[0], x.device)
+        uniq, group = torch.unique(owner, return_inverse=True)
+        heads = self.noise_heads(uniq)
+        if self.noise_scope == "structure":
+            E = keyed_normal(heads, A.numel(), dtype=x.dtype).to(x.device).view(-1, *A.shape)
+            noise = a.sqrt() * grouped_matmul(rows, group, A.abs() * E)
         else:
-            index, n_groups = groups
-            eps = context.group_noise(n_groups, (self.rank,), device=device, dtype=dtype)[index]
-        return eps.reshape(*lead_shape, self.rank)
+            d = a * ((rows * rows) @ (A * A).T)  # (rows, r): variance of ω_A x
+            if self.noise_scope == "rank_shared":
+                eps = keyed_normal(heads, self.rank, dtype=x.dtype).to(x.device)[group]
+            else:  # row: independent ε per row, keyed by the row's position inside its structure
+                eps = keyed_normal(_row_heads(heads, group), self.rank, dtype=x.dtype).to(x.device)
+            noise = torch.sqrt(d.clamp_min(1e-24)) * eps
+        return noise.reshape(*lead, self.rank)
+
+
+def _row_heads(heads: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """One stream head per row: its structure's head and its position among that structure's rows."""
+    n = group.shape[0]
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=heads.shape[0])
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.empty_like(group)
+    pos[order] = torch.arange(n, device=group.device) - starts[group[order]]
+    return absorb(heads.to(group.device)[group], pos)
 
 
 class SharedAlphaNetwork(nn.Module):

@@ -1,11 +1,11 @@
-"""The sampling context: whether adapters draw noise, with which generator, and which rows share a draw.
+"""The sampling context: whether adapters draw noise, from which seed, and which structure each row is.
 
-Adapters read this context at forward time, so a backbone never needs to know about them. A backbone
-(or the model wrapper) says which rows belong to which structure by *row count*: ``row_groups`` maps
-the number of rows of a layer input (atoms, directed edges, angles, ...) to the structure index of
-each row. A BaLoRA layer with ``noise_scope="structure"`` draws one rank-space ε per structure and shares
-it across that structure's rows; with no matching entry every row is its own group (the right thing
-for a plain MLP whose rows are structures).
+Adapters read this context at forward time. Which rows belong to which structure comes from the named
+row sets of :mod:`mofbalora.rows` (a backbone names them; each adapter knows its set). Which numbers a
+structure draws comes from ``noise_seed`` and the structure's key (``structure_keys``: per structure of
+the batch, 32-bit words such as two words of its content digest and the pass index), through the
+counter-based generator of :mod:`mofbalora.adapters.noise`. A structure therefore draws the same noise
+alone, in any batch, in any order, in any process and on any device.
 """
 
 from __future__ import annotations
@@ -13,25 +13,31 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
+
+from mofbalora.adapters.noise import digest_words
+from mofbalora.rows import row_sets
 
 
 @dataclass(frozen=True)
 class SamplingState:
     #: draw noise (True), use the posterior mean (False), or follow ``module.training`` (None)
     stochastic: bool | None = None
+    #: generator for MC-dropout masks (and for a BaLoRA noise seed when ``noise_seed`` is None)
     generator: torch.Generator | None = None
-    row_groups: dict[int, torch.Tensor] = field(default_factory=dict)
     #: which member of an adapter ensemble is active
     member: int | None = None
     #: α logits from a shared α-network: (n_structures, n_shared_layers), column = layer's ``shared_alpha_index``
     shared_alpha_logits: torch.Tensor | None = None
-    #: ``(offset, total)``: the batch's structures are structures ``offset …`` of a global batch of ``total``
-    #: (data-parallel training). Structure-scope BaLoRA draws the noise of all ``total`` structures and keeps
-    #: its own rows, so every process draws the same numbers as one process holding the whole batch.
-    structure_window: tuple[int, int] | None = None
+    #: seed of the counter-based BaLoRA draws (None: one is drawn from ``generator`` or torch's global RNG)
+    noise_seed: int | None = None
+    #: (n_structures, k) int64 words in [0, 2^32) naming each structure of the batch (and its pass);
+    #: None: the structure's index in the batch
+    structure_keys: torch.Tensor | None = None
+    #: a fresh object per model forward: adapters called more than once inside it add up their KL
+    kl_scope: object | None = None
 
 
 _STATE: contextvars.ContextVar[SamplingState] = contextvars.ContextVar("mofbalora_sampling", default=SamplingState())  # noqa: B039 (never mutated)
@@ -43,7 +49,7 @@ def current() -> SamplingState:
 
 @contextlib.contextmanager
 def sampling(**changes) -> Iterator[SamplingState]:
-    """Temporarily change the sampling state, e.g. ``with sampling(stochastic=True, generator=g): ...``."""
+    """Temporarily change the sampling state, e.g. ``with sampling(stochastic=True, noise_seed=7): ...``."""
     unknown = set(changes) - set(SamplingState.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown sampling option(s) {sorted(unknown)}; choose from {sorted(SamplingState.__dataclass_fields__)}")
@@ -62,15 +68,6 @@ def seeded_generator(seed: int | None, device: torch.device | str = "cpu") -> to
     return g
 
 
-def groups_for(n_rows: int, device: torch.device) -> tuple[torch.Tensor, int] | None:
-    """Structure index of ``n_rows`` rows from the context, and the number of groups; None if unknown."""
-    idx = current().row_groups.get(int(n_rows))
-    if idx is None:
-        return None
-    idx = idx.to(device)
-    return idx, int(idx.max().item()) + 1 if idx.numel() else 0
-
-
 def draw(kind: str, shape: tuple[int, ...], *, device, dtype=None) -> torch.Tensor:
     """``randn`` / ``rand`` of ``shape`` from the context's generator, placed on ``device``.
 
@@ -84,43 +81,44 @@ def draw(kind: str, shape: tuple[int, ...], *, device, dtype=None) -> torch.Tens
     return fn(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
 
 
-def group_noise(n_groups: int, shape: tuple[int, ...], *, device, dtype) -> torch.Tensor:
-    """Standard normal draws ``(n_groups, *shape)``, one per structure, from the context's generator.
-
-    Inside ``sampling(structure_window=(offset, total))`` the draws of all ``total`` structures of the
-    global batch are made and rows ``offset … offset + n_groups`` kept: the numbers one process holding the
-    whole batch would have drawn for these structures (data-parallel training).
-    """
-    window = current().structure_window
-    if window is None:
-        return draw("randn", (n_groups, *shape), device=device, dtype=dtype)
-    offset, total = window
-    if offset + n_groups > total:
-        raise ValueError(f"structure window {window} cannot hold {n_groups} structures at offset {offset}")
-    return draw("randn", (total, *shape), device=device, dtype=dtype)[offset:offset + n_groups]
+def structure_keys(digests: list[str | None], pass_index: int | list[int] = 0,
+                   fallback: list[int] | None = None) -> torch.Tensor:
+    """(n, 3) key words per structure: two words of its content digest and the pass (sample index, or 0).
+    A structure without a digest is keyed by ``fallback[k]`` (e.g. its index in the data set; default k)."""
+    passes = [pass_index] * len(digests) if isinstance(pass_index, int) else list(pass_index)
+    fallback = list(range(len(digests))) if fallback is None else list(fallback)
+    rows = []
+    for d, t, f in zip(digests, passes, fallback, strict=True):
+        hi, lo = digest_words(d) if d else (0xFFFFFFFF, int(f) & 0xFFFFFFFF)
+        rows.append((hi, lo, int(t) & 0xFFFFFFFF))
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), 3)
 
 
 def sample_forward(module: torch.nn.Module, x: torch.Tensor, n_samples: int, *, seed: int | None = None,
-                   row_groups: torch.Tensor | None = None, max_rows: int = 2_000_000) -> torch.Tensor:
+                   owner: torch.Tensor | None = None, row_set: str = "row", max_rows: int = 2_000_000) -> torch.Tensor:
     """T stochastic passes of ``module`` on ``x`` (rows × features), batched: returns (T, *out_shape).
 
-    The T copies of ``x`` are stacked into one batch (in chunks of at most ``max_rows`` rows); copy t of
-    group g becomes group ``t * n_groups + g``, so draws are independent across samples and shared within a
-    group. The same ``seed`` reproduces the same draws.
+    ``owner`` (rows,) gives the structure of each row (default: every row its own structure); it is named
+    ``row_set`` for the module's adapters. The T copies of ``x`` are stacked into one batch (in chunks of at
+    most ``max_rows`` rows); copy t of structure g is keyed (g, t), so draws are independent across samples,
+    shared within a structure, and the same ``seed`` reproduces them however the copies are chunked.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     n = x.shape[0]
-    groups = row_groups if row_groups is not None else torch.arange(n)
+    groups = owner if owner is not None else torch.arange(n)
     n_groups = int(groups.max()) + 1 if n else 0
     per_chunk = max(1, max_rows // max(n, 1))
-    gen = seeded_generator(seed, x.device)
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()))
     outs = []
     for start in range(0, n_samples, per_chunk):
         t = min(per_chunk, n_samples - start)
         xt = x.repeat(t, *([1] * (x.dim() - 1)))
         gt = (groups.unsqueeze(0) + n_groups * torch.arange(t).unsqueeze(1)).reshape(-1)
-        with sampling(stochastic=True, generator=gen, row_groups={xt.shape[0]: gt}):
+        keys = torch.stack([torch.zeros(t * n_groups, dtype=torch.long), torch.arange(n_groups).repeat(t),
+                            torch.arange(start, start + t).repeat_interleave(n_groups)], 1)
+        with sampling(stochastic=True, noise_seed=seed, structure_keys=keys), row_sets(**{row_set: gt}):
             out = module(xt)
         outs.append(out.reshape(t, n, *out.shape[1:]))
     return torch.cat(outs)

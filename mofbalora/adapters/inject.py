@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from torch import nn
 from mofbalora.adapters.balora import BaLoRALinear
 from mofbalora.adapters.config import AdapterConfig
 from mofbalora.adapters.lora import LoRALinear
+from mofbalora.rows import matches
 
 #: base layer type → factory(base_layer, config) → adapter module. Extension point for linear-like layers
 #: that are not ``nn.Linear`` (e.g. SO(3)-linear or mixture-of-experts linears of UMA, e3nn linears).
@@ -43,14 +43,6 @@ def linear_factory(lora_cls: type[LoRALinear] = LoRALinear, balora_cls: type[BaL
 register_adapter_type(nn.Linear, linear_factory())
 
 
-def matches(name: str, pattern: str) -> bool:
-    """Exact name, suffix (``name`` ends with ``"." + pattern``; a leading ``*.`` is allowed), or ``re:REGEX``."""
-    if pattern.startswith("re:"):
-        return re.search(pattern[3:], name) is not None
-    pattern = pattern.removeprefix("*.")
-    return name == pattern or name.endswith("." + pattern)
-
-
 @dataclass
 class InjectionSummary:
     adapted: list[str]
@@ -67,8 +59,13 @@ class InjectionSummary:
         return "\n".join(lines)
 
 
-def inject_adapters(model: nn.Module, config: AdapterConfig) -> InjectionSummary:
+def inject_adapters(model: nn.Module, config: AdapterConfig,
+                    row_set_for: Callable[[str], str | None] | None = None) -> InjectionSummary:
     """Wrap every module whose name matches ``config.targets`` (and no ``config.exclude``), freeze the rest.
+
+    ``row_set_for(name)`` names the row set (:mod:`mofbalora.rows`) of each adapted module's input rows
+    (a backbone's :meth:`~mofbalora.backbones.base.Backbone.row_set_for`); without it every row is its own
+    structure.
 
     Matched modules without parameters of their own (activations, containers) are passed over. Raises
     ValueError listing the patterns and some module names when nothing matches, and TypeError when a
@@ -94,7 +91,10 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> InjectionSummary
                             f"supported: {[t.__name__ for t in ADAPTER_FACTORIES]}")
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, factory(module, config))
+        adapter = factory(module, config)
+        if hasattr(adapter, "set_identity"):  # a registered adapter type need not derive from LoRALinear
+            adapter.set_identity(name, row_set_for(name) if row_set_for is not None else None)
+        setattr(parent, child, adapter)
         adapted.append(name)
     for n, p in model.named_parameters():
         p.requires_grad_("adapter_" in n)

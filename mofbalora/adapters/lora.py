@@ -8,12 +8,23 @@ as ``base_layer`` (never copied).
 
 from __future__ import annotations
 
+import itertools
 import math
+import zlib
 
 import torch
 from torch import nn
 
 from mofbalora.adapters import context
+from mofbalora.adapters.noise import stream_heads
+from mofbalora.rows import current_row_sets
+
+_LAYER_COUNTER = itertools.count(1)
+
+
+def layer_key(name: str) -> int:
+    """The noise key of an adapted module, from its name (stable across processes and runs)."""
+    return zlib.crc32(name.encode())
 
 
 class LoRALinear(nn.Module):
@@ -25,6 +36,11 @@ class LoRALinear(nn.Module):
     """
 
     kind = "lora"
+    #: the named row set (:mod:`mofbalora.rows`) the input rows belong to, set at injection from the
+    #: backbone's rules; None: every row is its own structure (a plain MLP whose rows are structures)
+    row_set: str | None = None
+    #: the adapted module's name (set at injection): error messages and the noise layer key
+    adapter_name: str = ""
     #: base layer types this adapter wraps (subclasses for linear-like layers extend it, see adapters/mole.py)
     base_types: tuple[type, ...] = (nn.Linear,)
 
@@ -46,6 +62,8 @@ class LoRALinear(nn.Module):
         self.mc_dropout = mc_dropout
         self.n_members = n_members
         self.merged = False
+        #: key of this layer's noise streams: crc32 of its name once injected, else construction order
+        self.noise_key = next(_LAYER_COUNTER)
         shape_a, shape_b = self.adapter_shapes()
         dev = next(base_layer.parameters()).device
         self.adapter_A = nn.Parameter(torch.empty(shape_a, device=dev))
@@ -82,6 +100,42 @@ class LoRALinear(nn.Module):
     def _stochastic(self) -> bool:
         s = context.current().stochastic
         return self.training if s is None else s
+
+    def set_identity(self, name: str, row_set: str | None) -> None:
+        """Called at injection: the module name (noise key, messages) and the row set of its inputs."""
+        self.adapter_name, self.row_set, self.noise_key = name, row_set, layer_key(name)
+
+    def row_owner(self, n_rows: int, device) -> torch.Tensor:
+        """Batch structure index of each of ``n_rows`` input rows, from the layer's named row set."""
+        if self.row_set is None:
+            return torch.arange(n_rows, device=device)
+        sets = current_row_sets()
+        owner = sets.get(self.row_set)
+        name = self.adapter_name or type(self).__name__
+        if owner is None:
+            raise ValueError(f"adapter {name!r}: its input rows are the row set {self.row_set!r}, which the running "
+                             f"backbone did not name (named: {sorted(sets)})")
+        if owner.numel() != n_rows:
+            raise ValueError(f"adapter {name!r}: row set {self.row_set!r} has {owner.numel()} rows, but the layer "
+                             f"input has {n_rows}")
+        return owner.to(device)
+
+    def noise_heads(self, structures: torch.Tensor) -> torch.Tensor:
+        """Counter-based stream heads of this layer for the batch structures ``structures`` (indices)."""
+        state = context.current()
+        idx = structures.detach().cpu().long()
+        if state.structure_keys is None:
+            words = torch.stack([torch.zeros_like(idx), idx, torch.zeros_like(idx)], 1)
+        else:
+            keys = state.structure_keys.cpu()
+            if idx.numel() and int(idx.max()) >= keys.shape[0]:
+                raise ValueError(f"adapter {self.adapter_name!r}: structure index {int(idx.max())} but keys for "
+                                 f"{keys.shape[0]} structures")
+            words = keys[idx]
+        seed = state.noise_seed
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (), generator=state.generator))
+        return stream_heads(seed, words, self.noise_key)
 
     def delta_weight(self) -> torch.Tensor:
         """s · θ_B θ_A of the active member (out × in): the posterior-mean update."""

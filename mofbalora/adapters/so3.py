@@ -11,7 +11,9 @@ would stop being equivariant. Instead the weight noise is sampled exactly, once 
 scope) and degree: ω_A,l = θ_A,l ⊙ (1 + sqrt(α) E_l), E_l ~ N(0, 1) elementwise (r × in numbers per
 structure, degree and layer), and applied to all m of that degree, which is the same posterior
 q(ω_A | x) = N(θ_A, α θ_A²) elementwise with the same KL. α(x) comes from the l = 0 (invariant) input
-only, so it is the same for every m. ``noise_scope="row"`` draws E per row (atom) instead.
+only, so it is the same for every m. ``noise_scope="row"`` draws E per row (atom) instead; the
+rank-space ``rank_shared`` approximation is refused here. Draws are keyed per structure (and row) by
+the counter-based generator, as in ``balora.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import torch
 from torch import nn
 
 from mofbalora.adapters import context
-from mofbalora.adapters.balora import LOGIT_MAX, LOGIT_MIN, BaLoRALinear
+from mofbalora.adapters.balora import BaLoRALinear, _row_heads, soft_clamp
 from mofbalora.adapters.inject import ADAPTER_FACTORIES, linear_factory, register_adapter_type
 from mofbalora.adapters.lora import LoRALinear
+from mofbalora.adapters.noise import keyed_normal
 
 
 def _shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -82,6 +85,12 @@ class SO3BaLoRALinear(BaLoRALinear):
     reset_adapter = _reset
     delta_weight = _delta
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.noise_scope == "rank_shared":
+            raise ValueError("noise_scope='rank_shared' is not available on SO(3)-linear layers (its row-dependent "
+                             "noise scale would break equivariance); choose from ['structure', 'row']")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         k = self._member()
@@ -92,7 +101,7 @@ class SO3BaLoRALinear(BaLoRALinear):
             return y
         alpha = None
         if stochastic or need_kl:  # α from the invariant l = 0 channel: one value per row, for all m
-            alpha = torch.exp(self._logit(x[:, 0, :]).clamp(LOGIT_MIN, LOGIT_MAX))
+            alpha = torch.exp(soft_clamp(self._logit(x[:, 0, :])))
         self._set_kl(alpha if need_kl else None, A.numel())
         h = None if self.merged else torch.einsum("nmi,mri->nmr", x, _per_component(self, A))
         if stochastic:
@@ -103,16 +112,19 @@ class SO3BaLoRALinear(BaLoRALinear):
         return y + self.scale * torch.einsum("nmr,mor->nmo", h, _per_component(self, B))
 
     def _weight_noise(self, x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-        """(ω_A − θ_A)/sqrt(α) applied to x: Σ_i x_nmi θ_A,l(m),ji E_g(n),l(m),ji with E ~ N(0, 1)."""
+        """(ω_A − θ_A)/sqrt(α) applied to x: Σ_i x_nmi θ_A,l(m),ji E_g(n),l(m),ji with E ~ N(0, 1), one E per
+        structure (``structure``) or per row (``row``), from the counter-based keyed generator."""
         n_rows, n_l = x.shape[0], A.shape[0]
-        groups = context.groups_for(n_rows, x.device) if self.noise_scope == "structure" else None
-        index, n_groups = groups if groups is not None else (torch.arange(n_rows, device=x.device), n_rows)
-        E = (context.group_noise(n_groups, tuple(A.shape), device=x.device, dtype=x.dtype) if groups is not None
-             else context.draw("randn", (n_groups, *A.shape), device=x.device, dtype=x.dtype))
+        owner = self.row_owner(n_rows, x.device)
+        uniq, group = torch.unique(owner, return_inverse=True)
+        heads = self.noise_heads(uniq)
+        if self.noise_scope == "row":
+            heads, group = _row_heads(heads, group), torch.arange(n_rows, device=x.device)
+        E = keyed_normal(heads, A.numel(), dtype=x.dtype).to(x.device).view(-1, *A.shape)
         noise = x.new_empty(n_rows, x.shape[1], self.rank)
         for lval in range(n_l):
             comps = slice(lval * lval, (lval + 1) ** 2)
-            weights = (A[lval] * E[:, lval])[index]  # (rows, r, in): the draw of each row's group
+            weights = (A[lval] * E[:, lval])[group]  # (rows, r, in): the draw of each row's structure
             noise[:, comps] = torch.einsum("nmi,nri->nmr", x[:, comps], weights)
         return noise
 

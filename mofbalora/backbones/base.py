@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mofbalora.rows import first_match
+
 
 class FeaturizationError(ValueError):
     """A structure that parsed but could not be turned into a model input (e.g. isolated atoms)."""
@@ -28,14 +30,14 @@ class BackboneOutput:
     """Embeddings of a batch of ``n_structures`` structures.
 
     ``atom_embedding`` is (n_atoms_total, dim); ``structure_index`` (n_atoms_total,) says which structure
-    each row belongs to. ``row_groups`` maps a row count to the structure index of those rows, so that
-    adapters acting on atoms, edges or angles can share one noise draw per structure.
+    each row belongs to. ``row_sets`` are the named row sets the forward pass used (:mod:`mofbalora.rows`):
+    set name (``atom``, ``edge``, ``bond``, ``angle``, ``token``, ``system``, ...) → structure index per row.
     """
 
     atom_embedding: torch.Tensor
     structure_index: torch.Tensor
     n_structures: int
-    row_groups: dict[int, torch.Tensor] = field(default_factory=dict)
+    row_sets: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Backbone(nn.Module, ABC):
@@ -47,6 +49,20 @@ class Backbone(nn.Module, ABC):
     embedding_dim: int = 0
     #: named sets of adapter target patterns (e.g. ``{"readout": [...], "all": [...]}``)
     target_presets: dict[str, list[str]] = {}
+    #: ``(module-name pattern, row set)`` rules, first match wins: which named row set
+    #: (:mod:`mofbalora.rows`) the input rows of each adaptable layer are; forward names the sets
+    row_set_rules: list[tuple[str, str]] = []
+
+    def row_set_for(self, module_name: str) -> str | None:
+        """The row set of ``module_name``'s input rows (None for a backbone without rules); an adapted
+        layer no rule covers is an error naming it."""
+        if not self.row_set_rules:
+            return None
+        found = first_match(module_name, self.row_set_rules)
+        if found is None:
+            raise ValueError(f"{type(self).__name__}: no row-set rule covers layer {module_name!r}; rules: "
+                             f"{self.row_set_rules}")
+        return found
 
     @abstractmethod
     def featurize(self, structures: list) -> list[Any]:

@@ -19,13 +19,20 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
-from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
+from mofbalora.rows import owners_from_sizes, row_sets
 
 Adapt = Literal["readout", "last_block", "all"]
+#: per-atom layer outputs kept by :meth:`CHGNetBackbone.trunk_activations`, in order
+ATOM_LAYERS = ("atom_embedding", "atom_conv_0", "atom_conv_1", "atom_conv_2", "atom_conv_3", "readout_norm")
+ACTIVATION_ARRAYS = ("readout", "atom_layers", "atomic_numbers")
+CUT_ARRAYS = ("cut_bond_feas", "cut_bond_weights", "cut_atom_graph", "cut_directed2undirected")
+ACTIVATIONS_NAMESPACE = "activations/v1"
+CUT_NAMESPACE = "cut-last-block/v1"
 ADAPT_CHOICES = ("readout", "last_block", "all")
 
 _READOUT = [r"re:^readout_mlp\.(0|2|4)$"]
@@ -54,6 +61,14 @@ class CHGNetBackbone(Backbone):
     embedding_dim = 64
     descriptor_dim = 64
     target_presets = {"readout": _READOUT, "last_block": _READOUT + _LAST, "all": _READOUT + _ALL}
+    #: input rows of each adaptable layer: messages of the atom convolutions are directed atom-graph
+    #: edges, of the bond convolutions and angle updates bond-graph angles; their output MLPs act on atoms
+    #: and undirected bonds; the readout on atoms
+    row_set_rules = [(r"re:^readout_mlp\.", "atom"), (r"re:\.twoBody_atom\.", "edge"),
+                     (r"re:^trunk\.atom_conv_layers\.\d+\.mlp_out\.", "atom"),
+                     (r"re:^trunk\.bond_conv_layers\.\d+\.twoBody_bond\.", "angle"),
+                     (r"re:^trunk\.bond_conv_layers\.\d+\.mlp_out\.", "bond"),
+                     (r"re:^trunk\.angle_layers\.", "angle")]
 
     def __init__(self, adapt: Adapt = "readout", model_name: str = "0.3.0") -> None:
         super().__init__()
@@ -82,6 +97,20 @@ class CHGNetBackbone(Backbone):
         what = "readout-features" if self.adapt == "readout" else "graph"
         return f"{self.name}/{what}/v1"
 
+    def array_namespace(self) -> str | None:
+        """Readout mode caches plain arrays (:class:`~mofbalora.data.arrays.ArrayStore`, no pickles)."""
+        return f"{self.name}/{ACTIVATIONS_NAMESPACE}" if self.adapt == "readout" else None
+
+    def to_arrays(self, x: dict) -> dict[str, np.ndarray]:
+        return {k: x[k] for k in ACTIVATION_ARRAYS}
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> dict:
+        """A readout-mode input from cached activations: the readout-norm features (float32, exact) and
+        every layer's per-atom output (float16, for heads that read all layers)."""
+        readout = torch.from_numpy(np.asarray(arrays["readout"], dtype=np.float32))
+        return {**{k: np.asarray(arrays[k]) for k in ACTIVATION_ARRAYS}, "atom_features": readout,
+                "n_atoms": int(readout.shape[0])}
+
     def _graph(self, structure) -> Any:
         try:
             with warnings.catch_warnings():
@@ -94,16 +123,49 @@ class CHGNetBackbone(Backbone):
         graphs = [self._graph(s) for s in structures]
         if self.adapt != "readout":
             return [{"graph": g, "n_atoms": int(g.atomic_number.numel())} for g in graphs]
-        feats = self.trunk_atom_features(graphs)
-        # clone: a slice of the batch tensor would pickle the whole batch storage into every cache entry
-        return [{"atom_features": f.to(torch.float32).clone(), "n_atoms": int(f.shape[0])} for f in feats]
+        return [self.from_arrays(a) for a in self.trunk_activations(graphs)]
 
-    def trunk_atom_features(self, graphs: list) -> list[torch.Tensor]:
-        """Frozen CHGNet trunk → per-atom features after the readout LayerNorm, one tensor per graph."""
-        with torch.no_grad():
-            out = self._run_trunk(graphs).cpu()  # cached features live on the CPU, whatever runs the trunk
+    def trunk_activations(self, graphs: list, *, cut: bool = False) -> list[dict[str, np.ndarray]]:
+        """The frozen trunk's activations, one dict of arrays per graph (one batched pass):
+
+        - ``readout`` (n_atoms, 64) float32: features after the readout LayerNorm (the readout's input);
+        - ``atom_layers`` (n_atoms, 6, 64) float16: per-atom output of the atom embedding, the four atom
+          convolutions and the readout LayerNorm (:data:`ATOM_LAYERS`);
+        - ``atomic_numbers`` (n_atoms,) int16;
+        - with ``cut=True`` (one graph at a time), the inputs of the last atom convolution (the cut that
+          lets adapters in that block train from a cache, :data:`CUT_ARRAYS`): ``cut_bond_feas`` and
+          ``cut_bond_weights`` (n_bonds, 64) float16, ``cut_atom_graph`` (n_edges, 2) and
+          ``cut_directed2undirected`` (n_edges,) int32 (the block's atom input is ``atom_layers[:, 3]``).
+        """
+        if cut and len(graphs) != 1:
+            raise ValueError("the cut of the last block is cached one graph at a time")
+        captured: dict[str, torch.Tensor] = {}
+        modules = {"atom_embedding": self.trunk.atom_embedding, "readout_norm": self.trunk.readout_norm,
+                   **{f"atom_conv_{i}": m for i, m in enumerate(self.trunk.atom_conv_layers)}}
+        hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: captured.__setitem__(n, out.detach()))
+                 for n, m in modules.items()]
+        if cut:
+            hooks.append(self.trunk.atom_conv_layers[-1].register_forward_pre_hook(
+                lambda _m, _a, kw: captured.update({f"cut_{k}": v.detach() for k, v in kw.items()}), with_kwargs=True))
+        try:
+            with torch.no_grad():
+                self._run_trunk(graphs)
+        finally:
+            for h in hooks:
+                h.remove()
         sizes = [int(g.atomic_number.numel()) for g in graphs]
-        return list(torch.split(out, sizes))
+        layers = torch.stack([captured[n].cpu() for n in ATOM_LAYERS], 1)
+        readout = captured["readout_norm"].cpu().to(torch.float32)
+        z = torch.cat([g.atomic_number.cpu() for g in graphs])
+        out = [{"readout": r.clone().numpy(), "atom_layers": a.to(torch.float16).numpy(),
+                "atomic_numbers": zz.to(torch.int16).numpy()}
+               for r, a, zz in zip(torch.split(readout, sizes), torch.split(layers, sizes), torch.split(z, sizes), strict=True)]
+        if cut:
+            out[0].update({"cut_bond_feas": captured["cut_bond_feas"].cpu().to(torch.float16).numpy(),
+                           "cut_bond_weights": captured["cut_bond_weights"].cpu().to(torch.float16).numpy(),
+                           "cut_atom_graph": captured["cut_atom_graph"].cpu().to(torch.int32).numpy(),
+                           "cut_directed2undirected": captured["cut_directed2undirected"].cpu().to(torch.int32).numpy()})
+        return out
 
     def _run_trunk(self, graphs: list) -> torch.Tensor:
         _, BatchedGraph = _import_chgnet()
@@ -139,22 +201,18 @@ class CHGNetBackbone(Backbone):
 
     def forward(self, batch: dict) -> BackboneOutput:
         index = batch["structure_index"]
-        row_groups = {int(index.numel()): index}
+        sets = {"atom": index}
         if self.adapt == "readout":
             atom_feas = batch["atom_features"]
         else:
             graphs = batch["graphs"]
-            # rows of the trunk's layers: directed atom-graph edges, undirected bonds and bond-graph angles,
-            # each belonging to one structure (so BaLoRA can share one noise draw per structure)
-            edge_owner = torch.cat([torch.full((g.atom_graph.shape[0],), k) for k, g in enumerate(graphs)])
-            row_groups.setdefault(int(edge_owner.numel()), edge_owner)
-            bond_owner = torch.cat([torch.full((int(g.directed2undirected.max()) + 1 if g.directed2undirected.numel() else 0,), k)
-                                    for k, g in enumerate(graphs)])
-            row_groups.setdefault(int(bond_owner.numel()), bond_owner)
-            angle_owner = torch.cat([torch.full((g.bond_graph.shape[0],), k) for k, g in enumerate(graphs)])
-            row_groups.setdefault(int(angle_owner.numel()), angle_owner)
-            with sampling(row_groups={**current().row_groups, **row_groups}):
+            # rows of the trunk's layers: directed atom-graph edges, undirected bonds and bond-graph angles
+            sets["edge"] = owners_from_sizes([g.atom_graph.shape[0] for g in graphs])
+            sets["bond"] = owners_from_sizes([int(g.directed2undirected.max()) + 1 if g.directed2undirected.numel()
+                                              else 0 for g in graphs])
+            sets["angle"] = owners_from_sizes([g.bond_graph.shape[0] for g in graphs])
+            with row_sets(**sets):
                 atom_feas = self._run_trunk(graphs)
-        with sampling(row_groups={**current().row_groups, **row_groups}):
+        with row_sets(**sets):
             emb = self.readout_mlp(atom_feas)
-        return BackboneOutput(emb, index, len(batch["n_atoms"]), row_groups)
+        return BackboneOutput(emb, index, len(batch["n_atoms"]), sets)

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 from mofbalora.backbones.gemnet_graph import (
     GRAPHS,
@@ -42,6 +41,7 @@ from mofbalora.backbones.gemnet_graph import (
     interaction_indices,
 )
 from mofbalora.backbones.gemnet_oc import SIZES, GemNetOC, init_random_
+from mofbalora.rows import row_sets
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,18 @@ def load_jmp_state(module: nn.Module, state: dict[str, torch.Tensor], source: st
 # ------------------------------------------------------------------------------------------------
 class JMPBackbone(Backbone):
     target_presets: dict[str, list[str]] = {}
+    #: input rows of GemNet-OC's linear layers (first match wins): the quadruplet interaction's circular
+    #: basis map acts on its input triplets; the atom→edge interaction embeds atoms, then works on a2ee2a
+    #: edges; the edge→atom interaction ends on atoms; pair interactions, atom layers and the output MLP
+    #: act on atoms; everything else in the blocks on main edges
+    row_set_rules = [(r"re:\.quad_interaction\.mlp_cbf\.", "quad_triplet"),
+                     (r"re:\.atom_edge_interaction\.dense_ba\.", "atom"),
+                     (r"re:\.atom_edge_interaction\.(mlp_rbf|down_projection)\.", "a2ee2a"),
+                     (r"re:\.edge_atom_interaction\.(mlp_cbf|up_projection_ca)\.", "atom"),
+                     (r"re:\.(atom_interaction|atom_emb_layers|atom_update\.layers)\.", "atom"),
+                     (r"re:^backbone\.out_blocks\.\d+\.(layers|seq_energy_pre|seq_energy2)\.", "atom"),
+                     (r"re:^backbone\.out_mlp_E\.", "atom"),
+                     (r"re:^backbone\.(int_blocks|out_blocks)\.", "edge")]
     #: a 19 Å GemNet-OC graph has thousands of quadruplets per atom: keep stacked sample passes small
     max_batch_atoms = 300
 
@@ -285,20 +297,17 @@ class JMPBackbone(Backbone):
         """Mean over atoms of the (frozen) atom-type embedding."""
         return structure_mean(self.embedding(batch["z"]), batch)
 
-    def row_groups(self, batch: dict) -> dict[int, torch.Tensor]:
-        """Structure index of the rows the adapted layers see: atoms, main edges, a2ee2a edges, quadruplet
-        input triplets (in that priority when two counts coincide)."""
+    def named_row_sets(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Structure index of the rows the adaptable layers see: atoms, main edges, a2ee2a edges and the
+        quadruplet interaction's input triplets."""
         g, idx = batch["graphs"], batch["idx"]
-        groups: dict[int, torch.Tensor] = {}
-        for owner in (batch["structure_index"], g["main"]["owner"], g["a2ee2a"]["owner"],
-                      g["main"]["owner"][idx["qin_in"]]):
-            groups.setdefault(int(owner.numel()), owner)
-        return groups
+        return {"atom": batch["structure_index"], "edge": g["main"]["owner"], "a2ee2a": g["a2ee2a"]["owner"],
+                "quad_triplet": g["main"]["owner"][idx["qin_in"]]}
 
     def forward(self, batch: dict) -> BackboneOutput:
         index = batch["structure_index"]
-        groups = self.row_groups(batch)
-        with sampling(row_groups={**current().row_groups, **groups}):
+        sets = self.named_row_sets(batch)
+        with row_sets(**sets):
             h = self.embedding(batch["z"])
             emb = self.backbone(h, self._geometry(batch), batch["idx"])
-        return BackboneOutput(emb, index, len(batch["n_atoms"]), groups)
+        return BackboneOutput(emb, index, len(batch["n_atoms"]), sets)

@@ -14,7 +14,7 @@ band-gap head's mean+max pooling of that single row is the row itself (doubled).
 
 Adapters (``adapt``): ``"blocks"`` (default) puts them on the attention (``attn.qkv``, ``attn.proj``) and
 MLP (``mlp.fc1``, ``mlp.fc2``) linear layers of every transformer block; ``"attention"`` and ``"mlp"`` on
-one kind only. The rows of these layers are tokens (structures × tokens); ``row_groups`` maps them to
+one kind only. The rows of these layers are tokens (structures × tokens); the row set ``token`` maps them to
 their structure so BaLoRA draws one noise sample per structure.
 
 Determinism: the package picks a random atom of each topologically unique group and shuffles the graph
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
 from mofbalora.backbones.moftransformer_prep import PACKAGE_VERSION, package_module, prepare_structure
+from mofbalora.rows import row_sets
 
 Adapt = Literal["blocks", "attention", "mlp"]
 _BLOCK = r"model\.transformer\.blocks\.\d+\."
@@ -125,6 +125,8 @@ def _content_key(structure) -> str:
 class MOFTransformerBackbone(Backbone):
     name = "moftransformer"
     target_presets = PRESETS
+    #: the adapted transformer layers act on tokens (structures × tokens)
+    row_set_rules = [(r"re:\.blocks\.\d+\.", "token")]
 
     def __init__(self, checkpoint: str | None = None, adapt: Adapt = "blocks", *, max_batch: int = 8,
                  trust_checkpoint: bool = False, max_length: float = 60.0, min_length: float = 30.0,
@@ -260,17 +262,11 @@ class MOFTransformerBackbone(Backbone):
         for start in range(0, len(inputs), self.max_batch):
             part = inputs[start:start + self.max_batch]
             b = len(part)
-            local = torch.arange(b)
-            # rows of the adapted layers: tokens (b × n_tokens); of the pooler: structures; of the graph
-            # embedding: supercell atoms and their neighbours
-            groups = {b * self.n_tokens: local.repeat_interleave(self.n_tokens), b: local}
-            owner = local.repeat_interleave(torch.tensor([len(x["atom_num"]) for x in part]))
-            groups.setdefault(int(owner.numel()), owner)
-            n_nbr = part[0]["nbr_idx"].shape[1]
-            groups.setdefault(int(owner.numel()) * n_nbr, owner.repeat_interleave(n_nbr))
-            with sampling(row_groups={**current().row_groups, **groups}):
+            local = torch.arange(start, start + b)  # structure indices in the whole batch
+            # rows of the adapted layers: tokens (b × n_tokens) of this part's structures
+            with row_sets(token=local.repeat_interleave(self.n_tokens), system=local):
                 out = self.model.infer(self.package_batch(part))
             feats.append(out["cls_feats"])
         emb = torch.cat(feats)
         index = torch.arange(len(inputs))
-        return BackboneOutput(emb, index, len(inputs), {len(inputs): index})
+        return BackboneOutput(emb, index, len(inputs), {"system": index})

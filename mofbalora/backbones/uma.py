@@ -56,8 +56,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mofbalora.adapters.context import current, sampling
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
+from mofbalora.rows import row_sets
 
 Adapt = Literal["radial", "messages", "routing", "invariant", "all"]
 ADAPT_CHOICES = ("radial", "messages", "routing", "invariant", "all")
@@ -106,6 +106,8 @@ def load_uma_backbone(checkpoint: str | Path) -> nn.Module:
 
 class UMABackbone(Backbone):
     name = "uma"
+    row_set_rules = [(r"re:\.(rad_func|fc_m0)", "edge"), (r"re:\.atom_wise\.", "atom"),
+                     (r"re:^uma\.routing_mlp\.", "system")]
     target_presets = {"radial": _RADIAL, "messages": _RADIAL + _M0, "routing": _ROUTING,
                       "invariant": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE,
                       "all": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE + _SO3}
@@ -207,15 +209,14 @@ class UMABackbone(Backbone):
     def forward(self, batch: dict) -> BackboneOutput:
         index = batch["structure_index"]
         n = len(batch["n_atoms"])
-        # rows of the adapted layers: atoms (gate MLP), edges (radial MLPs), systems (routing MLP)
-        row_groups = {int(index.numel()): index}
-        row_groups.setdefault(int(batch["edge_structure_index"].numel()), batch["edge_structure_index"])
-        row_groups.setdefault(n, torch.arange(n))
+        # rows of the adapted layers: atoms (gate MLP, SO(3) linears), edges (radial MLPs, m = 0 maps),
+        # systems (routing MLP)
+        sets = {"atom": index, "edge": batch["edge_structure_index"], "system": torch.arange(n)}
         data = batch["data"].clone()  # the backbone writes derived fields into its input
-        with sampling(row_groups={**current().row_groups, **row_groups}):
+        with row_sets(**sets):
             out = self.uma(data)
         scalars = out["node_embedding"][:, 0, :]  # l = 0: the rotation-invariant channel
-        return BackboneOutput(scalars, index, n, row_groups)
+        return BackboneOutput(scalars, index, n, sets)
 
     def extra_repr(self) -> str:
         return f"checkpoint={self.checkpoint!r}, task={self.task!r}, adapt={self.adapt!r}"

@@ -27,6 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     cache.add_argument("--threads", type=int, default=None)
     cache.set_defaults(func=_cache)
 
+    trunk = dsub.add_parser("trunk-cache", help="the one-off frozen CHGNet trunk pass over a split, in parallel "
+                            "processes, resumable: every layer's per-atom output and the last block's inputs")
+    trunk.add_argument("path", nargs="?", default=None, help="dataset folder (default: $MOFBALORA_QMOF or ../shared/data/qmof)")
+    trunk.add_argument("--split", default="qmof_v1")
+    trunk.add_argument("--order", default="test,val,train", help="which split parts, in this order")
+    trunk.add_argument("--limit", type=int, default=None, help="at most N structures per part")
+    trunk.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
+    trunk.add_argument("--no-cut", action="store_true", help="skip the last block's inputs (about 0.8 MB per structure)")
+    trunk.set_defaults(func=_trunk_cache)
+
 
 def _info(args: argparse.Namespace) -> int:
     from mofbalora.data.info import dataset_info, format_info
@@ -56,4 +66,24 @@ def _cache(args: argparse.Namespace) -> int:
         _, errors = featurize_files(backbone, paths, progress=f"cache {part}")
         n_err = sum(e is not None for e in errors)
         print(f"{part}: {len(ids) - n_err} cached, {n_err} failed")
+    return 0
+
+
+def _trunk_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from mofbalora.backbones.chgnet_cache import build_trunk_cache
+    from mofbalora.data.qmof import load_dataset
+    from mofbalora.data.splits import load_split
+
+    ds = load_dataset(args.path)
+    split = load_split(args.split)
+    for part in args.order.split(","):
+        if part not in split:
+            raise SystemExit(f"unknown split part {part!r}; choose from {sorted(split)}")
+        ids = split[part][: args.limit]
+        start = time.perf_counter()
+        tally = build_trunk_cache([ds.cif_paths[ds.index_of(i)] for i in ids], workers=args.workers,
+                                  cut=not args.no_cut, progress=f"trunk {part}")
+        print(f"{part}: {len(ids)} structures in {time.perf_counter() - start:.0f} s: {tally}", flush=True)
     return 0

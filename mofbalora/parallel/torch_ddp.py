@@ -10,13 +10,13 @@ What each process does, and why the run equals a one-process run with the same g
   ``rows_share / rows_global`` (row counts summed over processes by an all-reduce). DDP *averages*
   gradients, so each process multiplies its share by the world size: the averaged gradient is then the
   gradient of the one-process objective, term for term.
-- Structure-scope BaLoRA noise: every process draws the ε of all ``B_global`` structures from the same
-  generator and keeps the rows of its own share (``sampling(structure_window=...)``), so the draws equal
-  those of one process holding the whole batch. (Row-scope noise and MC dropout draw per row: their
-  draws, not their distribution, depend on the number of processes.)
+- BaLoRA noise (every scope) is keyed by (seed, step, structure digest, layer, element) through the
+  counter-based generator (``mofbalora.adapters.noise``), so each structure draws the same numbers in
+  whichever process holds it: N processes draw what one process holding the whole batch draws. (MC-dropout
+  masks come from a per-step generator: their draws, not their distribution, depend on the process count.)
 - Devices: ``run.device=cpu`` runs every process on the CPU (gloo); ``cuda`` puts process ``LOCAL_RANK``
-  on GPU ``LOCAL_RANK`` (nccl). Noise is drawn on the CPU from the seeded generator and moved, so a GPU
-  run draws the same numbers as a CPU run.
+  on GPU ``LOCAL_RANK`` (nccl). Noise is computed on the CPU and moved, so a GPU run draws the same
+  numbers as a CPU run.
 - Validation is sharded and its error sums all-reduced, so all processes take the same early-stopping
   decision. Only rank 0 writes checkpoints, ``metrics.csv`` and the final evaluation.
 """
