@@ -108,11 +108,13 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
 
 
 def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int, max_atoms: int = DEFAULT_MAX_ATOMS,
-                  with_embedding: bool = False) -> list[dict]:
+                  with_embedding: bool = False, batched: bool = True) -> list[dict]:
     """One record per file: featurize (through the cache) and predict with ``n_samples`` passes.
 
-    Each structure's passes use a generator seeded by (``seed``, content digest), so a record does not
-    depend on which files share its chunk, process or machine (what makes sharded screening exact).
+    The files' structures are predicted together (``batched``). A record still does not depend on which
+    files share its chunk, process or machine (what makes sharded screening exact): BaLoRA's draws are
+    keyed by (``seed``, content digest, pass), and the passes of an MC-dropout model, whose masks come
+    from a generator, use one generator per structure seeded by (``seed``, content digest).
     ``with_embedding`` adds the pooled structure embedding (for diversity-aware batch selection).
     """
     from mofbalora.evaluate import MIN_STD_EV
@@ -120,21 +122,29 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
 
     feats, errors = featurize_files(m.backbone, paths, max_atoms=max_atoms, progress=False,
                                     digests=[None if key.startswith("path:") else key for key in keys])
+    ok = [k for k, f in enumerate(feats) if f is not None]
+    preds: dict[int, tuple] = {}
+    if batched and m.regime != "mc_dropout":
+        pred = m.predict_inputs([feats[k] for k in ok], n_samples=n_samples, seed=seed) if ok else None
+        preds = {k: (pred, j) for j, k in enumerate(ok)}
+    else:
+        for k in ok:
+            preds[k] = (m.predict_inputs([feats[k]], n_samples=n_samples, seed=structure_seed(seed, feats[k]["digest"])), 0)
     records = []
-    for path, key, feat, err in zip(paths, keys, feats, errors, strict=True):
+    for k, (path, key, feat, err) in enumerate(zip(paths, keys, feats, errors, strict=True)):
         rec = {"key": key, "path": str(path), "structure_id": Path(path).stem}
         if err is not None:
             rec.update(status="error", error=err.reason, detail=err.message[:300])
         else:
-            pred = m.predict_inputs([feat], n_samples=n_samples, seed=structure_seed(seed, feat["digest"]))
+            pred, j = preds[k]
             rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
-                       n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[0]),
-                       bandgap_std_ev=float(pred.std_ev[0]), samples_ev=pred.samples_ev[0].tolist())
-            calibrated = m.calibrated_std(np.maximum(pred.std_ev, MIN_STD_EV))
+                       n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[j]),
+                       bandgap_std_ev=float(pred.std_ev[j]), samples_ev=pred.samples_ev[j].tolist())
+            calibrated = m.calibrated_std(np.maximum(pred.std_ev[j:j + 1], MIN_STD_EV))
             if calibrated is not None:
                 rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
             if with_embedding:
-                rec["embedding"] = pred.embedding[0].tolist()
+                rec["embedding"] = pred.embedding[j].tolist()
         records.append(rec)
     return records
 

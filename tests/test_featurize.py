@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
-
+import numpy as np
 import pytest
 import torch
 
 from mofbalora.backbones import load_backbone
-from mofbalora.data.cache import ContentCache
+from mofbalora.data.arrays import ArrayStore
 from mofbalora.featurize import featurize_files
 
 
@@ -22,13 +21,16 @@ def test_cache_entries_hold_only_their_structure_and_are_reused(chgnet, sample_c
     inputs, errors = featurize_files(chgnet, paths, batch_size=4, progress=False)
     assert [e is None for e in errors] == [True] * 4 + [False]
     assert errors[4].reason == "unreadable"
-    cache = ContentCache(chgnet.featurize_namespace())
+    store = ArrayStore(chgnet.array_namespace())
     for x in inputs[:4]:
         assert x["atom_features"].shape == (x["n_atoms"], 64)
-        size = cache._path(x["digest"]).stat().st_size
-        # a batch slice must not drag the whole batch's storage into each entry
-        assert size < 2 * x["n_atoms"] * 64 * 4 + 4096, size
-        assert pickle.loads(cache._path(x["digest"]).read_bytes())["n_atoms"] == x["n_atoms"]
+        entry = store._path(x["digest"])
+        size = sum(f.stat().st_size for f in entry.iterdir())
+        # readout input (float32) + six layers (float16) + atomic numbers, nothing of the rest of the batch
+        assert size < x["n_atoms"] * (64 * 4 + 6 * 64 * 2 + 2) + 6 * 256, size
+        arrays = store.get(x["digest"])  # plain arrays, no pickles
+        assert arrays["atom_layers"].shape == (x["n_atoms"], 6, 64) and arrays["atom_layers"].dtype == np.float16
+        assert torch.equal(torch.from_numpy(arrays["readout"]), x["atom_features"])
 
     def boom(*a, **k):
         raise AssertionError("featurize called although every file is cached")
