@@ -21,10 +21,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "backbone": {"name": "chgnet", "adapt": "readout"},
     "model": {
-        "regime": "balora",      # balora | lora | mc_dropout | lora_ensemble | head_only | full
-        "likelihood": "mse",     # mse | gaussian_nll (adds an aleatoric-variance output)
+        "regime": "balora",      # balora | lora | mc_dropout | lora_ensemble | head_only | full | gbm
+        "likelihood": "mse",     # mse | l1 | huber | gaussian_nll (adds an aleatoric-variance output)
         "head_hidden": 64,
-        "pooling": "mean_max",
+        "pooling": "mean_max",   # mean_max | mean | mean_max_std | mean_max_attention
+        "head_atom_mlp": 0,      # width of the head's per-atom MLP before pooling (0: none)
     },
     "adapter": {
         "targets": [],           # empty: the backbone's preset for its ``adapt`` setting
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "kl_warmup_epochs": 0,
         "grad_clip": 5.0,
     },
+    "gbm": {},                   # gradient-boosting baseline: HistGradientBoostingRegressor options (mofbalora.gbm)
     "run": {
         "seed": 0,
         "device": "cpu",         # cpu | cuda | auto
@@ -62,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 #: sections whose keys are not fixed: ``backbone`` holds ``name`` plus that backbone's constructor options
 #: (e.g. ``checkpoint`` and ``task`` for UMA), checked by the backbone itself
-OPEN_SECTIONS = ("backbone.",)
+OPEN_SECTIONS = ("backbone.", "gbm.")
 
 
 def deep_update(base: dict, changes: dict, where: str = "") -> dict:

@@ -27,28 +27,34 @@ log = logging.getLogger(__name__)
 
 class _ArrayCache:
     """A backbone's inputs as plain arrays (:class:`ArrayStore`) for backbones that say how
-    (``array_namespace``, ``to_arrays``, ``from_arrays``); the same get/put as :class:`ContentCache`."""
+    (``array_namespaces``, ``to_arrays``, ``from_arrays``); the same get/put as :class:`ContentCache`. An
+    input may span several namespaces (e.g. activations + the cut of one block); all must hold it."""
 
-    def __init__(self, backbone: Backbone, namespace: str) -> None:
+    def __init__(self, backbone: Backbone) -> None:
         self.backbone = backbone
-        self.store = ArrayStore(namespace)
+        self.stores = [(ArrayStore(ns), names) for ns, names in backbone.array_namespaces().items()]
 
     def get(self, digest: str) -> dict | None:
-        arrays = self.store.get(digest)
-        if arrays is None or "digest" not in arrays:
-            return None
+        arrays: dict = {}
+        for k, (store, names) in enumerate(self.stores):
+            got = store.get(digest, [*names, "digest", "formula"] if k == 0 else list(names), mmap=k > 0)
+            if got is None:
+                return None
+            arrays.update(got)
         x = self.backbone.from_arrays(arrays)
         x["digest"], x["formula"] = digest, str(arrays["formula"])
         return x
 
     def put(self, digest: str, x: dict) -> None:
-        self.store.put(digest, {**self.backbone.to_arrays(x), "digest": np.array(digest),
-                                "formula": np.array(x["formula"])})
+        arrays = self.backbone.to_arrays(x)
+        for k, (store, names) in enumerate(self.stores):
+            extra = {"digest": np.array(digest), "formula": np.array(x["formula"])} if k == 0 else {}
+            store.put(digest, {**{n: arrays[n] for n in names}, **extra})
 
 
 def _cache_for(backbone: Backbone) -> ContentCache | _ArrayCache:
     namespace = getattr(backbone, "array_namespace", lambda: None)()
-    return _ArrayCache(backbone, namespace) if namespace else ContentCache(backbone.featurize_namespace())
+    return _ArrayCache(backbone) if namespace else ContentCache(backbone.featurize_namespace())
 
 
 @dataclass

@@ -1,7 +1,13 @@
 """Band-gap heads: per-atom embeddings → PBE band gap (eV), optionally with an aleatoric variance.
 
-The head pools per-atom embeddings per structure (mean and max, concatenated: a band gap is set by the
-frontier states, which a max over atoms can pick out where a mean would dilute them), then a small MLP.
+The head optionally transforms each atom first (``atom_mlp`` > 0: LayerNorm, then a two-layer SiLU MLP of
+that width; what lets it read wide, unnormalised multi-layer features), pools per structure, then a small
+MLP. Poolings (torch-geometric's aggregation modules):
+
+- ``mean_max`` (default): mean and max over atoms, concatenated: a band gap is set by the frontier
+  states, which a max over atoms can pick out where a mean would dilute them;
+- ``mean``; ``mean_max_std``; ``mean_max_attention`` (adds a learned softmax-attention sum over atoms).
+
 Outputs go through softplus so that predicted gaps (and variances) are positive: band gaps are ≥ 0.
 """
 
@@ -13,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POOLINGS = ("mean_max", "mean")
+POOLINGS = ("mean_max", "mean", "mean_max_std", "mean_max_attention")
 
 
 @dataclass
@@ -21,25 +27,47 @@ class HeadConfig:
     hidden_dim: int = 64
     pooling: str = "mean_max"
     aleatoric: bool = False
+    #: width of the per-atom MLP before pooling (0: pool the embeddings as they are)
+    atom_mlp: int = 0
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose from {list(POOLINGS)}")
+        if self.atom_mlp < 0 or self.hidden_dim < 1:
+            raise ValueError(f"atom_mlp must be >= 0 and hidden_dim >= 1, got {self.atom_mlp}, {self.hidden_dim}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class Pooling(nn.Module):
+    """Per-structure pooling of (n_atoms, d) rows → (n_structures, k·d)."""
+
+    def __init__(self, how: str, dim: int) -> None:
+        super().__init__()
+        from torch_geometric.nn import aggr
+
+        if how not in POOLINGS:
+            raise ValueError(f"unknown pooling {how!r}; choose from {list(POOLINGS)}")
+        parts = {"mean": aggr.MeanAggregation(), "max": aggr.MaxAggregation(), "std": aggr.StdAggregation(),
+                 "attention": aggr.AttentionalAggregation(nn.Linear(dim, 1))}
+        self.names = how.split("_")
+        self.parts = nn.ModuleList([parts[n] for n in self.names])
+        self.width = dim * len(self.names)
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor, n_structures: int) -> torch.Tensor:
+        return torch.cat([p(x, index, dim_size=n_structures) for p in self.parts], dim=1)
+
 
 def pool(atom_embedding: torch.Tensor, structure_index: torch.Tensor, n_structures: int, how: str) -> torch.Tensor:
-    """Per-structure pooling of (n_atoms, d) rows → (n_structures, d) or (n_structures, 2d)."""
-    d = atom_embedding.shape[1]
-    counts = torch.bincount(structure_index, minlength=n_structures).clamp_min(1).unsqueeze(1)
-    mean = atom_embedding.new_zeros(n_structures, d).index_add(0, structure_index, atom_embedding) / counts
-    if how == "mean":
-        return mean
-    mx = atom_embedding.new_full((n_structures, d), float("-inf")).scatter_reduce(
-        0, structure_index.unsqueeze(1).expand(-1, d), atom_embedding, reduce="amax", include_self=True)
-    return torch.cat([mean, mx], dim=1)
+    """Parameter-free pooling (``mean`` / ``mean_max`` / ``mean_max_std``) of (n_atoms, d) rows."""
+    if how == "mean_max_attention":
+        raise ValueError("attention pooling has weights: use the Pooling module")
+    return Pooling(how, atom_embedding.shape[1])(atom_embedding, structure_index, n_structures)
 
 
 class BandGapHead(nn.Module):
@@ -48,14 +76,22 @@ class BandGapHead(nn.Module):
     def __init__(self, embedding_dim: int, config: HeadConfig | None = None) -> None:
         super().__init__()
         self.config = config or HeadConfig()
-        width = embedding_dim * (2 if self.config.pooling == "mean_max" else 1)
-        self.mlp = nn.Sequential(nn.Linear(width, self.config.hidden_dim), nn.SiLU(),
-                                 nn.Linear(self.config.hidden_dim, 2 if self.config.aleatoric else 1))
+        c = self.config
+        self.atom_mlp = None
+        dim = embedding_dim
+        if c.atom_mlp:
+            self.atom_mlp = nn.Sequential(nn.LayerNorm(embedding_dim), nn.Linear(embedding_dim, c.atom_mlp), nn.SiLU(),
+                                          nn.Linear(c.atom_mlp, c.atom_mlp), nn.SiLU())
+            dim = c.atom_mlp
+        self.pooling = Pooling(c.pooling, dim)
+        self.mlp = nn.Sequential(nn.Linear(self.pooling.width, c.hidden_dim), nn.SiLU(),
+                                 nn.Linear(c.hidden_dim, 2 if c.aleatoric else 1))
         # start near the QMOF mean gap (about 2 eV): softplus(1.9) ≈ 2.04
         nn.init.constant_(self.mlp[-1].bias, 1.9)
 
     def forward(self, atom_embedding: torch.Tensor, structure_index: torch.Tensor, n_structures: int):
-        pooled = pool(atom_embedding, structure_index, n_structures, self.config.pooling)
+        x = self.atom_mlp(atom_embedding) if self.atom_mlp is not None else atom_embedding
+        pooled = self.pooling(x, structure_index, n_structures)
         out = self.mlp(pooled)
         gap = F.softplus(out[:, 0])
         var = F.softplus(out[:, 1]) + 1e-4 if self.config.aleatoric else None

@@ -247,11 +247,15 @@ def load_model(model: str | Path = "default", device: str | torch.device = "cpu"
 
     directory = resolve_model_dir(model)
     cfg = json.loads((directory / MODEL_CONFIG).read_text())
+    if cfg["regime"] == "gbm":  # the gradient-boosting baseline (mofbalora.gbm imports this module)
+        from mofbalora.gbm import GBMBandGapModel
+
+        return GBMBandGapModel.load(directory, cfg)
     bopts = dict(cfg["backbone"])
     name = bopts.pop("name")
     adapter = AdapterConfig.from_dict(cfg["adapter"]) if cfg.get("adapter") else None
     m = build_model(cfg["regime"], backbone=name, backbone_options=bopts, adapter=adapter,
-                    head=HeadConfig(**cfg["head"]))
+                    head=HeadConfig.from_dict(cfg["head"]))
     if m.base_identity != cfg["base"]:
         raise BaseModelMismatchError(f"model in {directory} was trained on base {cfg['base']}, "
                                      f"but the installed backbone is {m.base_identity}")

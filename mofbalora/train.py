@@ -39,7 +39,8 @@ from mofbalora.model import BandGapModel, build_model
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
 
 log = logging.getLogger(__name__)
-LIKELIHOODS = ("mse", "gaussian_nll")
+LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll")
+HUBER_DELTA_EV = 0.5
 
 
 def model_from_config(cfg: dict) -> BandGapModel:
@@ -53,7 +54,8 @@ def model_from_config(cfg: dict) -> BandGapModel:
                                 lora_alpha=a["lora_alpha"], alpha_network=a["alpha_network"],
                                 prior_dropout=a["prior_dropout"], noise_scope=a["noise_scope"],
                                 mc_dropout=a["mc_dropout"], n_members=a["n_members"])
-    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"], aleatoric=m["likelihood"] == "gaussian_nll")
+    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"], aleatoric=m["likelihood"] == "gaussian_nll",
+                      atom_mlp=int(m.get("head_atom_mlp", 0)))
     opts = {k: v for k, v in b.items() if k != "name"}
     return build_model(regime, backbone=b["name"], backbone_options=opts, adapter=adapter, head=head)
 
@@ -92,9 +94,14 @@ def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str | bool):
 
 
 def data_loss_sum(gap, var, target, likelihood: str) -> torch.Tensor:
-    """Sum over structures of the per-structure loss (squared error, or the Gaussian NLL up to a constant)."""
+    """Sum over structures of the per-structure loss: squared error (``mse``), absolute error (``l1``), Huber
+    with δ = 0.5 eV (``huber``, quadratic below δ, linear above), or the Gaussian NLL up to a constant."""
     if likelihood == "gaussian_nll":
         return 0.5 * (torch.log(var) + (target - gap) ** 2 / var).sum()
+    if likelihood == "l1":
+        return (target - gap).abs().sum()
+    if likelihood == "huber":
+        return torch.nn.functional.huber_loss(gap, target, reduction="sum", delta=HUBER_DELTA_EV)
     return ((target - gap) ** 2).sum()
 
 
@@ -336,9 +343,40 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> dict | None:
-    """Fit ``sqrt((a*std)^2 + b^2)`` on the validation predictions of a stochastic model and store it in the
-    best checkpoint (screen / evaluate then report calibrated stds); None for deterministic regimes."""
+def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
+    """The gradient-boosting baseline (:mod:`mofbalora.gbm`) through the same run folder: fit on the train
+    part, recalibrate its quantile std on the validation part, score the test part."""
+    from mofbalora.evaluate import evaluate_inputs
+    from mofbalora.gbm import GBMBandGapModel
+
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    model = GBMBandGapModel({k: v for k, v in cfg["backbone"].items()}, cfg.get("gbm"))
+    ds, ids = split_ids(cfg)
+    tr_ids, tr_x, tr_y = load_inputs(model, ds, ids["train"], "train set" if progress else False)
+    va_ids, va_x, va_y = load_inputs(model, ds, ids["val"], "val set" if progress else False)
+    t0 = time.perf_counter()
+    model.fit(tr_x, tr_y.numpy())
+    seconds = time.perf_counter() - t0
+    result = {"regime": "gbm", "n_train": len(tr_x), "n_val": len(va_x), "train_seconds": seconds,
+              "finished": True, "trainable_parameters": 0}
+    result["val"], val_table = evaluate_inputs(model, va_ids, va_x, va_y.numpy(), n_samples=1)
+    best = out / "checkpoints" / "best"
+    model.calibration = _scale_floor(val_table, 1)
+    model.save(best, metadata={"train_seconds": seconds})
+    result["calibration"] = model.calibration
+    if cfg["run"]["eval_test"] and ids["test"]:
+        te_ids, te_x, te_y = load_inputs(model, ds, ids["test"], "test set" if progress else False)
+        result["test"], table = evaluate_inputs(model, te_ids, te_x, te_y.numpy(), n_samples=1)
+        table.to_csv(out / "test_predictions.csv", index=False)
+    _atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
+    return result
+
+
+def _scale_floor(val_table, n_samples: int) -> dict | None:
+    """``sqrt((a*std)^2 + b^2)`` fitted on validation predictions (None without a usable std)."""
     from mofbalora.evaluate import MIN_STD_EV
     from mofbalora.uq.recalibration import fit_std_scale_floor
 
@@ -347,8 +385,16 @@ def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> 
         return None
     a, b = fit_std_scale_floor(val_table["bandgap_mean_ev"].to_numpy(float), np.maximum(std, MIN_STD_EV),
                                val_table["bandgap_true_ev"].to_numpy(float))
-    trainer.model.calibration = {"method": "scale_floor", "std_factor": a, "std_floor_ev": b,
-                                 "fitted_on": f"validation ({len(val_table)} structures)", "n_samples": n_samples}
+    return {"method": "scale_floor", "std_factor": a, "std_floor_ev": b,
+            "fitted_on": f"validation ({len(val_table)} structures)", "n_samples": n_samples}
+
+
+def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> dict | None:
+    """Fit ``sqrt((a*std)^2 + b^2)`` on the validation predictions of a stochastic model and store it in the
+    best checkpoint (screen / evaluate then report calibrated stds); None for deterministic regimes."""
+    trainer.model.calibration = _scale_floor(val_table, n_samples)
+    if trainer.model.calibration is None:
+        return None
     best = out / "checkpoints" / "best"
     metadata = json.loads((best / "model_config.json").read_text()).get("metadata", {})
     trainer.model.save(best, metadata=metadata)
@@ -379,6 +425,8 @@ def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_
     torch.manual_seed(int(cfg["run"]["seed"]))
     if cfg["run"]["threads"]:
         torch.set_num_threads(int(cfg["run"]["threads"]))
+    if cfg["model"]["regime"] == "gbm":
+        return _finetune_gbm(cfg, out, progress=progress)
     if out.exists() and (out / "checkpoints" / "last").exists() and not resume:
         raise FileExistsError(f"run folder {out} already holds a run; pass --resume to continue it or choose --out")
     dist.barrier()  # every rank has checked the folder before rank 0 writes into it

@@ -255,8 +255,8 @@ def test_batched_structures_match_single_structure_passes(structures):
         singles = torch.cat([bb(bb.collate([f])).atom_embedding for f in feats])
     assert torch.allclose(joint.atom_embedding, singles, rtol=1e-5, atol=1e-5 * singles.abs().max())
     n = sum(f["n_atoms"] for f in feats)
-    assert joint.row_groups[n].shape == (n,)
-    assert len(joint.row_groups) >= 3  # atoms, main edges, a2ee2a edges (and quadruplet triplets)
+    assert joint.row_sets["atom"].shape == (n,)
+    assert set(joint.row_sets) == {"atom", "edge", "a2ee2a", "quad_triplet"}
 
 
 def test_balora_fine_tune_from_a_checkpoint_path_then_evaluate_and_screen_with_std(tiny_split, qmof_path,
@@ -370,3 +370,22 @@ def test_triplet_and_quadruplet_indices_match_a_brute_force_enumeration(structur
                   idx["quad_out"].tolist(), strict=True))
     assert len(quads) > 100 and got == quads
     assert torch.equal(idx["qout_in"][idx["quad_from_qout"]], idx["qin_out"][idx["quad_from_qin"]])
+
+
+@pytest.mark.parametrize("adapt", ["all", "readout", "last_block"])
+def test_every_adapted_gemnet_layer_finds_its_row_set(structures, adapt):
+    """Each preset's adapters run a stochastic pass: a row-set rule naming the wrong set would raise (its
+    row count would not match), and every set the rules name is one the forward pass provides."""
+    from mofbalora.adapters import AdapterConfig, inject_adapters
+    from mofbalora.adapters.context import sampling
+    from mofbalora.adapters.inject import adapter_layers
+
+    bb = _backbone(seed=1, adapt=adapt)
+    inject_adapters(bb, AdapterConfig(kind="balora", targets=bb.target_presets[adapt], rank=2), row_set_for=bb.row_set_for)
+    for n, p in bb.named_parameters():
+        if "adapter_B" in n:
+            p.data.normal_(std=0.1)
+    with torch.no_grad(), sampling(stochastic=True, noise_seed=0):
+        out = bb(bb.collate(bb.featurize(structures[:2])))
+    used = {m.row_set for _, m in adapter_layers(bb)}
+    assert used <= set(out.row_sets) and torch.isfinite(out.atom_embedding).all()

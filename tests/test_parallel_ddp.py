@@ -25,6 +25,10 @@ RTOL = 1e-4
 # 1e-2. 1e-5 absolute is 0.1 % of that scale (a desynchronised noise draw, the bug this guards against,
 # gave 2.5e-3).
 WEIGHT_ATOL = 1e-5
+# The α-probe starts at α0, the KL's minimum, where the KL's gradient vanishes: its gradient is then only
+# the small data term, and Adam's division by the running RMS magnifies float32 round-off most there
+# (seen: 1.3e-5 after 8 steps on weights of scale 3e-3 to 8e-3, equal loss trajectories to 1e-7).
+ALPHA_ATOL = 5e-5
 
 
 def test_shares_cover_a_batch_once_in_order():
@@ -62,6 +66,7 @@ def test_torchrun_two_processes_give_the_one_process_loss_trajectory(tiny_cfg, t
     wb = load_file(str(two / "checkpoints" / "last" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     for key in wa:
-        torch.testing.assert_close(wb[key], wa[key], rtol=1e-3, atol=WEIGHT_ATOL, msg=key)
+        atol = ALPHA_ATOL if "adapter_alpha" in key else WEIGHT_ATOL
+        torch.testing.assert_close(wb[key], wa[key], rtol=1e-3, atol=atol, msg=key)
     # and the trained weights moved (θ_B starts at 0): equality is not "nothing happened"
     assert any(float(v.abs().max()) > 0 for k, v in wa.items() if "adapter_B" in k)

@@ -48,7 +48,9 @@ def test_embeddings_match_fairchems_predict_unit_on_the_same_checkpoint(tiny_che
         ref = unit.model.module.backbone(data)["node_embedding"][:, 0, :]
     assert torch.allclose(out.atom_embedding, ref, atol=1e-5), (out.atom_embedding - ref).abs().max()
     # every row type the adapted layers see has its structure index
-    assert set(out.row_groups) >= {out.atom_embedding.shape[0], batch["data"].edge_index.shape[1]}
+    assert out.row_sets["atom"].numel() == out.atom_embedding.shape[0]
+    assert out.row_sets["edge"].numel() == batch["data"].edge_index.shape[1]
+    assert out.row_sets["system"].numel() == out.n_structures
 
 
 def test_bad_options_are_named(tiny_checkpoint, tmp_path):
@@ -145,6 +147,7 @@ def test_so3_adapter_merges_exactly_and_its_noise_keeps_equivariance():
 
     from mofbalora.adapters import sampling
     from mofbalora.adapters.so3 import SO3BaLoRALinear, register_so3_adapters
+    from mofbalora.rows import row_sets
 
     register_so3_adapters()
     torch.manual_seed(0)
@@ -162,10 +165,10 @@ def test_so3_adapter_merges_exactly_and_its_noise_keeps_equivariance():
     rot = torch.tensor(Rotation.random(random_state=2).as_matrix(), dtype=torch.float32)[[1, 2, 0]][:, [1, 2, 0]]
     x_rot = x.clone()
     x_rot[:, 1:4] = torch.einsum("ab,nbi->nai", rot, x[:, 1:4])
-    groups = {7: torch.zeros(7, dtype=torch.long)}
-    with torch.no_grad(), sampling(stochastic=True, generator=torch.Generator().manual_seed(4), row_groups=groups):
+    layer.row_set = "atom"  # the 7 rows are the atoms of one structure: one weight draw for all of them
+    with torch.no_grad(), sampling(stochastic=True, noise_seed=4), row_sets(atom=torch.zeros(7, dtype=torch.long)):
         y = layer(x)
-    with torch.no_grad(), sampling(stochastic=True, generator=torch.Generator().manual_seed(4), row_groups=groups):
+    with torch.no_grad(), sampling(stochastic=True, noise_seed=4), row_sets(atom=torch.zeros(7, dtype=torch.long)):
         y_rot = layer(x_rot)
     with torch.no_grad(), sampling(stochastic=False):
         assert (y - layer(x)).abs().max() > 1e-2  # the draw changed the output

@@ -10,6 +10,9 @@ Adapter placement (``adapt``), a measured choice (see README and reports/):
   message-passing trunk is frozen and *cached*: :meth:`featurize` runs it once per structure and stores
   the (n_atoms, 64) features after the readout LayerNorm, so training and T-sample inference only run the
   readout (T samples cost almost nothing more than one).
+- ``"last_block_cached"``: also the last atom-convolution block, trained from a cache of that block's
+  inputs (atom and bond features, bond weights, graph indices: the *cut*), so a step runs one block and
+  the readout instead of the whole trunk; same adapters and outputs as ``last_block``.
 - ``"last_block"``: also the last atom-convolution block; needs the full graph each step (no trunk cache).
 - ``"all"``: all atom, bond and angle blocks and the readout; full forward each step.
 """
@@ -26,14 +29,20 @@ from torch import nn
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 from mofbalora.rows import owners_from_sizes, row_sets
 
-Adapt = Literal["readout", "last_block", "all"]
+Adapt = Literal["readout", "last_block_cached", "last_block", "all"]
 #: per-atom layer outputs kept by :meth:`CHGNetBackbone.trunk_activations`, in order
 ATOM_LAYERS = ("atom_embedding", "atom_conv_0", "atom_conv_1", "atom_conv_2", "atom_conv_3", "readout_norm")
 ACTIVATION_ARRAYS = ("readout", "atom_layers", "atomic_numbers")
 CUT_ARRAYS = ("cut_bond_feas", "cut_bond_weights", "cut_atom_graph", "cut_directed2undirected")
+CUT_DTYPES = ("float16", "float32")
 ACTIVATIONS_NAMESPACE = "activations/v1"
-CUT_NAMESPACE = "cut-last-block/v1"
-ADAPT_CHOICES = ("readout", "last_block", "all")
+FEATURES = ("readout", "all_layers")
+#: float16 cut: the block's atom input is the float16 ``atom_layers[:, 3]`` of the activations entry;
+#: float32 (exact, for tests) keeps its own ``cut_atom_feas``
+CUT_NAMESPACES = {"float16": "cut-last-block/v1", "float32": "cut-last-block-float32/v1"}
+ADAPT_CHOICES = ("readout", "last_block_cached", "last_block", "all")
+#: placements that train from cached trunk activations (no graph, no trunk pass per step)
+CACHED = ("readout", "last_block_cached")
 
 _READOUT = [r"re:^readout_mlp\.(0|2|4)$"]
 _LAST = [r"re:^trunk\.atom_conv_layers\.3\..*(layers\.\d+)$"]
@@ -56,11 +65,29 @@ def _import_chgnet():
     return CHGNet, BatchedGraph
 
 
+def _collate_cut(inputs: list) -> dict:
+    """Concatenate the cached inputs of the last block; graph indices shifted past earlier structures."""
+    def cat(name, dtype=torch.float32):
+        return torch.from_numpy(np.concatenate([np.asarray(x[name]) for x in inputs])).to(dtype)
+
+    n_atoms = [int(x["n_atoms"]) for x in inputs]
+    n_bonds = [len(x["cut_bond_feas"]) for x in inputs]
+    n_edges = [len(x["cut_atom_graph"]) for x in inputs]
+    atom_shift = torch.repeat_interleave(torch.cumsum(torch.tensor([0] + n_atoms[:-1]), 0), torch.tensor(n_edges))
+    bond_shift = torch.repeat_interleave(torch.cumsum(torch.tensor([0] + n_bonds[:-1]), 0), torch.tensor(n_edges))
+    return {"cut_atom_feas": cat("cut_atom_feas"), "cut_bond_feas": cat("cut_bond_feas"),
+            "cut_bond_weights": cat("cut_bond_weights"),
+            "cut_atom_graph": cat("cut_atom_graph", torch.long) + atom_shift[:, None],
+            "cut_directed2undirected": cat("cut_directed2undirected", torch.long) + bond_shift,
+            "edge_owner": owners_from_sizes(n_edges)}
+
+
 class CHGNetBackbone(Backbone):
     name = "chgnet"
     embedding_dim = 64
     descriptor_dim = 64
-    target_presets = {"readout": _READOUT, "last_block": _READOUT + _LAST, "all": _READOUT + _ALL}
+    target_presets = {"readout": _READOUT, "last_block_cached": _READOUT + _LAST, "last_block": _READOUT + _LAST,
+                      "all": _READOUT + _ALL}
     #: input rows of each adaptable layer: messages of the atom convolutions are directed atom-graph
     #: edges, of the bond convolutions and angle updates bond-graph angles; their output MLPs act on atoms
     #: and undirected bonds; the readout on atoms
@@ -70,10 +97,25 @@ class CHGNetBackbone(Backbone):
                      (r"re:^trunk\.bond_conv_layers\.\d+\.mlp_out\.", "bond"),
                      (r"re:^trunk\.angle_layers\.", "angle")]
 
-    def __init__(self, adapt: Adapt = "readout", model_name: str = "0.3.0") -> None:
+    def __init__(self, adapt: Adapt = "readout", model_name: str = "0.3.0", features: str = "readout",
+                 cut_dtype: str = "float16") -> None:
+        """``features``: what the head reads per atom: ``readout`` (the readout MLP's output, 64) or
+        ``all_layers`` (that, the readout input, and the frozen outputs of the atom embedding and the four
+        atom convolutions: 448; cached placements only). ``cut_dtype``: precision of the cached inputs of
+        the last block (``last_block_cached``; float32 reproduces the full trunk to float tolerance)."""
         super().__init__()
         if adapt not in ADAPT_CHOICES:
             raise ValueError(f"unknown CHGNet adapter placement {adapt!r}; choose from {list(ADAPT_CHOICES)}")
+        if features not in FEATURES:
+            raise ValueError(f"unknown CHGNet head features {features!r}; choose from {list(FEATURES)}")
+        if features == "all_layers" and adapt not in CACHED:
+            raise ValueError(f"features='all_layers' reads cached trunk activations: needs adapt in {list(CACHED)}, "
+                             f"got {adapt!r}")
+        if cut_dtype not in CUT_DTYPES:
+            raise ValueError(f"unknown cut_dtype {cut_dtype!r}; choose from {list(CUT_DTYPES)}")
+        self.cut_dtype = cut_dtype
+        self.features = features
+        self.embedding_dim = 64 if features == "readout" else 64 * 7
         CHGNet, _ = _import_chgnet()
         chgnet = CHGNet.load(model_name=model_name, use_device="cpu", verbose=False)
         if not chgnet.mlp_first:
@@ -98,18 +140,31 @@ class CHGNetBackbone(Backbone):
         return f"{self.name}/{what}/v1"
 
     def array_namespace(self) -> str | None:
-        """Readout mode caches plain arrays (:class:`~mofbalora.data.arrays.ArrayStore`, no pickles)."""
-        return f"{self.name}/{ACTIVATIONS_NAMESPACE}" if self.adapt == "readout" else None
+        """Cached placements keep plain arrays (:class:`~mofbalora.data.arrays.ArrayStore`, no pickles)."""
+        return f"{self.name}/{ACTIVATIONS_NAMESPACE}" if self.adapt in CACHED else None
+
+    def array_namespaces(self) -> dict[str, tuple[str, ...]]:
+        """Each array-store namespace this placement reads, with the arrays kept there."""
+        spaces = {f"{self.name}/{ACTIVATIONS_NAMESPACE}": ACTIVATION_ARRAYS}
+        if self.adapt == "last_block_cached":
+            extra = ("cut_atom_feas",) if self.cut_dtype == "float32" else ()
+            spaces[f"{self.name}/{CUT_NAMESPACES[self.cut_dtype]}"] = CUT_ARRAYS + extra
+        return spaces
 
     def to_arrays(self, x: dict) -> dict[str, np.ndarray]:
-        return {k: x[k] for k in ACTIVATION_ARRAYS}
+        return {k: x[k] for names in self.array_namespaces().values() for k in names}
 
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> dict:
-        """A readout-mode input from cached activations: the readout-norm features (float32, exact) and
-        every layer's per-atom output (float16, for heads that read all layers)."""
+        """An input from cached activations: the readout-norm features (float32, exact), every layer's
+        per-atom output (float16, for heads that read all layers) and, for ``last_block_cached``, the
+        inputs of the last atom convolution."""
         readout = torch.from_numpy(np.asarray(arrays["readout"], dtype=np.float32))
-        return {**{k: np.asarray(arrays[k]) for k in ACTIVATION_ARRAYS}, "atom_features": readout,
-                "n_atoms": int(readout.shape[0])}
+        x = {**{k: np.asarray(arrays[k]) for k in ACTIVATION_ARRAYS}, "atom_features": readout,
+             "n_atoms": int(readout.shape[0])}
+        if self.adapt == "last_block_cached":
+            x.update({k: arrays[k] for k in CUT_ARRAYS})
+            x["cut_atom_feas"] = arrays["cut_atom_feas"] if "cut_atom_feas" in arrays else x["atom_layers"][:, 3]
+        return x
 
     def _graph(self, structure) -> Any:
         try:
@@ -121,11 +176,15 @@ class CHGNetBackbone(Backbone):
 
     def featurize(self, structures: list) -> list[Any]:
         graphs = [self._graph(s) for s in structures]
-        if self.adapt != "readout":
+        if self.adapt == "last_block_cached":  # the cut is taken one graph at a time
+            return [self.from_arrays(self.trunk_activations([g], cut=True, cut_dtype=self.cut_dtype)[0])
+                    for g in graphs]
+        if self.adapt not in CACHED:
             return [{"graph": g, "n_atoms": int(g.atomic_number.numel())} for g in graphs]
         return [self.from_arrays(a) for a in self.trunk_activations(graphs)]
 
-    def trunk_activations(self, graphs: list, *, cut: bool = False) -> list[dict[str, np.ndarray]]:
+    def trunk_activations(self, graphs: list, *, cut: bool = False, cut_dtype: str = "float16"
+                          ) -> list[dict[str, np.ndarray]]:
         """The frozen trunk's activations, one dict of arrays per graph (one batched pass):
 
         - ``readout`` (n_atoms, 64) float32: features after the readout LayerNorm (the readout's input);
@@ -133,9 +192,9 @@ class CHGNetBackbone(Backbone):
           convolutions and the readout LayerNorm (:data:`ATOM_LAYERS`);
         - ``atomic_numbers`` (n_atoms,) int16;
         - with ``cut=True`` (one graph at a time), the inputs of the last atom convolution (the cut that
-          lets adapters in that block train from a cache, :data:`CUT_ARRAYS`): ``cut_bond_feas`` and
-          ``cut_bond_weights`` (n_bonds, 64) float16, ``cut_atom_graph`` (n_edges, 2) and
-          ``cut_directed2undirected`` (n_edges,) int32 (the block's atom input is ``atom_layers[:, 3]``).
+          lets adapters in that block train from a cache, :data:`CUT_ARRAYS`): ``cut_atom_feas``
+          (n_atoms, 64), ``cut_bond_feas`` and ``cut_bond_weights`` (n_bonds, 64) in ``cut_dtype``,
+          ``cut_atom_graph`` (n_edges, 2) and ``cut_directed2undirected`` (n_edges,) int32.
         """
         if cut and len(graphs) != 1:
             raise ValueError("the cut of the last block is cached one graph at a time")
@@ -161,8 +220,10 @@ class CHGNetBackbone(Backbone):
                 "atomic_numbers": zz.to(torch.int16).numpy()}
                for r, a, zz in zip(torch.split(readout, sizes), torch.split(layers, sizes), torch.split(z, sizes), strict=True)]
         if cut:
-            out[0].update({"cut_bond_feas": captured["cut_bond_feas"].cpu().to(torch.float16).numpy(),
-                           "cut_bond_weights": captured["cut_bond_weights"].cpu().to(torch.float16).numpy(),
+            dt = getattr(torch, cut_dtype)
+            out[0].update({"cut_atom_feas": captured["cut_atom_feas"].cpu().to(dt).numpy(),
+                           "cut_bond_feas": captured["cut_bond_feas"].cpu().to(dt).numpy(),
+                           "cut_bond_weights": captured["cut_bond_weights"].cpu().to(dt).numpy(),
                            "cut_atom_graph": captured["cut_atom_graph"].cpu().to(torch.int32).numpy(),
                            "cut_directed2undirected": captured["cut_directed2undirected"].cpu().to(torch.int32).numpy()})
         return out
@@ -184,8 +245,13 @@ class CHGNetBackbone(Backbone):
     def collate(self, inputs: list[Any]) -> dict:
         sizes = torch.tensor([x["n_atoms"] for x in inputs], dtype=torch.long)
         batch = {"n_atoms": sizes, "structure_index": torch.repeat_interleave(torch.arange(len(inputs)), sizes)}
-        if self.adapt == "readout":
+        if self.adapt == "last_block_cached":
+            batch.update(_collate_cut(inputs))
+        if self.adapt in CACHED:
             batch["atom_features"] = torch.cat([x["atom_features"] for x in inputs])
+            if self.features == "all_layers":
+                layers = np.concatenate([np.asarray(x["atom_layers"])[:, :5] for x in inputs])
+                batch["atom_layers"] = torch.from_numpy(layers.astype(np.float32)).reshape(len(layers), -1)
         else:
             batch["graphs"] = [x["graph"] for x in inputs]
         return batch
@@ -194,6 +260,8 @@ class CHGNetBackbone(Backbone):
         """Mean over atoms of the frozen trunk features (readout) or of the atom embeddings (graph modes)."""
         if self.adapt == "readout":
             feats = batch["atom_features"]
+        elif self.adapt == "last_block_cached":
+            feats = batch["cut_atom_feas"]
         else:
             z = torch.cat([g.atomic_number for g in batch["graphs"]]).long()
             feats = self.trunk.atom_embedding(z - 1)
@@ -204,6 +272,14 @@ class CHGNetBackbone(Backbone):
         sets = {"atom": index}
         if self.adapt == "readout":
             atom_feas = batch["atom_features"]
+        elif self.adapt == "last_block_cached":  # the last block and the readout norm, from the cut
+            sets["edge"] = batch["edge_owner"]
+            with row_sets(**sets):
+                atom_feas = self.trunk.atom_conv_layers[-1](
+                    atom_feas=batch["cut_atom_feas"], bond_feas=batch["cut_bond_feas"],
+                    bond_weights=batch["cut_bond_weights"], atom_graph=batch["cut_atom_graph"],
+                    directed2undirected=batch["cut_directed2undirected"])
+                atom_feas = self.trunk.readout_norm(atom_feas)
         else:
             graphs = batch["graphs"]
             # rows of the trunk's layers: directed atom-graph edges, undirected bonds and bond-graph angles
@@ -215,4 +291,6 @@ class CHGNetBackbone(Backbone):
                 atom_feas = self._run_trunk(graphs)
         with row_sets(**sets):
             emb = self.readout_mlp(atom_feas)
+        if self.features == "all_layers":
+            emb = torch.cat([emb, atom_feas, batch["atom_layers"].to(emb.dtype)], dim=1)
         return BackboneOutput(emb, index, len(batch["n_atoms"]), sets)

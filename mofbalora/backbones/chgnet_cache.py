@@ -28,10 +28,10 @@ _WORKER: dict = {}
 
 
 def _stores(backbone):
-    from mofbalora.backbones.chgnet import CUT_NAMESPACE
+    from mofbalora.backbones.chgnet import CUT_NAMESPACES
     from mofbalora.data.arrays import ArrayStore
 
-    return ArrayStore(backbone.array_namespace()), ArrayStore(f"{backbone.name}/{CUT_NAMESPACE}")
+    return ArrayStore(backbone.array_namespace()), ArrayStore(f"{backbone.name}/{CUT_NAMESPACES['float16']}")
 
 
 def _init_worker(model_name: str, cache_root: str | None) -> None:
@@ -66,7 +66,7 @@ def cache_one(backbone, path: str | Path, *, cut: bool = True) -> str | None:
     except FeaturizationError:
         return "featurization_failed"
     if cut:
-        cut_store.put(digest, {k: v for k, v in acts.items() if k.startswith("cut_")})
+        cut_store.put(digest, {k: v for k, v in acts.items() if k.startswith("cut_") and k != "cut_atom_feas"})
     acts_store.put(digest, {**{k: v for k, v in acts.items() if not k.startswith("cut_")},
                             "digest": np.array(digest), "formula": np.array(structure.composition.reduced_formula)})
     return None

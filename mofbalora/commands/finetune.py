@@ -9,7 +9,7 @@ import os
 from mofbalora.model import REGIMES
 
 ADAPTER_FLAGS = {"balora": "balora", "lora": "lora", "mc-dropout": "mc_dropout", "lora-ensemble": "lora_ensemble",
-                 "head-only": "head_only", "full": "full"}
+                 "head-only": "head_only", "full": "full", "gbm": "gbm"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -56,6 +56,11 @@ def score(out: Path, data: dict) -> dict:
         row[f"spearman_T{t}"] = M.spearman_std_abs_error(sub.mean(1), sub.std(1, ddof=1), y_te)
     mean32, std32 = s_te[:, :32].mean(1), np.maximum(s_te[:, :32].std(1, ddof=1), 1e-6)
     row["mae_ev"] = M.mae(mean32, std32, y_te)
+    import torch
+
+    from mofbalora.train import validation_mae
+
+    row["mae_posterior_mean_pass_ev"] = validation_mae(model, data["test"][0], torch.as_tensor(y_te, dtype=torch.float32))
     row["miscal_area_raw"] = M.miscalibration_area(mean32, std32, y_te)
     row["coverage95_raw"] = M.coverage(mean32, std32, y_te, 0.95)
     row["median_std_ev"] = float(np.median(std32))
@@ -77,7 +82,11 @@ def load_data(model_dir: Path) -> dict:
     cfg = load_config(ROOT / "workflows" / "finetune_chgnet.yaml")
     ds, ids = split_ids(cfg)
     model = load_model(model_dir)
-    return {part: load_inputs(model, ds, ids[part], False)[1:] for part in ("val", "test")}
+    out = {}
+    for part in ("val", "test"):
+        _, x, y = load_inputs(model, ds, ids[part], False)
+        out[part] = (x, y.numpy().astype(float))
+    return out
 
 
 def table(df: pd.DataFrame) -> str:
