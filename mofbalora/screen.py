@@ -112,7 +112,7 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
         if col not in df.columns:
             df[col] = np.nan
     df["in_domain"] = df["in_domain"].astype("boolean")
-    ok = (df["status"] == "ok").to_numpy()
+    ok = (df["status"] == "ok").to_numpy().copy()
     if ok.any():
         samples_ok = [np.asarray(r["samples_ev"], dtype=float) for r, k in zip(records, ok, strict=True) if k]
         robust = robust_summary(np.array(samples_ok), df.loc[ok, "bandgap_std_ev"].to_numpy(float))
@@ -123,13 +123,13 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
         bad = ok & (df["checks"] == "failed").to_numpy()
         df.loc[bad, "status"], df.loc[bad, "error"] = "error", FAILED_CHECKS_REASON
         df.loc[bad, "detail"] = df.loc[bad, "failed_checks"]
-        ok &= ~bad
+        ok = ok & ~bad
     out_of_domain = (df["in_domain"] == False).fillna(False).to_numpy(bool)  # noqa: E712 (NA = unknown)
     if domain == "exclude":
         bad = ok & out_of_domain
         df.loc[bad, "status"], df.loc[bad, "error"] = "error", OUT_OF_DOMAIN_REASON
         df.loc[bad, "detail"] = [_domain_detail(r) for r in df.loc[bad].to_dict("records")]
-        ok &= ~bad
+        ok = ok & ~bad
     df["score"] = np.nan
     df["rank"] = pd.array([pd.NA] * len(df), dtype="Int64")
     if ok.any():
@@ -146,7 +146,7 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
         ranks[order] = np.arange(1, len(scores) + 1)
         df.loc[ok, "rank"] = ranks
     for col in ("error", "detail", "physical_flag", "failed_checks", "checks_detail", "unseen_elements"):
-        df[col] = df[col].fillna("")
+        df[col] = df[col].astype(object).fillna("")
     return df[COLUMNS]
 
 
