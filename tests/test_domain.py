@@ -8,7 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from mofbalora.domain import ApplicabilityDomain, cif_elements, domain_policy, fit_embedding_domain, load_domain
+from mofbalora.domain import (
+    ApplicabilityDomain,
+    cif_elements,
+    domain_policy,
+    fit_embedding_domain,
+    load_domain,
+)
 
 
 def test_a_structure_with_an_element_unseen_in_training_is_out_of_domain():
