@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QMOF ?= $(if $(MOFBALORA_QMOF),$(MOFBALORA_QMOF),../shared/data/qmof)
 
-.PHONY: install install-dev install-moftransformer demo test bench lint clean
+.PHONY: install install-dev install-moftransformer install-checks demo test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,uma]"
 	bash scripts/install_moftransformer.sh $(BIN)/python
+	bash scripts/install_checks.sh $(BIN)/python
+
+# MOF chemistry checks (mofchecker-next, GPL-2.0, optional): see scripts/install_checks.sh.
+install-checks: $(BIN)/python
+	bash scripts/install_checks.sh $(BIN)/python
 
 # The MOFTransformer backbone's extra alone (moftransformer 2.2.0 --no-deps, pinned deps, GRIDAY built).
 install-moftransformer: $(BIN)/python

@@ -42,7 +42,8 @@ class _ArrayCache:
                 return None
             arrays.update(got)
         x = self.backbone.from_arrays(arrays)
-        x["digest"], x["formula"] = digest, str(arrays["formula"])
+        # np.ascontiguousarray in ArrayStore.put stores a 0-d string as shape (1,): take the element, not str(array)
+        x["digest"], x["formula"] = digest, str(np.asarray(arrays["formula"]).reshape(-1)[0])
         return x
 
     def put(self, digest: str, x: dict) -> None:

@@ -56,6 +56,9 @@ class BandGapModel(nn.Module):
         #: std recalibration fitted on the validation split after training (``finetune`` sets it):
         #: ``{"method": "scale_floor", "std_factor": a, "std_floor_ev": b, ...}``; None if not fitted
         self.calibration: dict | None = None
+        #: what the model was trained on (element counts, embedding reference), for the screen's applicability
+        #: domain (:mod:`mofbalora.domain`); None if not recorded
+        self.training_domain = None
         self.base_identity = backbone.identity()  # before adapters change the module tree
         if regime in ("head_only", "full"):
             # ``full``: every backbone weight is trainable; with a cached trunk (CHGNet ``adapt="readout"``)
@@ -204,7 +207,8 @@ class BandGapModel(nn.Module):
         return {"regime": self.regime, "backbone": {"name": self.backbone_options.get("name", "chgnet"),
                                                      **{k: v for k, v in self.backbone_options.items() if k != "name"}},
                 "adapter": self.adapter_config.to_dict() if self.adapter_config else None,
-                "head": self.head.config.to_dict(), "base": self.base_identity, "calibration": self.calibration}
+                "head": self.head.config.to_dict(), "base": self.base_identity, "calibration": self.calibration,
+                **({"training_domain": self.training_domain.to_config()} if self.training_domain is not None else {})}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         from safetensors.torch import save
@@ -214,6 +218,8 @@ class BandGapModel(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.trained_state().items()}
         _atomic_write_bytes(directory / MODEL_FILE, save(tensors))
         cfg = {**self.config_dict(), "metadata": metadata or {}}
+        if self.training_domain is not None:
+            self.training_domain.save_tensors(directory)
         _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
         return directory
 
@@ -261,5 +267,9 @@ def load_model(model: str | Path = "default", device: str | torch.device = "cpu"
                                      f"but the installed backbone is {m.base_identity}")
     m.load_trained_state(load_file(str(directory / MODEL_FILE)))
     m.calibration = cfg.get("calibration")
+    if cfg.get("training_domain"):
+        from mofbalora.domain import ApplicabilityDomain
+
+        m.training_domain = ApplicabilityDomain.from_config(cfg["training_domain"], directory)
     m.eval()
     return m.to(resolve_device(device))

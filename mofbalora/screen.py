@@ -6,6 +6,15 @@ output table is replaced atomically, so a crash never leaves a half-written tabl
 structures already done (keyed by the sha256 of the file content) and ends with the same table as an
 uninterrupted run: each structure's stochastic passes use a generator seeded by (seed, file digest), and
 the acquisition scores are computed once, over the whole table, at the end.
+
+Beyond the prediction, each screened row says whether to trust it (``docs/screening.md``):
+
+* **chemistry checks** (``checks``, ``failed_checks``, ``checks_detail``; :mod:`mofbalora.checks`): MOFChecker's
+  diagnostics and pymatgen's CIF consistency check; policy ``checks`` = off | flag (default) | exclude;
+* **applicability domain** (``unseen_elements``, ``domain_distance``, ``in_domain``; :mod:`mofbalora.domain`);
+  policy ``domain`` = rank-separately (default) | exclude | ignore;
+* **physical outputs** (``bandgap_median_ev``, ``bandgap_spread_ev``, ``physical_flag``;
+  :mod:`mofbalora.physical`): the acquisitions rank by the median and the capped robust spread of the draws.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 log = logging.getLogger(__name__)
 
 COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
-           "bandgap_std_calibrated_ev", "score",
+           "bandgap_std_calibrated_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag", "score",
+           "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
            "status", "error", "detail", "digest"]
 FORMATS = {".csv", ".parquet", ".json"}
 
@@ -81,34 +91,89 @@ def _load_partial(path: Path) -> dict[str, dict]:
 
 
 def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, target_ev=None, goal: str = "min",
-              seed: int = 0) -> pd.DataFrame:
-    """The ranked table from per-file records (one per input, in input order)."""
-    from mofbalora.al.acquisition import acquisition_scores
+              seed: int = 0, checks: str = "flag", domain: str = "rank-separately") -> pd.DataFrame:
+    """The ranked table from per-file records (one per input, in input order).
 
+    Scores come from the robust summary of each row's draws (:func:`mofbalora.physical.robust_summary`: the
+    median and the capped 16-84 % half-width stand in for the mean and std). ``checks="exclude"`` turns rows
+    whose checks failed into error rows (reason ``failed_checks``, the names in ``detail``); ``domain="exclude"``
+    does the same for out-of-domain rows (reason ``out_of_domain``); ``domain="rank-separately"`` ranks every
+    in-domain row (or row of unknown domain) before every out-of-domain row, each group by its score.
+    Excluded rows keep their predictions for reference but get no rank.
+    """
+    from mofbalora.al.acquisition import acquisition_scores
+    from mofbalora.checks import FAILED_CHECKS_REASON, check_policy
+    from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy
+    from mofbalora.physical import robust_summary
+
+    checks, domain = check_policy(checks), domain_policy(domain)
     df = pd.DataFrame(records)
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    ok = (df["status"] == "ok").to_numpy()
+    df["in_domain"] = df["in_domain"].astype("boolean")
+    ok = (df["status"] == "ok").to_numpy().copy()
+    if ok.any():
+        samples_ok = [np.asarray(r["samples_ev"], dtype=float) for r, k in zip(records, ok, strict=True) if k]
+        robust = robust_summary(np.array(samples_ok), df.loc[ok, "bandgap_std_ev"].to_numpy(float))
+        for col, values in robust.items():
+            df[col] = df[col].astype(object) if col == "physical_flag" else df[col]
+            df.loc[ok, col] = values
+    if checks == "exclude":
+        bad = ok & (df["checks"] == "failed").to_numpy()
+        df.loc[bad, "status"], df.loc[bad, "error"] = "error", FAILED_CHECKS_REASON
+        df.loc[bad, "detail"] = df.loc[bad, "failed_checks"]
+        ok = ok & ~bad
+    out_of_domain = (df["in_domain"] == False).fillna(False).to_numpy(bool)  # noqa: E712 (NA = unknown)
+    if domain == "exclude":
+        bad = ok & out_of_domain
+        df.loc[bad, "status"], df.loc[bad, "error"] = "error", OUT_OF_DOMAIN_REASON
+        df.loc[bad, "detail"] = [_domain_detail(r) for r in df.loc[bad].to_dict("records")]
+        ok = ok & ~bad
     df["score"] = np.nan
     df["rank"] = pd.array([pd.NA] * len(df), dtype="Int64")
     if ok.any():
-        mean = df.loc[ok, "bandgap_mean_ev"].to_numpy(float)
-        std = df.loc[ok, "bandgap_std_ev"].to_numpy(float)
+        mean = df.loc[ok, "bandgap_median_ev"].to_numpy(float)
+        std = df.loc[ok, "bandgap_spread_ev"].to_numpy(float)
         samples = np.array([r["samples_ev"] for r, k in zip(records, ok, strict=True) if k], dtype=float)
         scores = acquisition_scores(acquisition, mean, std, samples, kappa=kappa, target_ev=target_ev, goal=goal,
                                     rng=np.random.default_rng(seed))
         df.loc[ok, "score"] = scores
-        order = np.lexsort((np.arange(len(scores)), -scores))  # higher score first, ties by input order
+        group = out_of_domain[ok].astype(int) if domain == "rank-separately" else np.zeros(len(scores), int)
+        # in-domain group first (rank-separately), higher score first, ties by input order
+        order = np.lexsort((np.arange(len(scores)), -scores, group))
         ranks = np.empty(len(scores), dtype=np.int64)
         ranks[order] = np.arange(1, len(scores) + 1)
         df.loc[ok, "rank"] = ranks
-    df["error"] = df["error"].fillna("")
+    for col in ("error", "detail", "physical_flag", "failed_checks", "checks_detail", "unseen_elements"):
+        df[col] = df[col].astype(object).fillna("")
     return df[COLUMNS]
 
 
+def _domain_detail(row: dict) -> str:
+    parts = []
+    if row.get("unseen_elements"):
+        parts.append(f"elements not in training: {row['unseen_elements']}")
+    if np.isfinite(row.get("domain_distance", np.nan)):
+        parts.append(f"embedding distance {row['domain_distance']:.3g}")
+    return "; ".join(parts)
+
+
+def row_flags(row: dict) -> str:
+    """One short string of everything that argues against trusting a screened row (for summaries)."""
+    flags = []
+    if row.get("failed_checks"):
+        flags.append(f"checks:{row['failed_checks']}")
+    in_domain = row.get("in_domain")
+    if in_domain is not None and not pd.isna(in_domain) and not bool(in_domain):
+        flags.append("out_of_domain" + (f"({row['unseen_elements']})" if row.get("unseen_elements") else ""))
+    if row.get("physical_flag"):
+        flags.append(str(row["physical_flag"]))
+    return " ".join(flags)
+
+
 def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int, max_atoms: int = DEFAULT_MAX_ATOMS,
-                  with_embedding: bool = False, batched: bool = True) -> list[dict]:
+                  with_embedding: bool = False, batched: bool = True, checks: bool = False) -> list[dict]:
     """One record per file: featurize (through the cache) and predict with ``n_samples`` passes.
 
     The files' structures are predicted together (``batched``). A record still does not depend on which
@@ -116,6 +181,7 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
     keyed by (``seed``, content digest, pass), and the passes of an MC-dropout model, whose masks come
     from a generator, use one generator per structure seeded by (``seed``, content digest).
     ``with_embedding`` adds the pooled structure embedding (for diversity-aware batch selection).
+    Every record gets the applicability-domain columns, and the chemistry-check columns (run when ``checks``).
     """
     from mofbalora.evaluate import MIN_STD_EV
     from mofbalora.featurize import featurize_files
@@ -143,16 +209,50 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
             calibrated = m.calibrated_std(np.maximum(pred.std_ev[j:j + 1], MIN_STD_EV))
             if calibrated is not None:
                 rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
-            if with_embedding:
+            if with_embedding or _needs_embedding(m):
                 rec["embedding"] = pred.embedding[j].tolist()
         records.append(rec)
+    _annotate(m, records, max_atoms=max_atoms, checks=checks, keep_embedding=with_embedding)
     return records
+
+
+def _needs_embedding(m) -> bool:
+    domain = getattr(m, "training_domain", None)
+    return domain is not None and domain.has_embedding
+
+
+def _annotate(m, records: list[dict], *, max_atoms: int, checks: bool, keep_embedding: bool) -> None:
+    """Add the domain and check columns to the screened records (in place); a failure stays per structure."""
+    from mofbalora.checks import checker_available, not_run, run_checks
+    from mofbalora.data.structures import read_structure
+    from mofbalora.domain import elements_of_formula
+
+    ok = [r for r in records if r["status"] == "ok"]
+    domain = getattr(m, "training_domain", None)
+    if domain is not None and ok:
+        embeddings = np.array([r["embedding"] for r in ok]) if domain.has_embedding else None
+        for rec, cols in zip(ok, domain.assess([elements_of_formula(r["formula"]) for r in ok], embeddings),
+                             strict=True):
+            rec.update(cols)
+    if not keep_embedding:
+        for rec in ok:
+            rec.pop("embedding", None)
+    run = checks and checker_available()
+    for rec in ok:
+        if not run:
+            rec.update(not_run("" if not checks else "mofchecker-next is not installed"))
+            continue
+        try:
+            rec.update(run_checks(read_structure(rec["path"], max_atoms=max_atoms), rec["path"]))
+        except Exception as exc:  # one structure's checker crash never stops the batch
+            rec.update(checks="error", failed_checks="", checks_detail=f"{type(exc).__name__}: {exc}"[:200])
 
 
 def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisition: str = "std", kappa: float = 2.0,
            target_ev: tuple[float, float] | None = None, goal: str = "min", out: str | Path = "ranked.csv",
            seed: int = 0, chunk_size: int = 16, max_atoms: int = DEFAULT_MAX_ATOMS, resume: bool = True,
-           progress: bool = True, checkpoint_seconds: float = 20.0, dask=None, device: str = "cpu") -> pd.DataFrame:
+           progress: bool = True, checkpoint_seconds: float = 20.0, dask=None, device: str = "cpu",
+           checks: str = "flag", domain: str = "rank-separately") -> pd.DataFrame:
     """Screen candidate files (paths, folders or globs) with a saved model; returns the ranked table.
 
     ``model`` is ``"default"``, a run folder, or an already loaded :class:`~mofbalora.model.BandGapModel`.
@@ -160,15 +260,34 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     address (``tcp://host:8786``), ``"jobqueue:CONFIG.yaml"`` (SLURM / PBS workers through dask-jobqueue)
     or a ``distributed.Client``. The table is the same as a one-process run (see :mod:`mofbalora.parallel`).
     ``device``: where a one-process screen runs the model (cpu | cuda | auto); Dask workers use their CPU.
+
+    ``checks`` (off | flag | exclude, default flag): run MOF chemistry checks (:mod:`mofbalora.checks`, extra
+    ``checks``); flag ranks every structure and names its failed checks, exclude turns a failing structure into
+    an error row (reason ``failed_checks``). The default is flag because the checks are heuristics with false
+    positives (an unusual but correct bond, an intentional guest molecule): a screen should show them, not
+    silently drop candidates; ask for exclude to drop them. Without mofchecker-next installed, flag screens on
+    and reports ``checks="not_run"`` (a warning names the install command); exclude refuses to start.
+    ``domain`` (rank-separately | exclude | ignore, default rank-separately): how out-of-domain structures
+    (:mod:`mofbalora.domain`) are ranked: after every in-domain one, not at all (error row, reason
+    ``out_of_domain``), or like the others.
     """
     from mofbalora.al.acquisition import ACQUISITIONS
+    from mofbalora.checks import INSTALL_HINT, check_policy, checker_available
     from mofbalora.data.candidates import expand_candidates
+    from mofbalora.domain import domain_policy
     from mofbalora.model import BandGapModel, load_model
 
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"unknown acquisition {acquisition!r}; choose from {sorted(ACQUISITIONS)}")
     if acquisition == "target" and target_ev is None:
         raise ValueError("acquisition 'target' needs a band-gap window: --target LO HI (eV)")
+    checks, domain = check_policy(checks), domain_policy(domain)
+    if checks == "exclude" and not checker_available():
+        raise ImportError(f"--checks exclude: {INSTALL_HINT}")
+    if checks == "flag" and not checker_available():
+        log.warning("chemistry checks not run (checks column: not_run): %s", INSTALL_HINT)
+    run_checks = checks != "off"
+    policies = {"checks": checks, "domain": domain}
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"unknown output format {out.suffix!r}; choose from {sorted(FORMATS)}")
@@ -190,14 +309,15 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
     if dask is None:
         results = ((chunk, predict_files(m, [paths[k] for k in chunk], [keys[k] for k in chunk], n_samples=n_samples,
-                                         seed=seed, max_atoms=max_atoms)) for chunk in chunks)
+                                         seed=seed, max_atoms=max_atoms, checks=run_checks)) for chunk in chunks)
         stats = None
     else:
         from mofbalora.parallel.dask_screen import DaskPredictor
 
         predictor = DaskPredictor(dask, model, scratch=out.parent / f".{out.name}.model")
         stats = predictor.stats
-        results = predictor.map_chunks(chunks, paths, keys, n_samples=n_samples, seed=seed, max_atoms=max_atoms)
+        results = predictor.map_chunks(chunks, paths, keys, n_samples=n_samples, seed=seed, max_atoms=max_atoms,
+                                       checks=run_checks)
     try:
         with open(partial, "a") as log_fh:
             for chunk, records in results:  # in completion order: rows are keyed, the table is in input order
@@ -210,13 +330,15 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
                 os.fsync(log_fh.fileno())
                 bar.update(len(chunk))
                 if time.monotonic() - last_flush > checkpoint_seconds:
-                    _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=False)
+                    _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=False,
+                                  **policies)
                     last_flush = time.monotonic()
     finally:
         if dask is not None:
             predictor.close()
     bar.close()
-    table = _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=True)
+    table = _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=True,
+                          **policies)
     if stats is not None:
         table.attrs["dask"] = stats
     partial.unlink(missing_ok=True)
@@ -233,7 +355,8 @@ def _key(path: Path) -> str:
         return f"path:{path}"
 
 
-def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool) -> pd.DataFrame:
+def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool,
+                  checks: str = "flag", domain: str = "rank-separately") -> pd.DataFrame:
     records = []
     for key, path in zip(keys, paths, strict=True):
         rec = done.get(key)
@@ -241,24 +364,29 @@ def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, 
             continue
         # the same content given twice gets one prediction but a row per path, each naming its own file
         records.append({**rec, "path": str(path), "structure_id": Path(path).stem})
-    table = rank_rows(records, acquisition, kappa=kappa, target_ev=target_ev, goal=goal, seed=seed)
+    table = rank_rows(records, acquisition, kappa=kappa, target_ev=target_ev, goal=goal, seed=seed, checks=checks,
+                      domain=domain)
     write_table(table, out)
     return table
 
 
 def summarize(table: pd.DataFrame, top: int = 10) -> str:
-    """Terminal summary: the top-K table (mean ± std, score) and failures by reason."""
+    """Terminal summary: the top-K table (median ± robust spread of the draws, as ranked; the sample mean ± std
+    where those are absent), score and flags, then failures by reason."""
     ok = table[table["status"] == "ok"].sort_values("rank")
     lines = [f"screened {len(ok)} of {len(table)} file(s)"]
     if len(ok):
+        robust = {"bandgap_median_ev", "bandgap_spread_ev"} <= set(ok) and ok["bandgap_median_ev"].notna().all()
+        center, spread = ("bandgap_median_ev", "bandgap_spread_ev") if robust else ("bandgap_mean_ev", "bandgap_std_ev")
         calibrated = ok["bandgap_std_calibrated_ev"].notna().all()
         extra = f"  {'calibrated ±':>12}" if calibrated else ""
-        lines.append(f"{'rank':>4}  {'structure':<28} {'formula':<18} {'atoms':>5}  {'gap (eV)':>13}{extra}  {'score':>8}")
+        lines.append(f"{'rank':>4}  {'structure':<28} {'formula':<18} {'atoms':>5}  {'gap (eV)':>13}{extra}  {'score':>8}"
+                     "  flags")
         for _, r in ok.head(top).iterrows():
             cal = f"  {r['bandgap_std_calibrated_ev']:12.2f}" if calibrated else ""
             lines.append(f"{int(r['rank']):>4}  {str(r['structure_id'])[:28]:<28} {str(r['formula'])[:18]:<18} "
-                         f"{int(r['n_atoms']):>5}  {r['bandgap_mean_ev']:6.2f} ± {r['bandgap_std_ev']:4.2f}{cal}  "
-                         f"{r['score']:8.3f}")
+                         f"{int(r['n_atoms']):>5}  {r[center]:6.2f} ± {r[spread]:4.2f}{cal}  "
+                         f"{r['score']:8.3f}  {row_flags(r.to_dict())}".rstrip())
     failures = Counter(table.loc[table["status"] == "error", "error"])
     if failures:
         lines.append("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in failures.most_common()))

@@ -401,6 +401,20 @@ def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> 
     return trainer.model.calibration
 
 
+def _fit_training_domain(trainer: Trainer, out: Path, tr_x: list, va_x: list, cfg: dict) -> dict:
+    """Store the training set's element counts and embedding reference (threshold from validation) in the best
+    checkpoint, for the screen's applicability domain (:mod:`mofbalora.domain`)."""
+    from mofbalora.domain import fit_domain
+
+    split = cfg["data"].get("split")
+    trainer.model.training_domain = fit_domain(trainer.model, tr_x, va_x, seed=int(cfg["run"]["seed"]),
+                                               source=f"training split of {split}" if split else "training set")
+    best = out / "checkpoints" / "best"
+    metadata = json.loads((best / "model_config.json").read_text()).get("metadata", {})
+    trainer.model.save(best, metadata=metadata)
+    return {k: v for k, v in trainer.model.training_domain.to_config().items() if k != "element_counts"}
+
+
 def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool = True,
              stop_after_epochs: int | None = None, dist: DistContext | None = None) -> dict:
     """Fine-tune per ``cfg`` into run folder ``out``; returns the final metrics (also in metrics.json).
@@ -461,6 +475,7 @@ def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_
               "trainable_parameters": sum(p.numel() for p in trainer.params)}
     result["val"], val_table = evaluate_inputs(trainer.model, va_ids, va_x, va_y.numpy(), n_samples=n_samples)
     result["calibration"] = _fit_calibration(trainer, out, val_table, n_samples)
+    result["training_domain"] = _fit_training_domain(trainer, out, tr_x, va_x, cfg)
     if cfg["run"]["eval_test"] and ids["test"]:
         te_ids, te_x, te_y = load_inputs(trainer.model, ds, ids["test"], "test set")
         t0 = time.perf_counter()

@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=positive_int, default=16, help="files per task (and per progress checkpoint)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where the model runs (one process; Dask workers use their CPU)")
+    p.add_argument("--checks", default="flag", choices=["off", "flag", "exclude"],
+                   help="MOF chemistry checks (mofchecker-next, extra 'checks'): flag = rank all and name failed "
+                        "checks (default), exclude = failing structures get an error row, off = do not run them")
+    p.add_argument("--domain", default="rank-separately", choices=["rank-separately", "exclude", "ignore"],
+                   help="out-of-domain structures (unseen elements, far embedding): ranked after all in-domain "
+                        "ones (default), error rows, or ranked like the rest")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                    kappa=args.kappa, target_ev=tuple(args.target) if args.target else None, goal=args.goal,
                    out=args.out, seed=args.seed, max_atoms=args.max_atoms or DEFAULT_MAX_ATOMS,
                    resume=not args.no_resume, progress=not args.quiet, dask=args.dask, chunk_size=args.chunk_size,
-                   device=args.device)
+                   device=args.device, checks=args.checks, domain=args.domain)
     print(summarize(table, args.top))
     print(f"ranked table: {args.out}")
     if args.plot:

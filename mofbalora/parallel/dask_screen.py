@@ -124,14 +124,14 @@ def _worker_model(model_dir: str):
 
 
 def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], *, n_samples: int, seed: int,
-                  max_atoms: int, with_embedding: bool = False) -> dict:
+                  max_atoms: int, with_embedding: bool = False, checks: bool = False) -> dict:
     """Run on a worker: records of one chunk, and what it cost (model load, compute, result size)."""
     from mofbalora.screen import predict_files
 
     model, load_s = _worker_model(model_dir)
     t0 = time.perf_counter()
     records = predict_files(model, list(paths), list(keys), n_samples=n_samples, seed=seed, max_atoms=max_atoms,
-                            with_embedding=with_embedding)
+                            with_embedding=with_embedding, checks=checks)
     return {"records": records, "pid": os.getpid(), "model_load_seconds": load_s,
             "compute_seconds": time.perf_counter() - t0, "result_bytes": len(json.dumps(records))}
 
@@ -170,13 +170,14 @@ class DaskPredictor:
         self._pending: list = []
 
     def map_chunks(self, chunks: Sequence[Sequence[int]], paths: Sequence, keys: Sequence[str], *, n_samples: int,
-                   seed: int, max_atoms: int, with_embedding: bool = False) -> Iterator[tuple[list[int], list[dict]]]:
+                   seed: int, max_atoms: int, with_embedding: bool = False,
+                   checks: bool = False) -> Iterator[tuple[list[int], list[dict]]]:
         distributed = _import_distributed()
         futures = {}
         for chunk in chunks:
             fut = self.client.submit(predict_chunk, self.model_dir, [str(paths[k]) for k in chunk],
                                      [keys[k] for k in chunk], n_samples=n_samples, seed=seed, max_atoms=max_atoms,
-                                     with_embedding=with_embedding, pure=False)
+                                     with_embedding=with_embedding, checks=checks, pure=False)
             futures[fut] = list(chunk)
         self._pending = list(futures)
         for fut in distributed.as_completed(futures):

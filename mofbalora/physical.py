@@ -1,0 +1,58 @@
+"""What the screen reports from a model's T draws, and what the acquisition ranks by, when draws run away.
+
+A band gap is >= 0 (the head's softplus guarantees it) and, for MOFs, rarely above ~7 eV (QMOF's PBE gaps
+end near 6.5 eV). On structures far from the training data a few of BaLoRA's T draws can run away (softplus
+of a large logit): the sample mean and std then describe the outliers (std of 10-46 eV seen on CoRE MOF),
+not the model's belief. So, per structure:
+
+* ``bandgap_median_ev``: the median of the draws (robust to a minority of runaway draws);
+* ``bandgap_spread_ev``: half the 16-84 % inter-quantile range of the draws (= the std for a normal
+  distribution; a minority of runaway draws barely moves it), capped at :data:`SPREAD_CAP_EV`; a model
+  with a single draw (deterministic regimes) keeps its reported std;
+* ``physical_flag``: ``;``-joined notes: ``runaway_draws`` (the std exceeds ``RUNAWAY_RATIO`` times the
+  robust spread + 0.1 eV: the mean and std are dominated by outlying draws), ``spread_capped`` (the robust
+  spread itself exceeds the cap), ``gap_above_range`` (the median is above :data:`MAX_GAP_EV`).
+
+The acquisitions rank by ``bandgap_median_ev`` and ``bandgap_spread_ev`` in place of the mean and std, so a
+runaway spread cannot buy a top rank (``std``: the capped spread; ``ucb``: median + kappa * capped spread).
+``bandgap_mean_ev`` / ``bandgap_std_ev`` stay in the table, unchanged, as the sample moments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: the largest band gap (eV) expected for a MOF; medians above it are flagged
+MAX_GAP_EV = 7.0
+#: the largest spread (eV) the acquisition believes: half the physical range of MOF band gaps
+SPREAD_CAP_EV = MAX_GAP_EV / 2
+#: std / robust spread above which the draws are called runaway
+RUNAWAY_RATIO = 2.0
+QUANTILES = (0.16, 0.84)
+
+
+def robust_summary(samples_ev: np.ndarray, std_ev: np.ndarray) -> dict[str, np.ndarray]:
+    """Median, capped robust spread and flags (see the module docstring) from draws of shape (n, T), eV.
+
+    ``std_ev`` (n,) is the model's reported std (used as the spread when T == 1). Returns arrays of length n:
+    ``bandgap_median_ev``, ``bandgap_spread_ev`` (eV) and ``physical_flag`` (strings).
+    """
+    samples = np.asarray(samples_ev, dtype=float)
+    std = np.asarray(std_ev, dtype=float)
+    if samples.ndim != 2 or samples.shape[0] != std.shape[0] or samples.shape[1] < 1:
+        raise ValueError(f"samples_ev must have shape (n={std.shape[0]}, T>=1), got {samples.shape}")
+    median = np.median(samples, axis=1)
+    if samples.shape[1] > 1:
+        lo, hi = np.quantile(samples, QUANTILES, axis=1)
+        robust = (hi - lo) / 2
+    else:
+        robust = std.copy()
+    flags = [[] for _ in range(len(std))]
+    for i in np.flatnonzero(std > RUNAWAY_RATIO * robust + 0.1):
+        flags[i].append("runaway_draws")
+    for i in np.flatnonzero(robust > SPREAD_CAP_EV):
+        flags[i].append("spread_capped")
+    for i in np.flatnonzero(median > MAX_GAP_EV):
+        flags[i].append("gap_above_range")
+    return {"bandgap_median_ev": median, "bandgap_spread_ev": np.minimum(robust, SPREAD_CAP_EV),
+            "physical_flag": np.array([";".join(f) for f in flags], dtype=object)}

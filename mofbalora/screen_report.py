@@ -1,0 +1,77 @@
+"""A markdown summary of a ranked screen table (for large screens such as all of CoRE MOF): rows, errors by
+reason, chemistry checks by name, out-of-domain share, physical flags, throughput, and the top rows with
+everything that argues against them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from mofbalora.screen import row_flags
+
+
+def _tally(values) -> Counter:
+    out: Counter = Counter()
+    for v in values:
+        out.update(x for x in str(v).split(";") if x and x != "nan")
+    return out
+
+
+def _table(counter: Counter, what: str, total: int) -> list[str]:
+    if not counter:
+        return [f"(no {what})", ""]
+    lines = [f"| {what} | rows | share |", "|---|---|---|"]
+    lines += [f"| `{k}` | {v} | {v / max(total, 1):.1%} |" for k, v in counter.most_common()]
+    return lines + [""]
+
+
+def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: int = 50, title: str = "Screen",
+                   command: str = "", acquisition: str = "std") -> str:
+    """The summary of a ranked ``table`` (from :func:`mofbalora.screen.screen`) as markdown."""
+    n = len(table)
+    ok = table[table["status"] == "ok"]
+    err = table[table["status"] == "error"]
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["```bash", command, "```", ""]
+    lines += [f"- rows: **{n}** (one per input file); ranked: {len(ok)}; error rows: {len(err)}"]
+    if seconds:
+        lines.append(f"- wall time {seconds:.0f} s: **{n / seconds:.2f} files/s**")
+    checked = table[table["checks"].isin(["ok", "failed", "error"])]
+    status = Counter(table["checks"].replace("", "not_run").fillna("not_run"))
+    lines.append("- chemistry checks: " + ", ".join(f"{k}: {v}" for k, v in status.most_common()))
+    known = table["in_domain"].dropna()
+    if len(known):
+        out = int((~known.astype(bool)).sum())
+        lines.append(f"- out of domain: **{out} of {len(known)} ({out / len(known):.1%})**, of which "
+                     f"{int((table['unseen_elements'].astype(str).str.len() > 0).sum())} with elements unseen in "
+                     "training")
+    else:
+        lines.append("- out of domain: not assessed (the model carries no training domain)")
+    lines += ["", "## Errors by reason", ""] + _table(Counter(err["error"]), "errors", n)
+    lines += ["## Failed chemistry checks by name", "", f"Among {len(checked)} checked structures.", ""]
+    lines += _table(_tally(checked["failed_checks"]), "failed checks", len(checked))
+    lines += ["## Unseen elements", ""] + _table(_tally(table["unseen_elements"]), "unseen elements", len(known))
+    lines += ["## Physical flags", ""] + _table(_tally(ok["physical_flag"]), "physical flags", len(ok))
+    head = ok.sort_values("rank").head(top)
+    lines += [f"## Top {len(head)} by `{acquisition}`", "",
+              "| rank | structure | formula | atoms | median ± spread (eV) | mean ± std (eV) | score | flags |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in head.to_dict("records"):
+        lines.append(f"| {int(r['rank'])} | {r['structure_id']} | {r['formula']} | {int(r['n_atoms'])} | "
+                     f"{r['bandgap_median_ev']:.2f} ± {r['bandgap_spread_ev']:.2f} | "
+                     f"{r['bandgap_mean_ev']:.2f} ± {r['bandgap_std_ev']:.2f} | {r['score']:.3f} | "
+                     f"{row_flags(r) or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_screen_summary(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:
+    """Write :func:`screen_summary` to ``path`` atomically."""
+    from mofbalora.adapters.io import _atomic_write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, screen_summary(table, **kwargs).encode())
+    return path

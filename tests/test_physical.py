@@ -1,0 +1,71 @@
+"""Physical outputs: robust median / spread from the draws, flags, and ranking that runaway draws cannot buy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mofbalora.physical import MAX_GAP_EV, SPREAD_CAP_EV, robust_summary
+from mofbalora.screen import rank_rows
+
+
+def _record(name, draws, **extra):
+    draws = np.asarray(draws, dtype=float)
+    return {"key": name, "path": f"{name}.cif", "structure_id": name, "formula": "ZnO", "n_atoms": 10,
+            "status": "ok", "error": "", "detail": "", "bandgap_mean_ev": float(draws.mean()),
+            "bandgap_std_ev": float(draws.std(ddof=1)), "samples_ev": draws.tolist(), **extra}
+
+
+def test_well_behaved_draws_keep_their_spread_and_runaway_draws_are_flagged():
+    rng = np.random.default_rng(0)
+    normal = 2.0 + 0.3 * rng.standard_normal(64)
+    runaway = normal.copy()
+    runaway[:4] = [40.0, 55.0, 30.0, 46.0]  # 4 of 64 softplus draws ran away
+    wide = 3.0 + 6.0 * rng.standard_normal(64)
+    high = 9.0 + 0.1 * rng.standard_normal(64)
+    samples = np.stack([normal, runaway, wide, high])
+    out = robust_summary(samples, samples.std(1, ddof=1))
+    assert abs(out["bandgap_spread_ev"][0] - 0.3) < 0.08 and out["physical_flag"][0] == ""
+    assert samples[1].std(ddof=1) > 10  # the sample std is dominated by the outliers ...
+    assert abs(out["bandgap_median_ev"][1] - 2.0) < 0.2 and out["bandgap_spread_ev"][1] < 0.6  # ... not these
+    assert out["physical_flag"][1] == "runaway_draws"
+    assert out["bandgap_spread_ev"][2] == SPREAD_CAP_EV and "spread_capped" in out["physical_flag"][2]
+    assert out["bandgap_median_ev"][3] > MAX_GAP_EV and out["physical_flag"][3] == "gap_above_range"
+
+
+def test_runaway_draws_do_not_win_std_or_ucb():
+    rng = np.random.default_rng(1)
+    records = [_record(f"s{k}", 1.5 + s * rng.standard_normal(32)) for k, s in enumerate([0.2, 0.5, 0.8])]
+    wild = 1.5 + 0.3 * rng.standard_normal(32)
+    wild[:3] = [46.0, 38.0, 52.0]
+    records.append(_record("runaway", wild))
+    for acquisition in ("std", "ucb"):
+        table = rank_rows(records, acquisition).set_index("structure_id")
+        assert table.loc["runaway", "bandgap_std_ev"] > 10
+        assert table.loc["runaway", "physical_flag"] == "runaway_draws"
+        assert table.loc["s2", "rank"] == 1  # the honestly uncertain structure is first
+        assert table.loc["runaway", "rank"] > 1
+    # with the raw moments the runaway structure would have been first
+    table = rank_rows(records, "std").set_index("structure_id")
+    assert table["bandgap_std_ev"].idxmax() == "runaway"
+
+
+def test_exclude_and_rank_separately_policies_on_fabricated_rows():
+    rng = np.random.default_rng(2)
+    rows = [_record("ok_a", 2 + 0.2 * rng.standard_normal(8), checks="ok", in_domain=True),
+            _record("bad_checks", 2 + 0.9 * rng.standard_normal(8), checks="failed",
+                    failed_checks="undercoordinated_c;lone_molecule", in_domain=True),
+            _record("far", 2 + 1.5 * rng.standard_normal(8), checks="ok", in_domain=False, unseen_elements="U"),
+            _record("ok_b", 2 + 0.5 * rng.standard_normal(8), checks="ok", in_domain=True),
+            {"key": "broken", "path": "broken.cif", "structure_id": "broken", "status": "error", "error": "empty",
+             "detail": ""}]
+    t = rank_rows(rows, "std", checks="exclude", domain="rank-separately").set_index("structure_id")
+    assert t.loc["bad_checks", "status"] == "error" and t.loc["bad_checks", "error"] == "failed_checks"
+    assert t.loc["bad_checks", "detail"] == "undercoordinated_c;lone_molecule"
+    assert t.loc["broken", "error"] == "empty"
+    # the out-of-domain row has the largest spread but is ranked after both in-domain rows
+    assert [t.loc[n, "rank"] for n in ("ok_b", "ok_a", "far")] == [1, 2, 3]
+    t = rank_rows(rows, "std", checks="flag", domain="ignore").set_index("structure_id")
+    assert t.loc["far", "rank"] == 1 and t.loc["bad_checks", "status"] == "ok"
+    t = rank_rows(rows, "std", checks="off", domain="exclude").set_index("structure_id")
+    assert t.loc["far", "error"] == "out_of_domain" and "U" in t.loc["far", "detail"]
+    assert sorted(t["rank"].dropna().astype(int)) == [1, 2, 3]
