@@ -8,6 +8,8 @@ that share noise per structure read them here. This module is the neutral meetin
 not import adapters, adapters do not import backbones.
 
 Module-name patterns (used for adapter targets and row-set rules) are matched by :func:`matches`.
+:func:`frozen_pass` asks adapters to step aside (the pretrained model alone), e.g. while a backbone
+caches its frozen activations.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from collections.abc import Iterator
 import torch
 
 _ROW_SETS: contextvars.ContextVar[dict[str, torch.Tensor]] = contextvars.ContextVar("mofbalora_row_sets", default={})  # noqa: B039 (never mutated)
+
+
+_FROZEN: contextvars.ContextVar[bool] = contextvars.ContextVar("mofbalora_frozen_pass", default=False)
+
+
+@contextlib.contextmanager
+def frozen_pass() -> Iterator[None]:
+    """Layers called inside compute the pretrained model only: adapters return their base layer's output."""
+    token = _FROZEN.set(True)
+    try:
+        yield
+    finally:
+        _FROZEN.reset(token)
+
+
+def in_frozen_pass() -> bool:
+    return _FROZEN.get()
 
 
 def current_row_sets() -> dict[str, torch.Tensor]:

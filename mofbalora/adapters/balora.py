@@ -178,6 +178,8 @@ class BaLoRALinear(LoRALinear):
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (y := self.base_only(x)) is not None:
+            return y
         y = self.base_layer(x)
         k = self._member()
         A, B = self.adapter_A[k], self.adapter_B[k]

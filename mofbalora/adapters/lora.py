@@ -17,7 +17,7 @@ from torch import nn
 
 from mofbalora.adapters import context
 from mofbalora.adapters.noise import stream_heads
-from mofbalora.rows import current_row_sets
+from mofbalora.rows import current_row_sets, in_frozen_pass
 
 _LAYER_COUNTER = itertools.count(1)
 
@@ -165,7 +165,17 @@ class LoRALinear(nn.Module):
         """Rank-space activation θ_A x (deterministic part)."""
         return x @ self.adapter_A[self._member()].T
 
+    def base_only(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Inside :func:`mofbalora.rows.frozen_pass`: the base layer's output (the pretrained model alone)."""
+        if not in_frozen_pass():
+            return None
+        if self.merged:
+            raise ValueError(f"adapter {self.adapter_name!r} is merged into its base layer: unmerge it before a frozen pass")
+        return self.base_layer(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (y := self.base_only(x)) is not None:
+            return y
         y = self.base_layer(x)
         if self.merged:
             return y

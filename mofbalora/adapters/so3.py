@@ -64,6 +64,8 @@ class SO3LoRALinear(LoRALinear):
     delta_weight = _delta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (y := self.base_only(x)) is not None:
+            return y
         y = self.base_layer(x)
         if self.merged:
             return y
@@ -92,6 +94,8 @@ class SO3BaLoRALinear(BaLoRALinear):
                              "noise scale would break equivariance); choose from ['structure', 'row']")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (y := self.base_only(x)) is not None:
+            return y
         y = self.base_layer(x)
         k = self._member()
         A, B = self.adapter_A[k], self.adapter_B[k]

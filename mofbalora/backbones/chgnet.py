@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
-from mofbalora.rows import owners_from_sizes, row_sets
+from mofbalora.rows import frozen_pass, owners_from_sizes, row_sets
 
 Adapt = Literal["readout", "last_block_cached", "last_block", "all"]
 #: per-atom layer outputs kept by :meth:`CHGNetBackbone.trunk_activations`, in order
@@ -207,7 +207,7 @@ class CHGNetBackbone(Backbone):
             hooks.append(self.trunk.atom_conv_layers[-1].register_forward_pre_hook(
                 lambda _m, _a, kw: captured.update({f"cut_{k}": v.detach() for k, v in kw.items()}), with_kwargs=True))
         try:
-            with torch.no_grad():
+            with torch.no_grad(), frozen_pass():  # cached activations are the pretrained trunk's, adapters or not
                 self._run_trunk(graphs)
         finally:
             for h in hooks:

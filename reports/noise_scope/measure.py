@@ -1,14 +1,17 @@
 """Noise-scope ablation of the shipped recipe: exact per-structure weight noise (`structure`), per-row
 local reparameterisation (`row`) and the rank-shared approximation (`rank_shared`), 3 seeds each.
 
-    MOFBALORA_CACHE=... python reports/noise_scope/measure.py --runs runs/noise_scope      # resumable
+    python reports/noise_scope/measure.py --runs runs/noise_scope              # all 9 runs, resumable
+    python reports/noise_scope/measure.py --seeds 0 --threads 1 --tag s0 &     # or in parallel processes,
+    python reports/noise_scope/measure.py --seeds 1 2 --threads 1 --tag s12    # then:
+    python reports/noise_scope/measure.py --table-only
 
 Each run is `workflows/finetune_chgnet.yaml` with `adapter.noise_scope` and `run.seed` set (same split,
 6,000 training structures, early stopping on 600 validation structures). Then, on the documented test
 split (1,826 structures), T = 64 draws (seed 0) give: Spearman(std, |err|) using the first T draws for
 T = 2 ... 64, MAE of the 32-draw mean, raw and recalibrated miscalibration area and 95 % coverage
 (recalibration sqrt((a σ)² + b²) fitted on the 600 validation structures at T = 32). Writes
-results.csv (one row per run) and README.md's table (mean ± sd over seeds) beside this file.
+results-<tag>.csv (one row per run) and README.md's table (mean ± sd over seeds) beside this file.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ ROOT = HERE.parents[1]
 T_GRID = (2, 4, 8, 16, 32, 64)
 
 
-def run_one(scope: str, seed: int, runs: Path) -> Path:
+def run_one(scope: str, seed: int, runs: Path, threads: int) -> Path:
     from mofbalora.config import load_config
     from mofbalora.train import finetune
 
@@ -33,7 +36,8 @@ def run_one(scope: str, seed: int, runs: Path) -> Path:
     if (out / "metrics.json").is_file():
         return out
     cfg = load_config(ROOT / "workflows" / "finetune_chgnet.yaml",
-                      [f"adapter.noise_scope={scope}", f"run.seed={seed}", "run.eval_test=false"])
+                      [f"adapter.noise_scope={scope}", f"run.seed={seed}", "run.eval_test=false",
+                       f"run.threads={threads}"])
     finetune(cfg, out, resume=True, progress=False)
     return out
 
@@ -103,21 +107,28 @@ def table(df: pd.DataFrame) -> str:
 
 
 def main() -> None:
+    import torch
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/noise_scope")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--scopes", nargs="+", default=["structure", "row", "rank_shared"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="all")
+    ap.add_argument("--table-only", action="store_true", help="merge results-*.csv into table.md")
     args = ap.parse_args()
-    runs = Path(args.runs)
-    rows, data = [], None
-    for seed in args.seeds:
-        for scope in args.scopes:
-            out = run_one(scope, seed, runs)
-            data = data or load_data(out)
-            rows.append({"scope": scope, "seed": seed, **score(out, data)})
-            print(rows[-1], flush=True)
-            pd.DataFrame(rows).to_csv(HERE / "results.csv", index=False)
-    df = pd.DataFrame(rows)
+    if not args.table_only:
+        torch.set_num_threads(args.threads)
+        runs = Path(args.runs)
+        rows, data = [], None
+        for seed in args.seeds:
+            for scope in args.scopes:
+                out = run_one(scope, seed, runs, args.threads)
+                data = data or load_data(out)
+                rows.append({"scope": scope, "seed": seed, **score(out, data)})
+                print(rows[-1], flush=True)
+                pd.DataFrame(rows).to_csv(HERE / f"results-{args.tag}.csv", index=False)
+    df = pd.concat([pd.read_csv(p) for p in sorted(HERE.glob("results-*.csv"))], ignore_index=True)
     (HERE / "table.md").write_text(table(df) + "\n")
     print(table(df))
 
