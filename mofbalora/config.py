@@ -34,7 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lora_alpha": None,      # None: = rank (scale 1)
         "alpha_network": "probe",
         "prior_dropout": 0.1,
-        "noise_scope": "structure",
+        "noise_scope": "row",      # row | structure (one exact weight sample per structure) | rank_shared
         "mc_dropout": 0.1,
         "n_members": 5,
     },

@@ -1,6 +1,7 @@
 """Ship a trained run as the default model: copy its best checkpoint into mofbalora/pretrained/default,
 refit the std recalibration on the whole validation part (T = 64), score the test part (T = 32) and
-write the figures into model_config.json's metadata (the model card quotes them).
+write the figures into model_config.json's metadata (the model card quotes them). The run's applicability
+domain (training elements and embedding reference, fitted by finetune) travels with it.
 
     python scripts/publish_default.py runs/noise_scope/structure-s0
 
@@ -55,8 +56,11 @@ def main(run: str) -> None:
     tmp = DEST.parent / ".default.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp, metadata=metadata)
-    for name in (MODEL_FILE, MODEL_CONFIG):
-        shutil.copyfile(tmp / name, DEST / name)
+    from mofbalora.domain import DOMAIN_FILE
+
+    for name in (MODEL_FILE, MODEL_CONFIG, DOMAIN_FILE):  # the domain: training elements + embedding reference
+        if (tmp / name).is_file():
+            shutil.copyfile(tmp / name, DEST / name)
     shutil.rmtree(tmp)
     print(json.dumps(metadata, indent=2, default=float))
 

@@ -26,7 +26,7 @@ class AdapterConfig:
     # BaLoRA
     alpha_network: str = "probe"
     prior_dropout: float = 0.1
-    noise_scope: str = "structure"
+    noise_scope: str = "row"
     # MC dropout baseline
     mc_dropout: float = 0.1
     # ensemble baseline

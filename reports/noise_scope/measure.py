@@ -129,6 +129,8 @@ def main() -> None:
                 print(rows[-1], flush=True)
                 pd.DataFrame(rows).to_csv(HERE / f"results-{args.tag}.csv", index=False)
     df = pd.concat([pd.read_csv(p) for p in sorted(HERE.glob("results-*.csv"))], ignore_index=True)
+    df = df.drop_duplicates(["scope", "seed"], keep="last").sort_values(["scope", "seed"])
+    df.to_csv(HERE / "results.csv", index=False)
     (HERE / "table.md").write_text(table(df) + "\n")
     print(table(df))
 
