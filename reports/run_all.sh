@@ -17,7 +17,7 @@ $B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter lora-ens
 $B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter mc-dropout --out runs/mc-dropout --threads 1
 $B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter lora --out runs/lora --threads 1
 $B/mofbalora finetune --config workflows/finetune_chgnet.yaml --adapter head-only --out runs/head-only --threads 1
-$B/python reports/publish_default.py runs/default --baselines runs/lora runs/head-only runs/mc-dropout runs/lora_ensemble
+$B/python scripts/publish_default.py runs/default
 
 # 2. uncertainty comparison (issue 5)
 $B/mofbalora compare runs/default runs/lora_ensemble runs/mc-dropout runs/lora runs/head-only --samples 1,2,4,8,16,32,64 \

@@ -300,8 +300,8 @@ def test_two_row_sets_of_equal_count_keep_their_own_owners():
     structure noise, two rows draw the same noise exactly when they belong to the same structure, so each
     layer's equal-output pattern reveals which owners it used."""
     torch.manual_seed(0)
-    atom_layer = BaLoRALinear(nn.Linear(4, 2), 2)
-    edge_layer = BaLoRALinear(nn.Linear(4, 2), 2)
+    atom_layer = BaLoRALinear(nn.Linear(4, 2), 2, noise_scope="structure")
+    edge_layer = BaLoRALinear(nn.Linear(4, 2), 2, noise_scope="structure")
     atom_layer.set_identity("atom_mlp", "atom")
     edge_layer.set_identity("edge_mlp", "edge")
     for layer in (atom_layer, edge_layer):

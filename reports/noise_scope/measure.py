@@ -11,7 +11,7 @@ Each run is `workflows/finetune_chgnet.yaml` with `adapter.noise_scope` and `run
 split (1,826 structures), T = 64 draws (seed 0) give: Spearman(std, |err|) using the first T draws for
 T = 2 ... 64, MAE of the 32-draw mean, raw and recalibrated miscalibration area and 95 % coverage
 (recalibration sqrt((a σ)² + b²) fitted on the 600 validation structures at T = 32). Writes
-results-<tag>.csv (one row per run) and README.md's table (mean ± sd over seeds) beside this file.
+results-<tag>.csv (one row per run), results.csv (all runs) and table.md (mean ± sd over seeds) beside this file.
 """
 
 from __future__ import annotations
