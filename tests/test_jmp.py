@@ -182,10 +182,10 @@ def structures(qmof):
 def test_checkpoint_pickling_classes_of_an_absent_package_loads_only_when_trusted(tmp_path, monkeypatch):
     """JMP's Lightning checkpoints pickle its pydantic configs (package ``jmp``, not installed here): refused
     without the trust switch, read with placeholders for the absent classes with it."""
-    from mofbalora.backbones.checkpoint import UntrustedCheckpointError
-
     import sys
     import types
+
+    from mofbalora.backbones.checkpoint import UntrustedCheckpointError
 
     fake = types.ModuleType("jmp_fake_config")
 
