@@ -55,7 +55,9 @@ class _ArrayCache:
 
 def _cache_for(backbone: Backbone) -> ContentCache | _ArrayCache:
     namespace = getattr(backbone, "array_namespace", lambda: None)()
-    return _ArrayCache(backbone) if namespace else ContentCache(backbone.featurize_namespace())
+    if namespace:
+        return _ArrayCache(backbone)
+    return ContentCache(backbone.featurize_namespace(), to_plain=backbone.to_plain, from_plain=backbone.from_plain)
 
 
 @dataclass

@@ -229,10 +229,13 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------------------
     def state(self) -> dict:
+        """Everything a resume needs, as tensors and plain numbers only (RNG states are uint8 tensors), so
+        :meth:`load_state` reads it back with ``torch.load(weights_only=True)``."""
         return {"optimizer": self.optimizer.state_dict(), "shuffle_gen": self.shuffle_gen.get_state(),
-                "epoch": self.epoch, "step": self.step,
-                "best_val": self.best_val, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "train_seconds": self.train_seconds, "torch_rng": torch.get_rng_state()}
+                "epoch": int(self.epoch), "step": int(self.step),
+                "best_val": float(self.best_val), "best_epoch": int(self.best_epoch),
+                "bad_epochs": int(self.bad_epochs), "train_seconds": float(self.train_seconds),
+                "torch_rng": torch.get_rng_state()}
 
     def save_state(self, which: str = "last") -> None:
         if not self.dist.is_main:  # one writer: every process holds the same state
@@ -258,7 +261,7 @@ class Trainer:
         if src is None:
             return False
         self.model.load_trained_state(load_file(str(src / "model.safetensors")))
-        st = torch.load(src / "trainer_state.pt", weights_only=False, map_location="cpu")
+        st = torch.load(src / "trainer_state.pt", weights_only=True, map_location="cpu")  # no pickled objects
         self.optimizer.load_state_dict(st["optimizer"])
         self.shuffle_gen.set_state(st["shuffle_gen"])
         torch.set_rng_state(st["torch_rng"])

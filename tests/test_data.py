@@ -84,7 +84,10 @@ def test_content_cache_keys_on_content_not_path(tmp_path, sample_cifs):
         calls.append(p)
         return read_structure(p)
 
-    cache = ContentCache("test-structures", root=tmp_path)
+    from pymatgen.core import Structure
+
+    # a Structure is not a plain value: the cache stores its as_dict() (JSON-like), no pickles
+    cache = ContentCache("test-structures", root=tmp_path, to_plain=Structure.as_dict, from_plain=Structure.from_dict)
     s1 = cache.get_or_compute(sample_cifs[0], parse)
     copy = tmp_path / "renamed.cif"
     shutil.copy(sample_cifs[0], copy)

@@ -179,10 +179,13 @@ def structures(qmof):
     return [qmof.structure(i) for i in ids]
 
 
-def test_checkpoint_pickling_classes_of_an_absent_package_still_loads(tmp_path, monkeypatch):
-    """JMP's Lightning checkpoints pickle its pydantic configs (package ``jmp``, not installed here)."""
+def test_checkpoint_pickling_classes_of_an_absent_package_loads_only_when_trusted(tmp_path, monkeypatch):
+    """JMP's Lightning checkpoints pickle its pydantic configs (package ``jmp``, not installed here): refused
+    without the trust switch, read with placeholders for the absent classes with it."""
     import sys
     import types
+
+    from mofbalora.backbones.checkpoint import UntrustedCheckpointError
 
     fake = types.ModuleType("jmp_fake_config")
 
@@ -197,7 +200,9 @@ def test_checkpoint_pickling_classes_of_an_absent_package_still_loads(tmp_path, 
     path = tmp_path / "lightning.pt"
     torch.save({"state_dict": state, "hyper_parameters": {"backbone": BackboneConfig()}}, path)
     monkeypatch.delitem(sys.modules, "jmp_fake_config")
-    loaded = _backbone(checkpoint=str(path))
+    with pytest.raises(UntrustedCheckpointError, match=r"lightning\.pt.*backbone\.trust_checkpoint=true"):
+        _backbone(checkpoint=str(path))
+    loaded = _backbone(checkpoint=str(path), trust_checkpoint=True)
     assert torch.equal(loaded.state_dict()["embedding.atom_embedding.weight"], state["embedding.atom_embedding.weight"])
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import yaml
 
 from mofbalora.adapters.io import _atomic_write_bytes
+from mofbalora.al.dft_results import read_dft_results
 from mofbalora.dft import Code
 
 log = logging.getLogger(__name__)
@@ -554,7 +555,8 @@ class Campaign:
     def add_labels(self, labels: Mapping[str, float], paths: Mapping[str, str | Path] | None = None) -> list[str]:
         """Add PBE band gaps (eV) (phase ``select``/``label`` → ``train`` of the next round).
 
-        A NaN gap marks a failed DFT calculation: the structure leaves the pool, counted as spent.
+        A NaN gap marks a failed DFT calculation: the structure leaves the pool, counted as spent; any other
+        gap must be finite and >= 0 (ValueError naming the id otherwise, before anything changes).
         Ids outside the campaign need a CIF in ``paths`` and join as new labelled structures.
         Labels already in the campaign are skipped; pending structures without a label return to
         the pool. Returns the ids consumed (labelled or failed); when there are none nothing is
@@ -569,6 +571,8 @@ class Campaign:
         new, failed, unknown, added_paths = [], [], [], {}
         for key, gap in labels.items():
             gap = float(gap)
+            if math.isinf(gap) or gap < 0:
+                raise ValueError(f"{key!r}: band gap {gap} eV is not physical (finite and >= 0 eV; NaN = failed)")
             if key in reserved:
                 raise ValueError(f"{key!r} is a validation/test structure of the campaign; it cannot be labelled")
             if key in self.labelled:
@@ -812,43 +816,6 @@ def real_campaign(state_dir: str | Path, cfg: dict, candidates: Sequence[str | P
     return c
 
 
-def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, float], dict[str, str]]:
-    """PBE gaps from a results CSV: column ``bandgap_ev`` (eV; empty = failed calculation) and
-    ``structure_id`` and/or ``path``. Rows are matched by id, else by path, else join as new structures.
-    Returns ({id: gap}, {id: cif path} for new structures)."""
-    import pandas as pd
-
-    path = Path(path)
-    df = pd.read_csv(path, dtype={"structure_id": str, "path": str})
-    if "bandgap_ev" not in df.columns or not ({"structure_id", "path"} & set(df.columns)):
-        raise ValueError(f"{path}: a results CSV needs 'bandgap_ev' and 'structure_id' or 'path'; "
-                         f"columns are {list(df.columns)}")
-    known, index = campaign.known_keys(), campaign.path_index()
-    labels: dict[str, float] = {}
-    new_paths: dict[str, str] = {}
-    for row in df.to_dict("records"):
-        gap = pd.to_numeric(row["bandgap_ev"], errors="coerce")
-        sid = row.get("structure_id")
-        key = sid if isinstance(sid, str) and sid in known else None
-        cif = row.get("path")
-        if key is None and isinstance(cif, str) and cif.strip():
-            cif_path = Path(cif.strip()).expanduser()
-            if not cif_path.is_absolute() and not cif_path.exists() and (path.parent / cif_path).exists():
-                cif_path = path.parent / cif_path
-            key = index.get(str(cif_path.resolve()))
-            if key is None:
-                if not cif_path.is_file():
-                    raise FileNotFoundError(f"{path}: CIF {cif} of a new structure not found")
-                key = sid if isinstance(sid, str) and sid.strip() else campaign.new_key(cif_path)
-                new_paths[key] = str(cif_path)
-        if key is None:
-            raise ValueError(f"{path}: row {sid!r} is not in the campaign and has no CIF path")
-        if key in labels:
-            raise ValueError(f"{path}: structure {key!r} appears twice")
-        labels[key] = float(gap) if pd.notna(gap) else float("nan")
-    return labels, new_paths
-
-
 def suggest(state_dir: str | Path, candidates: Sequence[str | Path] = (), batch_size: int | None = None, *,
             cfg: dict | None = None, dft_inputs: bool = True, code: Code = "vasp",
             potcar_dir: str | Path | None = None, progress: bool = False) -> Path:
@@ -876,13 +843,14 @@ def suggest(state_dir: str | Path, candidates: Sequence[str | Path] = (), batch_
 
 
 def ingest(state_dir: str | Path, results_csv: str | Path, *, progress: bool = False) -> dict:
-    """Add DFT band gaps from ``results_csv`` (see :func:`read_dft_results`) and retrain warm-started;
-    returns the new history row. Safe to repeat after an interruption: labels already added are
-    skipped and an interrupted training is finished."""
+    """Add DFT band gaps from ``results_csv`` (see :func:`~mofbalora.al.dft_results.read_dft_results`)
+    and retrain warm-started; returns the new history row. The whole file is checked first: a bad row
+    raises :class:`~mofbalora.al.dft_results.DFTResultsError` and leaves the campaign as it was. Safe to
+    repeat after an interruption: labels already added are skipped and an interrupted training is finished."""
     campaign = Campaign(state_dir, progress=progress)
+    labels, paths = read_dft_results(results_csv, campaign)  # before anything changes
     if campaign.phase == "train":
         campaign.train()
-    labels, paths = read_dft_results(results_csv, campaign)
     if campaign.add_labels(labels, paths):
         return campaign.train()
     log.info("%s: no new labels in %s", state_dir, results_csv)

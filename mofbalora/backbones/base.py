@@ -66,7 +66,17 @@ class Backbone(nn.Module, ABC):
 
     @abstractmethod
     def featurize(self, structures: list) -> list[Any]:
-        """Turn pymatgen structures into picklable model inputs (the cacheable, frozen part)."""
+        """Turn pymatgen structures into model inputs (the cacheable, frozen part): dicts of tensors,
+        arrays and plain values, or objects that :meth:`to_plain` turns into those."""
+
+    def to_plain(self, x: Any) -> Any:
+        """One featurized input as plain values (:mod:`mofbalora.data.plain`: nested dicts / lists of tensors,
+        arrays, numbers, strings) for the content cache; the default keeps it as it is."""
+        return x
+
+    def from_plain(self, x: Any) -> Any:
+        """Inverse of :meth:`to_plain` (a cache hit → the input :meth:`featurize` would give)."""
+        return x
 
     @abstractmethod
     def featurize_namespace(self) -> str:

@@ -166,6 +166,17 @@ class CHGNetBackbone(Backbone):
             x["cut_atom_feas"] = arrays["cut_atom_feas"] if "cut_atom_feas" in arrays else x["atom_layers"][:, 3]
         return x
 
+    def to_plain(self, x: dict) -> dict:
+        """Uncached placements keep a CHGNet ``CrystalGraph`` per input: cached as its tensors and cutoffs."""
+        return {**x, "graph": x["graph"].to_dict()} if "graph" in x else x
+
+    def from_plain(self, x: dict) -> dict:
+        if "graph" not in x:
+            return x
+        from chgnet.graph.crystalgraph import CrystalGraph
+
+        return {**x, "graph": CrystalGraph.from_dict(x["graph"])}
+
     def _graph(self, structure) -> Any:
         try:
             with warnings.catch_warnings():

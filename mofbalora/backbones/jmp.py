@@ -20,7 +20,6 @@ output MLP only; ``"all"`` on blocks, output blocks and the output MLP. Every st
 
 from __future__ import annotations
 
-import logging
 import pickle
 import re
 import types
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
+from mofbalora.backbones.checkpoint import load_checkpoint
 from mofbalora.backbones.gemnet_graph import (
     GRAPHS,
     NeighbourLimits,
@@ -42,8 +42,6 @@ from mofbalora.backbones.gemnet_graph import (
 )
 from mofbalora.backbones.gemnet_oc import SIZES, GemNetOC, init_random_
 from mofbalora.rows import row_sets
-
-log = logging.getLogger(__name__)
 
 Adapt = Literal["blocks", "last_block", "readout", "all"]
 ADAPT_CHOICES = ("blocks", "last_block", "readout", "all")
@@ -94,18 +92,16 @@ class _LenientUnpickler(pickle.Unpickler):
 _LENIENT_PICKLE = types.SimpleNamespace(Unpickler=_LenientUnpickler, load=pickle.load, __name__="lenient_pickle")
 
 
-def _torch_load(path: Path) -> Any:
-    """Tensors only if possible; a Lightning checkpoint also pickles its hyperparameters (JMP's pydantic
-    configs), which are unpickled with placeholders for classes of packages that are not installed."""
+def _torch_load(path: Path, trust: bool) -> Any:
+    """Tensors and plain containers only, unless ``trust``: a Lightning checkpoint also pickles its
+    hyperparameters (JMP's pydantic configs), which need full unpickling; trusted, classes of packages
+    that are not installed are unpickled as inert placeholders."""
+    if not trust:
+        return load_checkpoint(path, what="JMP checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        log.warning("%s holds more than tensors (%s); unpickling it in full - load only checkpoints you trust",
-                    path, type(exc).__name__)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load_checkpoint(path, what="JMP checkpoint", trust=True)
     except (ImportError, AttributeError):
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_LENIENT_PICKLE)
+        return load_checkpoint(path, what="JMP checkpoint", trust=True, pickle_module=_LENIENT_PICKLE)
 
 
 def _with_ema(ckpt: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -129,16 +125,18 @@ def _with_ema(ckpt: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return {**state, **dict(zip(names, ema, strict=True))}
 
 
-def read_jmp_checkpoint(path: str | Path, ema: bool = True) -> dict[str, torch.Tensor]:
+def read_jmp_checkpoint(path: str | Path, ema: bool = True, *, trust: bool = False) -> dict[str, torch.Tensor]:
     """The embedding and backbone tensors of a JMP checkpoint (``{"state_dict": ...}`` or a bare state dict).
 
     Keys keep JMP's names (``embedding.atom_embedding.weight``, ``backbone.…``); a leading ``model.`` or
-    ``module.`` is stripped; heads, task parameters and force outputs are dropped.
+    ``module.`` is stripped; heads, task parameters and force outputs are dropped. The released
+    ``jmp-s.pt`` / ``jmp-l.pt`` pickle JMP's configuration classes: without ``trust`` they are refused
+    (:class:`~mofbalora.backbones.checkpoint.UntrustedCheckpointError`); a bare state dict loads either way.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"JMP checkpoint {str(path)!r} not found (download jmp-s.pt / jmp-l.pt; see README)")
-    obj = _torch_load(path)
+    obj = _torch_load(path, trust)
     if not isinstance(obj, dict):
         raise JMPCheckpointError(f"{path}: expected a dict (a Lightning checkpoint or a state dict), got {type(obj).__name__}")
     state = obj.get("state_dict", obj)
@@ -198,7 +196,10 @@ class JMPBackbone(Backbone):
     max_batch_atoms = 300
 
     def __init__(self, checkpoint: str | None = None, size: str = "s", cutoff: float = 19.0,
-                 max_neighbors: int | None = None, adapt: Adapt = "blocks", ema: bool = True, seed: int = 0) -> None:
+                 max_neighbors: int | None = None, adapt: Adapt = "blocks", ema: bool = True, seed: int = 0,
+                 trust_checkpoint: bool = False) -> None:
+        """``trust_checkpoint``: allow full unpickling of ``checkpoint`` (the released JMP files need it: they
+        pickle JMP's configuration classes); see :mod:`mofbalora.backbones.checkpoint`."""
         super().__init__()
         if size not in SIZES:
             raise ValueError(f"unknown JMP size {size!r}; choose from {sorted(SIZES)}")
@@ -219,7 +220,8 @@ class JMPBackbone(Backbone):
             warnings.warn(f"JMP backbone with random weights (size {size!r}, seed {seed}); pass "
                           f"checkpoint=PATH to jmp-{size}.pt for the pretrained model", stacklevel=2)
         else:
-            load_jmp_state(self, read_jmp_checkpoint(checkpoint, ema=ema), source=str(checkpoint))
+            load_jmp_state(self, read_jmp_checkpoint(checkpoint, ema=ema, trust=trust_checkpoint),
+                           source=str(checkpoint))
             self.name = f"jmp-{size}"
         for p in self.parameters():
             p.requires_grad_(False)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError
+from mofbalora.backbones.checkpoint import load_checkpoint
 from mofbalora.backbones.moftransformer_prep import PACKAGE_VERSION, package_module, prepare_structure
 from mofbalora.rows import row_sets
 
@@ -57,22 +58,16 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str,
     """(architecture settings, state_dict) of a MOFTransformer / PMTransformer Lightning checkpoint.
 
     Loads with ``weights_only=True`` (tensors, plain containers and sacred's read-only containers only);
-    ``trust=True`` allows any pickled object, for checkpoints you made or trust. Architecture settings come from the checkpoint's
-    ``hyper_parameters["config"]``; keys it lacks are read off the tensor shapes where they fix them.
+    ``trust=True`` allows any pickled object, for checkpoints you made or trust (otherwise such a file is
+    refused with :class:`~mofbalora.backbones.checkpoint.UntrustedCheckpointError`). Architecture settings
+    come from the checkpoint's ``hyper_parameters["config"]``; keys it lacks are read off the tensor shapes
+    where they fix them.
     """
-    import pickle
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"MOFTransformer checkpoint {str(path)!r} not found; get the pretrained weights "
                                 "with `moftransformer download pretrain_model` (see README) and give its path")
-    try:
-        with torch.serialization.safe_globals(_config_containers()):
-            ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"checkpoint {str(path)!r} holds objects beyond tensors and plain containers ({exc}); "
-                         "if you trust the file, pass trust_checkpoint=True (--set backbone.trust_checkpoint=true)"
-                         ) from None
+    ckpt = load_checkpoint(path, what="MOFTransformer checkpoint", trust=trust, allowed=_config_containers())
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{str(path)!r} is not a MOFTransformer checkpoint: expected a dict with a 'state_dict'")
     state = ckpt["state_dict"]
@@ -134,6 +129,7 @@ class MOFTransformerBackbone(Backbone):
         """``checkpoint``: path of a MOFTransformer / PMTransformer checkpoint; None builds the package's
         default architecture with random weights (seeded, so reproducible: for tests and timing only).
         ``max_batch``: structures per transformer pass (bounds memory when T samples are stacked).
+        ``trust_checkpoint``: allow full unpickling of ``checkpoint`` (:mod:`mofbalora.backbones.checkpoint`).
         The preparation limits are the package's (``max_num_atoms`` counts atoms of the graph supercell)."""
         super().__init__()
         if adapt not in PRESETS:

@@ -211,6 +211,11 @@ def prepare_structure(structure, *, max_length: float = 60.0, min_length: float 
             raise PreparationError("preparation_failed", f"{type(exc).__name__}: {exc}") from None
         if not ok:
             raise PreparationError(*_cause_of(collect.messages))
+        # These two pickles are the package's own output format, written a moment ago by
+        # make_prepared_data into this call's private temporary folder (mode 0700, removed on exit): no
+        # other user can place a file there, and nothing read here is kept except the plain arrays below
+        # (which the content cache stores without pickles). Reading them another way would mean
+        # re-implementing the package's writer.
         with open(out / "structure.graphdata", "rb") as fh:
             _, atom_num, nbr_idx, nbr_dist, uni_idx, uni_count = pickle.load(fh)
         with open(out / "structure.griddata16", "rb") as fh:

@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
+from mofbalora.backbones.checkpoint import load_checkpoint, refuse
 from mofbalora.rows import row_sets
 
 Adapt = Literal["radial", "messages", "routing", "invariant", "all"]
@@ -79,7 +80,42 @@ def _import_fairchem():
     return AtomicData, load_inference_model
 
 
-def load_uma_backbone(checkpoint: str | Path) -> nn.Module:
+#: keys of a fairchem model configuration whose string values name a class or function to build
+_CALLABLE_KEYS = ("_target_", "model", "module", "head_cls")
+
+
+def _untrusted_targets(config, where: str = "model_config") -> list[str]:
+    """The classes / functions a fairchem model configuration names outside fairchem (hydra builds the
+    model by calling what ``_target_`` and its kin name, so a foreign name there would run on load)."""
+    found = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key in _CALLABLE_KEYS and isinstance(value, str) and "." in value and not value.startswith("fairchem."):
+                found.append(f"{where}.{key}={value!r}")
+            found += _untrusted_targets(value, f"{where}.{key}")
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            found += _untrusted_targets(value, f"{where}[{i}]")
+    return found
+
+
+def read_uma_checkpoint(path: Path, *, trust: bool = False):
+    """fairchem's ``MLIPInferenceCheckpoint`` of ``path``. Without ``trust``: loaded with weights only (the
+    checkpoint class, tensors and plain containers), and refused when its model configuration names a
+    class or function outside fairchem (see :mod:`mofbalora.backbones.checkpoint`)."""
+    from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
+
+    what = "UMA checkpoint"
+    ckpt = load_checkpoint(path, what=what, trust=trust, allowed=[MLIPInferenceCheckpoint])
+    if not isinstance(ckpt, MLIPInferenceCheckpoint):
+        raise ValueError(f"{what} {str(path)!r} holds a {type(ckpt).__name__}, not fairchem's MLIPInferenceCheckpoint")
+    foreign = [] if trust else _untrusted_targets(ckpt.model_config) + _untrusted_targets(ckpt.tasks_config, "tasks_config")
+    if foreign:
+        raise refuse(path, what, f"its configuration names code outside fairchem: {', '.join(foreign[:3])}")
+    return ckpt
+
+
+def load_uma_backbone(checkpoint: str | Path, *, trust_checkpoint: bool = False) -> nn.Module:
     """fairchem's ``eSCNMDMoeBackbone`` from an inference checkpoint, with the EMA weights, set up for
     external graphs, no activation checkpointing and no force/stress gradients (we never need ∂E/∂r)."""
     _, load_inference_model = _import_fairchem()
@@ -90,7 +126,7 @@ def load_uma_backbone(checkpoint: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"UMA checkpoint {str(checkpoint)!r} not found: download it (README, "
                                 "'UMA backbone') and pass its local path as backbone.checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_uma_checkpoint(path, trust=trust_checkpoint)
     settings = InferenceSettings(activation_checkpointing=False, external_graph_gen=True, merge_mole=False)
     # activation checkpointing would recompute the forward in the backward pass and draw new BaLoRA noise
     overrides = {"backbone": {**get_backbone_class_from_checkpoint(ckpt).build_inference_settings(settings),
@@ -113,10 +149,11 @@ class UMABackbone(Backbone):
                       "all": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE + _SO3}
 
     def __init__(self, checkpoint: str | None = None, task: str = "omat", adapt: Adapt = "messages",
-                 max_batch_atoms: int = 2048) -> None:
+                 max_batch_atoms: int = 2048, trust_checkpoint: bool = False) -> None:
         """``checkpoint``: local fairchem inference checkpoint; ``task``: UMA task (dataset embedding and MOLE
         routing input); ``adapt``: adapter preset; ``max_batch_atoms``: most atoms per evaluation pass (UMA
-        holds ~100 edges per atom at its 6 Å cutoff, each with (lmax+1)² × 2C activations)."""
+        holds ~100 edges per atom at its 6 Å cutoff, each with (lmax+1)² × 2C activations);
+        ``trust_checkpoint``: allow full unpickling of ``checkpoint`` (:mod:`mofbalora.backbones.checkpoint`)."""
         super().__init__()
         if adapt not in ADAPT_CHOICES:
             raise ValueError(f"unknown UMA adapter placement {adapt!r}; choose from {list(ADAPT_CHOICES)}")
@@ -129,7 +166,7 @@ class UMABackbone(Backbone):
 
         register_mole_adapters()
         register_so3_adapters()
-        self.uma = load_uma_backbone(checkpoint)
+        self.uma = load_uma_backbone(checkpoint, trust_checkpoint=trust_checkpoint)
         tasks = sorted(getattr(self.uma, "dataset_mapping", None) or [])
         if tasks and task not in tasks:
             raise ValueError(f"unknown UMA task {task!r} for this checkpoint; choose from {tasks}")

@@ -51,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ing = asub.add_parser(
         "ingest", help="add DFT band gaps (CSV: structure_id or path, bandgap_ev) and retrain warm-started",
-        description="An empty bandgap_ev marks a failed calculation. Safe to repeat after an interruption.")
+        description=("An empty bandgap_ev marks a failed calculation; any other value that is not a finite, "
+                     "non-negative number with '.' as the decimal mark is an error naming its line, and then "
+                     "nothing is ingested. Safe to repeat after an interruption."))
     ing.add_argument("--state", required=True, help="campaign folder")
     ing.add_argument("results", help="results CSV")
     ing.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,21 +1,30 @@
 """An on-disk cache keyed by file content, so repeated epochs and runs do not re-parse or re-convert.
 
 Keys are ``sha256(file bytes)`` plus a namespace naming what was computed (e.g. ``structure`` or
-``chgnet-0.3.0/readout``); values are written atomically (temporary file + rename), so an interrupted
-run never leaves a half-written entry.
+``jmp/graphs-cutoff19-kqmof-rule/v2``). Each value is one safetensors file of plain values
+(:mod:`mofbalora.data.plain`: tensors and arrays as tensors, the rest as a JSON tree; no pickles), so a
+shared cache folder (cluster scratch, Dask workers on a shared filesystem) cannot plant code: an entry
+that does not parse is logged with its path and treated as a miss, recomputed and overwritten. Values
+are written atomically (temporary file + rename), so an interrupted run never leaves a half-written entry.
+A value holding anything but plain values is refused with a TypeError naming the offending part.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mofbalora.data import plain
 from mofbalora.data.qmof import cache_root
+
+log = logging.getLogger(__name__)
+#: file suffix of an entry (entries of the earlier pickle format, ``.pkl``, are never read)
+SUFFIX = ".safetensors"
 
 
 def file_digest(path: str | Path) -> str:
@@ -27,35 +36,56 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-class ContentCache:
-    """Pickle store under ``root/namespace/ab/abcdef...pkl``."""
+def _identity(value: Any) -> Any:
+    return value
 
-    def __init__(self, namespace: str, root: str | Path | None = None) -> None:
-        if not namespace or ".." in namespace:
+
+class ContentCache:
+    """Plain-value store under ``root/content/namespace/ab/<digest>.safetensors``.
+
+    ``to_plain`` / ``from_plain`` convert a value to plain values and back (a backbone whose inputs hold
+    richer objects, such as CHGNet's graphs, passes its own); by default values must already be plain.
+    """
+
+    def __init__(self, namespace: str, root: str | Path | None = None, *,
+                 to_plain: Callable[[Any], Any] = _identity, from_plain: Callable[[Any], Any] = _identity) -> None:
+        if not namespace or ".." in namespace or namespace.startswith("/"):
             raise ValueError(f"bad cache namespace {namespace!r}")
         self.namespace = namespace
         self.dir = Path(root or cache_root()) / "content" / namespace
+        self.to_plain, self.from_plain = to_plain, from_plain
 
     def _path(self, digest: str) -> Path:
-        return self.dir / digest[:2] / f"{digest}.pkl"
+        if not digest or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"bad content digest {digest!r}: expected lowercase hex (sha256)")
+        return self.dir / digest[:2] / f"{digest}{SUFFIX}"
 
     def get(self, digest: str) -> Any | None:
+        """The stored value, or None when absent or unreadable (logged with the file's path)."""
         p = self._path(digest)
         if not p.is_file():
             return None
         try:
-            with open(p, "rb") as fh:
-                return pickle.load(fh)
-        except (EOFError, pickle.UnpicklingError):
-            return None  # corrupt entry: recompute
+            value = plain.load(p)
+        except plain.PlainFormatError as exc:
+            log.warning("ignoring unreadable cache entry (recomputed): %s", exc)
+            return None
+        try:
+            return self.from_plain(value)
+        except (KeyError, TypeError, ValueError) as exc:  # plain, but not what this namespace stores
+            log.warning("ignoring cache entry %s of an unexpected shape (recomputed): %s: %s",
+                        p, type(exc).__name__, exc)
+            return None
 
     def put(self, digest: str, value: Any) -> None:
+        """Store ``value`` (TypeError, before anything is written, if it is not plain after ``to_plain``)."""
         p = self._path(digest)
+        data = plain.dumps(self.to_plain(value))
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                fh.write(data)
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,130 @@
+"""Reading a DFT results CSV for a real campaign (``mofbalora al ingest``), every row checked first.
+
+The file has a ``bandgap_ev`` column (PBE band gap in eV) and ``structure_id`` and/or ``path``. Only an
+empty ``bandgap_ev`` cell means a failed calculation. Anything else that is not a finite, non-negative
+decimal number (``1,23``, ``n/a``, ``-0.5``, ``inf``, ``nan``), a row with more or fewer fields than the
+header, an id the campaign does not know without a CIF, a CIF that does not exist, or an id given twice
+is an error. All such rows are reported together, each with the file, its line, its id and the bad value,
+in one :class:`DFTResultsError`, raised before the campaign is touched: a file is ingested whole or not
+at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mofbalora.al.campaign import Campaign
+
+GAP_COLUMN = "bandgap_ev"
+ID_COLUMNS = ("structure_id", "path")
+#: a plain decimal number: digits with an optional '.' fraction and exponent (no decimal comma, no
+#: digit separators, no nan/inf spelled out)
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+#: rows listed in one error message (the rest are counted)
+MAX_LISTED = 20
+
+
+class DFTResultsError(ValueError):
+    """A results file with unreadable or unphysical rows; ``problems`` lists one line per bad row."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        listed = "\n  ".join(problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        super().__init__(f"{path}: {len(problems)} bad row(s), nothing ingested:\n  {listed}{more}")
+
+
+def parse_gap_ev(raw: str) -> float:
+    """A ``bandgap_ev`` cell → gap in eV; NaN for an empty cell (a failed calculation).
+
+    Raises ValueError saying why for anything that is not a finite, non-negative decimal number.
+    """
+    text = raw.strip()
+    if not text:
+        return math.nan
+    if not _DECIMAL.fullmatch(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{raw!r} is not a finite number")
+        raise ValueError(f"{raw!r} is not a number (write the gap in eV with '.' as the decimal mark; "
+                         "leave the cell empty for a failed calculation)")
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999
+        raise ValueError(f"{raw!r} is not a finite number")
+    if value < 0:
+        raise ValueError(f"{raw!r} is negative; a band gap is >= 0 eV")
+    return value
+
+
+def _cif_of(cell: str, results: Path) -> Path:
+    cif = Path(cell.strip()).expanduser()
+    if not cif.is_absolute() and not cif.exists() and (results.parent / cif).exists():
+        cif = results.parent / cif  # relative to the results file
+    return cif
+
+
+def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, float], dict[str, str]]:
+    """PBE gaps of a results CSV for ``campaign`` (see the module docstring); reads, never changes it.
+
+    Rows are matched by ``structure_id``, else by ``path``, else join as new structures (id: the given
+    ``structure_id``, or one made from the CIF's name). Returns ({id: gap in eV, NaN = failed},
+    {id: CIF path} of new structures). Raises :class:`DFTResultsError` listing every bad row.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
+        reader = csv.DictReader(fh)
+        columns = list(reader.fieldnames or [])
+        if GAP_COLUMN not in columns or not set(ID_COLUMNS) & set(columns):
+            raise ValueError(f"{path}: a results CSV needs {GAP_COLUMN!r} and 'structure_id' or 'path'; "
+                             f"columns are {columns}")
+        rows = [(reader.line_num, row) for row in reader]
+    known, index = campaign.known_keys(), campaign.path_index()
+    labels: dict[str, float] = {}
+    new_paths: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    problems: list[str] = []
+    for line, row in rows:
+        sid = (row.get("structure_id") or "").strip()
+        cell = row.get("path") or ""
+        where = f"line {line} ({sid or cell.strip() or 'no id'})"
+        if None in row:  # more fields than the header: an unquoted decimal comma, a stray separator
+            problems.append(f"{where}: {len(columns) + len(row[None])} fields for {len(columns)} columns "
+                            f"(extra {row[None]!r}; a decimal comma?)")
+            continue
+        if any(v is None for v in row.values()):
+            problems.append(f"{where}: fewer fields than the {len(columns)} columns {columns}")
+            continue
+        raw = row[GAP_COLUMN]
+        try:
+            gap = parse_gap_ev(raw)
+        except ValueError as exc:
+            problems.append(f"{where}: {GAP_COLUMN} {exc}")
+            continue
+        key = sid if sid in known else None
+        if key is None and cell.strip():
+            cif = _cif_of(cell, path)
+            key = index.get(str(cif.resolve()))
+            if key is None:
+                if not cif.is_file():
+                    problems.append(f"{where}: CIF {cell!r} of a new structure not found")
+                    continue
+                key = sid or campaign.new_key(cif)
+                new_paths[key] = str(cif)
+        if key is None:
+            problems.append(f"{where}: not in the campaign and no CIF path given")
+            continue
+        if key in labels:
+            problems.append(f"{where}: structure {key!r} appears twice (first on line {lines[key]})")
+            continue
+        labels[key], lines[key] = gap, line
+    if problems:
+        raise DFTResultsError(path, problems)
+    return labels, new_paths

@@ -1,0 +1,131 @@
+"""DFT results ingestion (mofbalora.al.dft_results): only an empty cell is a failed calculation; any other
+unreadable or unphysical gap is an error naming the row, and a bad file changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mofbalora.al.campaign import Campaign, ingest
+from mofbalora.al.dft_results import DFTResultsError, parse_gap_ev
+from mofbalora.cli import main
+
+
+@pytest.mark.parametrize("raw, expected", [("1.23", 1.23), (" 0 ", 0.0), ("2e-1", 0.2), (".5", 0.5), ("+3.", 3.0)])
+def test_decimal_gaps_parse(raw, expected):
+    assert parse_gap_ev(raw) == pytest.approx(expected)
+
+
+def test_only_an_empty_cell_is_a_failed_calculation():
+    assert math.isnan(parse_gap_ev("")) and math.isnan(parse_gap_ev("  "))
+
+
+@pytest.mark.parametrize("raw, why", [("1,23", "not a number"), ("n/a", "not a number"), ("NA", "not a number"),
+                                      ("1_000", "not a number"), ("-0.5", "negative"), ("inf", "not a finite number"),
+                                      ("nan", "not a finite number"), ("1e999", "not a finite number")])
+def test_unreadable_or_unphysical_gaps_are_refused(raw, why):
+    with pytest.raises(ValueError, match=why):
+        parse_gap_ev(raw)
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory, qmof_path, tiny_split):
+    """A real campaign after ``al suggest``: a batch of 2 pending structures (ids and CIF paths)."""
+    from mofbalora.al.campaign import AL_DEFAULTS
+    from mofbalora.config import load_config
+    from mofbalora.data.qmof import load_dataset
+    from mofbalora.data.splits import load_split
+
+    root = tmp_path_factory.mktemp("dft-results")
+    cfg = load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
+                             "optim.batch_size=8", "run.eval_samples=4", "run.threads=1", "adapter.n_members=2",
+                             "data.val_size=4"])
+    cfg.update({k: json.loads(json.dumps(v)) for k, v in AL_DEFAULTS.items()})
+    cfg["al"].update({"initial_labelled": 6, "batch_size": 2, "n_rounds": 2, "n_samples": 4})
+    (root / "al.yaml").write_text(yaml.safe_dump(cfg))
+    ds = load_dataset(qmof_path)
+    candidates = [str(ds.cif_paths[ds.index_of(i)]) for i in load_split(tiny_split)["train"]]
+    state = root / "campaign"
+    assert main(["al", "suggest", "--state", str(state), "--candidates", *candidates, "--config",
+                 str(root / "al.yaml"), "--no-dft-inputs", "--quiet"]) == 0
+    return state
+
+
+def _snapshot(state: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(state)): p.read_bytes() for p in sorted(state.rglob("*")) if p.is_file()}
+
+
+def _write(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([["structure_id", "path", "bandgap_ev"], *rows])
+    return path
+
+
+@pytest.mark.parametrize("bad", ["1,23", "n/a", "-0.5", "inf"])
+def test_a_bad_gap_names_its_row_and_changes_nothing(campaign, tmp_path, bad):
+    batch = pd.read_csv(campaign / "batch_001.csv")
+    first, second = batch["structure_id"]
+    results = _write(tmp_path / "results.csv", [[first, "", "1.5"], [second, "", bad]])
+    before = _snapshot(campaign)
+    with pytest.raises(DFTResultsError) as info:
+        ingest(campaign, results)
+    message = str(info.value)
+    assert str(results) in message and f"line 3 ({second})" in message and repr(bad) in message
+    assert "1 bad row(s), nothing ingested" in message and first not in message
+    assert _snapshot(campaign) == before
+    assert Campaign(campaign).pending and not set(batch["structure_id"]) & set(Campaign(campaign).labelled)
+
+
+def test_an_unquoted_decimal_comma_is_refused_as_an_extra_field(campaign, tmp_path):
+    batch = pd.read_csv(campaign / "batch_001.csv")
+    results = tmp_path / "results.csv"
+    results.write_text(f"structure_id,path,bandgap_ev\n{batch['structure_id'][0]},,1,23\n")
+    before = _snapshot(campaign)
+    assert main(["al", "ingest", "--state", str(campaign), str(results), "--quiet"]) == 2
+    with pytest.raises(DFTResultsError, match=r"line 2 .*4 fields for 3 columns .*'23'.*decimal comma"):
+        ingest(campaign, results)
+    assert _snapshot(campaign) == before
+
+
+def test_every_bad_row_is_listed_at_once(campaign, tmp_path):
+    batch = pd.read_csv(campaign / "batch_001.csv")
+    first, second = batch["structure_id"]
+    results = _write(tmp_path / "results.csv", [[first, "", "n/a"], [second, "", "-1"], ["nowhere", "", "1.0"],
+                                                [first, "", "2.0"]])
+    with pytest.raises(DFTResultsError) as info:
+        ingest(campaign, results)
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert problems[0].startswith(f"line 2 ({first})") and "'n/a' is not a number" in problems[0]
+    assert problems[1].startswith(f"line 3 ({second})") and "negative" in problems[1]
+    assert problems[2].startswith("line 4 (nowhere)") and "not in the campaign" in problems[2]
+
+
+def test_an_empty_cell_is_a_failed_calculation_and_a_valid_file_ingests(campaign, tmp_path_factory):
+    import shutil
+
+    state = tmp_path_factory.mktemp("ingest") / "campaign"
+    shutil.copytree(campaign, state)
+    batch = pd.read_csv(state / "batch_001.csv")
+    first, second = batch["structure_id"]
+    results = _write(state.parent / "results.csv", [[first, "", "1.25"], [second, "", ""]])
+    row = ingest(state, results)
+    c = Campaign(state)
+    assert c.labelled[first] == 1.25 and c.state["failed"][second] == "dft_failed"
+    assert second not in c.labelled and not {first, second} & set(c.pool)
+    assert row["round"] == 1 and c.history[-1]["dft_failed"] == [second]
+
+
+def test_add_labels_refuses_unphysical_gaps(campaign):
+    c = Campaign(campaign)
+    key = c.pending[0]["structure_id"]
+    for gap in (-0.5, math.inf):
+        with pytest.raises(ValueError, match=f"{key!r}: band gap .* is not physical"):
+            c.add_labels({key: gap})
+    assert key in c.pool and key not in c.labelled
