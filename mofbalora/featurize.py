@@ -74,7 +74,7 @@ def featurize_files(
     paths: Sequence[str | Path],
     *,
     use_cache: bool = True,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     on_error: OnError = "skip",
     max_atoms: int = DEFAULT_MAX_ATOMS,
     progress: bool | str = True,
@@ -84,11 +84,13 @@ def featurize_files(
 
     Exactly one of ``inputs[k]`` and ``errors[k]`` is not None. Each featurized input also carries
     ``"digest"`` (sha256 of the file) and ``"formula"``. ``digests`` (aligned with ``paths``) passes
-    content digests the caller already computed, so files are not read twice.
+    content digests the caller already computed, so files are not read twice. ``batch_size``: structures
+    per :meth:`~mofbalora.backbones.base.Backbone.featurize` call (default: the backbone's choice).
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"unknown on_error {on_error!r}; choose from ['raise', 'skip']")
     cache = _cache_for(backbone) if use_cache else None
+    batch_size = backbone.featurize_batch_size() if batch_size is None else batch_size
     inputs: list[Any | None] = [None] * len(paths)
     errors: list[FileError | None] = [None] * len(paths)
     pending: list[tuple[int, str, Any]] = []

@@ -97,6 +97,10 @@ class Backbone(nn.Module, ABC):
     #: sets it; it also caps the stacked copies of one T-sample pass
     max_batch_atoms: int | None = None
 
+    def featurize_batch_size(self) -> int:
+        """How many structures :func:`~mofbalora.featurize.featurize_files` hands to one :meth:`featurize` call."""
+        return 8
+
     def structure_descriptor(self, batch: Any) -> torch.Tensor:
         """A cheap, frozen per-structure descriptor (n_structures, descriptor_dim) of a collated batch."""
         raise NotImplementedError(f"{type(self).__name__} has no structure descriptor (needed by a shared α-network)")
