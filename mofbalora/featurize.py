@@ -9,8 +9,6 @@ the batch: it yields a :class:`FileError` with a specific reason (``on_error="sk
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,44 +60,6 @@ def _cache_for(backbone: Backbone) -> ContentCache | _ArrayCache:
     return ContentCache(backbone.featurize_namespace(), to_plain=backbone.to_plain, from_plain=backbone.from_plain)
 
 
-def _ahead(fn, items: Sequence, depth: int):
-    """``fn(k, item)`` for each item, in order, computed up to ``depth`` items ahead in one helper thread
-    (``depth`` 0: lazily in the caller's thread). An exception in ``fn`` is raised in the caller; leaving the
-    loop early stops the helper."""
-    if depth <= 0 or len(items) < 2:
-        yield from (fn(k, x) for k, x in enumerate(items))
-        return
-    results: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
-        for k, x in enumerate(items):
-            try:
-                out = (True, fn(k, x))
-            except BaseException as exc:  # handed to the caller, which raises it
-                out = (False, exc)
-            while not stop.is_set():
-                try:
-                    results.put(out, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set() or not out[0]:
-                return
-
-    helper = threading.Thread(target=work, name="featurize-prefetch", daemon=True)
-    helper.start()
-    try:
-        for _ in range(len(items)):
-            ok, value = results.get()
-            if not ok:
-                raise value
-            yield value
-    finally:
-        stop.set()
-        helper.join()
-
-
 @dataclass
 class FileError:
     """Why one input file was not featurized."""
@@ -119,7 +79,6 @@ def featurize_files(
     max_atoms: int = DEFAULT_MAX_ATOMS,
     progress: bool | str = True,
     digests: Sequence[str | None] | None = None,
-    prefetch: int = 4,
 ) -> tuple[list[Any | None], list[FileError | None]]:
     """Featurize ``paths`` with ``backbone``; returns (inputs, errors), aligned with ``paths``.
 
@@ -127,8 +86,6 @@ def featurize_files(
     ``"digest"`` (sha256 of the file) and ``"formula"``. ``digests`` (aligned with ``paths``) passes
     content digests the caller already computed, so files are not read twice. ``batch_size``: structures
     per :meth:`~mofbalora.backbones.base.Backbone.featurize` call (default: the backbone's choice).
-    ``prefetch``: files read, parsed and prepared (:meth:`~mofbalora.backbones.base.Backbone.prepare`) ahead
-    in a helper thread while the model runs (0: all in the calling thread).
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"unknown on_error {on_error!r}; choose from ['raise', 'skip']")
@@ -136,7 +93,7 @@ def featurize_files(
     batch_size = backbone.featurize_batch_size() if batch_size is None else batch_size
     inputs: list[Any | None] = [None] * len(paths)
     errors: list[FileError | None] = [None] * len(paths)
-    pending: list[tuple[int, str, Any, Any]] = []
+    pending: list[tuple[int, str, Any]] = []
 
     def fail(k: int, reason: str, message: str) -> None:
         if on_error == "raise":
@@ -148,16 +105,16 @@ def featurize_files(
         if not pending:
             return
         try:
-            feats = backbone.featurize_prepared([p for *_, p in pending])
+            feats = backbone.featurize([s for _, _, s in pending])
         except FeaturizationError:
             feats = []
-            for k, _digest, _s, p in pending:  # isolate the bad one(s)
+            for k, _digest, s in pending:  # isolate the bad one(s)
                 try:
-                    feats.extend(backbone.featurize_prepared([p]))
+                    feats.extend(backbone.featurize([s]))
                 except FeaturizationError as exc:
                     feats.append(None)
                     fail(k, "featurization_failed", str(exc))
-        for (k, digest, s, _p), f in zip(pending, feats, strict=True):
+        for (k, digest, s), f in zip(pending, feats, strict=True):
             if f is None:
                 continue
             f["digest"] = digest
@@ -169,40 +126,28 @@ def featurize_files(
             inputs[k] = f
         pending.clear()
 
-    def read_one(k: int, path: str | Path) -> tuple:
-        """What the main thread needs for one file: ("hit", input) | ("error", reason, message) |
-        ("new", digest, structure, prepared). Runs in the helper thread (parsing and graph building
-        hold the GIL only between the model's torch kernels, which release it)."""
+    bar = tqdm(total=len(paths), desc=progress if isinstance(progress, str) else "featurize",
+               disable=not progress, unit="cif", leave=False)
+    for k, path in enumerate(paths):
+        bar.update(1)
         try:
             digest = digests[k] if digests is not None and digests[k] else file_digest(path)
         except (OSError, IsADirectoryError) as exc:
-            return ("error", "unreadable", f"{type(exc).__name__}: {exc}")
+            fail(k, "unreadable", f"{type(exc).__name__}: {exc}")
+            continue
         if cache is not None:
             hit = cache.get(digest)
             if hit is not None:
-                return ("hit", hit)
+                inputs[k] = hit
+                continue
         try:
             structure = read_structure(path, max_atoms=max_atoms)
         except StructureError as exc:
-            return ("error", exc.reason, exc.detail or str(exc))
-        try:
-            prepared = backbone.prepare(structure)
-        except FeaturizationError as exc:
-            return ("error", "featurization_failed", str(exc))
-        return ("new", digest, structure, prepared)
-
-    bar = tqdm(total=len(paths), desc=progress if isinstance(progress, str) else "featurize",
-               disable=not progress, unit="cif", leave=False)
-    for k, item in enumerate(_ahead(read_one, paths, depth=prefetch)):
-        bar.update(1)
-        if item[0] == "hit":
-            inputs[k] = item[1]
-        elif item[0] == "error":
-            fail(k, item[1], item[2])
-        else:
-            pending.append((k, *item[1:]))
-            if len(pending) >= batch_size:
-                flush()
+            fail(k, exc.reason, exc.detail or str(exc))
+            continue
+        pending.append((k, digest, structure))
+        if len(pending) >= batch_size:
+            flush()
     flush()
     bar.close()
     return inputs, errors

@@ -35,8 +35,7 @@ def test_cache_entries_hold_only_their_structure_and_are_reused(chgnet, sample_c
     def boom(*a, **k):
         raise AssertionError("featurize called although every file is cached")
 
-    monkeypatch.setattr(chgnet, "featurize_prepared", boom)
-    monkeypatch.setattr(chgnet, "prepare", boom)
+    monkeypatch.setattr(chgnet, "featurize", boom)
     again, errors = featurize_files(chgnet, sample_cifs[:4], progress=False)
     assert all(e is None for e in errors)
     for a, b in zip(inputs[:4], again, strict=True):
@@ -61,42 +60,3 @@ def test_raise_policy(chgnet, tmp_path):
         featurize_files(chgnet, [tmp_path / "e.cif"], on_error="raise", progress=False)
     with pytest.raises(ValueError, match="choose from"):
         featurize_files(chgnet, [tmp_path / "e.cif"], on_error="ignore", progress=False)
-
-
-def test_prefetching_gives_the_same_inputs_and_errors_as_one_thread(chgnet, sample_cifs, tmp_path):
-    (tmp_path / "empty.cif").write_text("")
-    paths = [*sample_cifs[:3], tmp_path / "empty.cif", tmp_path / "missing.cif", *sample_cifs[3:5]]
-    one, one_err = featurize_files(chgnet, paths, use_cache=False, prefetch=0, progress=False)
-    ahead, ahead_err = featurize_files(chgnet, paths, use_cache=False, prefetch=3, batch_size=2, progress=False)
-    assert [e and e.reason for e in one_err] == [e and e.reason for e in ahead_err] == \
-        [None] * 3 + ["empty", "unreadable"] + [None] * 2
-    for a, b in zip(one, ahead, strict=True):
-        assert (a is None) == (b is None)
-        if a is not None:
-            assert a["digest"] == b["digest"]
-            assert torch.allclose(a["atom_features"], b["atom_features"], atol=1e-5)
-
-
-def test_read_ahead_keeps_order_raises_in_the_caller_and_stops_early():
-    import threading
-
-    from mofbalora.featurize import _ahead
-
-    assert list(_ahead(lambda k, x: (k, x * 2), list(range(20)), depth=3)) == [(k, 2 * k) for k in range(20)]
-
-    def bad(k, x):
-        if k == 5:
-            raise KeyError("file 5")
-        return x
-
-    got = []
-    with pytest.raises(KeyError, match="file 5"):
-        for x in _ahead(bad, list(range(10)), depth=2):
-            got.append(x)
-    assert got == [0, 1, 2, 3, 4]
-    seen = []
-    gen = _ahead(lambda k, x: seen.append(k) or x, list(range(1000)), depth=2)
-    assert next(gen) == 0
-    gen.close()  # leaving the loop early stops the helper thread
-    assert not any(t.name == "featurize-prefetch" for t in threading.enumerate())
-    assert len(seen) < 10

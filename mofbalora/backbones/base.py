@@ -97,16 +97,6 @@ class Backbone(nn.Module, ABC):
     #: sets it; it also caps the stacked copies of one T-sample pass
     max_batch_atoms: int | None = None
 
-    def prepare(self, structure: Any) -> Any:
-        """Per-structure work on the CPU that needs no model (e.g. building a graph), done ahead of
-        :meth:`featurize_prepared` in a helper thread by :func:`~mofbalora.featurize.featurize_files`, so that
-        parsing and graph building overlap the model's forward. Default: nothing (the structure itself)."""
-        return structure
-
-    def featurize_prepared(self, prepared: list) -> list[Any]:
-        """:meth:`featurize` of what :meth:`prepare` returned."""
-        return self.featurize(prepared)
-
     def featurize_batch_size(self) -> int:
         """How many structures :func:`~mofbalora.featurize.featurize_files` hands to one :meth:`featurize` call."""
         return 8

@@ -191,14 +191,8 @@ class CHGNetBackbone(Backbone):
         time on 120 CoRE MOF files, benchmarks/bench_screen.py); batches of 8 on a GPU."""
         return 1 if next(self.trunk.parameters()).device.type == "cpu" else 8
 
-    def prepare(self, structure) -> Any:
-        """The structure's CHGNet graph (neighbour list, bond and angle indices)."""
-        return self._graph(structure)
-
     def featurize(self, structures: list) -> list[Any]:
-        return self.featurize_prepared([self._graph(s) for s in structures])
-
-    def featurize_prepared(self, graphs: list) -> list[Any]:
+        graphs = [self._graph(s) for s in structures]
         if self.adapt == "last_block_cached":  # the cut is taken one graph at a time
             return [self.from_arrays(self.trunk_activations([g], cut=True, cut_dtype=self.cut_dtype)[0])
                     for g in graphs]
