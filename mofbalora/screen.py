@@ -252,7 +252,7 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
            target_ev: tuple[float, float] | None = None, goal: str = "min", out: str | Path = "ranked.csv",
            seed: int = 0, chunk_size: int = 16, max_atoms: int = DEFAULT_MAX_ATOMS, resume: bool = True,
            progress: bool = True, checkpoint_seconds: float = 20.0, dask=None, device: str = "cpu",
-           checks: str = "flag", domain: str = "rank-separately") -> pd.DataFrame:
+           checks: str = "flag", domain: str = "rank-separately", workers: int = 1) -> pd.DataFrame:
     """Screen candidate files (paths, folders or globs) with a saved model; returns the ranked table.
 
     ``model`` is ``"default"``, a run folder, or an already loaded :class:`~mofbalora.model.BandGapModel`.
@@ -260,6 +260,9 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     address (``tcp://host:8786``), ``"jobqueue:CONFIG.yaml"`` (SLURM / PBS workers through dask-jobqueue)
     or a ``distributed.Client``. The table is the same as a one-process run (see :mod:`mofbalora.parallel`).
     ``device``: where a one-process screen runs the model (cpu | cuda | auto); Dask workers use their CPU.
+    ``workers``: without Dask, run the frozen trunk over the candidates first in this many one-thread local
+    processes (backbones that cache it: CHGNet's readout placement on a CPU); the screen then reads the cache.
+    The pre-pass is resumable (what is cached stays cached).
 
     ``checks`` (off | flag | exclude, default flag): run MOF chemistry checks (:mod:`mofbalora.checks`, extra
     ``checks``); flag ranks every structure and names its failed checks, exclude turns a failing structure into
@@ -307,6 +310,8 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     last_flush = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
+    if dask is None and workers > 1 and todo:
+        m.backbone.prefill_cache([paths[k] for k in todo], workers=workers, max_atoms=max_atoms, progress=progress)
     if dask is None:
         results = ((chunk, predict_files(m, [paths[k] for k in chunk], [keys[k] for k in chunk], n_samples=n_samples,
                                          seed=seed, max_atoms=max_atoms, checks=run_checks)) for chunk in chunks)

@@ -162,3 +162,31 @@ def test_terminal_summary_shows_the_calibrated_std_when_the_model_has_one():
     text = summarize(pd.DataFrame([row, bad]))
     assert "calibrated ±" in text and "0.55" in text and "empty: 1" in text
     assert "calibrated ±" not in summarize(pd.DataFrame([{**row, "bandgap_std_calibrated_ev": None}]))
+
+
+def test_trunk_pre_pass_in_worker_processes_gives_the_same_table(tiny_model, candidates, tmp_path, monkeypatch):
+    """screen(workers=2) runs CHGNet's frozen trunk over the candidates in two spawned processes first; the
+    rows (errors included) are those of the one-process screen, and the pre-pass caches exactly the
+    structures the screen accepts (not the one over the atom limit)."""
+    from mofbalora.data.arrays import ArrayStore
+    from mofbalora.data.cache import file_digest
+    from mofbalora.data.structures import DEFAULT_MAX_ATOMS
+    from mofbalora.model import load_model
+
+    one = screen([str(candidates)], model=tiny_model, n_samples=4, out=tmp_path / "one.csv", progress=False,
+                 checks="off")
+    monkeypatch.setenv("MOFBALORA_CACHE", str(tmp_path / "fresh-cache"))
+    model = load_model(tiny_model)
+    files = sorted(p for p in candidates.iterdir() if p.is_file())
+    assert model.backbone.prefill_cache(files, workers=2, max_atoms=DEFAULT_MAX_ATOMS, progress=False)
+    store = ArrayStore(model.backbone.array_namespace())
+    cached = {p.name for p in files if store.has(file_digest(p))}
+    assert cached == {p.name for p in files if p.name in set(one.loc[one["status"] == "ok", "path"].map(
+        lambda s: Path(s).name))}
+    monkeypatch.setenv("MOFBALORA_CACHE", str(tmp_path / "fresh-cache-2"))
+    two = screen([str(candidates)], model=tiny_model, n_samples=4, out=tmp_path / "two.csv", progress=False,
+                 checks="off", workers=2)
+    a, b = one.set_index("path").sort_index(), two.set_index("path").sort_index()
+    assert a["status"].tolist() == b["status"].tolist() and a["error"].fillna("").tolist() == b["error"].fillna("").tolist()
+    np.testing.assert_allclose(a["bandgap_mean_ev"], b["bandgap_mean_ev"], atol=1e-6)
+    np.testing.assert_allclose(a["bandgap_std_ev"], b["bandgap_std_ev"], atol=1e-6)

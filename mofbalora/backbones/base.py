@@ -101,6 +101,11 @@ class Backbone(nn.Module, ABC):
         """How many structures :func:`~mofbalora.featurize.featurize_files` hands to one :meth:`featurize` call."""
         return 8
 
+    def prefill_cache(self, paths: list, *, workers: int, max_atoms: int, progress: bool = True) -> bool:
+        """Featurize ``paths`` into the cache in ``workers`` processes ahead of a screen, if this backbone can
+        (returns whether it did; the screen then reads the cache). Default: it cannot."""
+        return False
+
     def structure_descriptor(self, batch: Any) -> torch.Tensor:
         """A cheap, frozen per-structure descriptor (n_structures, descriptor_dim) of a collated batch."""
         raise NotImplementedError(f"{type(self).__name__} has no structure descriptor (needed by a shared α-network)")

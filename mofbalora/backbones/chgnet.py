@@ -166,6 +166,17 @@ class CHGNetBackbone(Backbone):
             x["cut_atom_feas"] = arrays["cut_atom_feas"] if "cut_atom_feas" in arrays else x["atom_layers"][:, 3]
         return x
 
+    def prefill_cache(self, paths: list, *, workers: int, max_atoms: int, progress: bool = True) -> bool:
+        """The frozen trunk over ``paths`` in ``workers`` one-thread processes (readout placement on a CPU):
+        small graphs use two processes better than two threads of one forward (benchmarks/bench_screen.py)."""
+        if workers < 2 or self.adapt != "readout" or next(self.trunk.parameters()).device.type != "cpu":
+            return False
+        from mofbalora.backbones.chgnet_cache import build_trunk_cache
+
+        build_trunk_cache(paths, workers=workers, cut=False, model_name=self.model_name, max_atoms=max_atoms,
+                          progress="trunk" if progress else False)
+        return True
+
     def to_plain(self, x: dict) -> dict:
         """Uncached placements keep a CHGNet ``CrystalGraph`` per input: cached as its tensors and cutoffs."""
         return {**x, "graph": x["graph"].to_dict()} if "graph" in x else x

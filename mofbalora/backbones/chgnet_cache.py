@@ -45,8 +45,9 @@ def _init_worker(model_name: str, cache_root: str | None) -> None:
     _WORKER["backbone"] = CHGNetBackbone(adapt="readout", model_name=model_name)
 
 
-def cache_one(backbone, path: str | Path, *, cut: bool = True) -> str | None:
-    """Put one file's trunk activations (and the cut) into the store; the failure reason, or None."""
+def cache_one(backbone, path: str | Path, *, cut: bool = True, max_atoms: int | None = None) -> str | None:
+    """Put one file's trunk activations (and the cut) into the store; the failure reason, or None.
+    ``max_atoms``: larger structures are not cached (reason ``too_many_atoms``; default: read_structure's)."""
     from mofbalora.backbones.base import FeaturizationError
     from mofbalora.data.cache import file_digest
     from mofbalora.data.structures import StructureError, read_structure
@@ -59,7 +60,7 @@ def cache_one(backbone, path: str | Path, *, cut: bool = True) -> str | None:
     if acts_store.has(digest) and (not cut or cut_store.has(digest)):
         return None
     try:
-        structure = read_structure(path)
+        structure = read_structure(path) if max_atoms is None else read_structure(path, max_atoms=max_atoms)
         acts = backbone.trunk_activations([backbone._graph(structure)], cut=cut)[0]
     except StructureError as exc:
         return exc.reason
@@ -72,14 +73,15 @@ def cache_one(backbone, path: str | Path, *, cut: bool = True) -> str | None:
     return None
 
 
-def _work(paths: list[str], cut: bool) -> list[str | None]:
-    return [cache_one(_WORKER["backbone"], p, cut=cut) for p in paths]
+def _work(paths: list[str], cut: bool, max_atoms: int | None = None) -> list[str | None]:
+    return [cache_one(_WORKER["backbone"], p, cut=cut, max_atoms=max_atoms) for p in paths]
 
 
 def build_trunk_cache(paths: Sequence[str | Path], *, workers: int = 2, cut: bool = True, chunk: int = 16,
-                      model_name: str = "0.3.0", progress: bool | str = True) -> dict[str, int]:
+                      model_name: str = "0.3.0", progress: bool | str = True,
+                      max_atoms: int | None = None) -> dict[str, int]:
     """Run the frozen trunk over ``paths`` in ``workers`` processes; returns a tally by outcome
-    (``ok`` or the failure reason)."""
+    (``ok`` or the failure reason). ``screen(workers=N)`` uses it as a pre-pass over its candidates."""
     paths = [str(p) for p in paths]
     tally: dict[str, int] = {}
     bar = tqdm(total=len(paths), desc=progress if isinstance(progress, str) else "trunk cache",
@@ -87,7 +89,7 @@ def build_trunk_cache(paths: Sequence[str | Path], *, workers: int = 2, cut: boo
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(model_name, os.environ.get("MOFBALORA_CACHE"))) as pool:
-        futures = {pool.submit(_work, c, cut): len(c) for c in chunks}
+        futures = {pool.submit(_work, c, cut, max_atoms): len(c) for c in chunks}
         for fut in as_completed(futures):
             for reason in fut.result():
                 key = reason or "ok"

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dask", default=None, metavar="CLUSTER",
                    help="screen on a Dask cluster: local:N (N worker processes here), a scheduler address "
                         "(tcp://host:8786) or jobqueue:CONFIG.yaml (SLURM/PBS, see workflows/dask_slurm.yaml)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="without --dask: local processes that run the frozen trunk over the candidates first "
+                        "(CHGNet readout models on a CPU; 2 on a 2-core machine)")
     p.add_argument("--chunk-size", type=positive_int, default=16, help="files per task (and per progress checkpoint)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                    help="where the model runs (one process; Dask workers use their CPU)")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
                    kappa=args.kappa, target_ev=tuple(args.target) if args.target else None, goal=args.goal,
                    out=args.out, seed=args.seed, max_atoms=args.max_atoms or DEFAULT_MAX_ATOMS,
                    resume=not args.no_resume, progress=not args.quiet, dask=args.dask, chunk_size=args.chunk_size,
-                   device=args.device, checks=args.checks, domain=args.domain)
+                   device=args.device, checks=args.checks, domain=args.domain,
+                   workers=args.workers)
     print(summarize(table, args.top))
     print(f"ranked table: {args.out}")
     if args.plot:
