@@ -3,7 +3,7 @@ refit the std recalibration on the whole validation part (T = 64), score the tes
 write the figures into model_config.json's metadata (the model card quotes them). The run's applicability
 domain (training elements and embedding reference, fitted by finetune) travels with it.
 
-    python scripts/publish_default.py runs/noise_scope/structure-s0
+    python scripts/publish_default.py RUN [RECIPE]    (RECIPE: the workflow file the run used, for the card)
 
 Reads QMOF from $MOFBALORA_QMOF or ../shared/data/qmof; uses the trunk cache in $MOFBALORA_CACHE.
 """
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "mofbalora" / "pretrained" / "default"
 
 
-def main(run: str) -> None:
+def main(run: str, recipe: str = "workflows/finetune_chgnet.yaml") -> None:
     from mofbalora.config import load_config
     from mofbalora.evaluate import MIN_STD_EV, metrics_from_prediction
     from mofbalora.model import MODEL_CONFIG, MODEL_FILE, load_model
@@ -49,7 +49,7 @@ def main(run: str) -> None:
                           "nll": gaussian_nll(te.mean_ev, cal, y), "miscalibration_area": miscalibration_area(te.mean_ev, cal, y)}
     metadata = json.loads((run_dir / "checkpoints" / "best" / MODEL_CONFIG).read_text()).get("metadata", {})
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    metadata.update({"recipe": "workflows/finetune_chgnet.yaml", "n_train": metrics["n_train"],
+    metadata.update({"recipe": recipe, "n_train": metrics["n_train"],
                      "train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"],
                      "test_T32": {k: test[k] for k in ("mae_ev", "rmse_ev", "r2", "spearman_std_abs_error",
                                                        "miscalibration_area", "coverage_95", "nll", "calibrated")}})
@@ -66,4 +66,4 @@ def main(run: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])
