@@ -107,7 +107,7 @@ class BandGapModel(nn.Module):
     # -- prediction ---------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_inputs(self, inputs: list, *, n_samples: int = 32, seed: int | None = 0,
-                       batch_size: int = 64, max_rows: int = 1_000_000) -> Prediction:
+                       batch_size: int = 64, max_rows: int = 8192) -> Prediction:
         """Predict featurized inputs. Stochastic regimes draw ``n_samples`` passes (batched: the T copies of a
         batch are stacked, each copy its own set of structures), an ensemble runs each member; deterministic
         regimes give std 0 (or the aleatoric std).
@@ -115,6 +115,9 @@ class BandGapModel(nn.Module):
         BaLoRA's draw t of a structure is keyed by (``seed``, the structure's content digest, t), so a
         structure gets the same samples alone or in any batch (MC-dropout masks come from a generator
         seeded by ``seed`` and do depend on the batch). The std over samples uses T − 1 (ddof = 1).
+        ``max_rows``: most atom rows in one stacked pass (T copies of a chunk are split to fit). 8,192 is
+        measured: on the all-layer default, 64 structures at T = 32 took 0.79 s with it, 1.43 s with all copies
+        stacked (1,000,000) and 1.01 s one structure at a time (2 CPU threads); the draws do not change.
         """
         self.eval()
         gen = seeded_generator(seed)
