@@ -47,18 +47,15 @@ def parse_gap_ev(raw: str) -> float:
     text = raw.strip()
     if not text:
         return math.nan
-    if not _DECIMAL.fullmatch(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = None
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{raw!r} is not a finite number")
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None and not math.isfinite(value):  # inf, nan, 1e999
+        raise ValueError(f"{raw!r} is not a finite number")
+    if value is None or not _DECIMAL.fullmatch(text):  # float() alone would take '1_000'
         raise ValueError(f"{raw!r} is not a number (write the gap in eV with '.' as the decimal mark; "
                          "leave the cell empty for a failed calculation)")
-    value = float(text)
-    if not math.isfinite(value):  # e.g. 1e999
-        raise ValueError(f"{raw!r} is not a finite number")
     if value < 0:
         raise ValueError(f"{raw!r} is negative; a band gap is >= 0 eV")
     return value
