@@ -29,6 +29,9 @@ VARIANTS = {
     "lora_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.regime=lora"]),
     "head_only_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.regime=head_only"]),
     "gbm": ("finetune_chgnet_all_layers.yaml", ["model.regime=gbm"]),
+    "balora_nll_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.likelihood=gaussian_nll"]),
+    "lora_nll_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.likelihood=gaussian_nll", "model.regime=lora"]),
+    "balora_all_layers_kl100": ("finetune_chgnet_all_layers.yaml", ["optim.kl_weight=100"]),
 }
 REFERENCES = [("predicting the mean", 0.94), ("random forest, matminer", 0.362), ("SOAP kernel", 0.344),
               ("gradient-boosted matminer (JARVIS)", 0.342), ("CGCNN", 0.27), ("MOFTransformer (pretrained)", 0.27),
