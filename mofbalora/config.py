@@ -22,7 +22,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "backbone": {"name": "chgnet", "adapt": "readout"},
     "model": {
         "regime": "balora",      # balora | lora | mc_dropout | lora_ensemble | head_only | full | gbm
-        "likelihood": "mse",     # mse | l1 | huber | gaussian_nll (adds an aleatoric-variance output)
+        "likelihood": "mse",     # mse | l1 | huber | gaussian_nll | laplace_nll (the NLLs add an aleatoric-variance output)
         "head_hidden": 64,
         "pooling": "mean_max",   # mean_max | mean | mean_max_std | mean_max_attention
         "head_atom_mlp": 0,      # width of the head's per-atom MLP before pooling (0: none)

@@ -39,7 +39,8 @@ from mofbalora.model import BandGapModel, build_model
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
 
 log = logging.getLogger(__name__)
-LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll")
+LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll", "laplace_nll")
+ALEATORIC_LIKELIHOODS = ("gaussian_nll", "laplace_nll")
 HUBER_DELTA_EV = 0.5
 
 
@@ -54,7 +55,7 @@ def model_from_config(cfg: dict) -> BandGapModel:
                                 lora_alpha=a["lora_alpha"], alpha_network=a["alpha_network"],
                                 prior_dropout=a["prior_dropout"], noise_scope=a["noise_scope"],
                                 mc_dropout=a["mc_dropout"], n_members=a["n_members"])
-    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"], aleatoric=m["likelihood"] == "gaussian_nll",
+    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"], aleatoric=m["likelihood"] in ALEATORIC_LIKELIHOODS,
                       atom_mlp=int(m.get("head_atom_mlp", 0)))
     opts = {k: v for k, v in b.items() if k != "name"}
     return build_model(regime, backbone=b["name"], backbone_options=opts, adapter=adapter, head=head)
@@ -95,9 +96,15 @@ def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str | bool):
 
 def data_loss_sum(gap, var, target, likelihood: str) -> torch.Tensor:
     """Sum over structures of the per-structure loss: squared error (``mse``), absolute error (``l1``), Huber
-    with δ = 0.5 eV (``huber``, quadratic below δ, linear above), or the Gaussian NLL up to a constant."""
+    with δ = 0.5 eV (``huber``, quadratic below δ, linear above), or a negative log-likelihood up to a constant
+    with the head's aleatoric variance ``var`` (eV²): Gaussian (``gaussian_nll``) or Laplace (``laplace_nll``,
+    scale b = sqrt(var / 2), so ``var`` stays the variance and the reported aleatoric std keeps its meaning;
+    its mean is fitted like an L1 loss and its scale is the expected absolute error, E|y − μ| = b)."""
     if likelihood == "gaussian_nll":
         return 0.5 * (torch.log(var) + (target - gap) ** 2 / var).sum()
+    if likelihood == "laplace_nll":
+        scale = torch.sqrt(0.5 * var)
+        return (torch.log(scale) + (target - gap).abs() / scale).sum()
     if likelihood == "l1":
         return (target - gap).abs().sum()
     if likelihood == "huber":
