@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from mofbalora.io import atomic_write_bytes
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {
         "path": None,            # dataset folder (None: $MOFBALORA_QMOF or ../shared/data/qmof)
@@ -109,6 +111,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_config(cfg: dict, path: str | Path) -> None:
-    from mofbalora.adapters.io import _atomic_write_bytes
-
-    _atomic_write_bytes(Path(path), yaml.safe_dump(cfg, sort_keys=False).encode())
+    atomic_write_bytes(Path(path), yaml.safe_dump(cfg, sort_keys=False).encode())

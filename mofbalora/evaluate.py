@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mofbalora.io import atomic_write_bytes
 from mofbalora.model import BandGapModel, Prediction
 
 # metrics that need a positive std: NaN for a prediction without one (a deterministic model, one draw)
@@ -84,7 +85,6 @@ def evaluate(model: str | Path = "default", *, data: str | Path | None = None, s
              labels: str | None = None, id_column: str = "id", target_column: str = "bandgap", seed: int = 0,
              device: str = "cpu") -> dict:
     """Evaluate a saved model on a dataset split (``test``, ``val``, ``train`` or ``all``); writes JSON + CSV."""
-    from mofbalora.adapters.io import _atomic_write_bytes
     from mofbalora.data.qmof import load_dataset
     from mofbalora.model import load_model
     from mofbalora.train import load_inputs
@@ -101,6 +101,6 @@ def evaluate(model: str | Path = "default", *, data: str | Path | None = None, s
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(out, json.dumps(metrics, indent=2, default=float).encode())
+        atomic_write_bytes(out, json.dumps(metrics, indent=2, default=float).encode())
         table.to_csv(out.with_suffix(".csv"), index=False)
     return metrics

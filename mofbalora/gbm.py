@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mofbalora.adapters.io import _atomic_write_bytes
 from mofbalora.backbones import load_backbone
+from mofbalora.io import atomic_write_bytes
 from mofbalora.model import MODEL_CONFIG, Prediction
 
 GBM_FILE = "gbm.skops"
@@ -106,9 +106,9 @@ class GBMBandGapModel:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(directory / GBM_FILE, sio.dumps(self.models))
+        atomic_write_bytes(directory / GBM_FILE, sio.dumps(self.models))
         cfg = {**self.config_dict(), "metadata": metadata or {}}
-        _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
+        atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
         return directory
 
     @classmethod

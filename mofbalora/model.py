@@ -18,10 +18,10 @@ from torch import nn
 
 from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling, seeded_generator
 from mofbalora.adapters.context import structure_keys
-from mofbalora.adapters.io import BaseModelMismatchError, _atomic_write_bytes
 from mofbalora.backbones import Backbone, load_backbone
 from mofbalora.backbones.base import atom_capped_batches, resolve_device, to_device
 from mofbalora.heads import BandGapHead, HeadConfig
+from mofbalora.io import check_base_identity, read_checkpoint, save_checkpoint
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
 STOCHASTIC_REGIMES = ("balora", "mc_dropout")
@@ -214,17 +214,14 @@ class BandGapModel(nn.Module):
                 **({"training_domain": self.training_domain.to_config()} if self.training_domain is not None else {})}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
-        from safetensors.torch import save
-
+        """Write ``model.safetensors`` + ``model_config.json`` (:func:`mofbalora.io.save_checkpoint`) and the
+        training domain's tensors; the config last, so a folder with a config is complete."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.trained_state().items()}
-        _atomic_write_bytes(directory / MODEL_FILE, save(tensors))
-        cfg = {**self.config_dict(), "metadata": metadata or {}}
         if self.training_domain is not None:
             self.training_domain.save_tensors(directory)
-        _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
-        return directory
+        return save_checkpoint(directory, self.trained_state(), {**self.config_dict(), "metadata": metadata or {}},
+                               weights_file=MODEL_FILE, config_file=MODEL_CONFIG)
 
 
 def build_model(regime: str, *, backbone: str = "chgnet", backbone_options: dict | None = None,
@@ -252,8 +249,6 @@ def resolve_model_dir(model: str | Path) -> Path:
 def load_model(model: str | Path = "default", device: str | torch.device = "cpu") -> BandGapModel:
     """Load a saved model (offline) onto ``device`` (cpu | cuda | auto); refuses weights trained on a
     different base backbone."""
-    from safetensors.torch import load_file
-
     directory = resolve_model_dir(model)
     cfg = json.loads((directory / MODEL_CONFIG).read_text())
     if cfg["regime"] == "gbm":  # the gradient-boosting baseline (mofbalora.gbm imports this module)
@@ -265,10 +260,9 @@ def load_model(model: str | Path = "default", device: str | torch.device = "cpu"
     adapter = AdapterConfig.from_dict(cfg["adapter"]) if cfg.get("adapter") else None
     m = build_model(cfg["regime"], backbone=name, backbone_options=bopts, adapter=adapter,
                     head=HeadConfig.from_dict(cfg["head"]))
-    if m.base_identity != cfg["base"]:
-        raise BaseModelMismatchError(f"model in {directory} was trained on base {cfg['base']}, "
-                                     f"but the installed backbone is {m.base_identity}")
-    m.load_trained_state(load_file(str(directory / MODEL_FILE)))
+    check_base_identity(cfg["base"], m.base_identity, directory)
+    _, tensors = read_checkpoint(directory, weights_file=MODEL_FILE, config_file=MODEL_CONFIG, what="model")
+    m.load_trained_state(tensors)
     m.calibration = cfg.get("calibration")
     if cfg.get("training_domain"):
         from mofbalora.domain import ApplicabilityDomain

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,6 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS
+from mofbalora.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +56,13 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     if suffix not in FORMATS:
         raise ValueError(f"unknown output format {suffix!r} for {path}; choose from {sorted(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=suffix) as tmp:
         if suffix == ".csv":
             df.to_csv(tmp, index=False)
         elif suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_json(tmp, orient="records", indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 
 from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling, structure_keys
-from mofbalora.adapters.io import _atomic_write_bytes
 from mofbalora.backbones.base import atom_capped_batches, resolve_device
 from mofbalora.config import dump_config
 from mofbalora.heads import HeadConfig
+from mofbalora.io import atomic_write_bytes
 from mofbalora.model import BandGapModel, build_model
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
 
@@ -374,7 +374,7 @@ def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
         te_ids, te_x, te_y = load_inputs(model, ds, ids["test"], "test set" if progress else False)
         result["test"], table = evaluate_inputs(model, te_ids, te_x, te_y.numpy(), n_samples=1)
         table.to_csv(out / "test_predictions.csv", index=False)
-    _atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
+    atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
     return result
 
 
@@ -485,5 +485,5 @@ def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_
         result["test"], table = evaluate_inputs(trainer.model, te_ids, te_x, te_y.numpy(), n_samples=n_samples)
         result["test"]["inference_seconds_per_structure"] = (time.perf_counter() - t0) / max(1, len(te_x))
         table.to_csv(out / "test_predictions.csv", index=False)
-    _atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
+    atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
     return result

@@ -53,9 +53,9 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from mofbalora.adapters.io import _atomic_write_bytes
 from mofbalora.al.dft_results import read_dft_results
 from mofbalora.dft import Code
+from mofbalora.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class Campaign:
     def save_state(self) -> None:
         """Commit the state (atomic: a reader sees the old or the new file, never a mix)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.dir / STATE_FILE, json.dumps(self.state, indent=1).encode())
+        atomic_write_bytes(self.dir / STATE_FILE, json.dumps(self.state, indent=1).encode())
 
     def load_state(self) -> None:
         state = json.loads((self.dir / STATE_FILE).read_text())
@@ -770,7 +770,7 @@ class Campaign:
             raise ValueError(f"campaign {self.dir} has no pending batch; select one first")
         name = f"batch_{int(rows[0]['round']):03d}"
         csv_path = self.dir / f"{name}.csv"
-        _atomic_write_bytes(csv_path, pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).to_csv(index=False).encode())
+        atomic_write_bytes(csv_path, pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).to_csv(index=False).encode())
         if dft_inputs:
             write_dft_inputs(csv_path, self.dir / "dft_inputs" / name, code=code, potcar_dir=potcar_dir, overwrite=True)
         return csv_path
@@ -1038,5 +1038,5 @@ def write_report(runs_dir: str | Path, out: str | Path) -> Path:
                      f" | {r['found_per_relative_cost']:.3f} | {r['test_mae_ev']:.3f} ± {r['test_mae_ev_sd']:.3f} |")
     lines += ["", "![learning curves](learning_curves.png)", "", "![discovery curves](discovery_curves.png)", ""]
     md = out / "report.md"
-    _atomic_write_bytes(md, "\n".join(lines).encode())
+    atomic_write_bytes(md, "\n".join(lines).encode())
     return md

@@ -8,11 +8,11 @@ project uses its test set.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from mofbalora.io import atomic_write_json
 
 SPLIT_NAMES = ("train", "val", "test")
 SHIPPED_SPLITS = {"qmof_v1": Path(__file__).resolve().parent.parent / "splits" / "qmof_v1.json"}
@@ -38,12 +38,7 @@ def save_split(split: dict[str, list[str]], path: str | Path, **meta) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, **{k: split[k] for k in SPLIT_NAMES}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".split-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=0)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, payload, indent=0)
 
 
 def load_split(name_or_path: str | Path) -> dict[str, list[str]]:
