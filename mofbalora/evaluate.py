@@ -10,14 +10,12 @@ import numpy as np
 import pandas as pd
 
 from mofbalora.io import atomic_write_bytes
-from mofbalora.model import BandGapModel, Prediction
+from mofbalora.model import BandGapModel
+from mofbalora.prediction import Prediction, calibrated_std, floor_std
 
 # metrics that need a positive std: NaN for a prediction without one (a deterministic model, one draw)
 STD_METRICS = ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_ev", "miscalibration_area",
                "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection")
-
-
-MIN_STD_EV = 1e-6
 
 
 def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int) -> dict:
@@ -33,8 +31,8 @@ def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int
     y_true = np.asarray(y_true, dtype=float)
     if np.any(pred.std_ev > 0):
         alea = pred.aleatoric_std_ev
-        out = all_metrics(pred.mean_ev, np.maximum(pred.std_ev, MIN_STD_EV), y_true,
-                          epistemic_std=np.maximum(pred.epistemic_std_ev, MIN_STD_EV) if alea is not None else None,
+        out = all_metrics(pred.mean_ev, floor_std(pred.std_ev), y_true,
+                          epistemic_std=floor_std(pred.epistemic_std_ev) if alea is not None else None,
                           aleatoric_std=alea)
     else:
         out = all_metrics(pred.mean_ev, np.ones_like(pred.mean_ev), y_true)
@@ -64,12 +62,8 @@ def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: n
                     seed: int = 0) -> tuple[dict, pd.DataFrame]:
     pred = model.predict_inputs(inputs, n_samples=n_samples, seed=seed)
     metrics = metrics_from_prediction(pred, np.asarray(y_true, dtype=float), n_samples)
-    table = pd.DataFrame({"id": ids, "bandgap_true_ev": y_true, "bandgap_mean_ev": pred.mean_ev,
-                          "bandgap_std_ev": pred.std_ev, "abs_error_ev": np.abs(pred.mean_ev - y_true)})
-    if pred.aleatoric_std_ev is not None:
-        table["epistemic_std_ev"] = pred.epistemic_std_ev
-        table["aleatoric_std_ev"] = pred.aleatoric_std_ev
-    calibrated = model.calibrated_std(np.maximum(pred.std_ev, MIN_STD_EV))
+    table = pred.table(ids, y_true)
+    calibrated = calibrated_std(model, pred.std_ev)
     if calibrated is not None:
         from mofbalora.uq.metrics import all_metrics
 

@@ -8,7 +8,6 @@ and ``full`` (every backbone weight reachable from the adapted region is trained
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +15,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling, seeded_generator
-from mofbalora.adapters.context import structure_keys
+from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling
 from mofbalora.backbones import Backbone, load_backbone
-from mofbalora.backbones.base import atom_capped_batches, resolve_device, to_device
+from mofbalora.backbones.base import resolve_device, to_device
 from mofbalora.heads import BandGapHead, HeadConfig
 from mofbalora.io import check_base_identity, read_checkpoint, save_checkpoint
+from mofbalora.prediction import Prediction, predict_inputs, recalibrate
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
 STOCHASTIC_REGIMES = ("balora", "mc_dropout")
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG = "model_config.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
-
-
-@dataclass
-class Prediction:
-    """Per-structure predictions in eV. ``samples_ev`` is (n, T) (T = members for an ensemble)."""
-
-    mean_ev: np.ndarray
-    std_ev: np.ndarray
-    samples_ev: np.ndarray
-    epistemic_std_ev: np.ndarray
-    aleatoric_std_ev: np.ndarray | None
-    embedding: np.ndarray
 
 
 class BandGapModel(nn.Module):
@@ -105,74 +92,12 @@ class BandGapModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- prediction ---------------------------------------------------------------------------------
-    @torch.no_grad()
     def predict_inputs(self, inputs: list, *, n_samples: int = 32, seed: int | None = 0,
                        batch_size: int = 64, max_rows: int = 8192) -> Prediction:
-        """Predict featurized inputs. Stochastic regimes draw ``n_samples`` passes (batched: the T copies of a
-        batch are stacked, each copy its own set of structures), an ensemble runs each member; deterministic
-        regimes give std 0 (or the aleatoric std).
-
-        BaLoRA's draw t of a structure is keyed by (``seed``, the structure's content digest, t), so a
-        structure gets the same samples alone or in any batch (MC-dropout masks come from a generator
-        seeded by ``seed`` and do depend on the batch). The std over samples uses T − 1 (ddof = 1).
-        ``max_rows``: most atom rows in one stacked pass (T copies of a chunk are split to fit). 8,192 is
-        measured: on the all-layer default, 64 structures at T = 32 took 0.79 s with it, 1.43 s with all copies
-        stacked (1,000,000) and 1.01 s one structure at a time (2 CPU threads); the draws do not change.
-        """
-        self.eval()
-        gen = seeded_generator(seed)
-        noise_seed = int(torch.randint(0, 2**31 - 1, ())) if seed is None else int(seed)
-        position = 0
-        means, samples, alea, embs = [], [], [], []
-        cap = self.backbone.max_batch_atoms
-        if cap is not None:
-            max_rows = min(max_rows, cap)
-        for chunk in atom_capped_batches(inputs, batch_size, cap):
-            b = len(chunk)
-            digests = [x.get("digest") if isinstance(x, dict) else None for x in chunk]
-            fallback = list(range(position, position + b))
-            position += b
-            with sampling(stochastic=False, member=0 if self.n_members > 1 else None):
-                gap, var, pooled = self(self.backbone.collate(chunk))
-            embs.append(pooled)
-            if self.regime == "lora_ensemble":
-                draws, dvars = [], []
-                for k in range(self.n_members):
-                    with sampling(stochastic=False, member=k):
-                        g, v, _ = self(self.backbone.collate(chunk))
-                    draws.append(g)
-                    dvars.append(v)
-                draw = torch.stack(draws, 1)
-                var_draw = torch.stack(dvars, 1) if var is not None else None
-            elif self.is_stochastic:
-                n_atoms = sum(x["n_atoms"] for x in chunk)
-                per = max(1, min(n_samples, max_rows // max(n_atoms, 1)))
-                parts, vparts = [], []
-                for t0 in range(0, n_samples, per):
-                    t = min(per, n_samples - t0)
-                    passes = [t0 + j for j in range(t) for _ in range(b)]
-                    keys = structure_keys(digests * t, passes, fallback * t)
-                    with sampling(stochastic=True, generator=gen, noise_seed=noise_seed, structure_keys=keys):
-                        g, v, _ = self(self.backbone.collate(chunk * t))
-                    parts.append(g.view(t, b).T)
-                    vparts.append(v.view(t, b).T if v is not None else None)
-                draw = torch.cat(parts, 1)
-                var_draw = torch.cat(vparts, 1) if var is not None else None
-            else:
-                draw, var_draw = gap.unsqueeze(1), (var.unsqueeze(1) if var is not None else None)
-            samples.append(draw)
-            # the posterior-mean pass is the point prediction of deterministic regimes; stochastic ones use
-            # the sample mean (a Monte Carlo estimate of the predictive mean)
-            means.append(draw.mean(1) if draw.shape[1] > 1 else gap)
-            alea.append(var_draw.mean(1) if var_draw is not None else None)
-        samples_t = torch.cat(samples).cpu()
-        epi = samples_t.std(1, unbiased=True) if samples_t.shape[1] > 1 else torch.zeros(len(inputs))
-        alea_std = torch.cat(alea).sqrt().cpu() if alea and alea[0] is not None else None
-        total = (epi**2 + (alea_std**2 if alea_std is not None else 0)).sqrt()
-        return Prediction(torch.cat(means).cpu().numpy().astype(np.float64), total.numpy().astype(np.float64),
-                          samples_t.numpy().astype(np.float64), epi.numpy().astype(np.float64),
-                          None if alea_std is None else alea_std.numpy().astype(np.float64),
-                          torch.cat(embs).cpu().numpy())
+        """Predict featurized inputs: :func:`mofbalora.prediction.predict_inputs` (T stochastic passes, an
+        ensemble's members, or one pass)."""
+        return predict_inputs(self, inputs, n_samples=n_samples, seed=seed, batch_size=batch_size,
+                              max_rows=max_rows)
 
     # -- persistence --------------------------------------------------------------------------------
     def trained_state(self) -> dict[str, torch.Tensor]:
@@ -200,11 +125,7 @@ class BandGapModel(nn.Module):
 
     def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
         """``sqrt((a*std)^2 + b^2)`` with the validation-fitted :attr:`calibration` (eV); None without one."""
-        if not self.calibration:
-            return None
-        from mofbalora.uq.recalibration import apply_std_scale_floor
-
-        return apply_std_scale_floor(std_ev, self.calibration["std_factor"], self.calibration["std_floor_ev"])
+        return recalibrate(self.calibration, std_ev)
 
     def config_dict(self) -> dict:
         return {"regime": self.regime, "backbone": {"name": self.backbone_options.get("name", "chgnet"),

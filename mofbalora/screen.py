@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 from mofbalora.io import atomic_path
+from mofbalora.prediction import calibrated_std
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,6 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
     ``with_embedding`` adds the pooled structure embedding (for diversity-aware batch selection).
     Every record gets the applicability-domain columns, and the chemistry-check columns (run when ``checks``).
     """
-    from mofbalora.evaluate import MIN_STD_EV
     from mofbalora.featurize import featurize_files
 
     feats, errors = featurize_files(m.backbone, paths, max_atoms=max_atoms, progress=False,
@@ -197,9 +197,8 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
         else:
             pred, j = preds[k]
             rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
-                       n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[j]),
-                       bandgap_std_ev=float(pred.std_ev[j]), samples_ev=pred.samples_ev[j].tolist())
-            calibrated = m.calibrated_std(np.maximum(pred.std_ev[j:j + 1], MIN_STD_EV))
+                       n_atoms=int(feat["n_atoms"]), **pred.to_record(j))
+            calibrated = calibrated_std(m, pred.std_ev[j:j + 1])
             if calibrated is not None:
                 rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
             if with_embedding or _needs_embedding(m):

@@ -37,6 +37,7 @@ from mofbalora.heads import HeadConfig
 from mofbalora.io import atomic_write_bytes
 from mofbalora.model import BandGapModel, build_model
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
+from mofbalora.prediction import floor_std, point_prediction
 
 log = logging.getLogger(__name__)
 LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll")
@@ -128,16 +129,7 @@ def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, bat
     inputs, targets = inputs[start:stop], targets[start:stop]
     preds = []
     for chunk in atom_capped_batches(inputs, batch_size, model.backbone.max_batch_atoms):
-        batch = model.backbone.collate(chunk)
-        if model.n_members > 1:
-            outs = []
-            for k in range(model.n_members):
-                with sampling(stochastic=False, member=k):
-                    outs.append(model(batch)[0])
-            preds.append(torch.stack(outs).mean(0))
-        else:
-            with sampling(stochastic=False):
-                preds.append(model(batch)[0])
+        preds.append(point_prediction(model, model.backbone.collate(chunk)))
     err = (torch.cat(preds).cpu() - targets).abs().sum() if preds else torch.zeros(())
     total = dist.all_reduce_sum(torch.stack([err.double(), torch.tensor(float(len(targets)), dtype=torch.float64)]))
     return float(total[0] / total[1])
@@ -380,13 +372,12 @@ def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
 
 def _scale_floor(val_table, n_samples: int) -> dict | None:
     """``sqrt((a*std)^2 + b^2)`` fitted on validation predictions (None without a usable std)."""
-    from mofbalora.evaluate import MIN_STD_EV
     from mofbalora.uq.recalibration import fit_std_scale_floor
 
     std = val_table["bandgap_std_ev"].to_numpy(float)
     if len(val_table) < 8 or not (std > 0).any():  # two parameters: a handful of points at the very least
         return None
-    a, b = fit_std_scale_floor(val_table["bandgap_mean_ev"].to_numpy(float), np.maximum(std, MIN_STD_EV),
+    a, b = fit_std_scale_floor(val_table["bandgap_mean_ev"].to_numpy(float), floor_std(std),
                                val_table["bandgap_true_ev"].to_numpy(float))
     return {"method": "scale_floor", "std_factor": a, "std_floor_ev": b,
             "fitted_on": f"validation ({len(val_table)} structures)", "n_samples": n_samples}

@@ -56,6 +56,7 @@ import yaml
 from mofbalora.al.dft_results import read_dft_results
 from mofbalora.dft import Code
 from mofbalora.io import atomic_write_bytes
+from mofbalora.prediction import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -518,7 +519,6 @@ class Campaign:
             return self.model().predict_inputs(x, n_samples=al["n_samples"], seed=seed), x
         from mofbalora.data.cache import file_digest
         from mofbalora.data.structures import DEFAULT_MAX_ATOMS
-        from mofbalora.model import Prediction
         from mofbalora.screen import predict_files
 
         paths = [self.path_of(k) for k in keys]
@@ -547,10 +547,7 @@ class Campaign:
         bad = [(k, r) for k, r in zip(keys, recs, strict=True) if r["status"] != "ok"]
         if bad:
             raise ValueError(f"{len(bad)} pool structure(s) no longer featurize, e.g. {bad[0][0]}: {bad[0][1]['error']}")
-        samples = np.array([r["samples_ev"] for r in recs], dtype=np.float64)
-        pred = Prediction(np.array([r["bandgap_mean_ev"] for r in recs]), np.array([r["bandgap_std_ev"] for r in recs]),
-                          samples, samples.std(1), None, np.array([r["embedding"] for r in recs], dtype=np.float32))
-        return pred, recs
+        return Prediction.from_records(recs), recs
 
     def add_labels(self, labels: Mapping[str, float], paths: Mapping[str, str | Path] | None = None) -> list[str]:
         """Add PBE band gaps (eV) (phase ``select``/``label`` → ``train`` of the next round).
