@@ -8,6 +8,7 @@ and ``full`` (every backbone weight reachable from the adapted region is trained
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,8 @@ def build_model(regime: str, *, backbone: str = "chgnet", backbone_options: dict
                 adapter: AdapterConfig | None = None, head: HeadConfig | None = None) -> BandGapModel:
     options = dict(backbone_options or {})
     bb = load_backbone(backbone, **options)
-    if adapter is not None and not adapter.targets:
-        adapter.targets = list(bb.target_presets.get(getattr(bb, "adapt", options.get("adapt", "readout")), []))
+    if adapter is not None and not adapter.targets:  # a copy: the caller's config keeps its empty targets
+        adapter = replace(adapter, targets=list(bb.target_presets.get(getattr(bb, "adapt", options.get("adapt", "readout")), [])))
     return BandGapModel(bb, BandGapHead(bb.embedding_dim, head), regime, adapter,
                         backbone_options={"name": backbone, **options})
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mofbalora.acquisition import ACQUISITIONS, acquisition_scores
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 from mofbalora.io import atomic_path
 from mofbalora.prediction import calibrated_std
@@ -95,7 +96,6 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
     in-domain row (or row of unknown domain) before every out-of-domain row, each group by its score.
     Excluded rows keep their predictions for reference but get no rank.
     """
-    from mofbalora.al.acquisition import acquisition_scores
     from mofbalora.checks import FAILED_CHECKS_REASON, check_policy
     from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy
     from mofbalora.physical import robust_summary
@@ -266,7 +266,6 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     (:mod:`mofbalora.domain`) are ranked: after every in-domain one, not at all (error row, reason
     ``out_of_domain``), or like the others.
     """
-    from mofbalora.al.acquisition import ACQUISITIONS
     from mofbalora.checks import INSTALL_HINT, check_policy, checker_available
     from mofbalora.data.candidates import expand_candidates
     from mofbalora.domain import domain_policy

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling, structure_keys
 from mofbalora.backbones.base import atom_capped_batches, resolve_device
-from mofbalora.config import dump_config
+from mofbalora.config import SCHEDULES, check_choice, dump_config, validate
 from mofbalora.heads import HeadConfig
 from mofbalora.io import atomic_write_bytes
 from mofbalora.model import BandGapModel, build_model
@@ -40,14 +41,13 @@ from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, sha
 from mofbalora.prediction import floor_std, point_prediction
 
 log = logging.getLogger(__name__)
-LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll")
 HUBER_DELTA_EV = 0.5
 
 
 def model_from_config(cfg: dict) -> BandGapModel:
+    """The model a (validated) configuration describes, with fresh adapters and head."""
+    validate(cfg)
     m, a, b = cfg["model"], cfg["adapter"], cfg["backbone"]
-    if m["likelihood"] not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {m['likelihood']!r}; choose from {list(LIKELIHOODS)}")
     regime = m["regime"]
     adapter = None
     if regime not in ("head_only", "full"):
@@ -114,8 +114,7 @@ def _lr_factor(cfg: dict, step: int, steps_per_epoch: int) -> float:
         return (step + 1) / warm
     if o["schedule"] == "constant":
         return 1.0
-    if o["schedule"] != "cosine":
-        raise ValueError(f"unknown schedule {o['schedule']!r}; choose from ['constant', 'cosine']")
+    check_choice("optim.schedule", o["schedule"], SCHEDULES)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
@@ -263,9 +262,11 @@ class Trainer:
 
     # -- loop -----------------------------------------------------------------------------------------
     def fit(self, train_inputs: list, train_y: torch.Tensor, val_inputs: list, val_y: torch.Tensor,
-            *, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
+            *, progress: bool = True, stop_after_epochs: int | None = None,
+            on_epoch_end: Callable[[Trainer], None] | None = None) -> dict:
         """Train until ``optim.epochs`` or early stopping. ``stop_after_epochs`` ends this call early (as an
-        interruption would) without marking the run finished."""
+        interruption would) without marking the run finished. ``on_epoch_end(trainer)`` is called after each
+        epoch, once its checkpoint is written (an exception raised there stops training like a kill would)."""
         o = self.cfg["optim"]
         n_train, bs = len(train_inputs), int(o["batch_size"])
         steps_per_epoch = math.ceil(n_train / bs)
@@ -323,6 +324,8 @@ class Trainer:
             self.dist.barrier()  # the others wait for the checkpoint: a resume then finds every rank's state
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl']:.1f}", val_mae=f"{val_mae:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(self)
         bar.close()
         finished = self.epoch >= o["epochs"] or self.bad_epochs >= o["patience"]
         return {"finished": finished, "epoch": self.epoch, "best_epoch": self.best_epoch,

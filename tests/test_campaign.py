@@ -9,16 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mofbalora.al.campaign import (
-    AL_DEFAULTS,
-    Campaign,
-    collect_runs,
-    final_summary,
-    load_campaign_config,
-    simulated_campaign,
-    strategy_config,
-    write_report,
-)
+from mofbalora.al.campaign import Campaign, simulated_campaign
+from mofbalora.al.config import AL_DEFAULTS, load_campaign_config, strategy_config
+from mofbalora.al.report import collect_runs, final_summary, write_report
 from mofbalora.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
