@@ -39,9 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from mofbalora.data.qmof import load_dataset
 from mofbalora.evaluate import metrics_from_prediction, select_split_ids
-from mofbalora.model import BandGapModel
+from mofbalora.featurize import load_inputs
+from mofbalora.model import BandGapModel, load_model
 from mofbalora.prediction import Prediction
+from mofbalora.uq.metrics import calibration_curve, rejection_curve
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +145,6 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
         FileNotFoundError: a run folder holds no model (load_model's message), or no dataset/split.
         ValueError: bad ``samples``, unknown split, no structures left.
     """
-    from mofbalora.data.qmof import load_dataset
-    from mofbalora.model import load_model
-    from mofbalora.train import load_inputs
-
     t_values = parse_samples(samples)
     if not run_dirs:
         raise ValueError("no run folders to compare")
@@ -324,7 +323,6 @@ def markdown_report(report: dict) -> str:
 
 def _write_figures(report: dict, preds: dict[str, Prediction], y_true: np.ndarray, out_dir: Path) -> list[str]:
     """Write the PNGs; returns their file names. Models without a positive std get no std-based figure."""
-    from mofbalora.uq.metrics import calibration_curve, rejection_curve
     from mofbalora.uq.plots import (
         calibration_plot,
         error_vs_std_plot,

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from mofbalora.backbones import load_backbone
-from mofbalora.io import atomic_write_bytes
-from mofbalora.model import MODEL_CONFIG
+from mofbalora.io import MODEL_CONFIG, atomic_write_bytes
 from mofbalora.prediction import MIN_STD_EV, Prediction, recalibrate
 
 GBM_FILE = "gbm.skops"

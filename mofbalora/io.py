@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 FILE_MODE = 0o644  # mkstemp makes files private; written files get the usual rights
+#: a saved model folder: its weights and its config (``mofbalora.model``; the gbm baseline writes the config too)
+MODEL_FILE = "model.safetensors"
+MODEL_CONFIG = "model_config.json"
+#: table formats :func:`write_table` writes, by file extension
+TABLE_FORMATS = {".csv", ".parquet", ".json"}
 
 
 @contextmanager
@@ -81,6 +86,24 @@ def atomic_directory(target: str | Path, *, replace: bool = False) -> Iterator[P
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_table(df, path: str | Path) -> Path:
+    """Write a pandas DataFrame as CSV / parquet / JSON records by extension, atomically; ValueError naming
+    the extension and the formats for any other."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ValueError(f"unknown output format {suffix!r} for {path}; choose from {sorted(TABLE_FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=suffix) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", indent=1)
+    return path
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------

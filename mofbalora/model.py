@@ -17,16 +17,18 @@ import torch
 from torch import nn
 
 from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling
+from mofbalora.adapters.balora import BaLoRALinear, SharedAlphaNetwork
+from mofbalora.adapters.extensions import enable_adapter_extensions
 from mofbalora.backbones import Backbone, load_backbone
 from mofbalora.backbones.base import resolve_device, to_device
+from mofbalora.domain import ApplicabilityDomain
+from mofbalora.gbm import GBMBandGapModel
 from mofbalora.heads import BandGapHead, HeadConfig
-from mofbalora.io import check_base_identity, read_checkpoint, save_checkpoint
+from mofbalora.io import MODEL_CONFIG, MODEL_FILE, check_base_identity, read_checkpoint, save_checkpoint
 from mofbalora.prediction import Prediction, predict_inputs, recalibrate
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
 STOCHASTIC_REGIMES = ("balora", "mc_dropout")
-MODEL_FILE = "model.safetensors"
-MODEL_CONFIG = "model_config.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 
 
@@ -56,11 +58,10 @@ class BandGapModel(nn.Module):
         else:
             if adapter is None:
                 raise ValueError(f"regime {regime!r} needs an adapter config")
+            enable_adapter_extensions(backbone.adapter_extensions)
             inject_adapters(backbone, adapter, row_set_for=backbone.row_set_for)
         self.alpha_network = None
         if adapter is not None and regime == "balora" and adapter.alpha_network == "shared":
-            from mofbalora.adapters.balora import BaLoRALinear, SharedAlphaNetwork
-
             layers = [m for m in backbone.modules() if isinstance(m, BaLoRALinear)]
             self.alpha_network = SharedAlphaNetwork(layers, backbone.descriptor_dim)
 
@@ -174,8 +175,6 @@ def load_model(model: str | Path = "default", device: str | torch.device = "cpu"
     directory = resolve_model_dir(model)
     cfg = json.loads((directory / MODEL_CONFIG).read_text())
     if cfg["regime"] == "gbm":  # the gradient-boosting baseline (mofbalora.gbm imports this module)
-        from mofbalora.gbm import GBMBandGapModel
-
         return GBMBandGapModel.load(directory, cfg)
     bopts = dict(cfg["backbone"])
     name = bopts.pop("name")
@@ -187,8 +186,6 @@ def load_model(model: str | Path = "default", device: str | torch.device = "cpu"
     m.load_trained_state(tensors)
     m.calibration = cfg.get("calibration")
     if cfg.get("training_domain"):
-        from mofbalora.domain import ApplicabilityDomain
-
         m.training_domain = ApplicabilityDomain.from_config(cfg["training_domain"], directory)
     m.eval()
     return m.to(resolve_device(device))

@@ -27,6 +27,7 @@ import torch
 from mofbalora.adapters import sampling, seeded_generator
 from mofbalora.adapters.context import structure_keys
 from mofbalora.backbones.base import atom_capped_batches
+from mofbalora.uq.recalibration import apply_std_scale_floor
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -53,8 +54,6 @@ def recalibrate(calibration: dict | None, std_ev: np.ndarray) -> np.ndarray | No
     """``sqrt((a·σ)² + b²)`` with a fitted ``{"std_factor": a, "std_floor_ev": b, ...}`` (eV); None without one."""
     if not calibration:
         return None
-    from mofbalora.uq.recalibration import apply_std_scale_floor
-
     return apply_std_scale_floor(std_ev, calibration["std_factor"], calibration["std_floor_ev"])
 
 

@@ -34,11 +34,17 @@ from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_g
 from mofbalora.adapters.context import sampling, structure_keys
 from mofbalora.backbones.base import atom_capped_batches, resolve_device
 from mofbalora.config import SCHEDULES, check_choice, dump_config, validate
+from mofbalora.data.splits import split_ids
+from mofbalora.domain import fit_domain
+from mofbalora.evaluate import evaluate_inputs
+from mofbalora.featurize import load_inputs
+from mofbalora.gbm import GBMBandGapModel
 from mofbalora.heads import HeadConfig
 from mofbalora.io import atomic_write_bytes
 from mofbalora.model import BandGapModel, build_model
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
 from mofbalora.prediction import floor_std, point_prediction
+from mofbalora.uq.recalibration import fit_std_scale_floor
 
 log = logging.getLogger(__name__)
 HUBER_DELTA_EV = 0.5
@@ -59,39 +65,6 @@ def model_from_config(cfg: dict) -> BandGapModel:
                       atom_mlp=int(m.get("head_atom_mlp", 0)))
     opts = {k: v for k, v in b.items() if k != "name"}
     return build_model(regime, backbone=b["name"], backbone_options=opts, adapter=adapter, head=head)
-
-
-def split_ids(cfg: dict):
-    """(dataset, {"train": ids, "val": ids, "test": ids}) after the configured size limits."""
-    from mofbalora.data.qmof import load_dataset
-    from mofbalora.data.splits import load_split, random_split
-
-    d = cfg["data"]
-    ds = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"], target_column=d["target_column"])
-    if d["labels"] is not None and d["split"] == "qmof_v1":
-        split = random_split(ds.ids, seed=cfg["run"]["seed"])
-    else:
-        split = load_split(d["split"])
-    known = set(ds.ids)
-    out = {}
-    for part in ("train", "val", "test"):
-        ids = [i for i in split[part] if i in known]
-        limit = d.get(f"{part}_size")
-        out[part] = ids[:limit] if limit else ids
-    return ds, out
-
-
-def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str | bool):
-    """Featurized inputs and targets of ``ids``; files that fail are dropped with a warning."""
-    from mofbalora.featurize import featurize_files
-
-    paths = [ds.cif_paths[ds.index_of(i)] for i in ids]
-    inputs, errors = featurize_files(model.backbone, paths, progress=desc)
-    keep = [k for k, e in enumerate(errors) if e is None]
-    if len(keep) < len(ids):
-        log.warning("%s: %d of %d structures failed featurization and are left out", desc, len(ids) - len(keep), len(ids))
-    return ([ids[k] for k in keep], [inputs[k] for k in keep],
-            torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32))
 
 
 def data_loss_sum(gap, var, target, likelihood: str) -> torch.Tensor:
@@ -344,9 +317,6 @@ def _append_csv(path: Path, row: dict) -> None:
 def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
     """The gradient-boosting baseline (:mod:`mofbalora.gbm`) through the same run folder: fit on the train
     part, recalibrate its quantile std on the validation part, score the test part."""
-    from mofbalora.evaluate import evaluate_inputs
-    from mofbalora.gbm import GBMBandGapModel
-
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -375,8 +345,6 @@ def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
 
 def _scale_floor(val_table, n_samples: int) -> dict | None:
     """``sqrt((a*std)^2 + b^2)`` fitted on validation predictions (None without a usable std)."""
-    from mofbalora.uq.recalibration import fit_std_scale_floor
-
     std = val_table["bandgap_std_ev"].to_numpy(float)
     if len(val_table) < 8 or not (std > 0).any():  # two parameters: a handful of points at the very least
         return None
@@ -401,8 +369,6 @@ def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> 
 def _fit_training_domain(trainer: Trainer, out: Path, tr_x: list, va_x: list, cfg: dict) -> dict:
     """Store the training set's element counts and embedding reference (threshold from validation) in the best
     checkpoint, for the screen's applicability domain (:mod:`mofbalora.domain`)."""
-    from mofbalora.domain import fit_domain
-
     split = cfg["data"].get("split")
     trainer.model.training_domain = fit_domain(trainer.model, tr_x, va_x, seed=int(cfg["run"]["seed"]),
                                                source=f"training split of {split}" if split else "training set")
@@ -431,8 +397,6 @@ def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool
 
 def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_epochs: int | None,
               dist: DistContext) -> dict:
-    from mofbalora.evaluate import evaluate_inputs
-
     torch.manual_seed(int(cfg["run"]["seed"]))
     if cfg["run"]["threads"]:
         torch.set_num_threads(int(cfg["run"]["threads"]))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mofbalora.adapters.config import AdapterConfig
+from mofbalora.adapters.extensions import enable_adapter_extensions
 from mofbalora.adapters.inject import adapter_state_dict, inject_adapters
 from mofbalora.io import BaseModelMismatchError, check_base_identity, read_checkpoint, save_checkpoint
 
@@ -44,6 +45,7 @@ def load_adapter(model: nn.Module, directory: str | Path, base_identity: dict) -
     payload, tensors = read_adapter(directory)
     check_base_identity(payload["base"], base_identity, directory)
     config = AdapterConfig.from_dict(payload["adapter"])
+    enable_adapter_extensions(getattr(model, "adapter_extensions", ()))
     inject_adapters(model, config)
     adapter = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
     missing = set(adapter_state_dict(model)) - set(adapter)

@@ -62,6 +62,7 @@ from mofbalora.al.config import validate_campaign_config
 from mofbalora.config import dump_config
 from mofbalora.data.cache import file_digest
 from mofbalora.data.qmof import load_dataset
+from mofbalora.data.splits import split_ids
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 from mofbalora.evaluate import metrics_from_prediction
 from mofbalora.featurize import featurize_files
@@ -69,7 +70,7 @@ from mofbalora.io import atomic_write_bytes
 from mofbalora.model import MODEL_FILE
 from mofbalora.prediction import Prediction
 from mofbalora.screen import predict_files
-from mofbalora.train import Trainer, model_from_config, split_ids
+from mofbalora.train import Trainer, model_from_config
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +249,14 @@ class Campaign(CandidatePool):
 
     def model(self):
         """The band-gap model (built once per process with the campaign seed, so its fresh adapters are
-        the same in every process)."""
+        the same in every process; torch's global generator is left as it was). ``run.threads`` sets torch's
+        thread count for the process, as ``finetune`` does."""
         if self._model is None:
             if self.cfg["run"]["threads"]:
                 torch.set_num_threads(int(self.cfg["run"]["threads"]))
-            torch.manual_seed(self.state["seed"])
-            self._model = model_from_config(self.cfg)
+            with torch.random.fork_rng():
+                torch.manual_seed(self.state["seed"])
+                self._model = model_from_config(self.cfg)
             self._initial_state = {k: v.detach().clone() for k, v in self._model.trained_state().items()}
         return self._model
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mofbalora.data.qmof import load_dataset
 from mofbalora.io import atomic_write_json
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -51,3 +52,21 @@ def load_split(name_or_path: str | Path) -> dict[str, list[str]]:
     if missing:
         raise ValueError(f"{path}: split lacks {missing}")
     return {k: list(data[k]) for k in SPLIT_NAMES}
+
+
+def split_ids(cfg: dict):
+    """(dataset, {"train": ids, "val": ids, "test": ids}) of a run configuration's ``data`` section, after
+    its size limits (a labels CSV with the default split name gets a random 80/10/10 split, seed ``run.seed``)."""
+    d = cfg["data"]
+    ds = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"], target_column=d["target_column"])
+    if d["labels"] is not None and d["split"] == "qmof_v1":
+        split = random_split(ds.ids, seed=cfg["run"]["seed"])
+    else:
+        split = load_split(d["split"])
+    known = set(ds.ids)
+    out = {}
+    for part in ("train", "val", "test"):
+        ids = [i for i in split[part] if i in known]
+        limit = d.get(f"{part}_size")
+        out[part] = ids[:limit] if limit else ids
+    return ds, out
