@@ -76,3 +76,14 @@ def test_build_model_leaves_the_callers_adapter_targets_alone():
     adapter = AdapterConfig(kind="lora", rank=2)
     model = build_model("lora", adapter=adapter)
     assert adapter.targets == [] and model.adapter_config.targets
+
+
+def test_finetune_command_accepts_every_regime_the_config_does():
+    from mofbalora.cli import build_parser
+    from mofbalora.commands.finetune import resolve
+
+    # `--adapter gbm` used to be refused by a second, narrower regime check in the command
+    args = build_parser().parse_args(["finetune", "--adapter", "gbm", "--out", "runs/gbm"])
+    assert resolve(args)["model"]["regime"] == "gbm"
+    with pytest.raises(ValueError, match="unknown model.regime 'bayes'"):
+        resolve(build_parser().parse_args(["finetune", "--set", "model.regime=bayes", "--out", "x"]))
