@@ -6,8 +6,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from mofbalora.al.campaign import STATE_FILE, Campaign, simulated_campaign
+from mofbalora.al.campaign import Campaign, simulated_campaign
 from mofbalora.al.config import strategies_of, strategy_config
+from mofbalora.al.state import STATE_FILE
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,6 @@ report: :mod:`mofbalora.al.report`.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -53,20 +52,23 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from mofbalora.acquisition import acquisition_scores, cost_aware, dft_cost, select_batch, window_distance
 from mofbalora.al.candidates import CandidatePool
 from mofbalora.al.config import validate_campaign_config
-from mofbalora.config import dump_config
+from mofbalora.al.state import (
+    STATE_FILE,
+    CampaignState,
+    read_campaign_config,
+    write_campaign_config,
+)
 from mofbalora.data.cache import file_digest
 from mofbalora.data.qmof import load_dataset
 from mofbalora.data.splits import split_ids
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 from mofbalora.evaluate import metrics_from_prediction
 from mofbalora.featurize import featurize_files
-from mofbalora.io import atomic_write_bytes
 from mofbalora.model import MODEL_FILE
 from mofbalora.prediction import Prediction
 from mofbalora.screen import predict_files
@@ -74,9 +76,6 @@ from mofbalora.train import Trainer, model_from_config
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "campaign.json"
-CONFIG_FILE = "config.yaml"
-STATE_VERSION = 1
 Phase = Literal["train", "select", "label"]
 Mode = Literal["simulated", "real"]
 MODES = ("simulated", "real")
@@ -114,7 +113,7 @@ class Campaign(CandidatePool):
         self._loaded_round: int | None = None
         self._inputs: dict[str, Any] = {}
         self._digests: dict[str, str] = {}  # content digest of each structure's file, hashed once per process
-        self.state: dict[str, Any] = {}
+        self.state = CampaignState()
         self.cfg: dict[str, Any] = {}
 
     # -- creation -----------------------------------------------------------------------------------
@@ -154,14 +153,8 @@ class Campaign(CandidatePool):
         obj._setup(state_dir, hook, progress)
         obj.cfg = copy.deepcopy({k: v for k, v in cfg.items() if k != "benchmark"})
         obj._dataset = dataset
-        obj.state = {
-            "version": STATE_VERSION, "name": name, "mode": mode, "seed": int(cfg["run"]["seed"]),
-            "round": 0, "phase": "train", "labelled": {}, "initial": [], "acquired": [], "pool": [],
-            "pending": [], "round_picked": [], "round_failed": [], "select_seconds": 0.0,
-            "val_ids": [], "test_ids": [], "paths": {str(k): str(Path(v).resolve()) for k, v in (paths or {}).items()},
-            "failed": {}, "rng_state": rng.bit_generator.state, "cost_ref_atoms": None, "pool_stats": None,
-            "history": [],
-        }
+        obj.state = CampaignState.new(name=name, mode=mode, seed=cfg["run"]["seed"], rng_state=rng.bit_generator.state,
+                                      paths={str(k): str(Path(v).resolve()) for k, v in (paths or {}).items()})
         ds = obj.dataset()
         everything = parts["labelled"] + parts["pool"] + parts["val"] + parts["test"]
         ok = set(everything) - set(obj._featurize(everything))
@@ -184,7 +177,7 @@ class Campaign(CandidatePool):
                                 "low_gap_fraction": float((pool_gaps < thr).mean()) if len(pool_gaps) else None}
         state_dir.mkdir(parents=True, exist_ok=True)
 
-        dump_config(obj.cfg, state_dir / CONFIG_FILE)
+        write_campaign_config(state_dir, obj.cfg)
         obj.save_state()
         log.info("campaign %s: %d labelled, %d in the pool, %d val, %d test, %d failed featurization",
                  state_dir, len(st["labelled"]), len(st["pool"]), len(st["val_ids"]), len(st["test_ids"]),
@@ -194,16 +187,11 @@ class Campaign(CandidatePool):
     # -- state --------------------------------------------------------------------------------------
     def save_state(self) -> None:
         """Commit the state (atomic: a reader sees the old or the new file, never a mix)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.dir / STATE_FILE, json.dumps(self.state, indent=1).encode())
+        self.state.write(self.dir)
 
     def load_state(self) -> None:
-        state = json.loads((self.dir / STATE_FILE).read_text())
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"{self.dir / STATE_FILE}: state version {state.get('version')!r}, "
-                             f"this mofbalora reads {STATE_VERSION}")
-        self.state = state
-        self.cfg = yaml.safe_load((self.dir / CONFIG_FILE).read_text())
+        self.state = CampaignState.read(self.dir)
+        self.cfg = read_campaign_config(self.dir)
         self._loaded_round = None
 
     @property

@@ -10,9 +10,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from mofbalora.al.campaign import STATE_FILE, Campaign, initial_draw
+from mofbalora.al.campaign import Campaign, initial_draw
 from mofbalora.al.config import load_campaign_config
 from mofbalora.al.dft_results import read_dft_results
+from mofbalora.al.state import STATE_FILE
 from mofbalora.data.candidates import expand_candidates
 from mofbalora.dft import Code
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mofbalora.al.campaign import CONFIG_FILE, STATE_FILE
+from mofbalora.al.state import CONFIG_FILE, STATE_FILE
 from mofbalora.io import atomic_write_bytes
 from mofbalora.uq.plots import _new_figure, _save
 
