@@ -58,6 +58,7 @@ from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 from mofbalora.backbones.checkpoint import load_checkpoint, refuse
+from mofbalora.data.structures import structure_to_atoms
 from mofbalora.rows import row_sets
 
 Adapt = Literal["radial", "messages", "routing", "invariant", "all"]
@@ -197,8 +198,6 @@ class UMABackbone(Backbone):
         return [self._graph(s) for s in structures]
 
     def _graph(self, structure) -> dict:
-        from mofbalora.data.structures import structure_to_atoms
-
         AtomicData, _ = _import_fairchem()
         z_max = int(max(structure.atomic_numbers))
         if z_max >= self.uma.max_num_elements:
