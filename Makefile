@@ -36,14 +36,16 @@ demo: install
 	$(BIN)/mofbalora candidates coremof --set 2019-ASR --limit 40 --seed 1 --out demo/candidates
 	$(BIN)/mofbalora screen demo/candidates --top 10 --samples 32 --out demo/ranked.csv --plot demo/screen.png
 
+# lint-imports checks the layer contracts in pyproject.toml ([tool.importlinter]; docs/architecture.md)
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/lint-imports && $(BIN)/python -m pytest -q
 
 bench: install-dev
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 lint:
 	$(BIN)/ruff check mofbalora tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -33,15 +33,18 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from mofbalora.data.qmof import load_dataset
 from mofbalora.evaluate import metrics_from_prediction, select_split_ids
-from mofbalora.model import BandGapModel, Prediction
+from mofbalora.featurize import load_inputs
+from mofbalora.model import BandGapModel, load_model
+from mofbalora.prediction import Prediction
+from mofbalora.uq.metrics import calibration_curve, rejection_curve
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +88,9 @@ def parse_samples(samples: str | Sequence[int]) -> tuple[int, ...]:
 
 
 def subsample_prediction(pred: Prediction, n_samples: int) -> Prediction:
-    """The prediction of the first ``n_samples`` columns of ``pred.samples_ev`` (see the module docstring).
-
-    ``n_samples`` equal to the number of columns returns ``pred`` itself.
-    """
-    total = pred.samples_ev.shape[1]
-    if not 1 <= n_samples <= total:
-        raise ValueError(f"n_samples must be in [1, {total}] (the columns of samples_ev), got {n_samples}")
-    if n_samples == total:
-        return pred
-    draws = pred.samples_ev[:, :n_samples]
-    epistemic = draws.std(1) if n_samples > 1 else np.zeros(len(draws))
-    aleatoric = pred.aleatoric_std_ev
-    std = np.sqrt(epistemic**2 + (aleatoric**2 if aleatoric is not None else 0.0))
-    return replace(pred, mean_ev=draws.mean(1), std_ev=std, samples_ev=draws, epistemic_std_ev=epistemic)
+    """The prediction of the first ``n_samples`` columns of ``pred.samples_ev`` (see the module docstring and
+    :meth:`mofbalora.prediction.Prediction.subsample`); all of them returns ``pred`` itself."""
+    return pred.subsample(n_samples)
 
 
 def _run_root(run_dir: str | Path) -> Path | None:
@@ -153,10 +145,6 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
         FileNotFoundError: a run folder holds no model (load_model's message), or no dataset/split.
         ValueError: bad ``samples``, unknown split, no structures left.
     """
-    from mofbalora.data.qmof import load_dataset
-    from mofbalora.model import load_model
-    from mofbalora.train import load_inputs
-
     t_values = parse_samples(samples)
     if not run_dirs:
         raise ValueError("no run folders to compare")
@@ -189,7 +177,7 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
         log.info("predicting %s (%s) on %d structures", e.label, e.model.regime, len(inputs))
         result, pred = _evaluate_model(e, inputs, y_true, t_values, seed)
         preds[e.label] = pred
-        _prediction_table(common, y_true, pred).to_csv(out_dir / f"predictions_{_file_label(e.label)}.csv",
+        pred.table(common, y_true).to_csv(out_dir / f"predictions_{_file_label(e.label)}.csv",
                                                        index=False)
         result["predictions_csv"] = f"predictions_{_file_label(e.label)}.csv"
         models.append(result)
@@ -227,15 +215,6 @@ def _evaluate_model(e: _Entry, inputs: list, y_true: np.ndarray, t_values: tuple
             "trainable_parameters": int(params), "train_seconds": e.run_metrics.get("train_seconds"),
             "inference_seconds_per_structure_t1": sec_t1,
             "inference_seconds_per_structure_tmax": sec_tmax}, pred
-
-
-def _prediction_table(ids: list[str], y_true: np.ndarray, pred: Prediction) -> pd.DataFrame:
-    table = pd.DataFrame({"id": ids, "bandgap_true_ev": y_true, "bandgap_mean_ev": pred.mean_ev,
-                          "bandgap_std_ev": pred.std_ev, "abs_error_ev": np.abs(pred.mean_ev - y_true)})
-    if pred.aleatoric_std_ev is not None:
-        table["epistemic_std_ev"] = pred.epistemic_std_ev
-        table["aleatoric_std_ev"] = pred.aleatoric_std_ev
-    return table
 
 
 # -- verdict --------------------------------------------------------------------------------------------
@@ -344,7 +323,6 @@ def markdown_report(report: dict) -> str:
 
 def _write_figures(report: dict, preds: dict[str, Prediction], y_true: np.ndarray, out_dir: Path) -> list[str]:
     """Write the PNGs; returns their file names. Models without a positive std get no std-based figure."""
-    from mofbalora.uq.metrics import calibration_curve, rejection_curve
     from mofbalora.uq.plots import (
         calibration_plot,
         error_vs_std_plot,

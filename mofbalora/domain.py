@@ -29,6 +29,8 @@ from typing import Literal
 
 import numpy as np
 
+from mofbalora.io import atomic_write_bytes
+
 DomainPolicy = Literal["rank-separately", "exclude", "ignore"]
 DOMAIN_POLICIES: tuple[str, ...] = ("rank-separately", "exclude", "ignore")
 #: out-of-domain rows are ranked after every in-domain row (each group by its own score)
@@ -108,10 +110,8 @@ class ApplicabilityDomain:
             return None
         from safetensors.numpy import save
 
-        from mofbalora.adapters.io import _atomic_write_bytes
-
         path = Path(directory) / DOMAIN_FILE
-        _atomic_write_bytes(path, save({"center": self.center.astype(np.float32),
+        atomic_write_bytes(path, save({"center": self.center.astype(np.float32),
                                         "scale": self.scale.astype(np.float32),
                                         "reference": self.reference.astype(np.float32)}))
         return path

@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mofbalora.model import BandGapModel, Prediction
+from mofbalora.data.qmof import load_dataset
+from mofbalora.data.splits import load_split
+from mofbalora.featurize import load_inputs
+from mofbalora.io import atomic_write_bytes
+from mofbalora.model import BandGapModel, load_model
+from mofbalora.prediction import Prediction, calibrated_std, floor_std
+from mofbalora.uq.metrics import all_metrics
 
 # metrics that need a positive std: NaN for a prediction without one (a deterministic model, one draw)
 STD_METRICS = ("spearman_std_abs_error", "pearson_std_abs_error", "nll", "crps_ev", "miscalibration_area",
                "rms_calibration_error", "ence", "coverage_68", "coverage_95", "auc_rejection")
-
-
-MIN_STD_EV = 1e-6
 
 
 def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int) -> dict:
@@ -27,13 +30,11 @@ def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int
     ones are NaN. Where only some stds are 0 (every draw saturated at a 0 eV gap), they are floored at
     :data:`MIN_STD_EV` so that one such structure does not void the model's uncertainty metrics.
     """
-    from mofbalora.uq.metrics import all_metrics
-
     y_true = np.asarray(y_true, dtype=float)
     if np.any(pred.std_ev > 0):
         alea = pred.aleatoric_std_ev
-        out = all_metrics(pred.mean_ev, np.maximum(pred.std_ev, MIN_STD_EV), y_true,
-                          epistemic_std=np.maximum(pred.epistemic_std_ev, MIN_STD_EV) if alea is not None else None,
+        out = all_metrics(pred.mean_ev, floor_std(pred.std_ev), y_true,
+                          epistemic_std=floor_std(pred.epistemic_std_ev) if alea is not None else None,
                           aleatoric_std=alea)
     else:
         out = all_metrics(pred.mean_ev, np.ones_like(pred.mean_ev), y_true)
@@ -44,8 +45,6 @@ def metrics_from_prediction(pred: Prediction, y_true: np.ndarray, n_samples: int
 
 def select_split_ids(ds, split: str = "test", split_name: str = "qmof_v1", limit: int | None = None) -> list[str]:
     """Ids of a dataset in one part of a split (``test``, ``val``, ``train``) or ``all`` of them."""
-    from mofbalora.data.splits import load_split
-
     parts = ("test", "val", "train", "all")
     if split not in parts:
         raise ValueError(f"unknown split {split!r}; choose from {list(parts)}")
@@ -63,15 +62,9 @@ def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: n
                     seed: int = 0) -> tuple[dict, pd.DataFrame]:
     pred = model.predict_inputs(inputs, n_samples=n_samples, seed=seed)
     metrics = metrics_from_prediction(pred, np.asarray(y_true, dtype=float), n_samples)
-    table = pd.DataFrame({"id": ids, "bandgap_true_ev": y_true, "bandgap_mean_ev": pred.mean_ev,
-                          "bandgap_std_ev": pred.std_ev, "abs_error_ev": np.abs(pred.mean_ev - y_true)})
-    if pred.aleatoric_std_ev is not None:
-        table["epistemic_std_ev"] = pred.epistemic_std_ev
-        table["aleatoric_std_ev"] = pred.aleatoric_std_ev
-    calibrated = model.calibrated_std(np.maximum(pred.std_ev, MIN_STD_EV))
+    table = pred.table(ids, y_true)
+    calibrated = calibrated_std(model, pred.std_ev)
     if calibrated is not None:
-        from mofbalora.uq.metrics import all_metrics
-
         table["bandgap_std_calibrated_ev"] = calibrated
         after = all_metrics(pred.mean_ev, calibrated, np.asarray(y_true, dtype=float))
         metrics["calibrated"] = {k: after[k] for k in ("nll", "miscalibration_area", "ence", "coverage_68",
@@ -84,11 +77,6 @@ def evaluate(model: str | Path = "default", *, data: str | Path | None = None, s
              labels: str | None = None, id_column: str = "id", target_column: str = "bandgap", seed: int = 0,
              device: str = "cpu") -> dict:
     """Evaluate a saved model on a dataset split (``test``, ``val``, ``train`` or ``all``); writes JSON + CSV."""
-    from mofbalora.adapters.io import _atomic_write_bytes
-    from mofbalora.data.qmof import load_dataset
-    from mofbalora.model import load_model
-    from mofbalora.train import load_inputs
-
     m = load_model(model, device=device)
     ds = load_dataset(data, labels_csv=labels, id_column=id_column, target_column=target_column)
     ids = select_split_ids(ds, split, split_name, limit)
@@ -101,6 +89,6 @@ def evaluate(model: str | Path = "default", *, data: str | Path | None = None, s
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(out, json.dumps(metrics, indent=2, default=float).encode())
+        atomic_write_bytes(out, json.dumps(metrics, indent=2, default=float).encode())
         table.to_csv(out.with_suffix(".csv"), index=False)
     return metrics

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from mofbalora.backbones.base import Backbone, FeaturizationError
@@ -151,3 +152,15 @@ def featurize_files(
     flush()
     bar.close()
     return inputs, errors
+
+
+def load_inputs(model, ds, ids: list[str], desc: str | bool):
+    """(kept ids, featurized inputs, band gaps in eV as a float32 tensor) of dataset ``ids`` for ``model``'s
+    backbone; files that fail featurization are dropped with a warning."""
+    paths = [ds.cif_paths[ds.index_of(i)] for i in ids]
+    inputs, errors = featurize_files(model.backbone, paths, progress=desc)
+    keep = [k for k, e in enumerate(errors) if e is None]
+    if len(keep) < len(ids):
+        log.warning("%s: %d of %d structures failed featurization and are left out", desc, len(ids) - len(keep), len(ids))
+    return ([ids[k] for k in keep], [inputs[k] for k in keep],
+            torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32))

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mofbalora.adapters.io import _atomic_write_bytes
 from mofbalora.backbones import load_backbone
-from mofbalora.model import MODEL_CONFIG, Prediction
+from mofbalora.io import MODEL_CONFIG, atomic_write_bytes
+from mofbalora.prediction import MIN_STD_EV, Prediction, recalibrate
 
 GBM_FILE = "gbm.skops"
 QUANTILES = (0.16, 0.84)
@@ -82,16 +82,12 @@ class GBMBandGapModel:
         X = pooled_layer_features(inputs)
         mean = np.maximum(self.models["median"].predict(X), 0.0)
         lo, hi = (self.models[f"q{int(q * 100)}"].predict(X) for q in QUANTILES)
-        std = np.maximum((hi - lo) / 2.0, 1e-6)
+        std = np.maximum((hi - lo) / 2.0, MIN_STD_EV)
         samples = np.stack([np.maximum(lo, 0.0), mean, np.maximum(hi, 0.0)], 1)
         return Prediction(mean, std, samples, std, None, X.astype(np.float32))
 
     def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
-        if not self.calibration:
-            return None
-        from mofbalora.uq.recalibration import apply_std_scale_floor
-
-        return apply_std_scale_floor(std_ev, self.calibration["std_factor"], self.calibration["std_floor_ev"])
+        return recalibrate(self.calibration, std_ev)
 
     def trainable_parameters(self) -> list:
         return []
@@ -106,9 +102,9 @@ class GBMBandGapModel:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(directory / GBM_FILE, sio.dumps(self.models))
+        atomic_write_bytes(directory / GBM_FILE, sio.dumps(self.models))
         cfg = {**self.config_dict(), "metadata": metadata or {}}
-        _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
+        atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
         return directory
 
     @classmethod

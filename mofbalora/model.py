@@ -8,7 +8,7 @@ and ``full`` (every backbone weight reachable from the adapted region is trained
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +16,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling, seeded_generator
-from mofbalora.adapters.context import structure_keys
-from mofbalora.adapters.io import BaseModelMismatchError, _atomic_write_bytes
+from mofbalora.adapters import AdapterConfig, adapter_state_dict, inject_adapters, sampling
+from mofbalora.adapters.balora import BaLoRALinear, SharedAlphaNetwork
+from mofbalora.adapters.extensions import enable_adapter_extensions
 from mofbalora.backbones import Backbone, load_backbone
-from mofbalora.backbones.base import atom_capped_batches, resolve_device, to_device
+from mofbalora.backbones.base import resolve_device, to_device
+from mofbalora.domain import ApplicabilityDomain
+from mofbalora.gbm import GBMBandGapModel
 from mofbalora.heads import BandGapHead, HeadConfig
+from mofbalora.io import MODEL_CONFIG, MODEL_FILE, check_base_identity, read_checkpoint, save_checkpoint
+from mofbalora.prediction import Prediction, predict_inputs, recalibrate
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
 STOCHASTIC_REGIMES = ("balora", "mc_dropout")
-MODEL_FILE = "model.safetensors"
-MODEL_CONFIG = "model_config.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
-
-
-@dataclass
-class Prediction:
-    """Per-structure predictions in eV. ``samples_ev`` is (n, T) (T = members for an ensemble)."""
-
-    mean_ev: np.ndarray
-    std_ev: np.ndarray
-    samples_ev: np.ndarray
-    epistemic_std_ev: np.ndarray
-    aleatoric_std_ev: np.ndarray | None
-    embedding: np.ndarray
 
 
 class BandGapModel(nn.Module):
@@ -68,11 +58,10 @@ class BandGapModel(nn.Module):
         else:
             if adapter is None:
                 raise ValueError(f"regime {regime!r} needs an adapter config")
+            enable_adapter_extensions(backbone.adapter_extensions)
             inject_adapters(backbone, adapter, row_set_for=backbone.row_set_for)
         self.alpha_network = None
         if adapter is not None and regime == "balora" and adapter.alpha_network == "shared":
-            from mofbalora.adapters.balora import BaLoRALinear, SharedAlphaNetwork
-
             layers = [m for m in backbone.modules() if isinstance(m, BaLoRALinear)]
             self.alpha_network = SharedAlphaNetwork(layers, backbone.descriptor_dim)
 
@@ -105,74 +94,12 @@ class BandGapModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- prediction ---------------------------------------------------------------------------------
-    @torch.no_grad()
     def predict_inputs(self, inputs: list, *, n_samples: int = 32, seed: int | None = 0,
                        batch_size: int = 64, max_rows: int = 8192) -> Prediction:
-        """Predict featurized inputs. Stochastic regimes draw ``n_samples`` passes (batched: the T copies of a
-        batch are stacked, each copy its own set of structures), an ensemble runs each member; deterministic
-        regimes give std 0 (or the aleatoric std).
-
-        BaLoRA's draw t of a structure is keyed by (``seed``, the structure's content digest, t), so a
-        structure gets the same samples alone or in any batch (MC-dropout masks come from a generator
-        seeded by ``seed`` and do depend on the batch). The std over samples uses T − 1 (ddof = 1).
-        ``max_rows``: most atom rows in one stacked pass (T copies of a chunk are split to fit). 8,192 is
-        measured: on the all-layer default, 64 structures at T = 32 took 0.79 s with it, 1.43 s with all copies
-        stacked (1,000,000) and 1.01 s one structure at a time (2 CPU threads); the draws do not change.
-        """
-        self.eval()
-        gen = seeded_generator(seed)
-        noise_seed = int(torch.randint(0, 2**31 - 1, ())) if seed is None else int(seed)
-        position = 0
-        means, samples, alea, embs = [], [], [], []
-        cap = self.backbone.max_batch_atoms
-        if cap is not None:
-            max_rows = min(max_rows, cap)
-        for chunk in atom_capped_batches(inputs, batch_size, cap):
-            b = len(chunk)
-            digests = [x.get("digest") if isinstance(x, dict) else None for x in chunk]
-            fallback = list(range(position, position + b))
-            position += b
-            with sampling(stochastic=False, member=0 if self.n_members > 1 else None):
-                gap, var, pooled = self(self.backbone.collate(chunk))
-            embs.append(pooled)
-            if self.regime == "lora_ensemble":
-                draws, dvars = [], []
-                for k in range(self.n_members):
-                    with sampling(stochastic=False, member=k):
-                        g, v, _ = self(self.backbone.collate(chunk))
-                    draws.append(g)
-                    dvars.append(v)
-                draw = torch.stack(draws, 1)
-                var_draw = torch.stack(dvars, 1) if var is not None else None
-            elif self.is_stochastic:
-                n_atoms = sum(x["n_atoms"] for x in chunk)
-                per = max(1, min(n_samples, max_rows // max(n_atoms, 1)))
-                parts, vparts = [], []
-                for t0 in range(0, n_samples, per):
-                    t = min(per, n_samples - t0)
-                    passes = [t0 + j for j in range(t) for _ in range(b)]
-                    keys = structure_keys(digests * t, passes, fallback * t)
-                    with sampling(stochastic=True, generator=gen, noise_seed=noise_seed, structure_keys=keys):
-                        g, v, _ = self(self.backbone.collate(chunk * t))
-                    parts.append(g.view(t, b).T)
-                    vparts.append(v.view(t, b).T if v is not None else None)
-                draw = torch.cat(parts, 1)
-                var_draw = torch.cat(vparts, 1) if var is not None else None
-            else:
-                draw, var_draw = gap.unsqueeze(1), (var.unsqueeze(1) if var is not None else None)
-            samples.append(draw)
-            # the posterior-mean pass is the point prediction of deterministic regimes; stochastic ones use
-            # the sample mean (a Monte Carlo estimate of the predictive mean)
-            means.append(draw.mean(1) if draw.shape[1] > 1 else gap)
-            alea.append(var_draw.mean(1) if var_draw is not None else None)
-        samples_t = torch.cat(samples).cpu()
-        epi = samples_t.std(1, unbiased=True) if samples_t.shape[1] > 1 else torch.zeros(len(inputs))
-        alea_std = torch.cat(alea).sqrt().cpu() if alea and alea[0] is not None else None
-        total = (epi**2 + (alea_std**2 if alea_std is not None else 0)).sqrt()
-        return Prediction(torch.cat(means).cpu().numpy().astype(np.float64), total.numpy().astype(np.float64),
-                          samples_t.numpy().astype(np.float64), epi.numpy().astype(np.float64),
-                          None if alea_std is None else alea_std.numpy().astype(np.float64),
-                          torch.cat(embs).cpu().numpy())
+        """Predict featurized inputs: :func:`mofbalora.prediction.predict_inputs` (T stochastic passes, an
+        ensemble's members, or one pass)."""
+        return predict_inputs(self, inputs, n_samples=n_samples, seed=seed, batch_size=batch_size,
+                              max_rows=max_rows)
 
     # -- persistence --------------------------------------------------------------------------------
     def trained_state(self) -> dict[str, torch.Tensor]:
@@ -200,11 +127,7 @@ class BandGapModel(nn.Module):
 
     def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
         """``sqrt((a*std)^2 + b^2)`` with the validation-fitted :attr:`calibration` (eV); None without one."""
-        if not self.calibration:
-            return None
-        from mofbalora.uq.recalibration import apply_std_scale_floor
-
-        return apply_std_scale_floor(std_ev, self.calibration["std_factor"], self.calibration["std_floor_ev"])
+        return recalibrate(self.calibration, std_ev)
 
     def config_dict(self) -> dict:
         return {"regime": self.regime, "backbone": {"name": self.backbone_options.get("name", "chgnet"),
@@ -214,25 +137,22 @@ class BandGapModel(nn.Module):
                 **({"training_domain": self.training_domain.to_config()} if self.training_domain is not None else {})}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
-        from safetensors.torch import save
-
+        """Write ``model.safetensors`` + ``model_config.json`` (:func:`mofbalora.io.save_checkpoint`) and the
+        training domain's tensors; the config last, so a folder with a config is complete."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.trained_state().items()}
-        _atomic_write_bytes(directory / MODEL_FILE, save(tensors))
-        cfg = {**self.config_dict(), "metadata": metadata or {}}
         if self.training_domain is not None:
             self.training_domain.save_tensors(directory)
-        _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
-        return directory
+        return save_checkpoint(directory, self.trained_state(), {**self.config_dict(), "metadata": metadata or {}},
+                               weights_file=MODEL_FILE, config_file=MODEL_CONFIG)
 
 
 def build_model(regime: str, *, backbone: str = "chgnet", backbone_options: dict | None = None,
                 adapter: AdapterConfig | None = None, head: HeadConfig | None = None) -> BandGapModel:
     options = dict(backbone_options or {})
     bb = load_backbone(backbone, **options)
-    if adapter is not None and not adapter.targets:
-        adapter.targets = list(bb.target_presets.get(getattr(bb, "adapt", options.get("adapt", "readout")), []))
+    if adapter is not None and not adapter.targets:  # a copy: the caller's config keeps its empty targets
+        adapter = replace(adapter, targets=list(bb.target_presets.get(getattr(bb, "adapt", options.get("adapt", "readout")), [])))
     return BandGapModel(bb, BandGapHead(bb.embedding_dim, head), regime, adapter,
                         backbone_options={"name": backbone, **options})
 
@@ -252,27 +172,20 @@ def resolve_model_dir(model: str | Path) -> Path:
 def load_model(model: str | Path = "default", device: str | torch.device = "cpu") -> BandGapModel:
     """Load a saved model (offline) onto ``device`` (cpu | cuda | auto); refuses weights trained on a
     different base backbone."""
-    from safetensors.torch import load_file
-
     directory = resolve_model_dir(model)
     cfg = json.loads((directory / MODEL_CONFIG).read_text())
     if cfg["regime"] == "gbm":  # the gradient-boosting baseline (mofbalora.gbm imports this module)
-        from mofbalora.gbm import GBMBandGapModel
-
         return GBMBandGapModel.load(directory, cfg)
     bopts = dict(cfg["backbone"])
     name = bopts.pop("name")
     adapter = AdapterConfig.from_dict(cfg["adapter"]) if cfg.get("adapter") else None
     m = build_model(cfg["regime"], backbone=name, backbone_options=bopts, adapter=adapter,
                     head=HeadConfig.from_dict(cfg["head"]))
-    if m.base_identity != cfg["base"]:
-        raise BaseModelMismatchError(f"model in {directory} was trained on base {cfg['base']}, "
-                                     f"but the installed backbone is {m.base_identity}")
-    m.load_trained_state(load_file(str(directory / MODEL_FILE)))
+    check_base_identity(cfg["base"], m.base_identity, directory)
+    _, tensors = read_checkpoint(directory, weights_file=MODEL_FILE, config_file=MODEL_CONFIG, what="model")
+    m.load_trained_state(tensors)
     m.calibration = cfg.get("calibration")
     if cfg.get("training_domain"):
-        from mofbalora.domain import ApplicabilityDomain
-
         m.training_domain = ApplicabilityDomain.from_config(cfg["training_domain"], directory)
     m.eval()
     return m.to(resolve_device(device))

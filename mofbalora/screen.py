@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,7 +31,24 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mofbalora.data.structures import DEFAULT_MAX_ATOMS
+from mofbalora.acquisition import ACQUISITIONS, acquisition_scores
+from mofbalora.checks import (
+    FAILED_CHECKS_REASON,
+    INSTALL_HINT,
+    check_policy,
+    checker_available,
+    not_run,
+    run_checks,
+)
+from mofbalora.data.cache import file_digest
+from mofbalora.data.candidates import expand_candidates
+from mofbalora.data.structures import DEFAULT_MAX_ATOMS, read_structure
+from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy, elements_of_formula
+from mofbalora.featurize import featurize_files
+from mofbalora.io import TABLE_FORMATS, write_table
+from mofbalora.model import BandGapModel, load_model
+from mofbalora.physical import robust_summary
+from mofbalora.prediction import calibrated_std
 
 log = logging.getLogger(__name__)
 
@@ -40,37 +56,13 @@ COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_e
            "bandgap_std_calibrated_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag", "score",
            "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
            "status", "error", "detail", "digest"]
-FORMATS = {".csv", ".parquet", ".json"}
+FORMATS = TABLE_FORMATS
 
 
 def structure_seed(seed: int, digest: str | None) -> int:
     """A per-structure seed from the run seed and the file's content digest (independent of batch order)."""
     h = hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
     return int(h[:15], 16)
-
-
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write CSV / parquet / JSON by extension, atomically (temporary file + rename)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"unknown output format {suffix!r} for {path}; choose from {sorted(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        elif suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_json(tmp, orient="records", indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _partial_path(out: Path) -> Path:
@@ -101,10 +93,6 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
     in-domain row (or row of unknown domain) before every out-of-domain row, each group by its score.
     Excluded rows keep their predictions for reference but get no rank.
     """
-    from mofbalora.al.acquisition import acquisition_scores
-    from mofbalora.checks import FAILED_CHECKS_REASON, check_policy
-    from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy
-    from mofbalora.physical import robust_summary
 
     checks, domain = check_policy(checks), domain_policy(domain)
     df = pd.DataFrame(records)
@@ -183,8 +171,6 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
     ``with_embedding`` adds the pooled structure embedding (for diversity-aware batch selection).
     Every record gets the applicability-domain columns, and the chemistry-check columns (run when ``checks``).
     """
-    from mofbalora.evaluate import MIN_STD_EV
-    from mofbalora.featurize import featurize_files
 
     feats, errors = featurize_files(m.backbone, paths, max_atoms=max_atoms, progress=False,
                                     digests=[None if key.startswith("path:") else key for key in keys])
@@ -204,9 +190,8 @@ def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int,
         else:
             pred, j = preds[k]
             rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
-                       n_atoms=int(feat["n_atoms"]), bandgap_mean_ev=float(pred.mean_ev[j]),
-                       bandgap_std_ev=float(pred.std_ev[j]), samples_ev=pred.samples_ev[j].tolist())
-            calibrated = m.calibrated_std(np.maximum(pred.std_ev[j:j + 1], MIN_STD_EV))
+                       n_atoms=int(feat["n_atoms"]), **pred.to_record(j))
+            calibrated = calibrated_std(m, pred.std_ev[j:j + 1])
             if calibrated is not None:
                 rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
             if with_embedding or _needs_embedding(m):
@@ -223,9 +208,6 @@ def _needs_embedding(m) -> bool:
 
 def _annotate(m, records: list[dict], *, max_atoms: int, checks: bool, keep_embedding: bool) -> None:
     """Add the domain and check columns to the screened records (in place); a failure stays per structure."""
-    from mofbalora.checks import checker_available, not_run, run_checks
-    from mofbalora.data.structures import read_structure
-    from mofbalora.domain import elements_of_formula
 
     ok = [r for r in records if r["status"] == "ok"]
     domain = getattr(m, "training_domain", None)
@@ -274,11 +256,6 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     (:mod:`mofbalora.domain`) are ranked: after every in-domain one, not at all (error row, reason
     ``out_of_domain``), or like the others.
     """
-    from mofbalora.al.acquisition import ACQUISITIONS
-    from mofbalora.checks import INSTALL_HINT, check_policy, checker_available
-    from mofbalora.data.candidates import expand_candidates
-    from mofbalora.domain import domain_policy
-    from mofbalora.model import BandGapModel, load_model
 
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"unknown acquisition {acquisition!r}; choose from {sorted(ACQUISITIONS)}")
@@ -352,7 +329,6 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
 
 def _key(path: Path) -> str:
     """Content digest for readable files; the path for anything that cannot be read."""
-    from mofbalora.data.cache import file_digest
 
     try:
         return file_digest(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mofbalora.io import atomic_write_bytes
 from mofbalora.screen import row_flags
 
 
@@ -69,9 +70,7 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
 
 def write_screen_summary(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:
     """Write :func:`screen_summary` to ``path`` atomically."""
-    from mofbalora.adapters.io import _atomic_write_bytes
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, screen_summary(table, **kwargs).encode())
+    atomic_write_bytes(path, screen_summary(table, **kwargs).encode())
     return path

@@ -22,6 +22,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mofbalora.config import load_config
+from mofbalora.io import write_table
+from mofbalora.train import finetune
+
 log = logging.getLogger(__name__)
 
 TABLE_METRICS = ["mae_ev", "rmse_ev", "spearman_std_abs_error", "nll", "miscalibration_area"]
@@ -41,9 +45,6 @@ def load_sweep(path: str | Path) -> dict:
 
 def run_sweep(spec: dict, out: str | Path, *, only: list[str] | None = None, extra_overrides: list[str] | None = None,
               progress: bool = True) -> pd.DataFrame:
-    from mofbalora.config import load_config
-    from mofbalora.train import finetune
-
     out = Path(out)
     names = list(spec["settings"])
     if only:
@@ -86,8 +87,6 @@ def collect(out: str | Path, names: list[str] | None = None) -> pd.DataFrame:
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
-        from mofbalora.screen import write_table
-
         write_table(df, out / "sweep.csv")
         (out / "sweep.md").write_text(to_markdown(df))
         if names:

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,23 +32,34 @@ from tqdm.auto import tqdm
 
 from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling, structure_keys
-from mofbalora.adapters.io import _atomic_write_bytes
 from mofbalora.backbones.base import atom_capped_batches, resolve_device
-from mofbalora.config import dump_config
+from mofbalora.config import (
+    ALEATORIC_LIKELIHOODS,
+    SCHEDULES,
+    check_choice,
+    dump_config,
+    validate,
+)
+from mofbalora.data.splits import split_ids
+from mofbalora.domain import fit_domain
+from mofbalora.evaluate import evaluate_inputs
+from mofbalora.featurize import load_inputs
+from mofbalora.gbm import GBMBandGapModel
 from mofbalora.heads import HeadConfig
+from mofbalora.io import atomic_write_bytes
 from mofbalora.model import BandGapModel, build_model
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
+from mofbalora.prediction import floor_std, point_prediction
+from mofbalora.uq.recalibration import fit_std_scale_floor
 
 log = logging.getLogger(__name__)
-LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll", "laplace_nll")
-ALEATORIC_LIKELIHOODS = ("gaussian_nll", "laplace_nll")
 HUBER_DELTA_EV = 0.5
 
 
 def model_from_config(cfg: dict) -> BandGapModel:
+    """The model a (validated) configuration describes, with fresh adapters and head."""
+    validate(cfg)
     m, a, b = cfg["model"], cfg["adapter"], cfg["backbone"]
-    if m["likelihood"] not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {m['likelihood']!r}; choose from {list(LIKELIHOODS)}")
     regime = m["regime"]
     adapter = None
     if regime not in ("head_only", "full"):
@@ -55,43 +67,10 @@ def model_from_config(cfg: dict) -> BandGapModel:
                                 lora_alpha=a["lora_alpha"], alpha_network=a["alpha_network"],
                                 prior_dropout=a["prior_dropout"], noise_scope=a["noise_scope"],
                                 mc_dropout=a["mc_dropout"], n_members=a["n_members"])
-    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"], aleatoric=m["likelihood"] in ALEATORIC_LIKELIHOODS,
-                      atom_mlp=int(m.get("head_atom_mlp", 0)))
+    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"],
+                      aleatoric=m["likelihood"] in ALEATORIC_LIKELIHOODS, atom_mlp=int(m.get("head_atom_mlp", 0)))
     opts = {k: v for k, v in b.items() if k != "name"}
     return build_model(regime, backbone=b["name"], backbone_options=opts, adapter=adapter, head=head)
-
-
-def split_ids(cfg: dict):
-    """(dataset, {"train": ids, "val": ids, "test": ids}) after the configured size limits."""
-    from mofbalora.data.qmof import load_dataset
-    from mofbalora.data.splits import load_split, random_split
-
-    d = cfg["data"]
-    ds = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"], target_column=d["target_column"])
-    if d["labels"] is not None and d["split"] == "qmof_v1":
-        split = random_split(ds.ids, seed=cfg["run"]["seed"])
-    else:
-        split = load_split(d["split"])
-    known = set(ds.ids)
-    out = {}
-    for part in ("train", "val", "test"):
-        ids = [i for i in split[part] if i in known]
-        limit = d.get(f"{part}_size")
-        out[part] = ids[:limit] if limit else ids
-    return ds, out
-
-
-def load_inputs(model: BandGapModel, ds, ids: list[str], desc: str | bool):
-    """Featurized inputs and targets of ``ids``; files that fail are dropped with a warning."""
-    from mofbalora.featurize import featurize_files
-
-    paths = [ds.cif_paths[ds.index_of(i)] for i in ids]
-    inputs, errors = featurize_files(model.backbone, paths, progress=desc)
-    keep = [k for k, e in enumerate(errors) if e is None]
-    if len(keep) < len(ids):
-        log.warning("%s: %d of %d structures failed featurization and are left out", desc, len(ids) - len(keep), len(ids))
-    return ([ids[k] for k in keep], [inputs[k] for k in keep],
-            torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32))
 
 
 def data_loss_sum(gap, var, target, likelihood: str) -> torch.Tensor:
@@ -120,8 +99,7 @@ def _lr_factor(cfg: dict, step: int, steps_per_epoch: int) -> float:
         return (step + 1) / warm
     if o["schedule"] == "constant":
         return 1.0
-    if o["schedule"] != "cosine":
-        raise ValueError(f"unknown schedule {o['schedule']!r}; choose from ['constant', 'cosine']")
+    check_choice("optim.schedule", o["schedule"], SCHEDULES)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
@@ -135,16 +113,7 @@ def validation_mae(model: BandGapModel, inputs: list, targets: torch.Tensor, bat
     inputs, targets = inputs[start:stop], targets[start:stop]
     preds = []
     for chunk in atom_capped_batches(inputs, batch_size, model.backbone.max_batch_atoms):
-        batch = model.backbone.collate(chunk)
-        if model.n_members > 1:
-            outs = []
-            for k in range(model.n_members):
-                with sampling(stochastic=False, member=k):
-                    outs.append(model(batch)[0])
-            preds.append(torch.stack(outs).mean(0))
-        else:
-            with sampling(stochastic=False):
-                preds.append(model(batch)[0])
+        preds.append(point_prediction(model, model.backbone.collate(chunk)))
     err = (torch.cat(preds).cpu() - targets).abs().sum() if preds else torch.zeros(())
     total = dist.all_reduce_sum(torch.stack([err.double(), torch.tensor(float(len(targets)), dtype=torch.float64)]))
     return float(total[0] / total[1])
@@ -278,9 +247,11 @@ class Trainer:
 
     # -- loop -----------------------------------------------------------------------------------------
     def fit(self, train_inputs: list, train_y: torch.Tensor, val_inputs: list, val_y: torch.Tensor,
-            *, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
+            *, progress: bool = True, stop_after_epochs: int | None = None,
+            on_epoch_end: Callable[[Trainer], None] | None = None) -> dict:
         """Train until ``optim.epochs`` or early stopping. ``stop_after_epochs`` ends this call early (as an
-        interruption would) without marking the run finished."""
+        interruption would) without marking the run finished. ``on_epoch_end(trainer)`` is called after each
+        epoch, once its checkpoint is written (an exception raised there stops training like a kill would)."""
         o = self.cfg["optim"]
         n_train, bs = len(train_inputs), int(o["batch_size"])
         steps_per_epoch = math.ceil(n_train / bs)
@@ -338,6 +309,8 @@ class Trainer:
             self.dist.barrier()  # the others wait for the checkpoint: a resume then finds every rank's state
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl']:.1f}", val_mae=f"{val_mae:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(self)
         bar.close()
         finished = self.epoch >= o["epochs"] or self.bad_epochs >= o["patience"]
         return {"finished": finished, "epoch": self.epoch, "best_epoch": self.best_epoch,
@@ -356,9 +329,6 @@ def _append_csv(path: Path, row: dict) -> None:
 def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
     """The gradient-boosting baseline (:mod:`mofbalora.gbm`) through the same run folder: fit on the train
     part, recalibrate its quantile std on the validation part, score the test part."""
-    from mofbalora.evaluate import evaluate_inputs
-    from mofbalora.gbm import GBMBandGapModel
-
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -381,19 +351,16 @@ def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
         te_ids, te_x, te_y = load_inputs(model, ds, ids["test"], "test set" if progress else False)
         result["test"], table = evaluate_inputs(model, te_ids, te_x, te_y.numpy(), n_samples=1)
         table.to_csv(out / "test_predictions.csv", index=False)
-    _atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
+    atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
     return result
 
 
 def _scale_floor(val_table, n_samples: int) -> dict | None:
     """``sqrt((a*std)^2 + b^2)`` fitted on validation predictions (None without a usable std)."""
-    from mofbalora.evaluate import MIN_STD_EV
-    from mofbalora.uq.recalibration import fit_std_scale_floor
-
     std = val_table["bandgap_std_ev"].to_numpy(float)
     if len(val_table) < 8 or not (std > 0).any():  # two parameters: a handful of points at the very least
         return None
-    a, b = fit_std_scale_floor(val_table["bandgap_mean_ev"].to_numpy(float), np.maximum(std, MIN_STD_EV),
+    a, b = fit_std_scale_floor(val_table["bandgap_mean_ev"].to_numpy(float), floor_std(std),
                                val_table["bandgap_true_ev"].to_numpy(float))
     return {"method": "scale_floor", "std_factor": a, "std_floor_ev": b,
             "fitted_on": f"validation ({len(val_table)} structures)", "n_samples": n_samples}
@@ -414,8 +381,6 @@ def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> 
 def _fit_training_domain(trainer: Trainer, out: Path, tr_x: list, va_x: list, cfg: dict) -> dict:
     """Store the training set's element counts and embedding reference (threshold from validation) in the best
     checkpoint, for the screen's applicability domain (:mod:`mofbalora.domain`)."""
-    from mofbalora.domain import fit_domain
-
     split = cfg["data"].get("split")
     trainer.model.training_domain = fit_domain(trainer.model, tr_x, va_x, seed=int(cfg["run"]["seed"]),
                                                source=f"training split of {split}" if split else "training set")
@@ -444,8 +409,6 @@ def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool
 
 def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_epochs: int | None,
               dist: DistContext) -> dict:
-    from mofbalora.evaluate import evaluate_inputs
-
     torch.manual_seed(int(cfg["run"]["seed"]))
     if cfg["run"]["threads"]:
         torch.set_num_threads(int(cfg["run"]["threads"]))
@@ -492,5 +455,5 @@ def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_
         result["test"], table = evaluate_inputs(trainer.model, te_ids, te_x, te_y.numpy(), n_samples=n_samples)
         result["test"]["inference_seconds_per_structure"] = (time.perf_counter() - t0) / max(1, len(te_x))
         table.to_csv(out / "test_predictions.csv", index=False)
-    _atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
+    atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
     return result

@@ -22,10 +22,10 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mofbalora.adapters.io import _atomic_write_bytes
     from mofbalora.data.qmof import default_qmof_path, load_dataset
     from mofbalora.data.splits import load_split
     from mofbalora.domain import ApplicabilityDomain, cif_elements, count_elements, fit_domain
+    from mofbalora.io import atomic_write_bytes
     from mofbalora.model import MODEL_CONFIG, load_model, resolve_model_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     domain.save_tensors(directory)
     cfg = json.loads((directory / MODEL_CONFIG).read_text())
     cfg["training_domain"] = domain.to_config()
-    _atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
+    atomic_write_bytes(directory / MODEL_CONFIG, json.dumps(cfg, indent=2).encode())
     print(f"wrote training_domain to {directory / MODEL_CONFIG}")
     return 0
 

@@ -15,16 +15,15 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "mofbalora" / "pretrained" / "default"
 
 
 def main(run: str, recipe: str = "workflows/finetune_chgnet.yaml") -> None:
     from mofbalora.config import load_config
-    from mofbalora.evaluate import MIN_STD_EV, metrics_from_prediction
+    from mofbalora.evaluate import metrics_from_prediction
     from mofbalora.model import MODEL_CONFIG, MODEL_FILE, load_model
+    from mofbalora.prediction import calibrated_std, floor_std
     from mofbalora.train import load_inputs, split_ids
     from mofbalora.uq.recalibration import fit_std_scale_floor
 
@@ -35,13 +34,13 @@ def main(run: str, recipe: str = "workflows/finetune_chgnet.yaml") -> None:
     ds, ids = split_ids(cfg)
     _, va_x, va_y = load_inputs(model, ds, ids["val"], "val")
     va = model.predict_inputs(va_x, n_samples=64, seed=0)
-    a, b = fit_std_scale_floor(va.mean_ev, np.maximum(va.std_ev, MIN_STD_EV), va_y.numpy())
+    a, b = fit_std_scale_floor(va.mean_ev, floor_std(va.std_ev), va_y.numpy())
     model.calibration = {"method": "scale_floor", "std_factor": a, "std_floor_ev": b, "n_samples": 64,
                          "fitted_on": f"validation ({len(va_x)} structures, qmof_v1; scripts/publish_default.py)"}
     _, te_x, te_y = load_inputs(model, ds, ids["test"], "test")
     te = model.predict_inputs(te_x, n_samples=32, seed=0)
     test = metrics_from_prediction(te, te_y.numpy(), 32)
-    cal = model.calibrated_std(np.maximum(te.std_ev, MIN_STD_EV))
+    cal = calibrated_std(model, te.std_ev)
     from mofbalora.uq.metrics import coverage, gaussian_nll, miscalibration_area
 
     y = te_y.numpy()

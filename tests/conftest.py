@@ -89,7 +89,7 @@ def al_cfg(tiny_cfg):
 
     def make(*overrides: str, **al) -> dict:
         cfg = tiny_cfg("data.val_size=4", *overrides)
-        from mofbalora.al.campaign import AL_DEFAULTS
+        from mofbalora.al.config import AL_DEFAULTS
 
         cfg.update({k: json.loads(json.dumps(v)) for k, v in AL_DEFAULTS.items()})
         cfg["al"].update({**TINY_AL, **al})

@@ -1,4 +1,4 @@
-"""Tests for mofbalora.al.acquisition: the math of each acquisition on hand-made inputs (eV)."""
+"""Tests for mofbalora.acquisition.functions: the math of each acquisition on hand-made inputs (eV)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from mofbalora.al.acquisition import (
+from mofbalora.acquisition.functions import (
     ACQUISITIONS,
     acquisition_scores,
     cost_aware,

@@ -9,16 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mofbalora.al.campaign import (
-    AL_DEFAULTS,
-    Campaign,
-    collect_runs,
-    final_summary,
-    load_campaign_config,
-    simulated_campaign,
-    strategy_config,
-    write_report,
-)
+from mofbalora.al.campaign import Campaign, simulated_campaign
+from mofbalora.al.config import AL_DEFAULTS, load_campaign_config, strategy_config
+from mofbalora.al.report import collect_runs, final_summary, write_report
 from mofbalora.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,3 +176,17 @@ def test_report_names_the_strategy_with_most_discoveries_per_calculation(tmp_pat
     curves = pd.read_csv(md.parent / "curves.csv")
     last = curves[(curves["strategy"] == "random") & (curves["round"] == 2)].iloc[0]
     assert (last["n_low_gap_found"], last["n_seeds"]) == (5.0, 2)
+
+
+def test_state_file_of_another_version_or_incomplete_is_refused(tmp_path):
+    from mofbalora.al.state import STATE_FILE, CampaignState
+
+    state = CampaignState.new(name="x", mode="simulated", seed=0, rng_state={}, paths={})
+    state.write(tmp_path)
+    assert CampaignState.read(tmp_path) == state
+    (tmp_path / STATE_FILE).write_text(json.dumps({**state, "version": 2}))
+    with pytest.raises(ValueError, match="state version 2, this mofbalora reads 1"):
+        CampaignState.read(tmp_path)
+    (tmp_path / STATE_FILE).write_text(json.dumps({k: v for k, v in state.items() if k != "pool"}))
+    with pytest.raises(ValueError, match=r"campaign state lacks \['pool'\]"):
+        CampaignState.read(tmp_path)

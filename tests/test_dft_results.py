@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mofbalora.al.campaign import Campaign, ingest
+from mofbalora.al.campaign import Campaign
 from mofbalora.al.dft_results import DFTResultsError, parse_gap_ev
+from mofbalora.al.real import ingest
 from mofbalora.cli import main
 
 
@@ -37,7 +38,7 @@ def test_unreadable_or_unphysical_gaps_are_refused(raw, why):
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, qmof_path, tiny_split):
     """A real campaign after ``al suggest``: a batch of 2 pending structures (ids and CIF paths)."""
-    from mofbalora.al.campaign import AL_DEFAULTS
+    from mofbalora.al.config import AL_DEFAULTS
     from mofbalora.config import load_config
     from mofbalora.data.qmof import load_dataset
     from mofbalora.data.splits import load_split

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from mofbalora.train import ALEATORIC_LIKELIHOODS, LIKELIHOODS, data_loss_sum
+from mofbalora.config import ALEATORIC_LIKELIHOODS, LIKELIHOODS
+from mofbalora.train import data_loss_sum
 
 
 def test_nll_losses_equal_the_log_densities_up_to_a_constant():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
 
 # notebook -> a text that one of its outputs must show
 EXPECTED_OUTPUT = {
@@ -33,6 +35,8 @@ def test_notebook_runs_top_to_bottom(name, qmof_path, tmp_path, monkeypatch):
     monkeypatch.setenv("MOFBALORA_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("MOFBALORA_QMOF", str(qmof_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # the kernel imports the mofbalora of this checkout (as the tests do), whichever one is installed
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     # the kernel inherits this process's environment, including the session's feature cache
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()

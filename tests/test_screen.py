@@ -30,8 +30,7 @@ def candidates(tmp_path_factory, qmof, sample_cifs):
     rng = np.random.default_rng(0)
     (d / "shuffled.cif").write_text("\n".join(lines[k] for k in rng.permutation(len(lines))))
     (d / "binary.cif").write_bytes(b"\xff\xfe\x00garbage\x80\x81" * 50)
-    (d / "nan.cif").write_text(good.replace(good.splitlines()[-1].split()[3], "nan", 1) if False else
-                               _replace_first_coordinate(good, "nan"))
+    (d / "nan.cif").write_text(_replace_first_coordinate(good, "nan"))
     (d / "empty.cif").write_text("")
     (d / "dir.cif").mkdir()
     (d / "zero_volume.cif").write_text(_set_cell(good, a=0.0))

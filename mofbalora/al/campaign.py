@@ -5,8 +5,8 @@ file + ``os.replace``), the only commit record:
 
 ``select`` (phase ``"select"`` → ``"label"``)
     Predict the pool with the current model (T stochastic passes), score it with an acquisition
-    (:mod:`mofbalora.al.acquisition`; optionally per relative DFT cost) and pick a batch
-    (:func:`mofbalora.al.batch.select_batch`, optionally diverse in the pooled structure embeddings).
+    (:mod:`mofbalora.acquisition`; optionally per relative DFT cost) and pick a batch
+    (:func:`mofbalora.acquisition.select_batch`, optionally diverse in the pooled structure embeddings).
 ``label`` (``"label"`` → ``"train"``)
     Add PBE band gaps of the batch: QMOF's hidden labels in a simulated campaign, DFT results in a
     real one (``mofbalora al ingest``).
@@ -35,14 +35,14 @@ stopping uses (a subset of) its val part, the learning curve is measured on (a s
 part; val and test structures are never in the pool. Real mode: the same initial labelled set,
 val and test parts, and a pool of candidate CIFs (``mofbalora al suggest``).
 
-The benchmark over strategies and seeds (:func:`run_benchmark`) and its report (:func:`write_report`)
-are at the end of this module.
+Configuration: :mod:`mofbalora.al.config`; the real-DFT steps (``suggest``, ``ingest``):
+:mod:`mofbalora.al.real`; the QMOF benchmark over strategies and seeds: :mod:`mofbalora.al.benchmark`; its
+report: :mod:`mofbalora.al.report`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -51,142 +51,36 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
+import torch
+from safetensors.torch import load_file
 
-from mofbalora.adapters.io import _atomic_write_bytes
-from mofbalora.al.dft_results import read_dft_results
-from mofbalora.dft import Code
+from mofbalora.acquisition import acquisition_scores, cost_aware, dft_cost, select_batch, window_distance
+from mofbalora.al.candidates import CandidatePool
+from mofbalora.al.config import validate_campaign_config
+from mofbalora.al.state import (
+    STATE_FILE,
+    CampaignState,
+    read_campaign_config,
+    write_campaign_config,
+)
+from mofbalora.data.cache import file_digest
+from mofbalora.data.qmof import load_dataset
+from mofbalora.data.splits import split_ids
+from mofbalora.data.structures import DEFAULT_MAX_ATOMS
+from mofbalora.evaluate import metrics_from_prediction
+from mofbalora.featurize import featurize_files
+from mofbalora.model import MODEL_FILE
+from mofbalora.prediction import Prediction
+from mofbalora.screen import predict_files
+from mofbalora.train import Trainer, model_from_config
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "campaign.json"
-CONFIG_FILE = "config.yaml"
-STATE_VERSION = 1
 Phase = Literal["train", "select", "label"]
 Mode = Literal["simulated", "real"]
 MODES = ("simulated", "real")
 #: points at which :attr:`Campaign.hook` is called: before the commit of a step, and after each epoch
 HOOK_POINTS = ("select", "label", "epoch", "train")
-
-AL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "al": {
-        "acquisition": "lcb",       # mofbalora.al.acquisition.ACQUISITIONS
-        "kappa": 2.0,               # exploration weight of ucb / lcb (units of std)
-        "goal": "min",              # min: hunt small gaps
-        "target_ev": None,          # [lo, hi] band-gap window (eV) instead of a goal
-        "diversity": "none",        # none | kcenter | penalty, on pooled structure embeddings
-        "kcenter_weight": 1.0,
-        "penalty_radius": None,
-        "cost_aware": False,        # rank by score per relative DFT cost (~ n_atoms^cost_exponent)
-        "cost_exponent": 3.0,
-        "initial_labelled": 500,
-        "batch_size": 100,
-        "n_rounds": 10,
-        "round_epochs": None,       # epochs of the warm-started rounds 1.. (None: optim.epochs)
-        "warm_start": True,         # False: every round restarts from the same fresh adapters
-        "n_samples": 32,            # T stochastic passes per prediction
-        "low_gap_ev": 1.0,          # a "discovery": PBE gap below this (eV)
-        "eval_test": True,          # measure the test MAE after every round
-        # how the pool is predicted at each selection: "batch" (in memory, one generator for the whole pool)
-        # or "per_structure" (each structure's passes seeded by (seed, content digest): the draws of
-        # `mofbalora screen`, independent of how the pool is split)
-        "pool_prediction": "batch",
-        "dask": None,               # a Dask cluster for the pool prediction (implies per_structure): local:N,
-                                    # tcp://host:8786 or jobqueue:CONFIG.yaml
-    },
-    "benchmark": {
-        "out": "runs/al_qmof",
-        "seeds": [0, 1, 2],
-        "strategies": None,         # name -> {"section.key": value}; None: STRATEGIES
-    },
-}
-
-#: The benchmark's strategies. "UCB" for small gaps is the lower confidence bound (``lcb``): optimism
-#: about a small gap means trusting ``mean - kappa * std``.
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "random": {"model.regime": "balora", "al.acquisition": "random"},
-    "greedy_mean": {"model.regime": "balora", "al.acquisition": "mean"},
-    "balora_std": {"model.regime": "balora", "al.acquisition": "std"},
-    "balora_lcb": {"model.regime": "balora", "al.acquisition": "lcb"},
-    "ensemble_lcb": {"model.regime": "lora_ensemble", "al.acquisition": "lcb"},
-}
-
-POOL_PREDICTIONS = ("batch", "per_structure")
-BATCH_COLUMNS = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
-                 "rank", "status", "error", "round", "acquisition", "relative_dft_cost")
-
-
-# ------------------------------------------------------------------------------------------------
-# configuration
-# ------------------------------------------------------------------------------------------------
-
-
-def default_config() -> dict:
-    """Fine-tune defaults (:data:`mofbalora.config.DEFAULTS`) plus :data:`AL_DEFAULTS`."""
-    from mofbalora.config import DEFAULTS
-
-    return copy.deepcopy({**DEFAULTS, **AL_DEFAULTS})
-
-
-def load_campaign_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
-    """A YAML campaign configuration (fine-tune sections, ``al``, ``benchmark``) over the defaults, then
-    ``section.key=value`` overrides; unknown keys raise ``ValueError``."""
-    from mofbalora.config import deep_update, parse_override
-
-    cfg = default_config()
-    if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a campaign configuration must be a mapping")
-        deep_update(cfg, data)
-    for text in overrides:
-        deep_update(cfg, parse_override(text))
-    check_al_config(cfg["al"])
-    return cfg
-
-
-def apply_dotted(cfg: dict, changes: Mapping[str, Any]) -> dict:
-    """A copy of ``cfg`` with ``{"section.key": value}`` changes (keys validated)."""
-    from mofbalora.config import deep_update
-
-    out = copy.deepcopy(cfg)
-    for key, value in changes.items():
-        nested: dict = {}
-        node = nested
-        parts = str(key).split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-        deep_update(out, nested)
-    return out
-
-
-def strategies_of(cfg: dict) -> dict[str, dict[str, Any]]:
-    return dict(cfg.get("benchmark", {}).get("strategies") or STRATEGIES)
-
-
-def strategy_config(cfg: dict, strategy: str, seed: int) -> dict:
-    """The configuration of one benchmark campaign: ``cfg`` with the strategy's changes and ``run.seed``."""
-    known = strategies_of(cfg)
-    if strategy not in known:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {sorted(known)}")
-    out = apply_dotted(cfg, {**known[strategy], "run.seed": int(seed)})
-    check_al_config(out["al"])
-    return out
-
-
-def check_al_config(al: dict) -> None:
-    from mofbalora.al.acquisition import ACQUISITIONS, GOALS
-    from mofbalora.al.batch import DIVERSITY_RULES
-
-    for key, valid in (("acquisition", ACQUISITIONS), ("diversity", DIVERSITY_RULES), ("goal", GOALS)):
-        if al[key] not in valid:
-            raise ValueError(f"unknown al.{key} {al[key]!r}; choose from {sorted(valid)}")
-    if al.get("pool_prediction", "batch") not in POOL_PREDICTIONS:
-        raise ValueError(f"unknown al.pool_prediction {al['pool_prediction']!r}; choose from {list(POOL_PREDICTIONS)}")
-    for key, low in (("initial_labelled", 1), ("batch_size", 1), ("n_rounds", 0), ("n_samples", 1)):
-        if not isinstance(al[key], int) or al[key] < low:
-            raise ValueError(f"al.{key} must be an integer >= {low}, got {al[key]!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,7 +88,7 @@ def check_al_config(al: dict) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-class Campaign:
+class Campaign(CandidatePool):
     """An active-learning campaign stored in ``state_dir`` (see the module docstring).
 
     Open an existing one with ``Campaign(state_dir)``; make a new one with :meth:`create`,
@@ -219,7 +113,7 @@ class Campaign:
         self._loaded_round: int | None = None
         self._inputs: dict[str, Any] = {}
         self._digests: dict[str, str] = {}  # content digest of each structure's file, hashed once per process
-        self.state: dict[str, Any] = {}
+        self.state = CampaignState()
         self.cfg: dict[str, Any] = {}
 
     # -- creation -----------------------------------------------------------------------------------
@@ -243,7 +137,7 @@ class Campaign:
             raise FileExistsError(f"{state_dir} already holds a campaign; open it with Campaign({str(state_dir)!r})")
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {list(MODES)}")
-        check_al_config(cfg["al"])
+        validate_campaign_config(cfg)
         parts = {"labelled": list(labelled), "pool": list(pool), "val": list(val_ids), "test": list(test_ids)}
         for a, b in (("pool", "test"), ("pool", "val"), ("labelled", "test"), ("labelled", "val"),
                      ("labelled", "pool")):
@@ -259,14 +153,8 @@ class Campaign:
         obj._setup(state_dir, hook, progress)
         obj.cfg = copy.deepcopy({k: v for k, v in cfg.items() if k != "benchmark"})
         obj._dataset = dataset
-        obj.state = {
-            "version": STATE_VERSION, "name": name, "mode": mode, "seed": int(cfg["run"]["seed"]),
-            "round": 0, "phase": "train", "labelled": {}, "initial": [], "acquired": [], "pool": [],
-            "pending": [], "round_picked": [], "round_failed": [], "select_seconds": 0.0,
-            "val_ids": [], "test_ids": [], "paths": {str(k): str(Path(v).resolve()) for k, v in (paths or {}).items()},
-            "failed": {}, "rng_state": rng.bit_generator.state, "cost_ref_atoms": None, "pool_stats": None,
-            "history": [],
-        }
+        obj.state = CampaignState.new(name=name, mode=mode, seed=cfg["run"]["seed"], rng_state=rng.bit_generator.state,
+                                      paths={str(k): str(Path(v).resolve()) for k, v in (paths or {}).items()})
         ds = obj.dataset()
         everything = parts["labelled"] + parts["pool"] + parts["val"] + parts["test"]
         ok = set(everything) - set(obj._featurize(everything))
@@ -288,9 +176,8 @@ class Campaign:
             st["pool_stats"] = {"n": len(st["pool"]), "n_low_gap": int((pool_gaps < thr).sum()),
                                 "low_gap_fraction": float((pool_gaps < thr).mean()) if len(pool_gaps) else None}
         state_dir.mkdir(parents=True, exist_ok=True)
-        from mofbalora.config import dump_config
 
-        dump_config(obj.cfg, state_dir / CONFIG_FILE)
+        write_campaign_config(state_dir, obj.cfg)
         obj.save_state()
         log.info("campaign %s: %d labelled, %d in the pool, %d val, %d test, %d failed featurization",
                  state_dir, len(st["labelled"]), len(st["pool"]), len(st["val_ids"]), len(st["test_ids"]),
@@ -300,16 +187,11 @@ class Campaign:
     # -- state --------------------------------------------------------------------------------------
     def save_state(self) -> None:
         """Commit the state (atomic: a reader sees the old or the new file, never a mix)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.dir / STATE_FILE, json.dumps(self.state, indent=1).encode())
+        self.state.write(self.dir)
 
     def load_state(self) -> None:
-        state = json.loads((self.dir / STATE_FILE).read_text())
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"{self.dir / STATE_FILE}: state version {state.get('version')!r}, "
-                             f"this mofbalora reads {STATE_VERSION}")
-        self.state = state
-        self.cfg = yaml.safe_load((self.dir / CONFIG_FILE).read_text())
+        self.state = CampaignState.read(self.dir)
+        self.cfg = read_campaign_config(self.dir)
         self._loaded_round = None
 
     @property
@@ -348,8 +230,6 @@ class Campaign:
     # -- lazily built resources -----------------------------------------------------------------------
     def dataset(self):
         if self._dataset is None:
-            from mofbalora.data.qmof import load_dataset
-
             d = self.cfg["data"]
             self._dataset = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"],
                                          target_column=d["target_column"])
@@ -357,16 +237,14 @@ class Campaign:
 
     def model(self):
         """The band-gap model (built once per process with the campaign seed, so its fresh adapters are
-        the same in every process)."""
+        the same in every process; torch's global generator is left as it was). ``run.threads`` sets torch's
+        thread count for the process, as ``finetune`` does."""
         if self._model is None:
-            import torch
-
-            from mofbalora.train import model_from_config
-
             if self.cfg["run"]["threads"]:
                 torch.set_num_threads(int(self.cfg["run"]["threads"]))
-            torch.manual_seed(self.state["seed"])
-            self._model = model_from_config(self.cfg)
+            with torch.random.fork_rng():
+                torch.manual_seed(self.state["seed"])
+                self._model = model_from_config(self.cfg)
             self._initial_state = {k: v.detach().clone() for k, v in self._model.trained_state().items()}
         return self._model
 
@@ -378,8 +256,6 @@ class Campaign:
 
     def _featurize(self, keys: Sequence[str]) -> dict[str, str]:
         """Featurize ``keys`` not yet in memory; return {key: reason} of those that failed."""
-        from mofbalora.featurize import featurize_files
-
         todo = [k for k in dict.fromkeys(keys) if k not in self._inputs]
         if not todo:
             return {}
@@ -428,10 +304,6 @@ class Campaign:
         return int(self.history[-1]["round"])
 
     def _load_round_model(self, round_: int) -> None:
-        from safetensors.torch import load_file
-
-        from mofbalora.model import MODEL_FILE
-
         model = self.model()
         if self._loaded_round != round_:
             model.load_trained_state(load_file(str(self.model_dir(round_) / MODEL_FILE)))
@@ -439,15 +311,11 @@ class Campaign:
 
     def relative_dft_cost(self, n_atoms: Sequence[int]) -> np.ndarray:
         """DFT cost relative to a structure of the initial labelled set's median size (``~ N^exponent``)."""
-        from mofbalora.al.acquisition import dft_cost
-
         counts = np.append(np.asarray(n_atoms, dtype=float), self.state["cost_ref_atoms"])
         cost = dft_cost(n_atoms=counts, exponent=self.cfg["al"]["cost_exponent"])
         return cost[:-1] / cost[-1]
 
     def _best_ev(self) -> float | None:
-        from mofbalora.al.acquisition import window_distance
-
         gaps = np.array(list(self.labelled.values()))
         al = self.cfg["al"]
         if not gaps.size:
@@ -457,8 +325,6 @@ class Campaign:
         return float(gaps.min() if al["goal"] == "min" else gaps.max())
 
     def _dataset_labels(self, keys: Sequence[str]):
-        import torch
-
         ds = self.dataset()
         return torch.tensor([ds.bandgaps_ev[ds.index_of(k)] for k in keys], dtype=torch.float32)
 
@@ -478,8 +344,6 @@ class Campaign:
             raise ValueError(f"campaign {self.dir} must finish training round {self.round} before selecting")
         if not self.pool:
             raise ValueError(f"the pool of campaign {self.dir} is empty; add candidates first")
-        from mofbalora.al.acquisition import acquisition_scores, cost_aware
-        from mofbalora.al.batch import select_batch
 
         t0 = time.perf_counter()
         al = self.cfg["al"]
@@ -516,10 +380,6 @@ class Campaign:
             x = self.inputs_of(keys)
             self._load_round_model(self.round)
             return self.model().predict_inputs(x, n_samples=al["n_samples"], seed=seed), x
-        from mofbalora.data.cache import file_digest
-        from mofbalora.data.structures import DEFAULT_MAX_ATOMS
-        from mofbalora.model import Prediction
-        from mofbalora.screen import predict_files
 
         paths = [self.path_of(k) for k in keys]
         for k, p in zip(keys, paths, strict=True):
@@ -547,10 +407,7 @@ class Campaign:
         bad = [(k, r) for k, r in zip(keys, recs, strict=True) if r["status"] != "ok"]
         if bad:
             raise ValueError(f"{len(bad)} pool structure(s) no longer featurize, e.g. {bad[0][0]}: {bad[0][1]['error']}")
-        samples = np.array([r["samples_ev"] for r in recs], dtype=np.float64)
-        pred = Prediction(np.array([r["bandgap_mean_ev"] for r in recs]), np.array([r["bandgap_std_ev"] for r in recs]),
-                          samples, samples.std(1), None, np.array([r["embedding"] for r in recs], dtype=np.float32))
-        return pred, recs
+        return Prediction.from_records(recs), recs
 
     def add_labels(self, labels: Mapping[str, float], paths: Mapping[str, str | Path] | None = None) -> list[str]:
         """Add PBE band gaps (eV) (phase ``select``/``label`` → ``train`` of the next round).
@@ -626,11 +483,6 @@ class Campaign:
         """
         if self.phase != "train":
             raise ValueError(f"campaign {self.dir} has nothing to train (phase {self.phase!r})")
-        import torch
-        from safetensors.torch import load_file
-
-        from mofbalora.model import MODEL_FILE
-        from mofbalora.train import Trainer
 
         r, al = self.round, self.cfg["al"]
         cfg = copy.deepcopy(self.cfg)
@@ -652,8 +504,7 @@ class Campaign:
         tr_x = self.inputs_of(keys)
         tr_y = torch.tensor([self.labelled[k] for k in keys], dtype=torch.float32)
         va_x, va_y = self.inputs_of(self.state["val_ids"]), self._dataset_labels(self.state["val_ids"])
-        while not trainer.fit(tr_x, tr_y, va_x, va_y, progress=False, stop_after_epochs=1)["finished"]:
-            self._hook("epoch")
+        trainer.fit(tr_x, tr_y, va_x, va_y, progress=False, on_epoch_end=lambda _: self._hook("epoch"))
         self._load_round_model(r)
         t0 = time.perf_counter()
         row = self._history_row(trainer)
@@ -680,8 +531,6 @@ class Campaign:
                "picked": list(st["round_picked"]), "picked_bandgaps_ev": [self.labelled[k] for k in st["round_picked"]],
                "dft_failed": list(st["round_failed"])}
         if st["test_ids"]:
-            from mofbalora.evaluate import metrics_from_prediction
-
             pred = self.model().predict_inputs(self.inputs_of(st["test_ids"]), n_samples=al["n_samples"],
                                                seed=self._seed("test"))
             m = metrics_from_prediction(pred, self._dataset_labels(st["test_ids"]).double().numpy(), al["n_samples"])
@@ -710,81 +559,14 @@ class Campaign:
                 break
         return self.history
 
-    def run_round(self) -> dict:
-        """Finish the round in progress, or do the next one; returns its history row."""
-        self.run(self.round + (1 if self.phase == "select" else 0))
-        return self.history[-1]
-
-    # -- real mode ----------------------------------------------------------------------------------
-    def known_keys(self) -> set[str]:
-        st = self.state
-        return set(st["labelled"]) | set(st["pool"]) | set(st["val_ids"]) | set(st["test_ids"]) | set(st["failed"])
-
-    def path_index(self) -> dict[str, str]:
-        """Resolved CIF path -> id, for every structure of the campaign (any part, failures included)."""
-        st = self.state
-        index = {p: k for k, p in st["paths"].items()}
-        for key in [*st["labelled"], *st["pool"], *st["val_ids"], *st["test_ids"]]:
-            if key not in st["paths"]:
-                index.setdefault(str(self.path_of(key).resolve()), key)
-        return index
-
-    def new_key(self, path: str | Path) -> str:
-        """An id for a new structure file: its stem, made unique with ``~2``, ``~3``, ..."""
-        stem, known = Path(path).stem, self.known_keys() | set(self.state["paths"])
-        key, n = stem, 1
-        while key in known:
-            n += 1
-            key = f"{stem}~{n}"
-        return key
-
-    def add_candidates(self, paths: Sequence[str | Path]) -> list[str]:
-        """Add candidate CIFs to the pool (ids: file stems, made unique); files already in the campaign
-        are skipped, files that fail featurization recorded in ``failed``. Returns the ids added."""
-        index, added = self.path_index(), []
-        for path in paths:
-            resolved = str(Path(path).resolve())
-            if resolved in index:
-                log.info("%s is already in the campaign as %s", path, index[resolved])
-                continue
-            key = self.new_key(path)
-            self.state["paths"][key] = resolved
-            index[resolved] = key
-            added.append(key)
-        failed = self._featurize(added)
-        added = [k for k in added if k not in failed]
-        self.state["pool"] += added
-        self.save_state()
-        return added
-
-    def write_batch(self, rows: Sequence[dict] | None = None, *, dft_inputs: bool = True, code: Code = "vasp",
-                    potcar_dir: str | Path | None = None) -> Path:
-        """Write the pending batch as ``batch_NNN.csv`` (ranked-CSV format) and, with ``dft_inputs``, its
-        DFT hand-off in ``dft_inputs/batch_NNN``; returns the CSV path."""
-        import pandas as pd
-
-        from mofbalora.dft import write_dft_inputs
-
-        rows = list(self.pending if rows is None else rows)
-        if not rows:
-            raise ValueError(f"campaign {self.dir} has no pending batch; select one first")
-        name = f"batch_{int(rows[0]['round']):03d}"
-        csv_path = self.dir / f"{name}.csv"
-        _atomic_write_bytes(csv_path, pd.DataFrame(rows, columns=list(BATCH_COLUMNS)).to_csv(index=False).encode())
-        if dft_inputs:
-            write_dft_inputs(csv_path, self.dir / "dft_inputs" / name, code=code, potcar_dir=potcar_dir, overwrite=True)
-        return csv_path
-
 
 # ------------------------------------------------------------------------------------------------
 # making campaigns
 # ------------------------------------------------------------------------------------------------
 
 
-def _initial_draw(cfg: dict):
+def initial_draw(cfg: dict):
     """(dataset, split ids, initial labelled ids, rest of the train part, generator) for ``cfg``."""
-    from mofbalora.train import split_ids
-
     ds, ids = split_ids(cfg)
     rng = np.random.default_rng(int(cfg["run"]["seed"]))
     train = list(ids["train"])
@@ -799,244 +581,6 @@ def simulated_campaign(state_dir: str | Path, cfg: dict, *, name: str = "", prog
                        hook: Callable[[str, Campaign], None] | None = None) -> Campaign:
     """A campaign on a labelled dataset with hidden labels: ``al.initial_labelled`` random structures of
     the split's train part are labelled, the rest is the pool; val and test parts stay outside."""
-    ds, ids, labelled, pool, rng = _initial_draw(cfg)
+    ds, ids, labelled, pool, rng = initial_draw(cfg)
     return Campaign.create(state_dir, cfg, labelled=labelled, pool=pool, val_ids=ids["val"], test_ids=ids["test"],
                            mode="simulated", name=name, rng=rng, dataset=ds, hook=hook, progress=progress)
-
-
-def real_campaign(state_dir: str | Path, cfg: dict, candidates: Sequence[str | Path] = (), *,
-                  progress: bool = False) -> Campaign:
-    """A campaign whose pool is candidate CIFs, labelled by DFT: starts from the same initial labelled
-    set as a simulated campaign (and the same val/test parts)."""
-    ds, ids, labelled, _, rng = _initial_draw(cfg)
-    c = Campaign.create(state_dir, cfg, labelled=labelled, pool=[], val_ids=ids["val"], test_ids=ids["test"],
-                        mode="real", rng=rng, dataset=ds, progress=progress)
-    if candidates:
-        c.add_candidates(candidates)
-    return c
-
-
-def suggest(state_dir: str | Path, candidates: Sequence[str | Path] = (), batch_size: int | None = None, *,
-            cfg: dict | None = None, dft_inputs: bool = True, code: Code = "vasp",
-            potcar_dir: str | Path | None = None, progress: bool = False) -> Path:
-    """Write the next batch for DFT (``batch_NNN.csv`` and its ``dft_inputs/``); returns the CSV path.
-
-    Creates a real campaign in ``state_dir`` from ``cfg`` if there is none; adds ``candidates`` (files,
-    folders, glob patterns) to the pool; finishes a pending training first.
-    """
-    from mofbalora.data.candidates import expand_candidates
-
-    paths = expand_candidates(candidates) if candidates else []
-    if (Path(state_dir) / STATE_FILE).is_file():
-        campaign = Campaign(state_dir, progress=progress)
-        if cfg is not None:
-            log.warning("%s holds a campaign: its stored configuration is used, the given one ignored", state_dir)
-        if paths:
-            campaign.add_candidates(paths)
-    else:
-        campaign = real_campaign(state_dir, cfg if cfg is not None else load_campaign_config(), paths,
-                                 progress=progress)
-    if campaign.phase == "train":
-        campaign.train()
-    rows = campaign.select(batch_size)
-    return campaign.write_batch(rows, dft_inputs=dft_inputs, code=code, potcar_dir=potcar_dir)
-
-
-def ingest(state_dir: str | Path, results_csv: str | Path, *, progress: bool = False) -> dict:
-    """Add DFT band gaps from ``results_csv`` (see :func:`~mofbalora.al.dft_results.read_dft_results`)
-    and retrain warm-started; returns the new history row. The whole file is checked first: a bad row
-    raises :class:`~mofbalora.al.dft_results.DFTResultsError` and leaves the campaign as it was. Safe to
-    repeat after an interruption: labels already added are skipped and an interrupted training is finished."""
-    campaign = Campaign(state_dir, progress=progress)
-    labels, paths = read_dft_results(results_csv, campaign)  # before anything changes
-    if campaign.phase == "train":
-        campaign.train()
-    if campaign.add_labels(labels, paths):
-        return campaign.train()
-    log.info("%s: no new labels in %s", state_dir, results_csv)
-    return campaign.history[-1]
-
-
-# ------------------------------------------------------------------------------------------------
-# benchmark and report
-# ------------------------------------------------------------------------------------------------
-
-
-def run_benchmark(cfg: dict, out: str | Path | None = None, *, strategies: Sequence[str] | None = None,
-                  seeds: Sequence[int] | None = None, n_rounds: int | None = None,
-                  progress: bool = False) -> list[Path]:
-    """Run (or resume) one simulated campaign per strategy and seed in ``out/<strategy>/seed_<seed>``.
-
-    A campaign already in its folder is resumed with its stored configuration. Returns the folders.
-    """
-    out = Path(out or cfg["benchmark"]["out"])
-    names = list(strategies or strategies_of(cfg))
-    done = []
-    for name in names:
-        for seed in (seeds if seeds is not None else cfg["benchmark"]["seeds"]):
-            state_dir = out / name / f"seed_{seed}"
-            scfg = strategy_config(cfg, name, seed)
-            if (state_dir / STATE_FILE).is_file():
-                campaign = Campaign(state_dir, progress=progress)
-                if campaign.cfg["al"] != scfg["al"] or campaign.cfg["model"] != scfg["model"]:
-                    log.warning("%s: resuming with its stored configuration, which differs from the given one",
-                                state_dir)
-            else:
-                campaign = simulated_campaign(state_dir, scfg, name=name, progress=progress)
-            campaign.run(n_rounds)
-            done.append(state_dir)
-    return done
-
-
-def collect_runs(runs_dir: str | Path):
-    """One row per (strategy, seed, round) of every campaign below ``runs_dir`` (a pandas DataFrame)."""
-    import pandas as pd
-
-    rows = []
-    for path in sorted(Path(runs_dir).rglob(STATE_FILE)):
-        st = json.loads(path.read_text())
-        strategy = st.get("name") or path.parent.parent.name
-        base = (st.get("pool_stats") or {}).get("low_gap_fraction")
-        for h in st["history"]:
-            rows.append({"strategy": strategy, "seed": st["seed"], "run": str(path.parent), "low_gap_base_rate": base,
-                         **{k: h.get(k) for k in ("round", "n_labelled", "n_acquired", "relative_dft_cost",
-                                                  "n_low_gap_found", "test_mae_ev", "val_mae_ev")}})
-    if not rows:
-        raise FileNotFoundError(f"no campaign ({STATE_FILE}) with a trained round below {runs_dir}")
-    return pd.DataFrame(rows)
-
-
-def _spread(x) -> float:
-    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
-
-
-def summarize_curves(table):
-    """Mean and spread (sample standard deviation) over seeds per strategy and round."""
-    g = table.groupby(["strategy", "round"])
-    out = g.agg(n_seeds=("seed", "nunique"), n_labelled=("n_labelled", "mean"), n_acquired=("n_acquired", "mean"),
-                relative_dft_cost=("relative_dft_cost", "mean"),
-                test_mae_ev=("test_mae_ev", "mean"), test_mae_ev_sd=("test_mae_ev", _spread),
-                n_low_gap_found=("n_low_gap_found", "mean"), n_low_gap_found_sd=("n_low_gap_found", _spread))
-    return out.reset_index()
-
-
-def final_summary(table):
-    """Per strategy, at the last round every seed reached: low-gap finds per DFT calculation (mean ± sd)."""
-    import pandas as pd
-
-    rows = []
-    for strategy, t in table.groupby("strategy"):
-        last = t.groupby("seed")["round"].max().min()
-        f = t[t["round"] == last]
-        per_calc = (f["n_low_gap_found"] / f["n_acquired"].where(f["n_acquired"] > 0)).to_numpy(dtype=float)
-        per_cost = (f["n_low_gap_found"] / f["relative_dft_cost"].where(f["relative_dft_cost"] > 0)).to_numpy(dtype=float)
-        mae = f["test_mae_ev"].dropna().to_numpy(dtype=float)
-        rows.append({"strategy": strategy, "n_seeds": int(f["seed"].nunique()), "round": int(last),
-                     "n_acquired": float(f["n_acquired"].mean()),
-                     "n_low_gap_found": float(f["n_low_gap_found"].mean()), "n_low_gap_found_sd": _spread(f["n_low_gap_found"]),
-                     "found_per_calculation": float(np.nanmean(per_calc)), "found_per_calculation_sd": _spread(per_calc),
-                     "found_per_relative_cost": float(np.nanmean(per_cost)),
-                     "test_mae_ev": float(mae.mean()) if mae.size else float("nan"), "test_mae_ev_sd": _spread(mae),
-                     "low_gap_base_rate": f["low_gap_base_rate"].iloc[0]})
-    return pd.DataFrame(rows).sort_values("found_per_calculation", ascending=False, kind="stable")
-
-
-def _curve_plot(curves, x: str, y: str, path: Path, *, xlabel: str, ylabel: str, title: str,
-                base_rate: float | None = None) -> Path:
-    from mofbalora.uq.plots import _new_figure, _save
-
-    fig = _new_figure((5.5, 4.2))
-    ax = fig.add_subplot()
-    for strategy, c in curves.groupby("strategy"):
-        c = c.dropna(subset=[y]).sort_values(x)
-        if c.empty:
-            continue
-        ax.plot(c[x], c[y], marker="o", ms=3, label=strategy)
-        ax.fill_between(c[x], c[y] - c[f"{y}_sd"], c[y] + c[f"{y}_sd"], alpha=0.2)
-    if base_rate is not None and math.isfinite(base_rate):
-        xmax = float(curves[x].max())
-        ax.plot([0, xmax], [0, base_rate * xmax], "k--", lw=1, label="pool base rate")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def plot_learning_curves(curves, path: str | Path) -> Path:
-    """Test MAE (eV) against the number of labelled structures; mean ± sd band over seeds."""
-    return _curve_plot(curves, "n_labelled", "test_mae_ev", Path(path), xlabel="labelled structures",
-                       ylabel="test MAE (eV)", title="Learning curves")
-
-
-def plot_discovery_curves(curves, path: str | Path, *, low_gap_ev: float = 1.0,
-                          base_rate: float | None = None) -> Path:
-    """Low-gap structures found against DFT calculations spent; mean ± sd band over seeds."""
-    return _curve_plot(curves, "n_acquired", "n_low_gap_found", Path(path), xlabel="DFT calculations",
-                       ylabel=f"found with PBE gap < {low_gap_ev:g} eV", title="Discovery curves", base_rate=base_rate)
-
-
-def discovery_statement(summary, low_gap_ev: float = 1.0) -> str:
-    """A plain sentence: which strategy finds the most low-gap MOFs per DFT calculation."""
-    s = summary.reset_index(drop=True)
-    best = s.iloc[0]
-    text = (f"**{best['strategy']}** finds the most MOFs with a PBE band gap below {low_gap_ev:g} eV per DFT "
-            f"calculation: {best['found_per_calculation']:.3f} ± {best['found_per_calculation_sd']:.3f} per "
-            f"calculation ({best['n_low_gap_found']:.1f} ± {best['n_low_gap_found_sd']:.1f} in "
-            f"{best['n_acquired']:.0f} calculations; mean ± standard deviation over {best['n_seeds']} seed(s)).")
-    if len(s) > 1:
-        second = s.iloc[1]
-        gap = best["found_per_calculation"] - second["found_per_calculation"]
-        spread = max(best["found_per_calculation_sd"], second["found_per_calculation_sd"])
-        if gap <= spread:
-            text += (f" The runner-up, {second['strategy']} ({second['found_per_calculation']:.3f} ± "
-                     f"{second['found_per_calculation_sd']:.3f}), is within the spread over seeds, so these runs "
-                     f"do not separate the two.")
-        else:
-            text += f" The runner-up is {second['strategy']} ({second['found_per_calculation']:.3f} per calculation)."
-    rand = s[s["strategy"] == "random"]
-    if len(rand) and best["strategy"] != "random" and rand.iloc[0]["found_per_calculation"] > 0:
-        r = rand.iloc[0]["found_per_calculation"]
-        text += f" Random picking finds {r:.3f} per calculation, so {best['strategy']} is {best['found_per_calculation'] / r:.1f}× random."
-    base = best.get("low_gap_base_rate")
-    if base is not None and isinstance(base, float) and math.isfinite(base):
-        text += f" (Fraction of the initial pool below {low_gap_ev:g} eV: {base:.3f}.)"
-    return text
-
-
-def write_report(runs_dir: str | Path, out: str | Path) -> Path:
-    """Learning and discovery curves (PNG), tables (CSV) and ``report.md`` for the campaigns below
-    ``runs_dir``; returns the markdown path."""
-    runs_dir, out = Path(runs_dir), Path(out)
-    table = collect_runs(runs_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    first = yaml.safe_load((Path(table["run"].iloc[0]) / CONFIG_FILE).read_text())
-    al = first["al"]
-    curves = summarize_curves(table)
-    summary = final_summary(table)
-    base = summary["low_gap_base_rate"].dropna()
-    base_rate = float(base.iloc[0]) if len(base) else None
-    table.to_csv(out / "runs.csv", index=False)
-    curves.to_csv(out / "curves.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
-    plot_learning_curves(curves, out / "learning_curves.png")
-    plot_discovery_curves(curves, out / "discovery_curves.png", low_gap_ev=al["low_gap_ev"], base_rate=base_rate)
-    lines = [
-        "# Active learning on QMOF band gaps", "",
-        f"Campaigns in `{runs_dir}`: {table['strategy'].nunique()} strategies, "
-        f"{table.groupby('strategy')['seed'].nunique().max()} seed(s) each. Start from {al['initial_labelled']} "
-        f"labelled structures, batches of {al['batch_size']}, up to {al['n_rounds']} rounds; split "
-        f"`{first['data']['split']}` (the pool is its train part; the test part is never in the pool). "
-        f"Campaigns with the same seed start from the same labelled set. Bands and ± are the sample standard "
-        f"deviation over seeds; a relative DFT cost of 1 is one structure of the initial set's median size.", "",
-        discovery_statement(summary, al["low_gap_ev"]), "",
-        "| strategy | seeds | DFT calculations | found (< {:g} eV) | found per calculation | found per relative "
-        "DFT cost | final test MAE (eV) |".format(al["low_gap_ev"]),
-        "|---|---|---|---|---|---|---|",
-    ]
-    for _, r in summary.iterrows():
-        lines.append(f"| {r['strategy']} | {r['n_seeds']} | {r['n_acquired']:.0f} | {r['n_low_gap_found']:.1f} ± "
-                     f"{r['n_low_gap_found_sd']:.1f} | {r['found_per_calculation']:.3f} ± {r['found_per_calculation_sd']:.3f}"
-                     f" | {r['found_per_relative_cost']:.3f} | {r['test_mae_ev']:.3f} ± {r['test_mae_ev_sd']:.3f} |")
-    lines += ["", "![learning curves](learning_curves.png)", "", "![discovery curves](discovery_curves.png)", ""]
-    md = out / "report.md"
-    _atomic_write_bytes(md, "\n".join(lines).encode())
-    return md

@@ -49,6 +49,9 @@ class Backbone(nn.Module, ABC):
     embedding_dim: int = 0
     #: named sets of adapter target patterns (e.g. ``{"readout": [...], "all": [...]}``)
     target_presets: dict[str, list[str]] = {}
+    #: adapter types its layers need beyond ``nn.Linear`` (:mod:`mofbalora.adapters.extensions`), by name: the
+    #: model enables them before injecting, so backbones never import the adapters
+    adapter_extensions: tuple[str, ...] = ()
     #: ``(module-name pattern, row set)`` rules, first match wins: which named row set
     #: (:mod:`mofbalora.rows`) the input rows of each adaptable layer are; forward names the sets
     row_set_rules: list[tuple[str, str]] = []

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
+from mofbalora.backbones.chgnet_cache import CUT_NAMESPACES, run_trunk_pass
 from mofbalora.rows import frozen_pass, owners_from_sizes, row_sets
 
 Adapt = Literal["readout", "last_block_cached", "last_block", "all"]
@@ -39,7 +40,6 @@ ACTIVATIONS_NAMESPACE = "activations/v1"
 FEATURES = ("readout", "all_layers")
 #: float16 cut: the block's atom input is the float16 ``atom_layers[:, 3]`` of the activations entry;
 #: float32 (exact, for tests) keeps its own ``cut_atom_feas``
-CUT_NAMESPACES = {"float16": "cut-last-block/v1", "float32": "cut-last-block-float32/v1"}
 ADAPT_CHOICES = ("readout", "last_block_cached", "last_block", "all")
 #: placements that train from cached trunk activations (no graph, no trunk pass per step)
 CACHED = ("readout", "last_block_cached")
@@ -171,8 +171,6 @@ class CHGNetBackbone(Backbone):
         small graphs use two processes better than two threads of one forward (benchmarks/bench_screen.py)."""
         if workers < 2 or self.adapt != "readout" or next(self.trunk.parameters()).device.type != "cpu":
             return False
-        from mofbalora.backbones.chgnet_cache import build_trunk_cache
-
         build_trunk_cache(paths, workers=workers, cut=False, model_name=self.model_name, max_atoms=max_atoms,
                           progress="trunk" if progress else False)
         return True
@@ -322,3 +320,12 @@ class CHGNetBackbone(Backbone):
         if self.features == "all_layers":
             emb = torch.cat([emb, atom_feas, batch["atom_layers"].to(emb.dtype)], dim=1)
         return BackboneOutput(emb, index, len(batch["n_atoms"]), sets)
+
+
+def build_trunk_cache(paths, *, workers: int = 2, cut: bool = True, chunk: int = 16, model_name: str = "0.3.0",
+                      progress: bool | str = True, max_atoms: int | None = None) -> dict[str, int]:
+    """Run CHGNet's frozen trunk over ``paths`` in ``workers`` processes into the array store (resumable);
+    returns a tally by outcome (``ok`` or the failure reason). ``screen(workers=N)`` uses it as a pre-pass
+    over its candidates, ``mofbalora data trunk-cache`` over a dataset."""
+    return run_trunk_pass(paths, backbone_class=CHGNetBackbone, workers=workers, cut=cut, chunk=chunk,
+                          model_name=model_name, progress=progress, max_atoms=max_atoms)

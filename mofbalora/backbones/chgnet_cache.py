@@ -22,36 +22,34 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from mofbalora.backbones.base import FeaturizationError
+from mofbalora.data.arrays import ArrayStore
+from mofbalora.data.cache import file_digest
+from mofbalora.data.structures import StructureError, read_structure
+
+#: array-store namespaces of the last block's inputs, by the dtype they are kept in
+CUT_NAMESPACES = {"float16": "cut-last-block/v1", "float32": "cut-last-block-float32/v1"}
 _WORKER: dict = {}
 
 
 def _stores(backbone):
-    from mofbalora.backbones.chgnet import CUT_NAMESPACES
-    from mofbalora.data.arrays import ArrayStore
-
     return ArrayStore(backbone.array_namespace()), ArrayStore(f"{backbone.name}/{CUT_NAMESPACES['float16']}")
 
 
-def _init_worker(model_name: str, cache_root: str | None) -> None:
-    import torch
-
+def _init_worker(backbone_class: type, model_name: str, cache_root: str | None) -> None:
+    """A worker process of its own: one torch thread, the caller's cache folder, one backbone."""
     torch.set_num_threads(1)
     if cache_root:
         os.environ["MOFBALORA_CACHE"] = cache_root
-    from mofbalora.backbones.chgnet import CHGNetBackbone
-
-    _WORKER["backbone"] = CHGNetBackbone(adapt="readout", model_name=model_name)
+    _WORKER["backbone"] = backbone_class(adapt="readout", model_name=model_name)
 
 
 def cache_one(backbone, path: str | Path, *, cut: bool = True, max_atoms: int | None = None) -> str | None:
     """Put one file's trunk activations (and the cut) into the store; the failure reason, or None.
     ``max_atoms``: larger structures are not cached (reason ``too_many_atoms``; default: read_structure's)."""
-    from mofbalora.backbones.base import FeaturizationError
-    from mofbalora.data.cache import file_digest
-    from mofbalora.data.structures import StructureError, read_structure
-
     acts_store, cut_store = _stores(backbone)
     try:
         digest = file_digest(path)
@@ -77,18 +75,19 @@ def _work(paths: list[str], cut: bool, max_atoms: int | None = None) -> list[str
     return [cache_one(_WORKER["backbone"], p, cut=cut, max_atoms=max_atoms) for p in paths]
 
 
-def build_trunk_cache(paths: Sequence[str | Path], *, workers: int = 2, cut: bool = True, chunk: int = 16,
-                      model_name: str = "0.3.0", progress: bool | str = True,
-                      max_atoms: int | None = None) -> dict[str, int]:
-    """Run the frozen trunk over ``paths`` in ``workers`` processes; returns a tally by outcome
-    (``ok`` or the failure reason). ``screen(workers=N)`` uses it as a pre-pass over its candidates."""
+def run_trunk_pass(paths: Sequence[str | Path], *, backbone_class: type, workers: int = 2, cut: bool = True,
+                   chunk: int = 16, model_name: str = "0.3.0", progress: bool | str = True,
+                   max_atoms: int | None = None) -> dict[str, int]:
+    """Run the frozen trunk of ``backbone_class`` (CHGNet's, through
+    :func:`mofbalora.backbones.chgnet.build_trunk_cache`) over ``paths`` in ``workers`` processes; returns a
+    tally by outcome (``ok`` or the failure reason)."""
     paths = [str(p) for p in paths]
     tally: dict[str, int] = {}
     bar = tqdm(total=len(paths), desc=progress if isinstance(progress, str) else "trunk cache",
                disable=not progress, unit="cif", smoothing=0.05)
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(model_name, os.environ.get("MOFBALORA_CACHE"))) as pool:
+                             initargs=(backbone_class, model_name, os.environ.get("MOFBALORA_CACHE"))) as pool:
         futures = {pool.submit(_work, c, cut, max_atoms): len(c) for c in chunks}
         for fut in as_completed(futures):
             for reason in fut.result():

@@ -58,6 +58,7 @@ from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 from mofbalora.backbones.checkpoint import load_checkpoint, refuse
+from mofbalora.data.structures import structure_to_atoms
 from mofbalora.rows import row_sets
 
 Adapt = Literal["radial", "messages", "routing", "invariant", "all"]
@@ -144,6 +145,7 @@ class UMABackbone(Backbone):
     name = "uma"
     row_set_rules = [(r"re:\.(rad_func|fc_m0)", "edge"), (r"re:\.atom_wise\.", "atom"),
                      (r"re:^uma\.routing_mlp\.", "system")]
+    adapter_extensions = ("mole", "so3")  # fairchem's MOLE and SO3_Linear layers
     target_presets = {"radial": _RADIAL, "messages": _RADIAL + _M0, "routing": _ROUTING,
                       "invariant": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE,
                       "all": _RADIAL + _M0 + _ROUTING + _EDGE_DEGREE + _SO3}
@@ -161,11 +163,6 @@ class UMABackbone(Backbone):
             raise ValueError("the UMA backbone needs a local checkpoint file: set backbone.checkpoint=PATH "
                              "(e.g. uma-s-1p1.pt, see README 'UMA backbone')")
         _import_fairchem()  # a missing extra fails here, with the install hint
-        from mofbalora.adapters.mole import register_mole_adapters
-        from mofbalora.adapters.so3 import register_so3_adapters
-
-        register_mole_adapters()
-        register_so3_adapters()
         self.uma = load_uma_backbone(checkpoint, trust_checkpoint=trust_checkpoint)
         tasks = sorted(getattr(self.uma, "dataset_mapping", None) or [])
         if tasks and task not in tasks:
@@ -201,8 +198,6 @@ class UMABackbone(Backbone):
         return [self._graph(s) for s in structures]
 
     def _graph(self, structure) -> dict:
-        from mofbalora.data.structures import structure_to_atoms
-
         AtomicData, _ = _import_fairchem()
         z_max = int(max(structure.atomic_numbers))
         if z_max >= self.uma.max_num_elements:

@@ -79,8 +79,9 @@ def write_random_checkpoint(path: str | Path, *, seed: int = 0, **dims) -> Path:
     except ImportError as exc:
         raise ImportError("the UMA backbone needs fairchem-core: pip install mofbalora[uma]") from exc
     config = uma_model_config(**dims)
-    torch.manual_seed(seed)
-    model = hydra.utils.instantiate(config)
+    with torch.random.fork_rng():  # seeded weights, the caller's generator left as it was
+        torch.manual_seed(seed)
+        model = hydra.utils.instantiate(config)
     ema = torch.optim.swa_utils.AveragedModel(model)
     checkpoint = MLIPInferenceCheckpoint(
         model_config=config, model_state_dict=model.state_dict(), ema_state_dict=ema.state_dict(),

@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mofbalora.al.campaign import load_campaign_config, run_benchmark
+    from mofbalora.al.benchmark import run_benchmark
+    from mofbalora.al.config import load_campaign_config
 
     cfg = load_campaign_config(args.config, args.overrides)
     dirs = run_benchmark(cfg, args.out, strategies=args.strategies, seeds=args.seeds, n_rounds=args.rounds,
@@ -80,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    from mofbalora.al.campaign import load_campaign_config, suggest
+    from mofbalora.al.config import load_campaign_config
+    from mofbalora.al.real import suggest
 
     # a new campaign takes --config/--set; an existing one keeps its stored configuration
     cfg = load_campaign_config(args.config, args.overrides) if args.config or args.overrides else None
@@ -93,7 +95,7 @@ def _suggest(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from mofbalora.al.campaign import ingest
+    from mofbalora.al.real import ingest
 
     row = ingest(args.state, args.results, progress=not args.quiet)
     print(json.dumps({k: row[k] for k in ("round", "n_labelled", "n_acquired", "n_low_gap_found", "val_mae_ev",
@@ -102,7 +104,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from mofbalora.al.campaign import write_report
+    from mofbalora.al.report import write_report
 
     print(f"report: {write_report(args.runs, args.out)}")
     return 0

@@ -72,7 +72,7 @@ def _cache(args: argparse.Namespace) -> int:
 def _trunk_cache(args: argparse.Namespace) -> int:
     import time
 
-    from mofbalora.backbones.chgnet_cache import build_trunk_cache
+    from mofbalora.backbones.chgnet import build_trunk_cache
     from mofbalora.data.qmof import load_dataset
     from mofbalora.data.splits import load_split
 

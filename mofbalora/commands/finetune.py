@@ -6,8 +6,6 @@ import argparse
 import json
 import os
 
-from mofbalora.model import REGIMES
-
 ADAPTER_FLAGS = {"balora": "balora", "lora": "lora", "mc-dropout": "mc_dropout", "lora-ensemble": "lora_ensemble",
                  "head-only": "head_only", "full": "full", "gbm": "gbm"}
 
@@ -46,9 +44,7 @@ def resolve(args: argparse.Namespace) -> dict:
         value = getattr(args, flag)
         if value is not None:
             extra.setdefault(section, {})[key] = value
-    cfg = load_config(args.config, args.overrides, extra)
-    if cfg["model"]["regime"] not in REGIMES:
-        raise ValueError(f"unknown regime {cfg['model']['regime']!r}; choose from {list(REGIMES)}")
+    cfg = load_config(args.config, args.overrides, extra)  # checks model.regime (gbm included) and the rest
     if not cfg["run"]["out"]:
         raise ValueError("no run folder: pass --out DIR or set run.out in the config")
     return cfg

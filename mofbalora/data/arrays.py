@@ -8,14 +8,12 @@ interrupted writer never leaves half an entry; a folder whose files do not load 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mofbalora.data.qmof import cache_root
+from mofbalora.io import atomic_directory
 
 
 class ArrayStore:
@@ -48,21 +46,11 @@ class ArrayStore:
 
     def put(self, digest: str, arrays: dict[str, np.ndarray]) -> None:
         target = self._path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-        try:
+        for name, a in arrays.items():
+            if not name.isidentifier():
+                raise ValueError(f"bad array name {name!r}")
+            if np.asarray(a).dtype == object:
+                raise TypeError(f"array {name!r} has dtype object; only plain numeric arrays are stored")
+        with atomic_directory(target, replace=True) as tmp:
             for name, a in arrays.items():
-                if not name.isidentifier():
-                    raise ValueError(f"bad array name {name!r}")
-                a = np.ascontiguousarray(a)
-                if a.dtype == object:
-                    raise TypeError(f"array {name!r} has dtype object; only plain numeric arrays are stored")
-                np.save(tmp / f"{name}.npy", a, allow_pickle=False)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except OSError:
-            if not target.is_dir():  # lost a race with another writer of the same content: theirs is as good
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(a), allow_pickle=False)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mofbalora.data import plain
 from mofbalora.data.qmof import cache_root
+from mofbalora.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 #: file suffix of an entry (entries of the earlier pickle format, ``.pkl``, are never read)
@@ -82,14 +81,7 @@ class ContentCache:
         p = self._path(digest)
         data = plain.dumps(self.to_plain(value))
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(p, data)
 
     def get_or_compute(self, path: str | Path, compute: Callable[[Path], Any], digest: str | None = None) -> Any:
         digest = digest or file_digest(path)

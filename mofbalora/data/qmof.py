@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mofbalora.io import atomic_directory
 
 QMOF_ID_COLUMN = "qmof_id"
 QMOF_BANDGAP_COLUMN = "outputs.pbe.bandgap"
@@ -67,18 +67,8 @@ def _unpacked_tarball(tarball: Path) -> Path:
     cif_dir = target / "relaxed_structures"
     if cif_dir.is_dir():
         return cif_dir
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
-    try:
-        with tarfile.open(tarball, "r:*") as tar:
-            tar.extractall(tmp, filter="data")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race
-            if not cif_dir.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(target) as tmp, tarfile.open(tarball, "r:*") as tar:
+        tar.extractall(tmp, filter="data")
     return cif_dir
 
 

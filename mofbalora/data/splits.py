@@ -8,11 +8,12 @@ project uses its test set.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from mofbalora.data.qmof import load_dataset
+from mofbalora.io import atomic_write_json
 
 SPLIT_NAMES = ("train", "val", "test")
 SHIPPED_SPLITS = {"qmof_v1": Path(__file__).resolve().parent.parent / "splits" / "qmof_v1.json"}
@@ -38,12 +39,7 @@ def save_split(split: dict[str, list[str]], path: str | Path, **meta) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, **{k: split[k] for k in SPLIT_NAMES}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".split-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=0)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, payload, indent=0)
 
 
 def load_split(name_or_path: str | Path) -> dict[str, list[str]]:
@@ -56,3 +52,21 @@ def load_split(name_or_path: str | Path) -> dict[str, list[str]]:
     if missing:
         raise ValueError(f"{path}: split lacks {missing}")
     return {k: list(data[k]) for k in SPLIT_NAMES}
+
+
+def split_ids(cfg: dict):
+    """(dataset, {"train": ids, "val": ids, "test": ids}) of a run configuration's ``data`` section, after
+    its size limits (a labels CSV with the default split name gets a random 80/10/10 split, seed ``run.seed``)."""
+    d = cfg["data"]
+    ds = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"], target_column=d["target_column"])
+    if d["labels"] is not None and d["split"] == "qmof_v1":
+        split = random_split(ds.ids, seed=cfg["run"]["seed"])
+    else:
+        split = load_split(d["split"])
+    known = set(ds.ids)
+    out = {}
+    for part in ("train", "val", "test"):
+        ids = [i for i in split[part] if i in known]
+        limit = d.get(f"{part}_size")
+        out[part] = ids[:limit] if limit else ids
+    return ds, out

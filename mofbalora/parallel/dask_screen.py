@@ -24,6 +24,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mofbalora.model import MODEL_FILE, BandGapModel, load_model, resolve_model_dir
+from mofbalora.screen import predict_files
+
 CLUSTER_FORMS = "'local:N', a scheduler address such as 'tcp://host:8786', 'jobqueue:CONFIG.yaml' or a distributed.Client"
 JOBQUEUE_KINDS = ("slurm", "pbs")
 #: Environment of spawned worker processes. Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``, which (glibc) also
@@ -109,8 +112,6 @@ def _worker_model(model_dir: str):
     """The model of ``model_dir``, loaded once per worker process (reloaded if its weights file changed)."""
     import torch
 
-    from mofbalora.model import MODEL_FILE, load_model
-
     stamp = (model_dir, os.stat(Path(model_dir) / MODEL_FILE).st_mtime_ns)
     with _LOCK:
         if stamp in _MODELS:
@@ -126,8 +127,6 @@ def _worker_model(model_dir: str):
 def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], *, n_samples: int, seed: int,
                   max_atoms: int, with_embedding: bool = False, checks: bool = False) -> dict:
     """Run on a worker: records of one chunk, and what it cost (model load, compute, result size)."""
-    from mofbalora.screen import predict_files
-
     model, load_s = _worker_model(model_dir)
     t0 = time.perf_counter()
     records = predict_files(model, list(paths), list(keys), n_samples=n_samples, seed=seed, max_atoms=max_atoms,
@@ -140,8 +139,6 @@ def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], *, 
 def model_dir_for_workers(model, scratch: str | Path | None) -> str:
     """An absolute model folder the workers can load: a run folder as given, ``default`` resolved, an
     in-memory model saved once to ``scratch``."""
-    from mofbalora.model import BandGapModel, resolve_model_dir
-
     if isinstance(model, BandGapModel):
         if scratch is None:
             raise ValueError("an in-memory model needs a scratch folder to be shared with Dask workers")
@@ -154,8 +151,6 @@ class DaskPredictor:
     """Maps :func:`predict_chunk` over chunks of files on a Dask cluster, yielding results as they finish."""
 
     def __init__(self, cluster, model, *, scratch: str | Path | None = None) -> None:
-        from mofbalora.model import BandGapModel
-
         self.client, self._cluster = connect(cluster)
         # an in-memory model is written to ``scratch`` for the workers and removed again by :meth:`close`
         self._scratch = Path(scratch) if isinstance(model, BandGapModel) and scratch is not None else None

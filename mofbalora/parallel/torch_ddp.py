@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mofbalora.backbones.base import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -72,8 +74,6 @@ def init_from_env(device: str = "cpu", backend: str | None = None) -> DistContex
     ``MOFBALORA_DIST_BACKEND``) overrides the choice. Without ``torchrun`` (no ``WORLD_SIZE``) this is a
     plain one-process run.
     """
-    from mofbalora.backbones.base import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE

@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
@@ -26,10 +25,10 @@ KEYS = ("nll", "miscalibration_area", "ence", "coverage_68", "coverage_95", "spe
 
 
 def _arrays(csv: Path):
-    from mofbalora.evaluate import MIN_STD_EV
+    from mofbalora.prediction import floor_std
 
     t = pd.read_csv(csv)
-    return (t["bandgap_mean_ev"].to_numpy(float), np.maximum(t["bandgap_std_ev"].to_numpy(float), MIN_STD_EV),
+    return (t["bandgap_mean_ev"].to_numpy(float), floor_std(t["bandgap_std_ev"].to_numpy(float)),
             t["bandgap_true_ev"].to_numpy(float))
 
 

@@ -1,11 +1,11 @@
-"""Tests for mofbalora.al.batch.select_batch."""
+"""Tests for mofbalora.acquisition.batch.select_batch."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mofbalora.al.batch import DIVERSITY_RULES, select_batch, standardize_embeddings
+from mofbalora.acquisition.batch import DIVERSITY_RULES, select_batch, standardize_embeddings
 
 
 def _two_clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

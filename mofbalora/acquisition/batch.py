@@ -37,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from mofbalora.al.acquisition import RngLike, as_vector, make_rng
+from mofbalora.acquisition.functions import RngLike, as_vector, make_rng
 
 DiversityRule = Literal["none", "kcenter", "penalty"]
 DIVERSITY_RULES: tuple[str, ...] = ("none", "kcenter", "penalty")
