@@ -9,7 +9,10 @@ Variants (workflow files in workflows/):
 - ``balora_all_layers`` / ``lora_all_layers``: BaLoRA / LoRA on the readout, head reading every layer,
   L1 loss (workflows/finetune_chgnet_all_layers.yaml);
 - ``head_only_all_layers``: the same head on frozen features, no adapters (deterministic);
-- ``gbm``: gradient boosting on pooled mean/max/std of six layers, quantile (16/84 %) half-width as std.
+- ``gbm``: gradient boosting on pooled mean/max/std of six layers, quantile (16/84 %) half-width as std;
+- ``balora_nll_all_layers`` / ``balora_laplace_all_layers``: the all-layer recipe with a Gaussian / Laplace
+  NLL and an aleatoric head (the Laplace one is the shipped default's recipe, workflows/finetune_chgnet_laplace.yaml);
+  ``lora_*`` the same with plain LoRA.
 Writes results-<train size>.csv and table-<train size>.md beside this file.
 """
 
@@ -31,7 +34,8 @@ VARIANTS = {
     "gbm": ("finetune_chgnet_all_layers.yaml", ["model.regime=gbm"]),
     "balora_nll_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.likelihood=gaussian_nll"]),
     "lora_nll_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.likelihood=gaussian_nll", "model.regime=lora"]),
-    "balora_laplace_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.likelihood=laplace_nll"]),
+    "balora_laplace_all_layers": ("finetune_chgnet_laplace.yaml", []),
+    "lora_laplace_all_layers": ("finetune_chgnet_laplace.yaml", ["model.regime=lora"]),
 }
 REFERENCES = [("predicting the mean", 0.94), ("random forest, matminer", 0.362), ("SOAP kernel", 0.344),
               ("gradient-boosted matminer (JARVIS)", 0.342), ("CGCNN", 0.27), ("MOFTransformer (pretrained)", 0.27),
