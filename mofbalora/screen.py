@@ -45,7 +45,7 @@ from mofbalora.data.candidates import expand_candidates
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS, read_structure
 from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy, elements_of_formula
 from mofbalora.featurize import featurize_files
-from mofbalora.io import TABLE_FORMATS, write_table
+from mofbalora.io import TABLE_FORMATS, atomic_write_bytes, write_table
 from mofbalora.model import BandGapModel, load_model
 from mofbalora.physical import robust_summary
 from mofbalora.prediction import calibrated_std
@@ -67,6 +67,39 @@ def structure_seed(seed: int, digest: str | None) -> int:
 
 def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
+
+
+def _signature_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial.signature.json")
+
+
+def model_fingerprint(model: BandGapModel) -> str:
+    """sha256 (hex, first 16) of a model's weights and calibration: two screens of the same files agree row
+    for row only if this, the number of passes, the seed, the atom cap and the checks setting agree."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(model.calibration, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_signature(out: Path, signature: dict, resume: bool) -> None:
+    """Refuse to resume rows computed under another model or other settings (they would mix silently)."""
+    path = _signature_path(out)
+    if resume and _partial_path(out).exists():
+        if not path.exists():
+            log.warning("%s has no signature (written by an older mofbalora): resuming without checking that the "
+                        "model and settings are the same", _partial_path(out))
+        else:
+            old = json.loads(path.read_text())
+            diff = {k: (old.get(k), v) for k, v in signature.items() if old.get(k) != v}
+            if diff:
+                what = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
+                raise ValueError(f"{_partial_path(out)} holds rows of another screen ({what}); rerun with "
+                                 "resume=False (`--no-resume`) to start over, or keep the earlier settings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(signature, indent=1).encode())
 
 
 def _load_partial(path: Path) -> dict[str, dict]:
@@ -274,9 +307,10 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     paths = expand_candidates(inputs)
     if not paths:
         raise ValueError(f"no candidate files found in {inputs}")
-    if dask is None:
-        m = model if isinstance(model, BandGapModel) else load_model(model, device=device)
+    m = model if isinstance(model, BandGapModel) else load_model(model, device=device)
     partial = _partial_path(out)
+    _check_signature(out, {"model": model_fingerprint(m), "n_samples": int(n_samples), "seed": int(seed),
+                           "max_atoms": int(max_atoms), "checks": bool(run_checks)}, resume)
     done = _load_partial(partial) if resume else {}
     if not resume and partial.exists():
         partial.unlink()
@@ -324,6 +358,7 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     if stats is not None:
         table.attrs["dask"] = stats
     partial.unlink(missing_ok=True)
+    _signature_path(out).unlink(missing_ok=True)
     return table
 
 

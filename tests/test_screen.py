@@ -148,8 +148,28 @@ def test_killed_screen_resumes_to_the_same_table(tiny_model, qmof, tmp_path):
     assert 4 <= n_before < 24
     if out.exists():  # whatever was written is a complete, readable table
         assert len(pd.read_csv(out)) <= 24
+    # rows of another screen (here: 8 passes instead of 4) are not mixed in: refused, naming the setting
+    with pytest.raises(ValueError, match=r"n_samples: 4 then, 8 now.*--no-resume"):
+        screen([str(cands)], model=tiny_model, n_samples=8, out=out, progress=False, chunk_size=2)
+    assert len(partial.read_text().splitlines()) == n_before  # and nothing was lost
     resumed = screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, chunk_size=2)
     pd.testing.assert_frame_equal(resumed.reset_index(drop=True), ref.reset_index(drop=True))
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_model_fingerprint_names_the_weights_and_the_calibration(tiny_model):
+    import torch
+
+    from mofbalora.model import load_model
+    from mofbalora.screen import model_fingerprint
+
+    a, b = load_model(tiny_model), load_model(tiny_model)
+    assert model_fingerprint(a) == model_fingerprint(b)
+    with torch.no_grad():
+        next(p for p in b.head.parameters()).view(-1)[0] += 1e-3
+    assert model_fingerprint(a) != model_fingerprint(b)
+    a.calibration = {"method": "scale_floor", "std_factor": 2.0, "std_floor_ev": 0.1}
+    assert model_fingerprint(a) != model_fingerprint(load_model(tiny_model))
 
 
 def test_terminal_summary_shows_the_calibrated_std_when_the_model_has_one():
