@@ -79,10 +79,8 @@ class Prediction:
 
     def subsample(self, n_samples: int) -> Prediction:
         """The prediction of the first ``n_samples`` columns of :attr:`samples_ev` (mean and spread of those
-        draws; the aleatoric part stays the average over all draws). All columns: ``self``.
-
-        The spread of the first T draws uses ddof = 0, while :func:`predict_inputs` uses ddof = 1
-        (kept as it was: :mod:`mofbalora.compare` reports its T-curve this way).
+        draws, ddof = 1 as in :func:`predict_inputs`, so the T-curve of :mod:`mofbalora.compare` does not change
+        definition at its last point; the aleatoric part stays the average over all draws). All columns: ``self``.
         """
         total = self.samples_ev.shape[1]
         if not 1 <= n_samples <= total:
@@ -90,7 +88,7 @@ class Prediction:
         if n_samples == total:
             return self
         draws = self.samples_ev[:, :n_samples]
-        epistemic = draws.std(1) if n_samples > 1 else np.zeros(len(draws))
+        epistemic = draws.std(1, ddof=1) if n_samples > 1 else np.zeros(len(draws))
         return replace(self, mean_ev=draws.mean(1), std_ev=total_std(epistemic, self.aleatoric_std_ev),
                        samples_ev=draws, epistemic_std_ev=epistemic)
 
@@ -115,10 +113,10 @@ class Prediction:
     @classmethod
     def from_records(cls, records: Sequence[dict]) -> Prediction:
         """The prediction back from :meth:`to_record` records (with an ``embedding`` each). Records written
-        before they carried ``epistemic_std_ev`` get the (ddof = 0) spread of their draws."""
+        before they carried ``epistemic_std_ev`` get the (ddof = 1) spread of their draws."""
         samples = np.array([r["samples_ev"] for r in records], dtype=np.float64)
         epistemic = (np.array([r["epistemic_std_ev"] for r in records], dtype=np.float64)
-                     if all("epistemic_std_ev" in r for r in records) else samples.std(1))
+                     if all("epistemic_std_ev" in r for r in records) else samples.std(1, ddof=1))
         aleatoric = (np.array([r["aleatoric_std_ev"] for r in records], dtype=np.float64)
                      if records and all("aleatoric_std_ev" in r for r in records) else None)
         return cls(np.array([r["bandgap_mean_ev"] for r in records]), np.array([r["bandgap_std_ev"] for r in records]),

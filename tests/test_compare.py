@@ -131,7 +131,7 @@ def test_t_curve_is_the_first_t_columns_of_one_prediction(report_dir, runs, qmof
     sub = subsample_prediction(pred, 4)
     np.testing.assert_array_equal(sub.samples_ev, pred.samples_ev[:, :4])
     np.testing.assert_allclose(sub.mean_ev, pred.samples_ev[:, :4].mean(1))
-    np.testing.assert_allclose(sub.std_ev, pred.samples_ev[:, :4].std(1))
+    np.testing.assert_allclose(sub.std_ev, pred.samples_ev[:, :4].std(1, ddof=1))  # as the full prediction
     assert all(_same(curve["4"][k], v) for k, v in metrics_from_prediction(sub, y, 4).items())
 
 

@@ -43,5 +43,5 @@ def test_subsample_keeps_the_aleatoric_part_and_recombines():
     pred = _prediction(aleatoric=True)
     sub = pred.subsample(4)
     np.testing.assert_allclose(sub.mean_ev, pred.samples_ev[:, :4].mean(1))
-    np.testing.assert_allclose(sub.std_ev, np.sqrt(pred.samples_ev[:, :4].std(1) ** 2 + pred.aleatoric_std_ev**2))
+    np.testing.assert_allclose(sub.std_ev, np.sqrt(pred.samples_ev[:, :4].std(1, ddof=1) ** 2 + pred.aleatoric_std_ev**2))
     assert pred.subsample(8) is pred
