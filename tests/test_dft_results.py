@@ -118,7 +118,7 @@ def test_an_empty_cell_is_a_failed_calculation_and_a_valid_file_ingests(campaign
     results = _write(state.parent / "results.csv", [[first, "", "1.25"], [second, "", ""]])
     row = ingest(state, results)
     c = Campaign(state)
-    assert c.labelled[first] == 1.25 and c.state["failed"][second] == "dft_failed"
+    assert c.labelled[first] == 1.25 and c.state.failed[second] == "dft_failed"
     assert second not in c.labelled and not {first, second} & set(c.pool)
     assert row["round"] == 1 and c.history[-1]["dft_failed"] == [second]
 

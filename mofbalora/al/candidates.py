@@ -1,17 +1,22 @@
 """The pool side of a campaign: candidate files and their ids, and the batch files handed to DFT.
 
-A mixin of :class:`~mofbalora.al.campaign.Campaign` (it reads and commits the campaign's ``state``)."""
+A mixin of :class:`~mofbalora.al.campaign.Campaign` (it reads and commits the campaign's ``state``, a
+:class:`~mofbalora.al.state.CampaignState`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mofbalora.dft import Code, write_dft_inputs
 from mofbalora.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from mofbalora.al.state import CampaignState
 
 BATCH_COLUMNS = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
                  "rank", "status", "error", "round", "acquisition", "relative_dft_cost")
@@ -21,22 +26,24 @@ log = logging.getLogger(__name__)
 class CandidatePool:
     """Ids and CIF paths of the campaign's structures, candidate files added to the pool, batch files."""
 
+    state: CampaignState
+
     def known_keys(self) -> set[str]:
         st = self.state
-        return set(st["labelled"]) | set(st["pool"]) | set(st["val_ids"]) | set(st["test_ids"]) | set(st["failed"])
+        return set(st.labelled) | set(st.pool) | set(st.val_ids) | set(st.test_ids) | set(st.failed)
 
     def path_index(self) -> dict[str, str]:
         """Resolved CIF path -> id, for every structure of the campaign (any part, failures included)."""
         st = self.state
-        index = {p: k for k, p in st["paths"].items()}
-        for key in [*st["labelled"], *st["pool"], *st["val_ids"], *st["test_ids"]]:
-            if key not in st["paths"]:
+        index = {p: k for k, p in st.paths.items()}
+        for key in [*st.labelled, *st.pool, *st.val_ids, *st.test_ids]:
+            if key not in st.paths:
                 index.setdefault(str(self.path_of(key).resolve()), key)
         return index
 
     def new_key(self, path: str | Path) -> str:
         """An id for a new structure file: its stem, made unique with ``~2``, ``~3``, ..."""
-        stem, known = Path(path).stem, self.known_keys() | set(self.state["paths"])
+        stem, known = Path(path).stem, self.known_keys() | set(self.state.paths)
         key, n = stem, 1
         while key in known:
             n += 1
@@ -53,12 +60,12 @@ class CandidatePool:
                 log.info("%s is already in the campaign as %s", path, index[resolved])
                 continue
             key = self.new_key(path)
-            self.state["paths"][key] = resolved
+            self.state.paths[key] = resolved
             index[resolved] = key
             added.append(key)
         failed = self._featurize(added)
         added = [k for k in added if k not in failed]
-        self.state["pool"] += added
+        self.state.pool += added
         self.save_state()
         return added
 
