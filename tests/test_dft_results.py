@@ -196,3 +196,49 @@ def test_same_named_candidates_get_the_same_ids_in_any_order(campaign, tmp_path)
     (tmp_path / "c" / "MOF-5.cif").write_bytes(a.read_bytes())  # the same bytes as a: ~2 after the digest
     assert c.add_candidates([tmp_path / "c" / "MOF-5.cif"]) == [f"{_digest_id(a)}~2"]
 
+
+# -- a label call that is refused or interrupted leaves the state in memory as it was -------------------
+class _Killed(Exception):
+    pass
+
+
+def _broken_cif(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "broken.cif").write_bytes(b"\xff\xfe\x00garbage\x80\x81" * 50)
+    return root / "broken.cif"
+
+
+def test_a_label_call_that_consumes_nothing_leaves_the_state_as_it_was(campaign, tmp_path):
+    import copy
+
+    from mofbalora.al.state import CampaignState
+
+    c = Campaign(campaign)
+    before = copy.deepcopy(c.state)
+    assert c.add_labels({"ghost": 1.5}, {"ghost": _broken_cif(tmp_path)}) == []  # it fails featurization
+    assert c.state == before == CampaignState.read(campaign)
+    assert "ghost" not in c.state.paths and "ghost" not in c.state.failed
+
+
+@pytest.mark.parametrize("where", ["hook", "write"])
+def test_an_interrupted_label_call_leaves_the_state_in_memory_as_it_was(campaign, tmp_path, monkeypatch, where):
+    import copy
+
+    from mofbalora.al.state import CampaignState
+
+    a, _ = _same_name_in_two_folders(campaign, tmp_path / "new")
+    c = Campaign(campaign)
+    if where == "hook":
+        c.hook = lambda point, _: (_ for _ in ()).throw(_Killed(point)) if point == "label" else None
+    else:
+        def refuse(self, state_dir):
+            raise _Killed("disk full")
+        monkeypatch.setattr(CampaignState, "write", refuse)
+    before, on_disk = copy.deepcopy(c.state), _snapshot(campaign)
+    pending = c.pending[0]["structure_id"]
+    with pytest.raises(_Killed):
+        c.add_labels({pending: 1.0, "new": 2.0, "ghost": 3.0}, {"new": a, "ghost": _broken_cif(tmp_path)})
+    assert c.state == before and _snapshot(campaign) == on_disk
+    assert "new" not in c._inputs  # not committed: its id may name another file next time
+    monkeypatch.undo()
+    assert c.state == CampaignState.read(campaign)

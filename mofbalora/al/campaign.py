@@ -252,20 +252,23 @@ class Campaign(CandidatePool):
         ds = self.dataset()
         return ds.cif_paths[ds.index_of(key)]
 
-    def _featurize(self, keys: Sequence[str]) -> dict[str, str]:
-        """Featurize ``keys`` not yet in memory; return {key: reason} of those that failed."""
+    def _featurize(self, keys: Sequence[str], *, paths: Mapping[str, str] | None = None,
+                   record: bool = True) -> dict[str, str]:
+        """Featurize ``keys`` not yet in memory; return {key: reason} of those that failed (recorded in the
+        state's ``failed`` with ``record``). ``paths``: CIFs of keys not (yet) in the state."""
         todo = [k for k in dict.fromkeys(keys) if k not in self._inputs]
         if not todo:
             return {}
-        inputs, errors = featurize_files(self.model().backbone, [self.path_of(k) for k in todo],
-                                         progress="featurize" if self.progress else False)
+        files = [Path(paths[k]) if paths and k in paths else self.path_of(k) for k in todo]
+        inputs, errors = featurize_files(self.model().backbone, files, progress="featurize" if self.progress else False)
         failed = {}
         for k, x, err in zip(todo, inputs, errors, strict=True):
             if err is None:
                 self._inputs[k] = x
             else:
                 failed[k] = f"{err.reason}: {err.message}"
-                self.state.failed[k] = failed[k]
+                if record:
+                    self.state.failed[k] = failed[k]
         if failed:
             log.warning("%d of %d structures failed featurization and are left out, e.g. %s",
                         len(failed), len(todo), next(iter(failed.items())))
@@ -418,10 +421,15 @@ class Campaign(CandidatePool):
         the pool. Returns the ids consumed (labelled or failed); when there are none nothing is
         committed. Raises ``ValueError`` for a label contradicting an existing one, a val/test id,
         or an unknown id without a path.
+
+        All or nothing, on disk and in memory: the labels go into a copy of the state, which replaces
+        :attr:`state` only once it is committed. A refused call, one that consumes nothing, or one
+        interrupted before its commit leaves :attr:`state` as it was (new structures that failed
+        featurization are recorded in ``failed`` only along with a commit).
         """
         if self.phase not in ("select", "label"):
             raise ValueError(f"campaign {self.dir} is training round {self.round}; finish it (train()) first")
-        st = self.state
+        st = copy.deepcopy(self.state)  # the next state
         reserved = set(st.val_ids) | set(st.test_ids)
         pool = set(st.pool)
         new, failed, unknown, added_paths = [], [], [], {}
@@ -447,14 +455,15 @@ class Campaign(CandidatePool):
         if unknown:
             raise ValueError(f"{len(unknown)} id(s) are neither in the pool nor given with a CIF path, "
                              f"e.g. {unknown[:3]}")
+        cached = set(self._inputs)
         if added_paths:
+            bad = self._featurize(list(added_paths), paths=added_paths, record=False)
             st.paths.update(added_paths)
-            bad = self._featurize(list(added_paths))
+            st.failed.update(bad)
             new = [k for k in new if k not in bad]
             failed = [k for k in failed if k not in bad]
         if not new and not failed:
             return []
-        self._hook("label")
         done = set(new) | set(failed)
         for key in new:
             st.labelled[key] = float(labels[key])
@@ -464,7 +473,14 @@ class Campaign(CandidatePool):
         st.round, st.phase, st.pending = self.round + 1, "train", []
         st.round_picked, st.round_failed = new, failed
         st.pool = [k for k in st.pool if k not in done]
-        self.save_state()
+        try:
+            self._hook("label")
+            st.write(self.dir)
+        except BaseException:  # not committed: forget the new structures' inputs too (their ids may be reused)
+            for key in set(self._inputs) - cached:
+                del self._inputs[key]
+            raise
+        self.state = st
         return new + failed
 
     def label_pending(self) -> list[str]:
