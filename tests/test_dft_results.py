@@ -228,12 +228,13 @@ def test_an_interrupted_label_call_leaves_the_state_in_memory_as_it_was(campaign
 
     a, _ = _same_name_in_two_folders(campaign, tmp_path / "new")
     c = Campaign(campaign)
-    if where == "hook":
-        c.hook = lambda point, _: (_ for _ in ()).throw(_Killed(point)) if point == "label" else None
-    else:
-        def refuse(self, state_dir):
-            raise _Killed("disk full")
-        monkeypatch.setattr(CampaignState, "write", refuse)
+    def kill(*args):
+        raise _Killed(where)
+
+    if where == "hook":  # a kill just before the commit
+        c.hook = lambda point, _: kill() if point == "label" else None
+    else:  # the commit itself fails
+        monkeypatch.setattr(CampaignState, "write", kill)
     before, on_disk = copy.deepcopy(c.state), _snapshot(campaign)
     pending = c.pending[0]["structure_id"]
     with pytest.raises(_Killed):
