@@ -1,13 +1,13 @@
 """The pool side of a campaign: candidate files and their ids, and the batch files handed to DFT.
 
 Ids of new structure files (:meth:`CandidatePool.new_keys`; candidates added to the pool, new CIFs of a DFT
-results file): a file's id is its name without the extension (``a/MOF-5.cif`` -> ``MOF-5``) when no
-structure of the campaign has that id or an id made from it (``MOF-5~...``) and no other new file of the same
-call (one ``add_candidates`` / one results file) has that stem. Otherwise it is the stem, ``~`` and the first 8 hex digits of the sha256 of
-the file's bytes (``a/MOF-5.cif`` and ``b/MOF-5.cif`` added together -> ``MOF-5~3f1c09ab`` and
-``MOF-5~9b20e6d4``): distinct for different contents, and the same whatever the order of the files. Only
-files with the same stem *and* the same bytes can still meet; the later ones get ``~2``, ``~3``, ... after
-that. Ids already in the campaign never change.
+results file): a file's id is its name without the extension (``a/MOF-5.cif`` -> ``MOF-5``) when no structure
+of the campaign has that id or an id made from it (``MOF-5~...``) and no other new file of the same call (one
+``add_candidates`` / one results file) has that stem. Otherwise it is the stem, ``~`` and the first 8 hex
+digits of the sha256 of the file's bytes (``a/MOF-5.cif`` and ``b/MOF-5.cif`` added together -> e.g.
+``MOF-5~3f1c09ab`` and ``MOF-5~9b20e6d4``): distinct for different contents, and the same whatever the order
+of the files. Only files with the same stem *and* the same bytes can still meet; the later ones get ``~2``,
+``~3``, ... after that. Ids already in the campaign never change.
 
 A mixin of :class:`~mofbalora.al.campaign.Campaign` (it reads and commits the campaign's ``state``, a
 :class:`~mofbalora.al.state.CampaignState`)."""

@@ -10,7 +10,7 @@ a field this version does not know, raises ``ValueError`` naming the file and th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,7 +56,7 @@ class CampaignState:
     rng_state: dict[str, Any]  #: numpy ``bit_generator.state``
     cost_ref_atoms: float | None  #: atoms of a structure of relative DFT cost 1
     pool_stats: dict[str, Any] | None  #: simulated: the pool's low-gap base rate
-    history: list[dict[str, Any]] = field(default_factory=list)  #: one row per trained round
+    history: list[dict[str, Any]]  #: one row per trained round
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
