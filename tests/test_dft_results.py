@@ -118,7 +118,7 @@ def test_an_empty_cell_is_a_failed_calculation_and_a_valid_file_ingests(campaign
     results = _write(state.parent / "results.csv", [[first, "", "1.25"], [second, "", ""]])
     row = ingest(state, results)
     c = Campaign(state)
-    assert c.labelled[first] == 1.25 and c.state["failed"][second] == "dft_failed"
+    assert c.labelled[first] == 1.25 and c.state.failed[second] == "dft_failed"
     assert second not in c.labelled and not {first, second} & set(c.pool)
     assert row["round"] == 1 and c.history[-1]["dft_failed"] == [second]
 
@@ -130,3 +130,116 @@ def test_add_labels_refuses_unphysical_gaps(campaign):
         with pytest.raises(ValueError, match=f"{key!r}: band gap .* is not physical"):
             c.add_labels({key: gap})
     assert key in c.pool and key not in c.labelled
+
+
+# -- ids of new structures: the same file name in two folders ---------------------------------------------
+def _same_name_in_two_folders(campaign: Path, root: Path) -> list[Path]:
+    """Two different structures, both named MOF-5.cif (copies of the pending batch's CIFs)."""
+    batch = pd.read_csv(campaign / "batch_001.csv")
+    files = []
+    for folder, source in zip(("a", "b"), batch["path"], strict=True):
+        (root / folder).mkdir(parents=True)
+        files.append(root / folder / "MOF-5.cif")
+        files[-1].write_bytes(Path(source).read_bytes())
+    return files
+
+
+def _digest_id(cif: Path) -> str:
+    import hashlib
+
+    return f"MOF-5~{hashlib.sha256(cif.read_bytes()).hexdigest()[:8]}"
+
+
+def test_same_named_cifs_of_one_results_file_get_distinct_stable_ids(campaign, tmp_path):
+    import shutil
+
+    from mofbalora.al.dft_results import read_dft_results
+
+    a, b = _same_name_in_two_folders(campaign, tmp_path)
+    state = tmp_path / "campaign"
+    shutil.copytree(campaign, state)
+    c = Campaign(state)
+    results = _write(tmp_path / "results.csv", [["", "a/MOF-5.cif", "1.5"], ["", "b/MOF-5.cif", "2.5"]])
+    labels, paths = read_dft_results(results, c)
+    assert labels == {_digest_id(a): 1.5, _digest_id(b): 2.5}
+    assert {k: Path(p).resolve() for k, p in paths.items()} == {_digest_id(a): a, _digest_id(b): b}
+    # the ids do not depend on the order of the rows
+    reordered = _write(tmp_path / "reordered.csv", [["", str(b), "2.5"], ["", str(a), "1.5"]])
+    assert read_dft_results(reordered, c) == (dict(reversed(labels.items())), {_digest_id(b): str(b),
+                                                                                _digest_id(a): str(a)})
+    # the same file on two rows is still one structure given twice
+    twice = _write(tmp_path / "twice.csv", [["", str(a), "1.5"], ["", "a/MOF-5.cif", "1.5"]])
+    with pytest.raises(DFTResultsError, match=r"line 3 .*appears twice \(first on line 2\)"):
+        read_dft_results(twice, c)
+    # ingested, both join the campaign under those ids
+    assert sorted(c.add_labels(labels, paths)) == sorted(labels)
+    again = Campaign(state)
+    assert {k: again.labelled[k] for k in labels} == labels
+    assert {Path(again.state.paths[k]) for k in labels} == {a, b}
+
+
+def test_same_named_candidates_get_the_same_ids_in_any_order(campaign, tmp_path):
+    import shutil
+
+    a, b = _same_name_in_two_folders(campaign, tmp_path)
+    ids = []
+    for name, order in (("ab", [a, b]), ("ba", [b, a])):
+        shutil.copytree(campaign, tmp_path / name)
+        c = Campaign(tmp_path / name)
+        added = c.add_candidates(order)
+        assert len(set(added)) == 2 and set(added) <= set(Campaign(tmp_path / name).pool)
+        ids.append({Path(c.state.paths[k]): k for k in added})
+    assert ids[0] == ids[1] == {a: _digest_id(a), b: _digest_id(b)}
+    # a later file of that name that is not yet in the campaign gets a digest id as well
+    c = Campaign(tmp_path / "ab")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "MOF-5.cif").write_bytes(a.read_bytes())  # the same bytes as a: ~2 after the digest
+    assert c.add_candidates([tmp_path / "c" / "MOF-5.cif"]) == [f"{_digest_id(a)}~2"]
+
+
+# -- a label call that is refused or interrupted leaves the state in memory as it was -------------------
+class _Killed(Exception):
+    pass
+
+
+def _broken_cif(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "broken.cif").write_bytes(b"\xff\xfe\x00garbage\x80\x81" * 50)
+    return root / "broken.cif"
+
+
+def test_a_label_call_that_consumes_nothing_leaves_the_state_as_it_was(campaign, tmp_path):
+    import copy
+
+    from mofbalora.al.state import CampaignState
+
+    c = Campaign(campaign)
+    before = copy.deepcopy(c.state)
+    assert c.add_labels({"ghost": 1.5}, {"ghost": _broken_cif(tmp_path)}) == []  # it fails featurization
+    assert c.state == before == CampaignState.read(campaign)
+    assert "ghost" not in c.state.paths and "ghost" not in c.state.failed
+
+
+@pytest.mark.parametrize("where", ["hook", "write"])
+def test_an_interrupted_label_call_leaves_the_state_in_memory_as_it_was(campaign, tmp_path, monkeypatch, where):
+    import copy
+
+    from mofbalora.al.state import CampaignState
+
+    a, _ = _same_name_in_two_folders(campaign, tmp_path / "new")
+    c = Campaign(campaign)
+    def kill(*args):
+        raise _Killed(where)
+
+    if where == "hook":  # a kill just before the commit
+        c.hook = lambda point, _: kill() if point == "label" else None
+    else:  # the commit itself fails
+        monkeypatch.setattr(CampaignState, "write", kill)
+    before, on_disk = copy.deepcopy(c.state), _snapshot(campaign)
+    pending = c.pending[0]["structure_id"]
+    with pytest.raises(_Killed):
+        c.add_labels({pending: 1.0, "new": 2.0, "ghost": 3.0}, {"new": a, "ghost": _broken_cif(tmp_path)})
+    assert c.state == before and _snapshot(campaign) == on_disk
+    assert "new" not in c._inputs  # not committed: its id may name another file next time
+    monkeypatch.undo()
+    assert c.state == CampaignState.read(campaign)

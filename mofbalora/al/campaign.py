@@ -48,7 +48,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,8 +58,10 @@ from mofbalora.acquisition import acquisition_scores, cost_aware, dft_cost, sele
 from mofbalora.al.candidates import CandidatePool
 from mofbalora.al.config import validate_campaign_config
 from mofbalora.al.state import (
+    MODES,
     STATE_FILE,
     CampaignState,
+    Mode,
     read_campaign_config,
     write_campaign_config,
 )
@@ -76,9 +78,6 @@ from mofbalora.train import Trainer, model_from_config
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["train", "select", "label"]
-Mode = Literal["simulated", "real"]
-MODES = ("simulated", "real")
 #: points at which :attr:`Campaign.hook` is called: before the commit of a step, and after each epoch
 HOOK_POINTS = ("select", "label", "epoch", "train")
 
@@ -113,7 +112,6 @@ class Campaign(CandidatePool):
         self._loaded_round: int | None = None
         self._inputs: dict[str, Any] = {}
         self._digests: dict[str, str] = {}  # content digest of each structure's file, hashed once per process
-        self.state = CampaignState()
         self.cfg: dict[str, Any] = {}
 
     # -- creation -----------------------------------------------------------------------------------
@@ -161,27 +159,27 @@ class Campaign(CandidatePool):
         st = obj.state
         gaps = labelled if isinstance(labelled, Mapping) else {i: float(ds.bandgaps_ev[ds.index_of(i)])
                                                                   for i in parts["labelled"]}
-        st["labelled"] = {k: float(gaps[k]) for k in parts["labelled"] if k in ok}
-        st["initial"] = list(st["labelled"])
-        st["pool"] = [k for k in parts["pool"] if k in ok]
-        st["val_ids"] = [k for k in parts["val"] if k in ok]
-        st["test_ids"] = [k for k in parts["test"] if k in ok]
-        if not st["labelled"] or not st["val_ids"]:
-            raise ValueError(f"nothing left to train on after featurization: {len(st['labelled'])} labelled, "
-                             f"{len(st['val_ids'])} validation structures")
-        st["cost_ref_atoms"] = float(np.median([obj._inputs[k]["n_atoms"] for k in st["labelled"]]))
+        st.labelled = {k: float(gaps[k]) for k in parts["labelled"] if k in ok}
+        st.initial = list(st.labelled)
+        st.pool = [k for k in parts["pool"] if k in ok]
+        st.val_ids = [k for k in parts["val"] if k in ok]
+        st.test_ids = [k for k in parts["test"] if k in ok]
+        if not st.labelled or not st.val_ids:
+            raise ValueError(f"nothing left to train on after featurization: {len(st.labelled)} labelled, "
+                             f"{len(st.val_ids)} validation structures")
+        st.cost_ref_atoms = float(np.median([obj._inputs[k]["n_atoms"] for k in st.labelled]))
         if mode == "simulated":
-            pool_gaps = np.array([ds.bandgaps_ev[ds.index_of(k)] for k in st["pool"]])
+            pool_gaps = np.array([ds.bandgaps_ev[ds.index_of(k)] for k in st.pool])
             thr = cfg["al"]["low_gap_ev"]
-            st["pool_stats"] = {"n": len(st["pool"]), "n_low_gap": int((pool_gaps < thr).sum()),
-                                "low_gap_fraction": float((pool_gaps < thr).mean()) if len(pool_gaps) else None}
+            st.pool_stats = {"n": len(st.pool), "n_low_gap": int((pool_gaps < thr).sum()),
+                             "low_gap_fraction": float((pool_gaps < thr).mean()) if len(pool_gaps) else None}
         state_dir.mkdir(parents=True, exist_ok=True)
 
         write_campaign_config(state_dir, obj.cfg)
         obj.save_state()
         log.info("campaign %s: %d labelled, %d in the pool, %d val, %d test, %d failed featurization",
-                 state_dir, len(st["labelled"]), len(st["pool"]), len(st["val_ids"]), len(st["test_ids"]),
-                 len(st["failed"]))
+                 state_dir, len(st.labelled), len(st.pool), len(st.val_ids), len(st.test_ids),
+                 len(st.failed))
         return obj
 
     # -- state --------------------------------------------------------------------------------------
@@ -196,31 +194,31 @@ class Campaign(CandidatePool):
 
     @property
     def mode(self) -> str:
-        return self.state["mode"]
+        return self.state.mode
 
     @property
     def phase(self) -> str:
-        return self.state["phase"]
+        return self.state.phase
 
     @property
     def round(self) -> int:
-        return int(self.state["round"])
+        return int(self.state.round)
 
     @property
     def labelled(self) -> dict[str, float]:
-        return self.state["labelled"]
+        return self.state.labelled
 
     @property
     def pool(self) -> list[str]:
-        return self.state["pool"]
+        return self.state.pool
 
     @property
     def pending(self) -> list[dict]:
-        return self.state["pending"]
+        return self.state.pending
 
     @property
     def history(self) -> list[dict]:
-        return self.state["history"]
+        return self.state.history
 
     def model_dir(self, round_: int | None = None) -> Path:
         """Folder of the model trained in round ``round_`` (default: the latest finished round)."""
@@ -243,31 +241,34 @@ class Campaign(CandidatePool):
             if self.cfg["run"]["threads"]:
                 torch.set_num_threads(int(self.cfg["run"]["threads"]))
             with torch.random.fork_rng():
-                torch.manual_seed(self.state["seed"])
+                torch.manual_seed(self.state.seed)
                 self._model = model_from_config(self.cfg)
             self._initial_state = {k: v.detach().clone() for k, v in self._model.trained_state().items()}
         return self._model
 
     def path_of(self, key: str) -> Path:
-        if key in self.state["paths"]:
-            return Path(self.state["paths"][key])
+        if key in self.state.paths:
+            return Path(self.state.paths[key])
         ds = self.dataset()
         return ds.cif_paths[ds.index_of(key)]
 
-    def _featurize(self, keys: Sequence[str]) -> dict[str, str]:
-        """Featurize ``keys`` not yet in memory; return {key: reason} of those that failed."""
+    def _featurize(self, keys: Sequence[str], *, paths: Mapping[str, str] | None = None,
+                   record: bool = True) -> dict[str, str]:
+        """Featurize ``keys`` not yet in memory; return {key: reason} of those that failed (recorded in the
+        state's ``failed`` with ``record``). ``paths``: CIFs of keys not (yet) in the state."""
         todo = [k for k in dict.fromkeys(keys) if k not in self._inputs]
         if not todo:
             return {}
-        inputs, errors = featurize_files(self.model().backbone, [self.path_of(k) for k in todo],
-                                         progress="featurize" if self.progress else False)
+        files = [Path(paths[k]) if paths and k in paths else self.path_of(k) for k in todo]
+        inputs, errors = featurize_files(self.model().backbone, files, progress="featurize" if self.progress else False)
         failed = {}
         for k, x, err in zip(todo, inputs, errors, strict=True):
             if err is None:
                 self._inputs[k] = x
             else:
                 failed[k] = f"{err.reason}: {err.message}"
-                self.state["failed"][k] = failed[k]
+                if record:
+                    self.state.failed[k] = failed[k]
         if failed:
             log.warning("%d of %d structures failed featurization and are left out, e.g. %s",
                         len(failed), len(todo), next(iter(failed.items())))
@@ -288,11 +289,11 @@ class Campaign(CandidatePool):
     def _seed(self, purpose: str) -> int:
         """A seed for ``purpose`` in the current round: a function of the campaign seed and round only."""
         tag = {"train": 1, "select": 2, "test": 3}[purpose]
-        return int(np.random.SeedSequence([self.state["seed"], self.round, tag]).generate_state(1)[0])
+        return int(np.random.SeedSequence([self.state.seed, self.round, tag]).generate_state(1)[0])
 
     def _rng(self) -> np.random.Generator:
         gen = np.random.Generator(np.random.PCG64())
-        gen.bit_generator.state = self.state["rng_state"]
+        gen.bit_generator.state = self.state.rng_state
         return gen
 
     def _round_dir(self, round_: int) -> Path:
@@ -311,7 +312,7 @@ class Campaign(CandidatePool):
 
     def relative_dft_cost(self, n_atoms: Sequence[int]) -> np.ndarray:
         """DFT cost relative to a structure of the initial labelled set's median size (``~ N^exponent``)."""
-        counts = np.append(np.asarray(n_atoms, dtype=float), self.state["cost_ref_atoms"])
+        counts = np.append(np.asarray(n_atoms, dtype=float), self.state.cost_ref_atoms)
         cost = dft_cost(n_atoms=counts, exponent=self.cfg["al"]["cost_exponent"])
         return cost[:-1] / cost[-1]
 
@@ -367,8 +368,9 @@ class Campaign(CandidatePool):
                  "status": "ok", "error": "", "round": self.round + 1, "acquisition": al["acquisition"],
                  "relative_dft_cost": float(cost[i])} for rank, i in enumerate(picks, 1)]
         self._hook("select")
-        self.state.update(phase="label", pending=rows, rng_state=rng.bit_generator.state,
-                          select_seconds=time.perf_counter() - t0)
+        st = self.state
+        st.phase, st.pending, st.rng_state = "label", rows, rng.bit_generator.state
+        st.select_seconds = time.perf_counter() - t0
         self.save_state()
         return rows
 
@@ -419,12 +421,17 @@ class Campaign(CandidatePool):
         the pool. Returns the ids consumed (labelled or failed); when there are none nothing is
         committed. Raises ``ValueError`` for a label contradicting an existing one, a val/test id,
         or an unknown id without a path.
+
+        All or nothing, on disk and in memory: the labels go into a copy of the state, which replaces
+        :attr:`state` only once it is committed. A refused call, one that consumes nothing, or one
+        interrupted before its commit leaves :attr:`state` as it was (new structures that failed
+        featurization are recorded in ``failed`` only along with a commit).
         """
         if self.phase not in ("select", "label"):
             raise ValueError(f"campaign {self.dir} is training round {self.round}; finish it (train()) first")
-        st = self.state
-        reserved = set(st["val_ids"]) | set(st["test_ids"])
-        pool = set(st["pool"])
+        st = copy.deepcopy(self.state)  # the next state
+        reserved = set(st.val_ids) | set(st.test_ids)
+        pool = set(st.pool)
         new, failed, unknown, added_paths = [], [], [], {}
         for key, gap in labels.items():
             gap = float(gap)
@@ -436,8 +443,8 @@ class Campaign(CandidatePool):
                 if math.isfinite(gap) and not math.isclose(gap, self.labelled[key], abs_tol=1e-9):
                     raise ValueError(f"{key!r} is already labelled with {self.labelled[key]} eV, got {gap} eV")
                 continue
-            if key in st["failed"]:
-                log.warning("%s: no label added for %s, which failed before (%s)", self.dir, key, st["failed"][key])
+            if key in st.failed:
+                log.warning("%s: no label added for %s, which failed before (%s)", self.dir, key, st.failed[key])
                 continue
             if key not in pool:
                 if not paths or key not in paths:
@@ -448,23 +455,32 @@ class Campaign(CandidatePool):
         if unknown:
             raise ValueError(f"{len(unknown)} id(s) are neither in the pool nor given with a CIF path, "
                              f"e.g. {unknown[:3]}")
+        cached = set(self._inputs)
         if added_paths:
-            st["paths"].update(added_paths)
-            bad = self._featurize(list(added_paths))
+            bad = self._featurize(list(added_paths), paths=added_paths, record=False)
+            st.paths.update(added_paths)
+            st.failed.update(bad)
             new = [k for k in new if k not in bad]
             failed = [k for k in failed if k not in bad]
         if not new and not failed:
             return []
-        self._hook("label")
         done = set(new) | set(failed)
         for key in new:
-            st["labelled"][key] = float(labels[key])
+            st.labelled[key] = float(labels[key])
         for key in failed:
-            st["failed"][key] = "dft_failed"
-        st["acquired"] += new + failed
-        st.update(round=self.round + 1, phase="train", pending=[], round_picked=new, round_failed=failed,
-                  pool=[k for k in st["pool"] if k not in done])
-        self.save_state()
+            st.failed[key] = "dft_failed"
+        st.acquired += new + failed
+        st.round, st.phase, st.pending = self.round + 1, "train", []
+        st.round_picked, st.round_failed = new, failed
+        st.pool = [k for k in st.pool if k not in done]
+        try:
+            self._hook("label")
+            st.write(self.dir)
+        except BaseException:  # not committed: forget the new structures' inputs too (their ids may be reused)
+            for key in set(self._inputs) - cached:
+                del self._inputs[key]
+            raise
+        self.state = st
         return new + failed
 
     def label_pending(self) -> list[str]:
@@ -503,37 +519,38 @@ class Campaign(CandidatePool):
         keys = list(self.labelled)
         tr_x = self.inputs_of(keys)
         tr_y = torch.tensor([self.labelled[k] for k in keys], dtype=torch.float32)
-        va_x, va_y = self.inputs_of(self.state["val_ids"]), self._dataset_labels(self.state["val_ids"])
+        va_x, va_y = self.inputs_of(self.state.val_ids), self._dataset_labels(self.state.val_ids)
         trainer.fit(tr_x, tr_y, va_x, va_y, progress=False, on_epoch_end=lambda _: self._hook("epoch"))
         self._load_round_model(r)
         t0 = time.perf_counter()
         row = self._history_row(trainer)
-        row["seconds"] = {"select": self.state["select_seconds"], "train": trainer.train_seconds,
+        row["seconds"] = {"select": self.state.select_seconds, "train": trainer.train_seconds,
                           "evaluate": time.perf_counter() - t0}
         self._hook("train")
-        self.state["history"].append(row)
-        self.state.update(phase="select", round_picked=[], round_failed=[], select_seconds=0.0)
+        self.state.history.append(row)
+        st = self.state
+        st.phase, st.round_picked, st.round_failed, st.select_seconds = "select", [], [], 0.0
         self.save_state()
         log.info("%s round %d: %d labelled, %d low-gap found of %d acquired, test MAE %s eV",
-                 self.state["name"] or self.dir.name, r, row["n_labelled"], row["n_low_gap_found"],
+                 self.state.name or self.dir.name, r, row["n_labelled"], row["n_low_gap_found"],
                  row["n_acquired"], "n/a" if row["test_mae_ev"] is None else f"{row['test_mae_ev']:.3f}")
         return row
 
     def _history_row(self, trainer) -> dict:
         st, al = self.state, self.cfg["al"]
-        acquired_gaps = [self.labelled[k] for k in st["acquired"] if k in self.labelled]
-        row = {"round": self.round, "n_labelled": len(self.labelled), "n_acquired": len(st["acquired"]),
+        acquired_gaps = [self.labelled[k] for k in st.acquired if k in self.labelled]
+        row = {"round": self.round, "n_labelled": len(self.labelled), "n_acquired": len(st.acquired),
                "n_low_gap_found": int(sum(g < al["low_gap_ev"] for g in acquired_gaps)),
                "relative_dft_cost": float(self.relative_dft_cost(
-                   [x["n_atoms"] for x in self.inputs_of(st["acquired"])]).sum()) if st["acquired"] else 0.0,
+                   [x["n_atoms"] for x in self.inputs_of(st.acquired)]).sum()) if st.acquired else 0.0,
                "n_pool": len(self.pool), "val_mae_ev": float(trainer.best_val), "best_epoch": trainer.best_epoch,
                "test_mae_ev": None, "test_rmse_ev": None, "test_spearman_std_abs_error": None,
-               "picked": list(st["round_picked"]), "picked_bandgaps_ev": [self.labelled[k] for k in st["round_picked"]],
-               "dft_failed": list(st["round_failed"])}
-        if st["test_ids"]:
-            pred = self.model().predict_inputs(self.inputs_of(st["test_ids"]), n_samples=al["n_samples"],
+               "picked": list(st.round_picked), "picked_bandgaps_ev": [self.labelled[k] for k in st.round_picked],
+               "dft_failed": list(st.round_failed)}
+        if st.test_ids:
+            pred = self.model().predict_inputs(self.inputs_of(st.test_ids), n_samples=al["n_samples"],
                                                seed=self._seed("test"))
-            m = metrics_from_prediction(pred, self._dataset_labels(st["test_ids"]).double().numpy(), al["n_samples"])
+            m = metrics_from_prediction(pred, self._dataset_labels(st.test_ids).double().numpy(), al["n_samples"])
             for key in ("mae_ev", "rmse_ev", "spearman_std_abs_error"):
                 row[f"test_{key}"] = float(m[key]) if math.isfinite(m[key]) else None
         return row

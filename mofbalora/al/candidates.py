@@ -1,17 +1,33 @@
 """The pool side of a campaign: candidate files and their ids, and the batch files handed to DFT.
 
-A mixin of :class:`~mofbalora.al.campaign.Campaign` (it reads and commits the campaign's ``state``)."""
+Ids of new structure files (:meth:`CandidatePool.new_keys`; candidates added to the pool, new CIFs of a DFT
+results file): a file's id is its name without the extension (``a/MOF-5.cif`` -> ``MOF-5``) when no structure
+of the campaign has that id or an id made from it (``MOF-5~...``) and no other new file of the same call (one
+``add_candidates`` / one results file) has that stem. Otherwise it is the stem, ``~`` and the first 8 hex
+digits of the sha256 of the file's bytes (``a/MOF-5.cif`` and ``b/MOF-5.cif`` added together -> e.g.
+``MOF-5~3f1c09ab`` and ``MOF-5~9b20e6d4``): distinct for different contents, and the same whatever the order
+of the files. Only files with the same stem *and* the same bytes can still meet; the later ones get ``~2``,
+``~3``, ... after that. Ids already in the campaign never change.
+
+A mixin of :class:`~mofbalora.al.campaign.Campaign` (it reads and commits the campaign's ``state``, a
+:class:`~mofbalora.al.state.CampaignState`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from mofbalora.data.cache import file_digest
 from mofbalora.dft import Code, write_dft_inputs
 from mofbalora.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from mofbalora.al.state import CampaignState
 
 BATCH_COLUMNS = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
                  "rank", "status", "error", "round", "acquisition", "relative_dft_cost")
@@ -21,44 +37,55 @@ log = logging.getLogger(__name__)
 class CandidatePool:
     """Ids and CIF paths of the campaign's structures, candidate files added to the pool, batch files."""
 
+    state: CampaignState
+
     def known_keys(self) -> set[str]:
         st = self.state
-        return set(st["labelled"]) | set(st["pool"]) | set(st["val_ids"]) | set(st["test_ids"]) | set(st["failed"])
+        return set(st.labelled) | set(st.pool) | set(st.val_ids) | set(st.test_ids) | set(st.failed)
 
     def path_index(self) -> dict[str, str]:
         """Resolved CIF path -> id, for every structure of the campaign (any part, failures included)."""
         st = self.state
-        index = {p: k for k, p in st["paths"].items()}
-        for key in [*st["labelled"], *st["pool"], *st["val_ids"], *st["test_ids"]]:
-            if key not in st["paths"]:
+        index = {p: k for k, p in st.paths.items()}
+        for key in [*st.labelled, *st.pool, *st.val_ids, *st.test_ids]:
+            if key not in st.paths:
                 index.setdefault(str(self.path_of(key).resolve()), key)
         return index
 
-    def new_key(self, path: str | Path) -> str:
-        """An id for a new structure file: its stem, made unique with ``~2``, ``~3``, ..."""
-        stem, known = Path(path).stem, self.known_keys() | set(self.state["paths"])
-        key, n = stem, 1
-        while key in known:
-            n += 1
-            key = f"{stem}~{n}"
-        return key
+    def new_keys(self, paths: Sequence[str | Path], taken: Iterable[str] = ()) -> list[str]:
+        """Distinct ids for new structure files, one per path (the rule in the module docstring); ``taken``:
+        ids to avoid besides the campaign's (e.g. ids given in the same results file)."""
+        taken = self.known_keys() | set(self.state.paths) | set(taken)
+        made_from = {k[:i] for k in taken for i, ch in enumerate(k) if ch == "~"}  # 'MOF-5' of 'MOF-5~3f1c09ab'
+        stems = [Path(p).stem for p in paths]
+        shared = Counter(stems)
+        keys = []
+        for path, stem in zip(paths, stems, strict=True):
+            free = stem not in taken and stem not in made_from and shared[stem] == 1
+            key = stem if free else f"{stem}~{file_digest(path)[:8]}"
+            base, n = key, 1
+            while key in taken:  # the same stem and the same bytes
+                n += 1
+                key = f"{base}~{n}"
+            taken.add(key)
+            keys.append(key)
+        return keys
 
     def add_candidates(self, paths: Sequence[str | Path]) -> list[str]:
-        """Add candidate CIFs to the pool (ids: file stems, made unique); files already in the campaign
-        are skipped, files that fail featurization recorded in ``failed``. Returns the ids added."""
-        index, added = self.path_index(), []
+        """Add candidate CIFs to the pool (ids: :meth:`new_keys`); files already in the campaign are skipped,
+        files that fail featurization recorded in ``failed``. Returns the ids added."""
+        index, new = self.path_index(), {}
         for path in paths:
             resolved = str(Path(path).resolve())
             if resolved in index:
                 log.info("%s is already in the campaign as %s", path, index[resolved])
                 continue
-            key = self.new_key(path)
-            self.state["paths"][key] = resolved
-            index[resolved] = key
-            added.append(key)
+            new.setdefault(resolved, path)
+        added = self.new_keys(list(new.values()))  # ids from the names given, which may be links
+        self.state.paths.update(zip(added, new, strict=True))
         failed = self._featurize(added)
         added = [k for k in added if k not in failed]
-        self.state["pool"] += added
+        self.state.pool += added
         self.save_state()
         return added
 

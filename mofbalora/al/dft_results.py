@@ -72,7 +72,9 @@ def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, fl
     """PBE gaps of a results CSV for ``campaign`` (see the module docstring); reads, never changes it.
 
     Rows are matched by ``structure_id``, else by ``path``, else join as new structures (id: the given
-    ``structure_id``, or one made from the CIF's name). Returns ({id: gap in eV, NaN = failed},
+    ``structure_id``, or one made from the CIF's name by
+    :meth:`~mofbalora.al.candidates.CandidatePool.new_keys`: its stem, with a suffix from its content digest
+    when another structure or another new CIF of the file has that stem). Returns ({id: gap in eV, NaN = failed},
     {id: CIF path} of new structures). Raises :class:`DFTResultsError` listing every bad row.
     """
     path = Path(path)
@@ -84,44 +86,55 @@ def read_dft_results(path: str | Path, campaign: Campaign) -> tuple[dict[str, fl
                              f"columns are {columns}")
         rows = [(reader.line_num, row) for row in reader]
     known, index = campaign.known_keys(), campaign.path_index()
-    labels: dict[str, float] = {}
-    new_paths: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    problems: list[str] = []
+    parsed: list[tuple[int, str, str, str, float]] = []  # line, where, id ('' = to be made from the CIF), new CIF
+    problems: list[tuple[int, str]] = []
     for line, row in rows:
         sid = (row.get("structure_id") or "").strip()
         cell = row.get("path") or ""
         where = f"line {line} ({sid or cell.strip() or 'no id'})"
         if None in row:  # more fields than the header: an unquoted decimal comma, a stray separator
-            problems.append(f"{where}: {len(columns) + len(row[None])} fields for {len(columns)} columns "
-                            f"(extra {row[None]!r}; a decimal comma?)")
+            problems.append((line, f"{where}: {len(columns) + len(row[None])} fields for {len(columns)} columns "
+                                   f"(extra {row[None]!r}; a decimal comma?)"))
             continue
         if any(v is None for v in row.values()):
-            problems.append(f"{where}: fewer fields than the {len(columns)} columns {columns}")
+            problems.append((line, f"{where}: fewer fields than the {len(columns)} columns {columns}"))
             continue
         raw = row[GAP_COLUMN]
         try:
             gap = parse_gap_ev(raw)
         except ValueError as exc:
-            problems.append(f"{where}: {GAP_COLUMN} {exc}")
+            problems.append((line, f"{where}: {GAP_COLUMN} {exc}"))
             continue
-        key = sid if sid in known else None
+        key, new_cif = (sid if sid in known else None), ""
         if key is None and cell.strip():
             cif = _cif_of(cell, path)
             key = index.get(str(cif.resolve()))
             if key is None:
                 if not cif.is_file():
-                    problems.append(f"{where}: CIF {cell!r} of a new structure not found")
+                    problems.append((line, f"{where}: CIF {cell!r} of a new structure not found"))
                     continue
-                key = sid or campaign.new_key(cif)
-                new_paths[key] = str(cif)
+                key, new_cif = sid, str(cif)  # sid '' : an id is made below
         if key is None:
-            problems.append(f"{where}: not in the campaign and no CIF path given")
+            problems.append((line, f"{where}: not in the campaign and no CIF path given"))
             continue
+        parsed.append((line, where, key, new_cif, gap))
+
+    # ids of the new CIFs given without one, made all together (candidates.py: files with the same name in
+    # two folders get two ids, whatever their order); the same file on two rows gets one id
+    unnamed = {str(Path(c).resolve()): c for _, _, key, c, _ in parsed if not key}
+    made = dict(zip(unnamed, campaign.new_keys(list(unnamed.values()), taken={key for _, _, key, _, _ in parsed}),
+                    strict=True))
+    labels: dict[str, float] = {}
+    new_paths: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for line, where, key, new_cif, gap in parsed:
+        key = key or made[str(Path(new_cif).resolve())]
         if key in labels:
-            problems.append(f"{where}: structure {key!r} appears twice (first on line {lines[key]})")
+            problems.append((line, f"{where}: structure {key!r} appears twice (first on line {lines[key]})"))
             continue
         labels[key], lines[key] = gap, line
+        if new_cif:
+            new_paths[key] = new_cif
     if problems:
-        raise DFTResultsError(path, problems)
+        raise DFTResultsError(path, [why for _, why in sorted(problems, key=lambda p: p[0])])
     return labels, new_paths

@@ -115,7 +115,7 @@ def _status(args: argparse.Namespace) -> int:
 
     c = Campaign(args.state)
     print(f"{c.dir}: {c.mode} campaign, round {c.round}, phase {c.phase}; {len(c.labelled)} labelled, "
-          f"{len(c.pool)} in the pool, {len(c.pending)} pending, {len(c.state['failed'])} failed")
+          f"{len(c.pool)} in the pool, {len(c.pending)} pending, {len(c.state.failed)} failed")
     for h in c.history:
         mae = "n/a" if h["test_mae_ev"] is None else f"{h['test_mae_ev']:.3f}"
         print(f"  round {h['round']:3d}: {h['n_labelled']} labelled, {h['n_low_gap_found']} low-gap of "
