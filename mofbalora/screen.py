@@ -371,15 +371,34 @@ def _key(path: Path) -> str:
         return f"path:{path}"
 
 
+def structure_ids(paths: list, keys: list[str]) -> list[str]:
+    """One distinct id per input file: its stem, or, when several inputs share a stem (CoRE MOF's ASR and FSR
+    sets name the same refcodes), ``stem~`` and the first 8 hex digits of the file's content digest (``keys``);
+    byte-identical copies under one stem get ``~2``, ``~3`` by input order. The same files give the same ids."""
+    stems = [Path(p).stem for p in paths]
+    shared = Counter(stems)
+    ids, taken = [], set()
+    for stem, key in zip(stems, keys, strict=True):
+        digest = hashlib.sha256(key.encode()).hexdigest() if key.startswith("path:") else key  # unreadable file
+        sid = stem if shared[stem] == 1 else f"{stem}~{digest[:8]}"
+        base, n = sid, 1
+        while sid in taken:
+            n += 1
+            sid = f"{base}~{n}"
+        taken.add(sid)
+        ids.append(sid)
+    return ids
+
+
 def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool,
                   checks: str = "flag", domain: str = "rank-separately") -> pd.DataFrame:
     records = []
-    for key, path in zip(keys, paths, strict=True):
+    for key, path, sid in zip(keys, paths, structure_ids(paths, keys), strict=True):
         rec = done.get(key)
         if rec is None:
             continue
         # the same content given twice gets one prediction but a row per path, each naming its own file
-        records.append({**rec, "path": str(path), "structure_id": Path(path).stem})
+        records.append({**rec, "path": str(path), "structure_id": sid})
     table = rank_rows(records, acquisition, kappa=kappa, target_ev=target_ev, goal=goal, seed=seed, checks=checks,
                       domain=domain)
     write_table(table, out)

@@ -209,3 +209,21 @@ def test_trunk_pre_pass_in_worker_processes_gives_the_same_table(tiny_model, can
     assert a["status"].tolist() == b["status"].tolist() and a["error"].fillna("").tolist() == b["error"].fillna("").tolist()
     np.testing.assert_allclose(a["bandgap_mean_ev"], b["bandgap_mean_ev"], atol=1e-6)
     np.testing.assert_allclose(a["bandgap_std_ev"], b["bandgap_std_ev"], atol=1e-6)
+
+
+def test_inputs_sharing_a_file_name_get_distinct_stable_ids(tmp_path):
+    from mofbalora.screen import _key, structure_ids
+
+    for folder, text in [("ASR", "data_a\n"), ("FSR", "data_b\n"), ("copy", "data_b\n"), ("x", "data_c\n")]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / ("MOF-5.cif" if folder != "x" else "ZIF-8.cif")).write_text(text)
+    paths = [tmp_path / "ASR" / "MOF-5.cif", tmp_path / "FSR" / "MOF-5.cif", tmp_path / "copy" / "MOF-5.cif",
+             tmp_path / "x" / "ZIF-8.cif", tmp_path / "missing" / "MOF-5.cif"]
+    keys = [_key(p) for p in paths]
+    ids = structure_ids(paths, keys)
+    assert len(set(ids)) == len(ids) == 5
+    assert ids[3] == "ZIF-8"  # a unique stem stays as it is
+    assert ids[0] == f"MOF-5~{keys[0][:8]}" and ids[1] == f"MOF-5~{keys[1][:8]}" and ids[2] == ids[1] + "~2"
+    assert ids[4].startswith("MOF-5~")
+    assert structure_ids(paths, keys) == ids  # stable
+    assert structure_ids(paths[:1] + paths[3:4], keys[:1] + keys[3:4]) == ["MOF-5", "ZIF-8"]
