@@ -54,7 +54,7 @@ def test_a_new_state_round_trips(tmp_path):
     assert CampaignState.read(tmp_path) == state
 
 
-@pytest.mark.parametrize("version", [2, 0, None, "1"])
+@pytest.mark.parametrize("version", [2, 0, None, "1", True])
 def test_a_state_of_another_version_is_refused(tmp_path, version):
     (tmp_path / STATE_FILE).write_text(json.dumps({**_written_before(), "version": version}))
     with pytest.raises(ValueError, match=rf"{STATE_FILE}: state version {version!r}, this mofbalora reads 1"):

@@ -81,7 +81,8 @@ class CampaignState:
         unknown field."""
         if not isinstance(data, dict):
             raise ValueError(f"{where}: a campaign state is a JSON object, got {type(data).__name__}")
-        if data.get("version") != STATE_VERSION:
+        version = data.get("version")
+        if isinstance(version, bool) or version != STATE_VERSION:  # JSON true == 1 in Python
             raise ValueError(f"{where}: state version {data.get('version')!r}, this mofbalora reads {STATE_VERSION}")
         names = cls.field_names()
         missing = [k for k in names if k not in data]
