@@ -168,9 +168,9 @@ def cif_elements(path: str | Path) -> list[str]:
     """Element symbols of a CIF's atom sites, read from the atom-site loop only (no structure is built)."""
     from pymatgen.io.cif import CifFile
 
-    from mofbalora.data.structures import _atom_site_block, _read_text
+    from mofbalora.data.structures import atom_site_block, read_cif_text
 
-    found = _atom_site_block(CifFile.from_str(_read_text(Path(path))))
+    found = atom_site_block(CifFile.from_str(read_cif_text(Path(path))))
     if found is None:
         raise ValueError(f"{path}: no data block with _atom_site_ items")
     data = found[1].data

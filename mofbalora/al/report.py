@@ -12,7 +12,7 @@ import yaml
 
 from mofbalora.al.state import CONFIG_FILE, STATE_FILE
 from mofbalora.io import atomic_write_bytes
-from mofbalora.uq.plots import _new_figure, _save
+from mofbalora.uq.plots import new_figure, save_figure
 
 
 def collect_runs(runs_dir: str | Path):
@@ -66,7 +66,7 @@ def final_summary(table):
 
 def _curve_plot(curves, x: str, y: str, path: Path, *, xlabel: str, ylabel: str, title: str,
                 base_rate: float | None = None) -> Path:
-    fig = _new_figure((5.5, 4.2))
+    fig = new_figure((5.5, 4.2))
     ax = fig.add_subplot()
     for strategy, c in curves.groupby("strategy"):
         c = c.dropna(subset=[y]).sort_values(x)
@@ -79,7 +79,7 @@ def _curve_plot(curves, x: str, y: str, path: Path, *, xlabel: str, ylabel: str,
         ax.plot([0, xmax], [0, base_rate * xmax], "k--", lw=1, label="pool base rate")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_learning_curves(curves, path: str | Path) -> Path:

@@ -154,7 +154,7 @@ def _check_limits(max_atoms: int, min_distance_a: float) -> None:
         raise ValueError(f"min_distance_a must be a finite number >= 0 (Å), got {min_distance_a!r}")
 
 
-def _read_text(path: Path) -> str:
+def read_cif_text(path: Path) -> str:
     """Read ``path`` as text (UTF-8, then latin-1), with ``unreadable``/``empty``/``not_cif`` errors."""
     if path.is_dir():
         raise StructureError("unreadable", path, "is a directory, not a file")
@@ -273,7 +273,7 @@ def _precheck_block(block: Any, path: Path, max_atoms: int) -> None:
         raise StructureError("too_many_atoms", path, f"{n_rows} atom-site rows > limit {max_atoms}")
 
 
-def _atom_site_block(cif: Any) -> tuple[str, Any] | None:
+def atom_site_block(cif: Any) -> tuple[str, Any] | None:
     """The first data block of a parsed CifFile that holds ``_atom_site_`` items."""
     for name, block in cif.data.items():
         if any(key.lower().startswith("_atom_site_") for key in block.data):
@@ -310,13 +310,13 @@ def _parse(text: str, path: Path, max_atoms: int) -> Structure:
                 raw = CifFile.from_str(text)
             except Exception:
                 raw = None
-            found = _atom_site_block(raw) if raw is not None else None
+            found = atom_site_block(raw) if raw is not None else None
             if found is not None:
                 _precheck_block(found[1], path, max_atoms)
             if isinstance(exc, ZeroDivisionError):  # pymatgen divides by the loop's column or row count
                 raise StructureError("not_cif", path, "CIF syntax: a loop_ without column tags or values") from None
             raise StructureError("not_cif", path, f"CIF syntax: {_short(exc)}") from None
-        found = _atom_site_block(parser._cif)  # noqa: SLF001  (the parsed blocks; no public accessor)
+        found = atom_site_block(parser._cif)  # noqa: SLF001  (the parsed blocks; no public accessor)
         if found is None:
             raise StructureError("not_cif", path, "no data block with _atom_site_ items")
         name, block = found
@@ -493,7 +493,7 @@ def read_structure(
     """
     _check_limits(max_atoms, min_distance_a)
     path = Path(path)
-    text = _read_text(path)
+    text = read_cif_text(path)
     structure = _parse(text, path, max_atoms)
     _check_geometry(structure, path, max_atoms)
     structure = _ordered_copy(structure, path)

@@ -32,7 +32,7 @@ __all__ = [
 _DPI = 150
 
 
-def _new_figure(size: tuple[float, float] = (5.0, 4.5)) -> Any:
+def new_figure(size: tuple[float, float] = (5.0, 4.5)) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -41,7 +41,7 @@ def _new_figure(size: tuple[float, float] = (5.0, 4.5)) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
     out = Path(path)
     if out.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png, got {str(out)!r}")
@@ -63,7 +63,7 @@ def parity_plot(
     Draws the y = x line and puts MAE in the default title.
     """
     pred, std, true = validate_arrays(y_pred, y_std, y_true)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     order = np.argsort(std)  # most uncertain drawn last, on top
     sc = ax.scatter(true[order], pred[order], c=std[order], s=12, cmap="viridis", alpha=0.85, linewidths=0)
@@ -80,7 +80,7 @@ def parity_plot(
     ax.set_title(title if title is not None else f"Parity (n = {pred.size}, MAE = {mae_ev:.3f} eV)")
     fig.colorbar(sc, ax=ax, label="Predicted std (eV)")
     ax.legend(loc="upper left", frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def error_vs_std_plot(
@@ -94,7 +94,7 @@ def error_vs_std_plot(
     pred, std, true = validate_arrays(y_pred, y_std, y_true)
     abs_err = np.abs(pred - true)
     rho = spearman_std_abs_error(pred, std, true)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.scatter(std, abs_err, s=10, alpha=0.6, linewidths=0, color="tab:blue")
     x = np.linspace(0.0, float(std.max()) * 1.05, 50)
@@ -107,7 +107,7 @@ def error_vs_std_plot(
     ax.set_xlim(left=0.0)
     ax.set_ylim(bottom=0.0)
     ax.legend(loc="upper left", frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def calibration_plot(
@@ -119,7 +119,7 @@ def calibration_plot(
     :func:`~mofbalora.uq.metrics.calibration_curve`; the legend shows each miscalibration area.
     """
     _check_curves("curves", curves)
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="0.3", lw=1, ls="--", label="ideal")
     for label, pair in curves.items():
@@ -136,7 +136,7 @@ def calibration_plot(
     ax.set_ylabel("Observed proportion in central interval")
     ax.set_title(title if title is not None else "Calibration")
     ax.legend(loc="upper left", frameon=False, fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rejection_plot(
@@ -148,7 +148,7 @@ def rejection_plot(
     entry's oracle (reject highest error first) and random curves are drawn as references.
     """
     _check_curves("curves", curves)
-    fig = _new_figure((5.5, 4.5))
+    fig = new_figure((5.5, 4.5))
     ax = fig.add_subplot()
     for i, (label, curve) in enumerate(curves.items()):
         missing = [k for k in ("fraction_rejected", "mae_model", "mae_oracle", "mae_random") if k not in curve]
@@ -165,7 +165,7 @@ def rejection_plot(
     ax.set_ylabel("MAE of retained points (eV)")
     ax.set_title(title if title is not None else "Rejection curve")
     ax.legend(loc="best", frameon=False, fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def metric_vs_samples_plot(
@@ -193,7 +193,7 @@ def metric_vs_samples_plot(
     _check_curves("values", values)
     if not isinstance(ylabel, str) or not ylabel:
         raise TypeError(f"ylabel must be a non-empty string, got {ylabel!r}")
-    fig = _new_figure((5.5, 4.0))
+    fig = new_figure((5.5, 4.0))
     ax = fig.add_subplot()
     for label, ys in values.items():
         y = np.asarray(ys, dtype=np.float64)
@@ -213,4 +213,4 @@ def metric_vs_samples_plot(
     if title is not None:
         ax.set_title(title)
     ax.legend(loc="best", frameon=False, fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
