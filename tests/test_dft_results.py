@@ -243,3 +243,17 @@ def test_an_interrupted_label_call_leaves_the_state_in_memory_as_it_was(campaign
     assert "new" not in c._inputs  # not committed: its id may name another file next time
     monkeypatch.undo()
     assert c.state == CampaignState.read(campaign)
+
+
+def test_a_structure_that_no_longer_featurizes_stops_the_step_and_records_nothing(campaign, tmp_path):
+    import copy
+
+    a, _ = _same_name_in_two_folders(campaign, tmp_path / "pool")
+    c = Campaign(campaign)
+    (key,) = c.add_candidates([a])
+    before = copy.deepcopy(c.state)
+    a.write_bytes(_broken_cif(tmp_path / "junk").read_bytes())  # the file changed on disk after it joined
+    c._inputs.pop(key, None)
+    with pytest.raises(ValueError, match="no longer featurize"):
+        c.inputs_of([key])
+    assert c.state == before and key not in c.state.failed

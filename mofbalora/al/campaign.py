@@ -275,7 +275,9 @@ class Campaign(CandidatePool):
         return failed
 
     def inputs_of(self, keys: Sequence[str]) -> list:
-        failed = self._featurize(keys)
+        """The backbone inputs of ``keys`` (labelled or pool structures, which featurized when they joined);
+        ValueError if any no longer does. Nothing is recorded in the state: the error stops the step."""
+        failed = self._featurize(keys, record=False)
         if failed:
             raise ValueError(f"{len(failed)} structure(s) of the campaign no longer featurize, e.g. "
                              f"{next(iter(failed.items()))}")
