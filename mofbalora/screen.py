@@ -45,7 +45,7 @@ from mofbalora.data.candidates import expand_candidates
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS, read_structure
 from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy, elements_of_formula
 from mofbalora.featurize import featurize_files
-from mofbalora.io import TABLE_FORMATS, atomic_write_bytes, write_table
+from mofbalora.io import TABLE_FORMATS, atomic_write_json, write_table
 from mofbalora.model import BandGapModel, load_model
 from mofbalora.physical import robust_summary
 from mofbalora.prediction import calibrated_std
@@ -56,7 +56,6 @@ COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_e
            "bandgap_std_calibrated_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag", "score",
            "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
            "status", "error", "detail", "digest"]
-FORMATS = TABLE_FORMATS
 
 
 def structure_seed(seed: int, digest: str | None) -> int:
@@ -99,7 +98,7 @@ def _check_signature(out: Path, signature: dict, resume: bool) -> None:
                 raise ValueError(f"{_partial_path(out)} holds rows of another screen ({what}); rerun with "
                                  "resume=False (`--no-resume`) to start over, or keep the earlier settings")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(signature, indent=1).encode())
+    atomic_write_json(path, signature, indent=1)
 
 
 def _load_partial(path: Path) -> dict[str, dict]:
@@ -302,8 +301,8 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     run_checks = checks != "off"
     policies = {"checks": checks, "domain": domain}
     out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"unknown output format {out.suffix!r}; choose from {sorted(FORMATS)}")
+    if out.suffix.lower() not in TABLE_FORMATS:
+        raise ValueError(f"unknown output format {out.suffix!r}; choose from {sorted(TABLE_FORMATS)}")
     paths = expand_candidates(inputs)
     if not paths:
         raise ValueError(f"no candidate files found in {inputs}")
