@@ -41,7 +41,7 @@ from mofbalora.checks import (
     run_checks,
 )
 from mofbalora.data.cache import file_digest
-from mofbalora.data.candidates import expand_candidates
+from mofbalora.data.candidates import distinct_file_ids, expand_candidates
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS, read_structure
 from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy, elements_of_formula
 from mofbalora.featurize import featurize_files
@@ -371,22 +371,15 @@ def _key(path: Path) -> str:
 
 
 def structure_ids(paths: list, keys: list[str]) -> list[str]:
-    """One distinct id per input file: its stem, or, when several inputs share a stem (CoRE MOF's ASR and FSR
-    sets name the same refcodes), ``stem~`` and the first 8 hex digits of the file's content digest (``keys``);
-    byte-identical copies under one stem get ``~2``, ``~3`` by input order. The same files give the same ids."""
-    stems = [Path(p).stem for p in paths]
-    shared = Counter(stems)
-    ids, taken = [], set()
-    for stem, key in zip(stems, keys, strict=True):
-        digest = hashlib.sha256(key.encode()).hexdigest() if key.startswith("path:") else key  # unreadable file
-        sid = stem if shared[stem] == 1 else f"{stem}~{digest[:8]}"
-        base, n = sid, 1
-        while sid in taken:
-            n += 1
-            sid = f"{base}~{n}"
-        taken.add(sid)
-        ids.append(sid)
-    return ids
+    """One distinct id per input file (:func:`mofbalora.data.candidates.distinct_file_ids`): its stem, or, when
+    several inputs share a stem (CoRE MOF's ASR and FSR sets name the same refcodes), ``stem~`` and 8 hex
+    digits of the file's content digest (``keys``; a hash of the path for an unreadable file)."""
+
+    def digest_of(i: int) -> str:
+        key = keys[i]
+        return hashlib.sha256(key.encode()).hexdigest() if key.startswith("path:") else key
+
+    return distinct_file_ids(paths, digest_of)
 
 
 def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool,

@@ -15,7 +15,6 @@ A mixin of :class:`~mofbalora.al.campaign.Campaign` (it reads and commits the ca
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mofbalora.data.cache import file_digest
+from mofbalora.data.candidates import distinct_file_ids
 from mofbalora.dft import Code, write_dft_inputs
 from mofbalora.io import atomic_write_bytes
 
@@ -56,20 +56,7 @@ class CandidatePool:
         """Distinct ids for new structure files, one per path (the rule in the module docstring); ``taken``:
         ids to avoid besides the campaign's (e.g. ids given in the same results file)."""
         taken = self.known_keys() | set(self.state.paths) | set(taken)
-        made_from = {k[:i] for k in taken for i, ch in enumerate(k) if ch == "~"}  # 'MOF-5' of 'MOF-5~3f1c09ab'
-        stems = [Path(p).stem for p in paths]
-        shared = Counter(stems)
-        keys = []
-        for path, stem in zip(paths, stems, strict=True):
-            free = stem not in taken and stem not in made_from and shared[stem] == 1
-            key = stem if free else f"{stem}~{file_digest(path)[:8]}"
-            base, n = key, 1
-            while key in taken:  # the same stem and the same bytes
-                n += 1
-                key = f"{base}~{n}"
-            taken.add(key)
-            keys.append(key)
-        return keys
+        return distinct_file_ids(list(paths), lambda i: file_digest(paths[i]), taken)
 
     def add_candidates(self, paths: Sequence[str | Path]) -> list[str]:
         """Add candidate CIFs to the pool (ids: :meth:`new_keys`); files already in the campaign are skipped,

@@ -14,11 +14,13 @@ import logging
 import os
 import random
 import tarfile
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
 __all__ = [
+    "distinct_file_ids",
     "COREMOF_SUBSETS",
     "MANIFEST_NAME",
     "CoreMofSubset",
@@ -262,3 +264,25 @@ def _write_manifest(target: Path, subset: str, rows: list[dict[str, str]], paths
             record = {"name": row["filename"], "path": path.name, "subset": subset, "disordered": row["disordered"]}
             record.update({key: row.get(key, "") for key in extra})
             writer.writerow(record)
+
+
+def distinct_file_ids(paths: list, digest_of: Callable[[int], str], taken: Iterable[str] = ()) -> list[str]:
+    """One distinct id per structure file: its stem, unless another of ``paths`` shares the stem or ``taken``
+    holds it (as an id, or as the start ``stem~`` of one); then ``stem~`` and the first 8 hex digits of the
+    file's content digest (``digest_of(i)`` for ``paths[i]``, called only on a collision). Byte-identical
+    copies under one stem get ``~2``, ``~3`` by order. The same files and ``taken`` give the same ids."""
+    taken = set(taken)
+    made_from = {k[:i] for k in taken for i, ch in enumerate(k) if ch == "~"}  # 'MOF-5' of 'MOF-5~3f1c09ab'
+    stems = [Path(p).stem for p in paths]
+    shared = Counter(stems)
+    ids = []
+    for i, stem in enumerate(stems):
+        free = stem not in taken and stem not in made_from and shared[stem] == 1
+        sid = stem if free else f"{stem}~{digest_of(i)[:8]}"
+        base, n = sid, 1
+        while sid in taken:  # the same stem and the same bytes
+            n += 1
+            sid = f"{base}~{n}"
+        taken.add(sid)
+        ids.append(sid)
+    return ids
