@@ -29,8 +29,13 @@ def _table(counter: Counter, what: str, total: int) -> list[str]:
 
 
 def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: int = 50, title: str = "Screen",
-                   command: str = "", acquisition: str = "std") -> str:
-    """The summary of a ranked ``table`` (from :func:`mofbalora.screen.screen`) as markdown."""
+                   command: str = "", acquisition: str = "std", computed: int | None = None,
+                   sittings: int = 1) -> str:
+    """The summary of a ranked ``table`` (from :func:`mofbalora.screen.screen`) as markdown.
+
+    ``seconds``: the wall time of the last sitting, in which ``computed`` rows were computed (default: all of
+    them). A resumed screen's throughput is that sitting's rows over its time, not the whole table's.
+    """
     n = len(table)
     ok = table[table["status"] == "ok"]
     err = table[table["status"] == "error"]
@@ -39,7 +44,10 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
         lines += ["```bash", command, "```", ""]
     lines += [f"- rows: **{n}** (one per input file); ranked: {len(ok)}; error rows: {len(err)}"]
     if seconds:
-        lines.append(f"- wall time {seconds:.0f} s: **{n / seconds:.2f} files/s**")
+        done = n if computed is None else computed
+        where = "" if done == n else (f" (the last of {sittings} sittings of a resumed run: {done} of the {n} rows "
+                                      "computed in it)")
+        lines.append(f"- wall time {seconds:.0f} s{where}: **{done / seconds:.2f} files/s**")
     checked = table[table["checks"].isin(["ok", "failed", "error"])]
     status = Counter(table["checks"].replace("", "not_run").fillna("not_run"))
     lines.append("- chemistry checks: " + ", ".join(f"{k}: {v}" for k, v in status.most_common()))

@@ -85,6 +85,16 @@ def test_every_input_gets_a_row_with_a_specific_reason(tiny_model, candidates, t
     # the written file is the same table, and nothing partial is left behind
     assert len(pd.read_csv(out)) == n_inputs
     assert not list(tmp_path.glob("*.partial.jsonl"))
+    # the markdown summary: every row counted, errors tallied by reason, the top rows listed
+    from mofbalora.screen_report import screen_summary
+
+    text = screen_summary(table, seconds=10.0, top=3)
+    assert f"rows: **{n_inputs}**" in text and "ranked: 6" in text and "**1.40 files/s**" in text
+    assert "| `not_cif` | 3 |" in text and "| `degenerate_cell` | 2 |" in text
+    assert text.count("\n| 1 | ") == 1 and "## Top 3 by `std`" in text
+    # a resumed screen's throughput is the last sitting's rows over that sitting's time
+    resumed = screen_summary(table, seconds=10.0, computed=5, sittings=3)
+    assert "**0.50 files/s**" in resumed and "the last of 3 sittings" in resumed and "5 of the 14 rows" in resumed
 
 
 def test_output_formats_and_cli_exit_codes(tiny_model, candidates, tmp_path, capsys):
