@@ -64,6 +64,8 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
     lines += _table(_tally(checked["failed_checks"]), "failed checks", len(checked))
     lines += ["## Unseen elements", ""] + _table(_tally(table["unseen_elements"]), "unseen elements", len(known))
     lines += ["## Physical flags", ""] + _table(_tally(ok["physical_flag"]), "physical flags", len(ok))
+    if acquisition == "std":
+        lines += policy_shift(table, top)
     head = ok.sort_values("rank").head(top)
     lines += [f"## Top {len(head)} by `{acquisition}`", "",
               "| rank | structure | formula | atoms | median ± spread (eV) | mean ± std (eV) | score | flags |",
@@ -74,6 +76,38 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
                      f"{r['bandgap_mean_ev']:.2f} ± {r['bandgap_std_ev']:.2f} | {r['score']:.3f} | "
                      f"{row_flags(r) or '–'} |")
     return "\n".join(lines) + "\n"
+
+
+def policy_shift(table: pd.DataFrame, top: int = 50) -> list[str]:
+    """How the top ``top`` of a ``std`` screen changed with the robust spread, the domain rule and the checks:
+    the earlier ranking (raw std over T draws, every screened row alike) against the table's own, with what
+    argues against each of the earlier picks; and what ``--checks exclude`` would remove from the top."""
+    ok = table[table["status"] == "ok"].copy()
+    if ok.empty:
+        return []
+    before = ok.sort_values(["bandgap_std_ev", "structure_id"], ascending=[False, True]).head(top)
+    now = ok.sort_values("rank").head(top)
+    kept = set(before["structure_id"]) & set(now["structure_id"])
+    out_of_domain = (before["in_domain"] == False).fillna(False)  # noqa: E712 (NA = unknown)
+    failed = before["failed_checks"].astype(str).str.len() > 0
+    flagged = before["physical_flag"].astype(str).str.len() > 0
+    lines = [f"## How the top {top} changed", "",
+             f"Before the checks, the domain rule and the robust spread, a `std` screen ranked by the raw std of "
+             f"the T draws. Of that top {len(before)}: **{int(out_of_domain.sum())} out of domain**, "
+             f"**{int(failed.sum())} failing a chemistry check**, {int(flagged.sum())} with a physical flag "
+             f"(runaway draws or a capped spread), {int((~(out_of_domain | failed | flagged)).sum())} with none of "
+             f"these; {len(kept)} are still in the top {len(now)} now.", "",
+             "| raw-std rank | structure | formula | atoms | mean ± std (eV) | median ± spread (eV) | rank now | "
+             "flags |", "|---|---|---|---|---|---|---|---|"]
+    for k, r in enumerate(before.head(min(top, 15)).to_dict("records"), start=1):
+        lines.append(f"| {k} | {r['structure_id']} | {r['formula']} | {int(r['n_atoms'])} | "
+                     f"{r['bandgap_mean_ev']:.2f} ± {r['bandgap_std_ev']:.2f} | "
+                     f"{r['bandgap_median_ev']:.2f} ± {r['bandgap_spread_ev']:.2f} | {int(r['rank'])} | "
+                     f"{row_flags(r) or '–'} |")
+    dropped = int((now["failed_checks"].astype(str).str.len() > 0).sum())
+    lines += ["", f"With `--checks exclude`, {dropped} of the top {len(now)} would become error rows "
+              "(`failed_checks`) and the next ones would move up.", ""]
+    return lines
 
 
 def write_screen_summary(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:

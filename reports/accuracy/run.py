@@ -36,6 +36,12 @@ VARIANTS = {
     "lora_nll_all_layers": ("finetune_chgnet_all_layers.yaml", ["model.likelihood=gaussian_nll", "model.regime=lora"]),
     "balora_laplace_all_layers": ("finetune_chgnet_laplace.yaml", []),
     "lora_laplace_all_layers": ("finetune_chgnet_laplace.yaml", ["model.regime=lora"]),
+    # how much of the ranking BaLoRA's own spread carries (issue 17): one weight draw per structure instead of per
+    # atom row (row noise averages out over a structure's atoms), and a wider prior (α0 = p0 / (1 − p0))
+    "balora_laplace_structure": ("finetune_chgnet_laplace.yaml", ["adapter.noise_scope=structure"]),
+    "balora_laplace_structure_p03": ("finetune_chgnet_laplace.yaml", ["adapter.noise_scope=structure",
+                                                                      "adapter.prior_dropout=0.3"]),
+    "balora_laplace_p05": ("finetune_chgnet_laplace.yaml", ["adapter.prior_dropout=0.5"]),
 }
 REFERENCES = [("predicting the mean", 0.94), ("random forest, matminer", 0.362), ("SOAP kernel", 0.344),
               ("gradient-boosted matminer (JARVIS)", 0.342), ("CGCNN", 0.27), ("MOFTransformer (pretrained)", 0.27),
@@ -84,6 +90,7 @@ def main() -> None:
                      "spearman_epistemic": t.get("spearman_epistemic_std_abs_error", None if m["regime"] == "gbm"
                                                  else t.get("spearman_std_abs_error")),
                      "val_mae_ev": m["val"]["mae_ev"], "val_spearman": m["val"].get("spearman_std_abs_error"),
+                     "val_spearman_epistemic": m["val"].get("spearman_epistemic_std_abs_error"),
                      "coverage95_cal": (t.get("calibrated") or {}).get("coverage_95"),
                      "train_seconds": m["train_seconds"], "trainable_parameters": m.get("trainable_parameters")})
         print(rows[-1], flush=True)
