@@ -64,7 +64,13 @@ def main() -> None:
                     help="only score the deep ensemble of VARIANT's runs over the seeds in --members (mean of the "
                          "members' test predictions; σ = their spread, ddof = 1) into ensembles-<n>.csv")
     ap.add_argument("--members", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--learning-curve", action="store_true",
+                    help="only write learning_curve.md / .png from every results-<n>-s0.csv (test MAE and Spearman "
+                         "against the number of training structures, per variant in --variants)")
     args = ap.parse_args()
+    if args.learning_curve:
+        learning_curve(args.variants)
+        return
     if args.ensemble:
         score_ensemble(args.ensemble, args.train_size, args.members, Path(args.runs))
         return
@@ -157,6 +163,45 @@ def seeds_table(train_size: int) -> None:
               "(sd with ddof = 1). Regenerate: `python reports/accuracy/run.py --train-size "
               f"{train_size} --seeds-table`."]
     (HERE / f"seeds-{train_size}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def learning_curve(variants: list[str]) -> None:
+    """Test MAE and Spearman ρ(σ, |error|) against the training-set size, seed 0, from results-<n>-s0.csv."""
+    from mofbalora.uq.plots import new_figure, save_figure
+
+    frames = [pd.read_csv(p) for p in HERE.glob("results-*-s0.csv")]
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df["variant"].isin(variants)].sort_values(["variant", "n_train"])
+    sizes = sorted(df["n_train"].astype(int).unique())
+    lines = ["| model | " + " | ".join(f"{n:,}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for metric, label in (("mae_ev", "test MAE (eV)"), ("spearman", "Spearman ρ(σ, abs. error)")):
+        lines.append(f"| *{label}* |" + " |" * len(sizes))
+        for variant in variants:
+            g = df[df["variant"] == variant].set_index("n_train")
+            cells = ["–" if n not in g.index or pd.isna(g.loc[n, metric]) else f"{g.loc[n, metric]:.3f}"
+                     for n in sizes]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += ["", "Training structures: the first N of the documented split's training part (seed 0); test split "
+              "(1,826), T = 32. Regenerate the runs with `python reports/accuracy/run.py --train-size N --variants "
+              f"{' '.join(variants)}` for each N, then this table and `learning_curve.png` with `--learning-curve`."]
+    (HERE / "learning_curve.md").write_text("\n".join(lines) + "\n")
+    fig = new_figure((10.0, 4.0))
+    axes = fig.subplots(1, 2)
+    for variant in variants:
+        g = df[df["variant"] == variant]
+        axes[0].plot(g["n_train"], g["mae_ev"], "o-", label=variant)
+        if g["spearman"].notna().any():
+            axes[1].plot(g["n_train"], g["spearman"], "o-", label=variant)
+    for name, mae in REFERENCES[3:6]:
+        axes[0].axhline(mae, color="grey", lw=0.6, ls=":")
+        axes[0].annotate(name, (sizes[0], mae), fontsize=7, color="grey", va="bottom")
+    for ax, ylabel in zip(axes, ("test MAE (eV)", "Spearman ρ(σ, |error|)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("training structures")
+        ax.set_ylabel(ylabel)
+    axes[0].legend(fontsize=7)
+    save_figure(fig, HERE / "learning_curve.png")
     print("\n".join(lines))
 
 
