@@ -7,11 +7,14 @@ not the model's belief. So, per structure:
 
 * ``bandgap_median_ev``: the median of the draws (robust to a minority of runaway draws);
 * ``bandgap_spread_ev``: half the 16-84 % inter-quantile range of the draws (= the std for a normal
-  distribution; a minority of runaway draws barely moves it), capped at :data:`SPREAD_CAP_EV`; a model
-  with a single draw (deterministic regimes) keeps its reported std;
-* ``physical_flag``: ``;``-joined notes: ``runaway_draws`` (the std exceeds ``RUNAWAY_RATIO`` times the
-  robust spread + 0.1 eV: the mean and std are dominated by outlying draws), ``spread_capped`` (the robust
-  spread itself exceeds the cap), ``gap_above_range`` (the median is above :data:`MAX_GAP_EV`).
+  distribution; a minority of runaway draws barely moves it), combined in quadrature with the aleatoric std
+  of a model that has an aleatoric head (the draws carry only the epistemic part: the shipped default's σ is
+  mostly aleatoric), capped at :data:`SPREAD_CAP_EV`; a model with a single draw and no aleatoric head
+  (deterministic regimes) keeps its reported std;
+* ``physical_flag``: ``;``-joined notes: ``runaway_draws`` (the draws' own std, the epistemic part, exceeds
+  ``RUNAWAY_RATIO`` times their robust half-width + 0.1 eV: the mean and std are dominated by outlying
+  draws), ``spread_capped`` (the robust spread itself exceeds the cap), ``gap_above_range`` (the median is
+  above :data:`MAX_GAP_EV`).
 
 The acquisitions rank by ``bandgap_median_ev`` and ``bandgap_spread_ev`` in place of the mean and std, so a
 runaway spread cannot buy a top rank (``std``: the capped spread; ``ucb``: median + kappa * capped spread).
@@ -31,24 +34,32 @@ RUNAWAY_RATIO = 2.0
 QUANTILES = (0.16, 0.84)
 
 
-def robust_summary(samples_ev: np.ndarray, std_ev: np.ndarray) -> dict[str, np.ndarray]:
+def robust_summary(samples_ev: np.ndarray, std_ev: np.ndarray,
+                   aleatoric_std_ev: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Median, capped robust spread and flags (see the module docstring) from draws of shape (n, T), eV.
 
-    ``std_ev`` (n,) is the model's reported std (used as the spread when T == 1). Returns arrays of length n:
-    ``bandgap_median_ev``, ``bandgap_spread_ev`` (eV) and ``physical_flag`` (strings).
+    ``std_ev`` (n,) is the model's reported std (its total: ``sqrt(epistemic² + aleatoric²)``);
+    ``aleatoric_std_ev`` (n,) the aleatoric part when the model has an aleatoric head (None: all of ``std_ev``
+    is the spread of the draws). Returns arrays of length n: ``bandgap_median_ev``, ``bandgap_spread_ev`` (eV)
+    and ``physical_flag`` (strings).
     """
     samples = np.asarray(samples_ev, dtype=float)
     std = np.asarray(std_ev, dtype=float)
     if samples.ndim != 2 or samples.shape[0] != std.shape[0] or samples.shape[1] < 1:
         raise ValueError(f"samples_ev must have shape (n={std.shape[0]}, T>=1), got {samples.shape}")
+    aleatoric = np.zeros_like(std) if aleatoric_std_ev is None else np.asarray(aleatoric_std_ev, dtype=float)
+    if aleatoric.shape != std.shape or not np.isfinite(aleatoric).all():
+        raise ValueError(f"aleatoric_std_ev must be {std.shape[0]} finite values, got shape {aleatoric.shape}")
+    epistemic = np.sqrt(np.maximum(std**2 - aleatoric**2, 0.0))  # the draws' own std
     median = np.median(samples, axis=1)
     if samples.shape[1] > 1:
         lo, hi = np.quantile(samples, QUANTILES, axis=1)
-        robust = (hi - lo) / 2
+        draws_robust = (hi - lo) / 2
     else:
-        robust = std.copy()
+        draws_robust = epistemic.copy()
+    robust = np.sqrt(draws_robust**2 + aleatoric**2)
     flags = [[] for _ in range(len(std))]
-    for i in np.flatnonzero(std > RUNAWAY_RATIO * robust + 0.1):
+    for i in np.flatnonzero(epistemic > RUNAWAY_RATIO * draws_robust + 0.1):
         flags[i].append("runaway_draws")
     for i in np.flatnonzero(robust > SPREAD_CAP_EV):
         flags[i].append("spread_capped")

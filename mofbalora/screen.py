@@ -53,7 +53,7 @@ from mofbalora.prediction import calibrated_std
 log = logging.getLogger(__name__)
 
 COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
-           "bandgap_std_calibrated_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag", "score",
+           "epistemic_std_ev", "aleatoric_std_ev", "bandgap_std_calibrated_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag", "score",
            "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
            "status", "error", "detail", "digest"]
 
@@ -135,7 +135,9 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
     ok = (df["status"] == "ok").to_numpy().copy()
     if ok.any():
         samples_ok = [np.asarray(r["samples_ev"], dtype=float) for r, k in zip(records, ok, strict=True) if k]
-        robust = robust_summary(np.array(samples_ok), df.loc[ok, "bandgap_std_ev"].to_numpy(float))
+        aleatoric = (df.loc[ok, "aleatoric_std_ev"].to_numpy(float)
+                     if "aleatoric_std_ev" in df and df.loc[ok, "aleatoric_std_ev"].notna().all() else None)
+        robust = robust_summary(np.array(samples_ok), df.loc[ok, "bandgap_std_ev"].to_numpy(float), aleatoric)
         for col, values in robust.items():
             df[col] = df[col].astype(object) if col == "physical_flag" else df[col]
             df.loc[ok, col] = values

@@ -69,3 +69,36 @@ def test_exclude_and_rank_separately_policies_on_fabricated_rows():
     t = rank_rows(rows, "std", checks="off", domain="exclude").set_index("structure_id")
     assert t.loc["far", "error"] == "out_of_domain" and "U" in t.loc["far", "detail"]
     assert sorted(t["rank"].dropna().astype(int)) == [1, 2, 3]
+
+
+def test_the_aleatoric_part_counts_in_the_spread_and_does_not_look_like_runaway_draws():
+    """A model with an aleatoric head (the shipped default): its draws carry only the epistemic part, which is
+    small; the reported std is mostly aleatoric. The spread must include it, and ranking by ``std`` must follow
+    the total, not the draws alone."""
+    rng = np.random.default_rng(3)
+    epistemic_draws = [0.01, 0.05, 0.02]
+    aleatoric = [0.9, 0.3, 0.4]
+    records = []
+    for k, (e, a) in enumerate(zip(epistemic_draws, aleatoric, strict=True)):
+        draws = 1.5 + e * rng.standard_normal(64)
+        epi = float(draws.std(ddof=1))
+        records.append(_record(f"s{k}", draws, bandgap_std_ev=float(np.hypot(epi, a)), epistemic_std_ev=epi,
+                               aleatoric_std_ev=a))
+    samples = np.array([r["samples_ev"] for r in records])
+    std = np.array([r["bandgap_std_ev"] for r in records])
+    out = robust_summary(samples, std, np.array(aleatoric))
+    # quadrature of the draws' robust half-width and the aleatoric std, to sampling error of the quantiles
+    np.testing.assert_allclose(out["bandgap_spread_ev"], np.hypot(epistemic_draws, aleatoric), rtol=0.05, atol=0.01)
+    assert list(out["physical_flag"]) == ["", "", ""]
+    # read as if all of the std came from the draws, every row would look runaway and s1 (largest draw spread) win
+    naive = robust_summary(samples, std)
+    assert list(naive["physical_flag"]) == ["runaway_draws"] * 3
+    table = rank_rows(records, "std").set_index("structure_id")
+    assert [int(table.loc[f"s{k}", "rank"]) for k in range(3)] == [1, 3, 2]
+    assert np.allclose(table["aleatoric_std_ev"], aleatoric)
+    # a runaway minority of draws is still flagged with an aleatoric head
+    wild = samples[1].copy()
+    wild[:3] = [40.0, 50.0, 45.0]
+    epi = wild.std(ddof=1)
+    flagged = robust_summary(wild[None], np.array([np.hypot(epi, 0.1)]), np.array([0.1]))
+    assert flagged["physical_flag"][0] == "runaway_draws" and flagged["bandgap_spread_ev"][0] < 0.3
