@@ -41,7 +41,8 @@ VARIANTS = {
     "balora_laplace_structure": ("finetune_chgnet_laplace.yaml", ["adapter.noise_scope=structure"]),
     "balora_laplace_structure_p03": ("finetune_chgnet_laplace.yaml", ["adapter.noise_scope=structure",
                                                                       "adapter.prior_dropout=0.3"]),
-    "balora_laplace_p05": ("finetune_chgnet_laplace.yaml", ["adapter.prior_dropout=0.5"]),
+    "balora_laplace_structure_p05": ("finetune_chgnet_laplace.yaml", ["adapter.noise_scope=structure",
+                                                                      "adapter.prior_dropout=0.5"]),
 }
 REFERENCES = [("predicting the mean", 0.94), ("random forest, matminer", 0.362), ("SOAP kernel", 0.344),
               ("gradient-boosted matminer (JARVIS)", 0.342), ("CGCNN", 0.27), ("MOFTransformer (pretrained)", 0.27),
