@@ -67,7 +67,8 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
     if acquisition == "std":
         lines += policy_shift(table, top)
     head = ok.sort_values("rank").head(top)
-    lines += [f"## Top {len(head)} by `{acquisition}`", "",
+    lines += [f"## Top {len(head)} by `{acquisition}`", ""] + _refcode_families(head)
+    lines += [
               "| rank | structure | formula | atoms | median ± spread (eV) | mean ± std (eV) | score | flags |",
               "|---|---|---|---|---|---|---|---|"]
     for r in head.to_dict("records"):
@@ -76,6 +77,21 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
                      f"{r['bandgap_mean_ev']:.2f} ± {r['bandgap_std_ev']:.2f} | {r['score']:.3f} | "
                      f"{row_flags(r) or '–'} |")
     return "\n".join(lines) + "\n"
+
+
+CSD_REFCODE = r"^([A-Z]{6})(\d{2})?(?:_|$)"
+
+
+def _refcode_families(head: pd.DataFrame) -> list[str]:
+    """For CSD-named structures (CoRE MOF: ``DUNXUH01_clean``): how many distinct compounds the rows are, since
+    a refcode's numbered suffixes are redeterminations of one compound (a DFT list wants each once)."""
+    stems = head["structure_id"].astype(str).str.extract(CSD_REFCODE)[0]
+    if len(head) == 0 or stems.notna().mean() < 0.8:
+        return []
+    counts = Counter(stems.dropna())
+    repeated = ", ".join(f"{k} ×{v}" for k, v in counts.most_common() if v > 1)
+    return [f"{len(counts)} distinct CSD refcodes (redeterminations share the first six letters)"
+            + (f"; repeated: {repeated}" if repeated else "") + ".", ""]
 
 
 def policy_shift(table: pd.DataFrame, top: int = 50) -> list[str]:

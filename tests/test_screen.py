@@ -240,3 +240,13 @@ def test_inputs_sharing_a_file_name_get_distinct_stable_ids(tmp_path):
     assert ids[4].startswith("MOF-5~")
     assert structure_ids(paths, keys) == ids  # stable
     assert structure_ids(paths[:1] + paths[3:4], keys[:1] + keys[3:4]) == ["MOF-5", "ZIF-8"]
+
+
+def test_summary_counts_csd_redeterminations_as_one_compound():
+    from mofbalora.screen_report import _refcode_families
+
+    head = pd.DataFrame({"structure_id": ["DUNXUH_clean", "DUNXUH01_clean", "DUNXUH12_clean", "IFENOY02_SL",
+                                          "ABEFUL_clean"]})
+    assert _refcode_families(head) == ["3 distinct CSD refcodes (redeterminations share the first six letters); "
+                                       "repeated: DUNXUH ×3.", ""]
+    assert _refcode_families(pd.DataFrame({"structure_id": ["qmof-866f4f7", "qmof-5e652e3"]})) == []
