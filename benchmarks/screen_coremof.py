@@ -44,11 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         n_files += len(manifest)
         flagged |= set(manifest.loc[manifest["disordered"].astype(str).str.lower().isin(["true", "1", "yes"]), "name"])
         folders.append(str(folder))
-    partial = out_dir / "ranked.csv.partial.jsonl"
-    resumed_rows = sum(1 for _ in open(partial)) if partial.exists() else 0  # rows kept from earlier sittings
     sittings_log = out_dir / "sittings.txt"  # one line per sitting, so the report can say how many there were
     with open(sittings_log, "a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resumed_rows={resumed_rows}\n")
+        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     t0 = time.perf_counter()
     table = screen(folders, model="default", n_samples=args.samples, acquisition=args.acquisition,
                    out=out_dir / "ranked.csv", progress=True, dask=args.dask)
@@ -63,9 +61,10 @@ def main(argv: list[str] | None = None) -> None:
                + (f" --dask {args.dask}" if args.dask else ""))
     report = write_screen_summary(table, args.report or out_dir / "summary.md", seconds=seconds,
                                   title=f"CoRE MOF screen ({args.sets}, {n_files} files)", command=command,
-                                  acquisition=args.acquisition, computed=len(table) - resumed_rows,
+                                  acquisition=args.acquisition, computed=table.attrs["computed_files"],
                                   sittings=sum(1 for _ in open(sittings_log)))
-    print(f"wall time {seconds:.0f} s = {(len(table) - resumed_rows) / seconds:.2f} files/s (T = {args.samples}); summary: {report}")
+    print(f"wall time {seconds:.0f} s = {table.attrs['computed_files'] / seconds:.2f} files/s (T = {args.samples}); "
+          f"summary: {report}")
 
 
 if __name__ == "__main__":

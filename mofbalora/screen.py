@@ -53,8 +53,8 @@ from mofbalora.prediction import calibrated_std
 log = logging.getLogger(__name__)
 
 COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
-           "epistemic_std_ev", "aleatoric_std_ev", "bandgap_std_calibrated_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag", "score",
-           "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
+           "epistemic_std_ev", "aleatoric_std_ev", "bandgap_std_calibrated_ev", "bandgap_median_ev",
+           "bandgap_spread_ev", "physical_flag", "score", "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
            "status", "error", "detail", "digest"]
 
 
@@ -358,6 +358,7 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
                           **policies)
     if stats is not None:
         table.attrs["dask"] = stats
+    table.attrs["computed_files"] = len(todo)  # the rest were resumed from an earlier sitting's partial rows
     partial.unlink(missing_ok=True)
     _signature_path(out).unlink(missing_ok=True)
     return table

@@ -64,11 +64,10 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
     lines += _table(_tally(checked["failed_checks"]), "failed checks", len(checked))
     lines += ["## Unseen elements", ""] + _table(_tally(table["unseen_elements"]), "unseen elements", len(known))
     lines += ["## Physical flags", ""] + _table(_tally(ok["physical_flag"]), "physical flags", len(ok))
-    if acquisition == "std":
-        lines += policy_shift(table, top)
     head = ok.sort_values("rank").head(top)
-    lines += [f"## Top {len(head)} by `{acquisition}`", ""] + _refcode_families(head)
-    lines += [
+    if acquisition == "std":
+        lines += policy_shift(ok, head)
+    lines += [f"## Top {len(head)} by `{acquisition}`", "", *_refcode_families(head),
               "| rank | structure | formula | atoms | median ± spread (eV) | mean ± std (eV) | score | flags |",
               "|---|---|---|---|---|---|---|---|"]
     for r in head.to_dict("records"):
@@ -94,15 +93,15 @@ def _refcode_families(head: pd.DataFrame) -> list[str]:
             + (f"; repeated: {repeated}" if repeated else "") + ".", ""]
 
 
-def policy_shift(table: pd.DataFrame, top: int = 50) -> list[str]:
-    """How the top ``top`` of a ``std`` screen changed with the robust spread, the domain rule and the checks:
-    the earlier ranking (raw std over T draws, every screened row alike) against the table's own, with what
-    argues against each of the earlier picks; and what ``--checks exclude`` would remove from the top."""
-    ok = table[table["status"] == "ok"].copy()
+def policy_shift(ok: pd.DataFrame, now: pd.DataFrame) -> list[str]:
+    """How the top of a ``std`` screen (``now``: the top rows of the screened rows ``ok``, by rank) changed with
+    the robust spread, the domain rule and the checks: the earlier ranking (raw std over T draws, every screened
+    row alike) against the table's own, with what argues against each of the earlier picks; and what
+    ``--checks exclude`` would remove from the top."""
     if ok.empty:
         return []
+    top = len(now)
     before = ok.sort_values(["bandgap_std_ev", "structure_id"], ascending=[False, True]).head(top)
-    now = ok.sort_values("rank").head(top)
     kept = set(before["structure_id"]) & set(now["structure_id"])
     out_of_domain = (before["in_domain"] == False).fillna(False)  # noqa: E712 (NA = unknown)
     failed = before["failed_checks"].astype(str).str.len() > 0

@@ -166,6 +166,7 @@ def test_killed_screen_resumes_to_the_same_table(tiny_model, qmof, tmp_path):
         screen([str(cands)], model=tiny_model, n_samples=8, out=out, progress=False, chunk_size=2)
     assert len(partial.read_text().splitlines()) == n_before  # and nothing was lost
     resumed = screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, chunk_size=2)
+    assert resumed.attrs["computed_files"] == 24 - n_before and ref.attrs["computed_files"] == 24
     pd.testing.assert_frame_equal(resumed.reset_index(drop=True), ref.reset_index(drop=True))
     assert not list(tmp_path.glob("*.partial*"))
 
