@@ -25,6 +25,11 @@ name                                what it usually means
 Open metal sites, 2-D connectivity and linker charges are chemistry, not errors, and are not failures.
 A diagnostic that raises on a structure is recorded in ``checks_detail`` and the others still count; a
 checker that fails on the whole structure gives ``checks="error"`` for that structure only.
+
+The verdicts depend on the file and the checker, not on any model, and they dominate a checked screen's cost
+(EQeq's Ewald sum grows with the square of the atom count): :func:`checks_of_file` keeps them in the content
+cache (:mod:`mofbalora.data.cache`, keyed by the file's sha256 under a namespace naming the checker), so
+screening the same candidates again with another model does not run them again.
 """
 
 from __future__ import annotations
@@ -175,6 +180,53 @@ def run_checks(structure, path: str | Path | None = None) -> dict:
     if failed:
         status = "failed"
     return {"checks": status, "failed_checks": ";".join(failed), "checks_detail": "; ".join(notes)}
+
+
+#: bump when :func:`run_checks`' columns change meaning (the cache namespace carries it)
+CHECKS_CACHE_VERSION = 1
+#: the check columns (what the cache stores)
+CHECK_COLUMNS = ("checks", "failed_checks", "checks_detail")
+
+
+def check_cache():
+    """The content cache of check verdicts for this installation (checker version, libconeangle or not)."""
+    from mofbalora.data.cache import ContentCache
+
+    cone = "cone" if has_cone_angle() else "no-cone"
+    return ContentCache(f"checks/{CHECKER.replace(' ', '-')}-{cone}-v{CHECKS_CACHE_VERSION}")
+
+
+def checks_of_file(path: str | Path, digest: str | None, read, cache=None) -> dict:
+    """:func:`run_checks` of the structure in ``path`` (``read(path)`` parses it) through the check cache.
+
+    ``digest``: the file's sha256 (None: not cached). A verdict of ``checks="error"`` (the checker crashed)
+    is not cached, so a transient failure is retried next time; a file that cannot be read raises as
+    ``read`` does.
+    """
+    cache = cache if cache is not None else check_cache()
+    if digest is not None:
+        hit = cache.get(digest)
+        if isinstance(hit, dict) and set(hit) == set(CHECK_COLUMNS):
+            return hit
+    cols = run_checks(read(path), path)
+    if digest is not None and cols["checks"] != "error":
+        cache.put(digest, cols)
+    return cols
+
+
+def remember_checks(records, cache=None) -> int:
+    """Put the check columns of already screened rows (``key`` = content digest) into the check cache;
+    returns how many were stored. Used when a screen starts over (another model): the rows are discarded,
+    their verdicts are not."""
+    cache = cache if cache is not None else check_cache()
+    n = 0
+    for rec in records:
+        key = rec.get("key") or ""
+        if rec.get("status") != "ok" or rec.get("checks") not in ("ok", "failed") or key.startswith("path:"):
+            continue
+        cache.put(key, {c: str(rec.get(c) or "") for c in CHECK_COLUMNS})
+        n += 1
+    return n
 
 
 def not_run(reason: str = "") -> dict:

@@ -35,10 +35,12 @@ from mofbalora.acquisition import ACQUISITIONS, acquisition_scores
 from mofbalora.checks import (
     FAILED_CHECKS_REASON,
     INSTALL_HINT,
+    check_cache,
     check_policy,
     checker_available,
+    checks_of_file,
     not_run,
-    run_checks,
+    remember_checks,
 )
 from mofbalora.data.cache import file_digest
 from mofbalora.data.candidates import distinct_file_ids, expand_candidates
@@ -96,9 +98,17 @@ def _check_signature(out: Path, signature: dict, resume: bool) -> None:
             if diff:
                 what = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
                 raise ValueError(f"{_partial_path(out)} holds rows of another screen ({what}); rerun with "
-                                 "resume=False (`--no-resume`) to start over, or keep the earlier settings")
+                                 "resume=False (`--no-resume`) to start over (the chemistry checks already run are "
+                                 "kept: they do not depend on the model), or keep the earlier settings")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, signature, indent=1)
+
+
+def _partial_had_checks(out: Path) -> bool:
+    try:
+        return bool(json.loads(_signature_path(out).read_text()).get("checks"))
+    except (OSError, ValueError):
+        return False
 
 
 def _load_partial(path: Path) -> dict[str, dict]:
@@ -254,12 +264,14 @@ def _annotate(m, records: list[dict], *, max_atoms: int, checks: bool, keep_embe
         for rec in ok:
             rec.pop("embedding", None)
     run = checks and checker_available()
+    cache = check_cache() if run else None
     for rec in ok:
         if not run:
             rec.update(not_run("" if not checks else "mofchecker-next is not installed"))
             continue
         try:
-            rec.update(run_checks(read_structure(rec["path"], max_atoms=max_atoms), rec["path"]))
+            rec.update(checks_of_file(rec["path"], None if rec["key"].startswith("path:") else rec["key"],
+                                      lambda p: read_structure(p, max_atoms=max_atoms), cache))
         except Exception as exc:  # one structure's checker crash never stops the batch
             rec.update(checks="error", failed_checks="", checks_detail=f"{type(exc).__name__}: {exc}"[:200])
 
@@ -310,10 +322,14 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
         raise ValueError(f"no candidate files found in {inputs}")
     m = model if isinstance(model, BandGapModel) else load_model(model, device=device)
     partial = _partial_path(out)
+    checked_before = _partial_had_checks(out)  # read before the signature is rewritten
     _check_signature(out, {"model": model_fingerprint(m), "n_samples": int(n_samples), "seed": int(seed),
                            "max_atoms": int(max_atoms), "checks": bool(run_checks)}, resume)
     done = _load_partial(partial) if resume else {}
     if not resume and partial.exists():
+        if run_checks and checked_before:  # starting over (e.g. another model): keep the verdicts
+            kept = remember_checks(_load_partial(partial).values())
+            log.info("kept the chemistry checks of %d rows of the discarded partial screen", kept)
         partial.unlink()
 
     keys = [_key(p) for p in paths]

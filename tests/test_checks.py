@@ -4,6 +4,7 @@ the problem, per-structure crash handling, and the screen's exclude policy."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,3 +110,43 @@ def test_screen_exclude_gives_error_rows_and_the_rest_still_rank(tiny_model, sam
     assert sorted(rest["rank"].astype(int)) == [1, 2, 3]
     off = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "o.csv", progress=False, checks="off")
     assert (off["checks"] == "not_run").all()
+
+
+def test_check_verdicts_are_cached_by_content_and_kept_when_a_screen_starts_over(tiny_model, sample_cifs, tmp_path,
+                                                                                 monkeypatch):
+    import json
+
+    import mofbalora.checks as checks_module
+    from mofbalora.checks import CHECK_COLUMNS, check_cache
+    from mofbalora.data.cache import file_digest
+    from mofbalora.screen import screen
+
+    monkeypatch.setenv("MOFBALORA_CACHE", str(tmp_path / "cache"))
+    cands = tmp_path / "c"
+    cands.mkdir()
+    for p in sample_cifs[:2]:
+        shutil.copy(p, cands / p.name)
+    first = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "a.csv", progress=False,
+                   checks="flag", domain="ignore")
+    digests = {Path(p).stem: file_digest(p) for p in cands.iterdir()}
+    for sid, digest in digests.items():  # the screen stored every verdict under the file's digest
+        row = first.set_index("structure_id").loc[sid]
+        assert check_cache().get(digest) == {c: ("" if pd.isna(row[c]) else row[c]) for c in CHECK_COLUMNS}
+
+    # a partial screen under another model, whose rows say the first file failed a check: starting over
+    # (resume=False) discards the rows but keeps their verdicts, and no check runs again
+    sid, digest = next(iter(digests.items()))
+    out = tmp_path / "b.csv"
+    out.with_name("b.csv.partial.signature.json").write_text(json.dumps({"model": "another", "checks": True}))
+    out.with_name("b.csv.partial.jsonl").write_text(json.dumps(
+        {"key": digest, "status": "ok", "checks": "failed", "failed_checks": "lone_molecule",
+         "checks_detail": "from the earlier screen"}) + "\n")
+    with pytest.raises(ValueError, match="checks already run are kept"):
+        screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, checks="flag", domain="ignore")
+    calls = []
+    monkeypatch.setattr(checks_module, "run_checks", lambda *a, **k: calls.append(a) or {})
+    again = screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, checks="flag",
+                   domain="ignore", resume=False).set_index("structure_id")
+    assert calls == []
+    assert again.loc[sid, "failed_checks"] == "lone_molecule" and again.loc[sid, "checks"] == "failed"
+    assert not out.with_name("b.csv.partial.jsonl").exists()
