@@ -3,7 +3,7 @@ checks and applicability domain on; writes a markdown summary (rows, errors by r
 out-of-domain share, throughput, the top 50 with their flags). Resumable: rerun the same command after an
 interruption and it picks up where it stopped.
 
-    python benchmarks/screen_coremof.py [N] [OUT_DIR] [--sets 2019-ASR,2019-FSR] [--dask local:2] [--report PATH]
+    python benchmarks/screen_coremof.py [N] [OUT_DIR] [--sets 2019-ASR,2019-FSR] [--dask local:2] [--report PATH] [--no-resume]
 
 N = files per set (``all`` for every file; default 1000). The ranked table stays in OUT_DIR (not committed); the
 summary goes to ``--report`` (default OUT_DIR/summary.md; the committed one lives in reports/coremof/).
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--acquisition", default="std")
     p.add_argument("--report", default=None)
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over (e.g. after the shipped model changed); the checks already run are kept")
     args = p.parse_args(argv)
     limit = None if args.n == "all" else int(args.n)
     out_dir = Path(args.out)
@@ -45,11 +47,11 @@ def main(argv: list[str] | None = None) -> None:
         flagged |= set(manifest.loc[manifest["disordered"].astype(str).str.lower().isin(["true", "1", "yes"]), "name"])
         folders.append(str(folder))
     sittings_log = out_dir / "sittings.txt"  # one line per sitting, so the report can say how many there were
-    with open(sittings_log, "a") as fh:
+    with open(sittings_log, "w" if args.no_resume else "a") as fh:
         fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     t0 = time.perf_counter()
     table = screen(folders, model="default", n_samples=args.samples, acquisition=args.acquisition,
-                   out=out_dir / "ranked.csv", progress=True, dask=args.dask)
+                   out=out_dir / "ranked.csv", progress=True, dask=args.dask, resume=not args.no_resume)
     seconds = time.perf_counter() - t0
     assert len(table) == n_files, (len(table), n_files)
     print(summarize(table, 10))
