@@ -68,7 +68,13 @@ def main() -> None:
     ap.add_argument("--learning-curve", action="store_true",
                     help="only write learning_curve.md / .png from every results-<n>-s0.csv (test MAE and Spearman "
                          "against the number of training structures, per variant in --variants)")
+    ap.add_argument("--cross-ranking", action="store_true",
+                    help="only write cross-ranking-<n>.md: Spearman ρ of each variant's σ (seed --seed) with each "
+                         "variant's absolute errors on the same test structures, with bootstrap intervals")
     args = ap.parse_args()
+    if args.cross_ranking:
+        cross_ranking(args.variants, args.train_size, args.seed, Path(args.runs))
+        return
     if args.learning_curve:
         learning_curve(args.variants)
         return
@@ -145,6 +151,52 @@ def score_ensemble(variant: str, train_size: int, members: list[int], runs: Path
     pd.concat([old, pd.DataFrame([row])], ignore_index=True).to_csv(path, index=False)
     print(row)
     return row
+
+
+def cross_ranking(variants: list[str], train_size: int, seed: int, runs: Path, n_boot: int = 1000) -> pd.DataFrame:
+    """ρ(σ of A, |error| of B) on the test structures every run predicted: the diagonal is each model's own
+    figure (the issue's target compares those), the off-diagonal says whether a σ ranks hard structures in
+    general or only its own model's errors. The diagonal gets a 95 % bootstrap interval (structures resampled)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    tables = {}
+    for v in variants:
+        path = runs / f"{v}-n{train_size}-s{seed}" / "test_predictions.csv"
+        if path.is_file():
+            tables[v] = pd.read_csv(path).set_index("id")
+    ids = sorted(set.intersection(*(set(t.index) for t in tables.values())))
+    std = {v: t.loc[ids, "bandgap_std_ev"].to_numpy() for v, t in tables.items()}
+    err = {v: t.loc[ids, "abs_error_ev"].to_numpy() for v, t in tables.items()}
+    if any(np.allclose(s, s[0]) for s in std.values()):
+        raise ValueError(f"a variant without a σ: {[v for v, s in std.items() if np.allclose(s, s[0])]}")
+
+    def rho(a, b):
+        return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(ids), len(ids)) for _ in range(n_boot)]
+    names = list(tables)
+    lines = ["| σ of ↓ / errors of → | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    rows = []
+    for a in names:
+        cells = []
+        for b in names:
+            r = rho(std[a], err[b])
+            cell = f"{r:.3f}"
+            if a == b:
+                lo, hi = np.percentile([rho(std[a][i], err[b][i]) for i in boots], [2.5, 97.5])
+                cell = f"**{r:.3f}** [{lo:.3f}, {hi:.3f}]"
+            cells.append(cell)
+            rows.append({"sigma_of": a, "errors_of": b, "spearman": r})
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", f"Spearman ρ(σ, |error|) on the {len(ids):,} test structures, {train_size:,} training structures, "
+              f"seed {seed}; bold: a model's σ against its own errors, with a 95 % bootstrap interval ({n_boot} "
+              "resamples of the structures). Regenerate: `python reports/accuracy/run.py --cross-ranking "
+              f"--train-size {train_size} --seed {seed} --variants {' '.join(names)}`."]
+    (HERE / f"cross-ranking-{train_size}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return pd.DataFrame(rows)
 
 
 def seeds_table(train_size: int) -> None:
