@@ -41,10 +41,14 @@ def main(run: str, recipe: str = "workflows/finetune_chgnet.yaml") -> None:
     te = model.predict_inputs(te_x, n_samples=32, seed=0)
     test = metrics_from_prediction(te, te_y.numpy(), 32)
     cal = calibrated_std(model, te.std_ev)
+    from scipy import stats
+
     from mofbalora.uq.metrics import coverage, gaussian_nll, miscalibration_area
 
     y = te_y.numpy()
-    test["calibrated"] = {"coverage_68": coverage(te.mean_ev, cal, y, 0.68), "coverage_95": coverage(te.mean_ev, cal, y, 0.95),
+    one_sigma = float(2.0 * stats.norm.cdf(1.0) - 1.0)  # the level `mofbalora evaluate` calls coverage_68
+    test["calibrated"] = {"coverage_68": coverage(te.mean_ev, cal, y, one_sigma),
+                          "coverage_95": coverage(te.mean_ev, cal, y, 0.95),
                           "nll": gaussian_nll(te.mean_ev, cal, y), "miscalibration_area": miscalibration_area(te.mean_ev, cal, y)}
     metadata = json.loads((run_dir / "checkpoints" / "best" / MODEL_CONFIG).read_text()).get("metadata", {})
     metrics = json.loads((run_dir / "metrics.json").read_text())
