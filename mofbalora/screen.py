@@ -51,13 +51,14 @@ from mofbalora.io import TABLE_FORMATS, atomic_write_json, write_table
 from mofbalora.model import BandGapModel, load_model
 from mofbalora.physical import robust_summary
 from mofbalora.prediction import calibrated_std
+from mofbalora.repeats import DEFAULT_REPEATS_TOP, mark_repeats
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
            "epistemic_std_ev", "aleatoric_std_ev", "bandgap_std_calibrated_ev", "bandgap_median_ev",
            "bandgap_spread_ev", "physical_flag", "score", "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
-           "status", "error", "detail", "digest"]
+           "repeat_of", "status", "error", "detail", "digest"]
 
 
 def structure_seed(seed: int, digest: str | None) -> int:
@@ -177,7 +178,7 @@ def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, targ
         ranks = np.empty(len(scores), dtype=np.int64)
         ranks[order] = np.arange(1, len(scores) + 1)
         df.loc[ok, "rank"] = ranks
-    for col in ("error", "detail", "physical_flag", "failed_checks", "checks_detail", "unseen_elements"):
+    for col in ("error", "detail", "physical_flag", "failed_checks", "checks_detail", "unseen_elements", "repeat_of"):
         df[col] = df[col].astype(object).fillna("")
     return df[COLUMNS]
 
@@ -201,6 +202,8 @@ def row_flags(row: dict) -> str:
         flags.append("out_of_domain" + (f"({row['unseen_elements']})" if row.get("unseen_elements") else ""))
     if row.get("physical_flag"):
         flags.append(str(row["physical_flag"]))
+    if row.get("repeat_of") and not pd.isna(row["repeat_of"]):
+        flags.append(f"repeat_of:{row['repeat_of']}")
     return " ".join(flags)
 
 
@@ -280,7 +283,8 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
            target_ev: tuple[float, float] | None = None, goal: str = "min", out: str | Path = "ranked.csv",
            seed: int = 0, chunk_size: int = 16, max_atoms: int = DEFAULT_MAX_ATOMS, resume: bool = True,
            progress: bool = True, checkpoint_seconds: float = 20.0, dask=None, device: str = "cpu",
-           checks: str = "flag", domain: str = "rank-separately", workers: int = 1) -> pd.DataFrame:
+           checks: str = "flag", domain: str = "rank-separately", workers: int = 1,
+           repeats_top: int = DEFAULT_REPEATS_TOP) -> pd.DataFrame:
     """Screen candidate files (paths, folders or globs) with a saved model; returns the ranked table.
 
     ``model`` is ``"default"``, a run folder, or an already loaded :class:`~mofbalora.model.BandGapModel`.
@@ -301,6 +305,9 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     ``domain`` (rank-separately | exclude | ignore, default rank-separately): how out-of-domain structures
     (:mod:`mofbalora.domain`) are ranked: after every in-domain one, not at all (error row, reason
     ``out_of_domain``), or like the others.
+    ``repeats_top``: when the screen completes, name in ``repeat_of`` the better-ranked row that each of the
+    best ``repeats_top`` rows repeats (the same structure given twice, e.g. a redetermination;
+    :mod:`mofbalora.repeats`); flagged, not re-ranked. 0: not checked.
     """
 
     if acquisition not in ACQUISITIONS:
@@ -371,7 +378,7 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
             predictor.close()
     bar.close()
     table = _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=True,
-                          **policies)
+                          repeats_top=repeats_top, max_atoms=max_atoms, **policies)
     if stats is not None:
         table.attrs["dask"] = stats
     table.attrs["computed_files"] = len(todo)  # the rest were resumed from an earlier sitting's partial rows
@@ -402,7 +409,8 @@ def structure_ids(paths: list, keys: list[str]) -> list[str]:
 
 
 def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool,
-                  checks: str = "flag", domain: str = "rank-separately") -> pd.DataFrame:
+                  checks: str = "flag", domain: str = "rank-separately", repeats_top: int = 0,
+                  max_atoms: int = DEFAULT_MAX_ATOMS) -> pd.DataFrame:
     records = []
     for key, path, sid in zip(keys, paths, structure_ids(paths, keys), strict=True):
         rec = done.get(key)
@@ -412,6 +420,9 @@ def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, 
         records.append({**rec, "path": str(path), "structure_id": sid})
     table = rank_rows(records, acquisition, kappa=kappa, target_ev=target_ev, goal=goal, seed=seed, checks=checks,
                       domain=domain)
+    if complete and repeats_top:  # reads the top files once, at the end (not at every checkpoint)
+        table["repeat_of"] = mark_repeats(table, top=repeats_top,
+                                          read=lambda path: read_structure(path, max_atoms=max_atoms))
     write_table(table, out)
     return table
 

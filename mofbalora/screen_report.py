@@ -89,8 +89,13 @@ def _refcode_families(head: pd.DataFrame) -> list[str]:
         return []
     counts = Counter(stems.dropna())
     repeated = ", ".join(f"{k} ×{v}" for k, v in counts.most_common() if v > 1)
-    return [f"{len(counts)} distinct CSD refcodes (redeterminations share the first six letters)"
-            + (f"; repeated: {repeated}" if repeated else "") + ".", ""]
+    lines = [f"{len(counts)} distinct CSD refcodes (redeterminations share the first six letters)"
+             + (f"; repeated: {repeated}" if repeated else "") + "."]
+    if "repeat_of" in head:
+        n = int((head["repeat_of"].astype(str).str.len() > 0).sum())
+        lines.append(f"{n} rows repeat a better-ranked structure (`repeat_of`: the same structure by pymatgen's "
+                     f"StructureMatcher): {len(head) - n} distinct structures.")
+    return [" ".join(lines), ""]
 
 
 def policy_shift(ok: pd.DataFrame, now: pd.DataFrame) -> list[str]:

@@ -41,12 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--domain", default="rank-separately", choices=["rank-separately", "exclude", "ignore"],
                    help="out-of-domain structures (unseen elements, far embedding): ranked after all in-domain "
                         "ones (default), error rows, or ranked like the rest")
+    p.add_argument("--repeats-top", type=int, default=None, metavar="N",
+                   help="when the screen completes, mark in repeat_of which of the best N rows repeat a better-ranked "
+                        "structure (same structure given twice, e.g. a redetermination; default 200, 0 = off)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mofbalora.data.structures import DEFAULT_MAX_ATOMS
+    from mofbalora.repeats import DEFAULT_REPEATS_TOP
     from mofbalora.screen import plot_screen, screen, summarize
 
     table = screen(args.inputs, model=args.model, n_samples=args.samples, acquisition=args.acquisition,
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                    out=args.out, seed=args.seed, max_atoms=args.max_atoms or DEFAULT_MAX_ATOMS,
                    resume=not args.no_resume, progress=not args.quiet, dask=args.dask, chunk_size=args.chunk_size,
                    device=args.device, checks=args.checks, domain=args.domain,
-                   workers=args.workers)
+                   workers=args.workers,
+                   repeats_top=DEFAULT_REPEATS_TOP if args.repeats_top is None else args.repeats_top)
     print(summarize(table, args.top))
     print(f"ranked table: {args.out}")
     if args.plot:
