@@ -38,7 +38,7 @@ STD = np.array([0.5, 0.1, 0.2, 1.0])
 
 
 def test_registry_names() -> None:
-    assert set(ACQUISITIONS) == {"std", "ucb", "lcb", "target", "ei", "thompson", "mean", "random"}
+    assert set(ACQUISITIONS) == {"std", "epistemic", "ucb", "lcb", "target", "ei", "thompson", "mean", "random"}
 
 
 def test_unknown_name_lists_choices() -> None:
@@ -218,3 +218,23 @@ def test_cost_aware() -> None:
     assert int(np.argmax(cost_aware(np.zeros(3), np.array([3.0, 1.0, 2.0])))) == 1
     with pytest.raises(ValueError, match="cost"):
         cost_aware(np.ones(2), np.array([1.0, 0.0]))
+
+
+def test_epistemic_ranks_by_the_draws_spread_not_the_predicted_noise():
+    from mofbalora.acquisition import acquisition_scores
+
+    rng = np.random.default_rng(0)
+    # candidate 0: wide draws, little predicted noise; candidate 1: narrow draws, large predicted noise
+    samples = np.stack([rng.normal(1.0, 0.5, 4000), rng.normal(1.0, 0.05, 4000)])
+    aleatoric = np.array([0.1, 2.0])
+    std = np.sqrt(samples.std(1, ddof=1) ** 2 + aleatoric**2)
+    mean = samples.mean(1)
+    by_std = acquisition_scores("std", mean, std, samples)
+    by_epistemic = acquisition_scores("epistemic", mean, std, samples)
+    assert by_std.argmax() == 1 and by_epistemic.argmax() == 0
+    # the 16-84 % half-width of a normal is its sd
+    np.testing.assert_allclose(by_epistemic, [0.5, 0.05], rtol=0.06)
+    with pytest.raises(ValueError, match="T >= 2 stochastic passes, got none"):
+        acquisition_scores("epistemic", mean, std)
+    with pytest.raises(ValueError, match="got T = 1"):
+        acquisition_scores("epistemic", mean, std, samples[:, :1])

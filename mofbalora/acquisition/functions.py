@@ -11,8 +11,8 @@ Inputs
 ``std_ev`` (n,)
     Predictive standard deviation per candidate, eV (>= 0; 0 means a point prediction).
 ``samples_ev`` (n, T), optional
-    Band gaps from T stochastic forward passes (e.g. BaLoRA adapter samples), eV. Only
-    ``thompson`` uses them.
+    Band gaps from T stochastic forward passes (e.g. BaLoRA adapter samples), eV. ``thompson``
+    and ``epistemic`` use them.
 
 Goal
 ----
@@ -25,6 +25,10 @@ for gaps inside the window ``[lo, hi]`` eV and ``goal`` is ignored by them.
 name           score (higher = label first)
 =============  ==========================================================================
 ``std``        ``std`` -- pure uncertainty sampling.
+``epistemic``  the 16-84 % half-width of the T draws, ``(q84 - q16) / 2`` -- uncertainty sampling on
+               the model's own (reducible) uncertainty only: with an aleatoric head ``std`` also counts
+               the predicted noise, which a DFT label does not teach the model away. Needs
+               ``samples_ev`` with T >= 2.
 ``ucb``        ``mean + kappa*std`` -- optimistic for *large* gaps (ignores ``goal``).
 ``lcb``        ``-(mean - kappa*std) = kappa*std - mean`` -- optimistic for *small* gaps;
                the sign is flipped so that higher is still better (ignores ``goal``).
@@ -69,7 +73,7 @@ import numpy as np
 from scipy.special import ndtr
 
 Goal = Literal["min", "max"]
-AcquisitionName = Literal["std", "ucb", "lcb", "target", "ei", "thompson", "mean", "random"]
+AcquisitionName = Literal["std", "epistemic", "ucb", "lcb", "target", "ei", "thompson", "mean", "random"]
 RngLike = np.random.Generator | int | None
 
 GOALS: tuple[str, ...] = ("min", "max")
@@ -259,6 +263,18 @@ def _acq_std(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) ->
     return std.copy()
 
 
+#: quantiles whose half-distance is the ``epistemic`` score (as in mofbalora.physical's robust spread)
+DRAW_QUANTILES = (0.16, 0.84)
+
+
+def _acq_epistemic(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) -> np.ndarray:
+    if samples is None or samples.shape[1] < 2:
+        raise ValueError("acquisition 'epistemic' needs samples_ev from T >= 2 stochastic passes, got "
+                         + ("none" if samples is None else f"T = {samples.shape[1]}"))
+    lo, hi = np.quantile(samples, DRAW_QUANTILES, axis=1)
+    return (hi - lo) / 2
+
+
 def _acq_ucb(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) -> np.ndarray:
     return mean + kappa * std
 
@@ -315,6 +331,7 @@ def _acq_random(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng)
 
 ACQUISITIONS: dict[str, AcquisitionFn] = {
     "std": _acq_std,
+    "epistemic": _acq_epistemic,
     "ucb": _acq_ucb,
     "lcb": _acq_lcb,
     "target": _acq_target,

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="'default' (shipped) or a run folder")
     p.add_argument("--samples", type=int, default=32, help="stochastic passes T")
     p.add_argument("--acquisition", default="std",
-                   help="std | ucb | lcb | target | ei | thompson | mean | random (default: std)")
+                   help="std | epistemic | ucb | lcb | target | ei | thompson | mean | random (default: std; "
+                        "epistemic: the spread of the draws alone, without the predicted noise)")
     p.add_argument("--kappa", type=float, default=2.0, help="κ of ucb / lcb")
     p.add_argument("--target", nargs=2, type=float, metavar=("LO", "HI"), default=None,
                    help="band-gap window in eV for 'target' (and ei / mean towards a window)")
