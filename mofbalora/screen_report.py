@@ -67,6 +67,7 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
     head = ok.sort_values("rank").head(top)
     if acquisition == "std":
         lines += policy_shift(ok, head)
+        lines += epistemic_view(ok, head)
     lines += [f"## Top {len(head)} by `{acquisition}`", "", *_refcode_families(head),
               "| rank | structure | formula | atoms | median ± spread (eV) | mean ± std (eV) | score | flags |",
               "|---|---|---|---|---|---|---|---|"]
@@ -128,6 +129,27 @@ def policy_shift(ok: pd.DataFrame, now: pd.DataFrame) -> list[str]:
     lines += ["", f"With `--checks exclude`, {dropped} of the top {len(now)} would become error rows "
               "(`failed_checks`) and the next ones would move up.", ""]
     return lines
+
+
+def epistemic_view(ok: pd.DataFrame, now: pd.DataFrame, show: int = 15) -> list[str]:
+    """The in-domain rows a ranking by the BaLoRA spread alone would put first (``epistemic_std_ev``, the draws'
+    std; ``--acquisition epistemic`` ranks by its robust form), against the ``std`` top ``now``: the structures a
+    DFT label would teach the model most about, next to those whose prediction is least reliable."""
+    if "epistemic_std_ev" not in ok or ok["epistemic_std_ev"].isna().all():
+        return []
+    pool = ok[(ok["in_domain"] != False).fillna(True)]  # noqa: E712 (NA = unknown: kept)
+    first = pool.sort_values(["epistemic_std_ev", "structure_id"], ascending=[False, True])
+    shared = len(set(first.head(len(now))["structure_id"]) & set(now["structure_id"]))
+    lines = ["## By the BaLoRA spread alone (`--acquisition epistemic`)", "",
+             f"In-domain rows by `epistemic_std_ev` (the draws' std, without the aleatoric part): {shared} of its "
+             f"top {len(now)} are in the `std` top {len(now)}.", "",
+             "| # | structure | formula | atoms | median (eV) | epistemic std (eV) | aleatoric std (eV) | rank by std | "
+             "flags |", "|---|---|---|---|---|---|---|---|---|"]
+    for k, r in enumerate(first.head(show).to_dict("records"), start=1):
+        lines.append(f"| {k} | {r['structure_id']} | {r['formula']} | {int(r['n_atoms'])} | "
+                     f"{r['bandgap_median_ev']:.2f} | {r['epistemic_std_ev']:.3f} | "
+                     f"{r.get('aleatoric_std_ev', float('nan')):.2f} | {int(r['rank'])} | {row_flags(r) or '–'} |")
+    return lines + [""]
 
 
 def write_screen_summary(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:

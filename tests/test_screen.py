@@ -251,3 +251,19 @@ def test_summary_counts_csd_redeterminations_as_one_compound():
     assert _refcode_families(head) == ["3 distinct CSD refcodes (redeterminations share the first six letters); "
                                        "repeated: DUNXUH ×3.", ""]
     assert _refcode_families(pd.DataFrame({"structure_id": ["qmof-866f4f7", "qmof-5e652e3"]})) == []
+
+
+def test_summary_shows_what_the_balora_spread_alone_would_rank_first():
+    from mofbalora.screen_report import epistemic_view
+
+    ok = pd.DataFrame({"structure_id": ["noisy", "novel", "plain", "far"], "formula": ["ZnO"] * 4,
+                       "n_atoms": [10] * 4, "bandgap_median_ev": [1.0] * 4, "rank": [1, 2, 3, 4],
+                       "epistemic_std_ev": [0.01, 0.09, 0.02, 0.5], "aleatoric_std_ev": [2.5, 0.3, 0.2, 0.1],
+                       "in_domain": pd.array([True, True, True, False], dtype="boolean"),
+                       "failed_checks": [""] * 4, "unseen_elements": [""] * 4, "physical_flag": [""] * 4})
+    lines = epistemic_view(ok, ok.head(1))
+    rows = [line for line in lines if line.startswith("| 1 ") or line.startswith("| 2 ") or line.startswith("| 4 ")]
+    assert rows[0].startswith("| 1 | novel |") and rows[1].startswith("| 2 | plain |")
+    assert not any("| far |" in line for line in lines)  # out of domain: not a teaching candidate
+    assert "0 of its top 1 are in the `std` top 1" in "\n".join(lines)
+    assert epistemic_view(ok.drop(columns="epistemic_std_ev"), ok.head(1)) == []
