@@ -91,7 +91,8 @@ def test_every_input_gets_a_row_with_a_specific_reason(tiny_model, candidates, t
     text = screen_summary(table, seconds=10.0, top=3)
     assert f"rows: **{n_inputs}**" in text and "ranked: 6" in text and "**1.40 files/s**" in text
     assert "| `not_cif` | 3 |" in text and "| `degenerate_cell` | 2 |" in text
-    assert text.count("\n| 1 | ") == 2 and "## Top 3 by `std`" in text and "## How the top 3 changed" in text
+    assert text.count("\n| 1 | ") == 3 and "## Top 3 by `std`" in text and "## How the top 3 changed" in text
+    assert "## By the BaLoRA spread alone" in text
     # the earlier raw-std order of the table's own rows: its first row is the largest raw std
     first = table[table["status"] == "ok"].sort_values("bandgap_std_ev").iloc[-1]
     assert f"| 1 | {first['structure_id']} |" in text.split("## How the top 3 changed")[1]
