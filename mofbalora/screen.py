@@ -312,6 +312,8 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
 
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"unknown acquisition {acquisition!r}; choose from {sorted(ACQUISITIONS)}")
+    if int(repeats_top) != repeats_top or repeats_top < 0:  # checked now, not after hours of screening
+        raise ValueError(f"repeats_top must be an integer >= 0 (rows checked for repeats; 0 = off), got {repeats_top!r}")
     if acquisition == "target" and target_ev is None:
         raise ValueError("acquisition 'target' needs a band-gap window: --target LO HI (eV)")
     checks, domain = check_policy(checks), domain_policy(domain)

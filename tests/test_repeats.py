@@ -74,3 +74,6 @@ def test_screen_names_the_repeat_and_the_summary_counts_distinct_structures(tiny
     off = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "o.csv", progress=False,
                  checks="off", domain="ignore", repeats_top=0)
     assert (off["repeat_of"] == "").all()
+    with pytest.raises(ValueError, match="repeats_top must be an integer >= 0.*-1"):
+        screen([str(cands)], model=tiny_model, out=tmp_path / "n.csv", progress=False, repeats_top=-1)
+    assert not (tmp_path / "n.csv").exists()
