@@ -86,15 +86,19 @@ def model_fingerprint(model: BandGapModel) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_signature(out: Path, signature: dict, resume: bool) -> None:
-    """Refuse to resume rows computed under another model or other settings (they would mix silently)."""
+def _check_signature(out: Path, signature: dict, resume: bool) -> dict | None:
+    """Refuse to resume rows computed under another model or other settings (they would mix silently); write
+    ``signature`` and return the one it replaces (None if there was none or it does not parse)."""
     path = _signature_path(out)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
     if resume and _partial_path(out).exists():
-        if not path.exists():
+        if old is None:
             log.warning("%s has no signature (written by an older mofbalora): resuming without checking that the "
                         "model and settings are the same", _partial_path(out))
         else:
-            old = json.loads(path.read_text())
             diff = {k: (old.get(k), v) for k, v in signature.items() if old.get(k) != v}
             if diff:
                 what = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
@@ -103,13 +107,7 @@ def _check_signature(out: Path, signature: dict, resume: bool) -> None:
                                  "kept: they do not depend on the model), or keep the earlier settings")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, signature, indent=1)
-
-
-def _partial_had_checks(out: Path) -> bool:
-    try:
-        return bool(json.loads(_signature_path(out).read_text()).get("checks"))
-    except (OSError, ValueError):
-        return False
+    return old
 
 
 def _load_partial(path: Path) -> dict[str, dict]:
@@ -331,12 +329,11 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
         raise ValueError(f"no candidate files found in {inputs}")
     m = model if isinstance(model, BandGapModel) else load_model(model, device=device)
     partial = _partial_path(out)
-    checked_before = _partial_had_checks(out)  # read before the signature is rewritten
-    _check_signature(out, {"model": model_fingerprint(m), "n_samples": int(n_samples), "seed": int(seed),
+    before = _check_signature(out, {"model": model_fingerprint(m), "n_samples": int(n_samples), "seed": int(seed),
                            "max_atoms": int(max_atoms), "checks": bool(run_checks)}, resume)
     done = _load_partial(partial) if resume else {}
     if not resume and partial.exists():
-        if run_checks and checked_before:  # starting over (e.g. another model): keep the verdicts
+        if run_checks and (before or {}).get("checks"):  # starting over (e.g. another model): keep the verdicts
             kept = remember_checks(_load_partial(partial).values())
             log.info("kept the chemistry checks of %d rows of the discarded partial screen", kept)
         partial.unlink()

@@ -68,7 +68,7 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
     if acquisition == "std":
         lines += policy_shift(ok, head)
         lines += epistemic_view(ok, head)
-    lines += [f"## Top {len(head)} by `{acquisition}`", "", *_refcode_families(head),
+    lines += [f"## Top {len(head)} by `{acquisition}`", "", *_refcode_families(head), *_repeat_count(head),
               "| rank | structure | formula | atoms | median ± spread (eV) | mean ± std (eV) | score | flags |",
               "|---|---|---|---|---|---|---|---|"]
     for r in head.to_dict("records"):
@@ -90,13 +90,17 @@ def _refcode_families(head: pd.DataFrame) -> list[str]:
         return []
     counts = Counter(stems.dropna())
     repeated = ", ".join(f"{k} ×{v}" for k, v in counts.most_common() if v > 1)
-    lines = [f"{len(counts)} distinct CSD refcodes (redeterminations share the first six letters)"
-             + (f"; repeated: {repeated}" if repeated else "") + "."]
-    if "repeat_of" in head:
-        n = int((head["repeat_of"].astype(str).str.len() > 0).sum())
-        lines.append(f"{n} rows repeat a better-ranked structure (`repeat_of`: the same structure by pymatgen's "
-                     f"StructureMatcher): {len(head) - n} distinct structures.")
-    return [" ".join(lines), ""]
+    return [f"{len(counts)} distinct CSD refcodes (redeterminations share the first six letters)"
+            + (f"; repeated: {repeated}" if repeated else "") + ".", ""]
+
+
+def _repeat_count(head: pd.DataFrame) -> list[str]:
+    """How many of the top rows repeat a better-ranked structure (``repeat_of``), whatever the files are called."""
+    if "repeat_of" not in head:
+        return []
+    n = int((head["repeat_of"].astype(str).str.len() > 0).sum())
+    return [f"{n} rows repeat a better-ranked structure (`repeat_of`: the same structure by pymatgen's "
+            f"StructureMatcher): {len(head) - n} distinct structures.", ""]
 
 
 def policy_shift(ok: pd.DataFrame, now: pd.DataFrame) -> list[str]:
