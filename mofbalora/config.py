@@ -83,6 +83,7 @@ class ModelConfig:
     head_hidden: int = 64
     pooling: Literal["mean_max", "mean", "mean_max_std", "mean_max_attention"] = "mean_max"
     head_atom_mlp: int = 0            # width of the head's per-atom MLP before pooling (0: none)
+    nll_beta: float = 0.0             # β-NLL weight exponent in [0, 1] (NLL likelihoods; 0: the plain NLL)
 
     def __post_init__(self) -> None:
         check_choice("model.regime", self.regime, RUN_REGIMES)
@@ -90,6 +91,11 @@ class ModelConfig:
         check_choice("model.pooling", self.pooling, POOLINGS)
         check_int("model.head_hidden", self.head_hidden, 1)
         check_int("model.head_atom_mlp", self.head_atom_mlp, 0)
+        if not (isinstance(self.nll_beta, (int, float)) and 0.0 <= self.nll_beta <= 1.0):
+            raise ValueError(f"model.nll_beta must be a number in [0, 1], got {self.nll_beta!r}")
+        if self.nll_beta and self.likelihood not in ALEATORIC_LIKELIHOODS:
+            raise ValueError(f"model.nll_beta={self.nll_beta!r} weights a negative log-likelihood; it needs "
+                             f"model.likelihood in {ALEATORIC_LIKELIHOODS}, got {self.likelihood!r}")
 
 
 @dataclass

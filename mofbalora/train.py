@@ -73,17 +73,25 @@ def model_from_config(cfg: dict) -> BandGapModel:
     return build_model(regime, backbone=b["name"], backbone_options=opts, adapter=adapter, head=head)
 
 
-def data_loss_sum(gap, var, target, likelihood: str) -> torch.Tensor:
+def data_loss_sum(gap, var, target, likelihood: str, nll_beta: float = 0.0) -> torch.Tensor:
     """Sum over structures of the per-structure loss: squared error (``mse``), absolute error (``l1``), Huber
     with δ = 0.5 eV (``huber``, quadratic below δ, linear above), or a negative log-likelihood up to a constant
     with the head's aleatoric variance ``var`` (eV²): Gaussian (``gaussian_nll``) or Laplace (``laplace_nll``,
     scale b = sqrt(var / 2), so ``var`` stays the variance and the reported aleatoric std keeps its meaning;
-    its mean is fitted like an L1 loss and its scale is the expected absolute error, E|y − μ| = b)."""
+    its mean is fitted like an L1 loss and its scale is the expected absolute error, E|y − μ| = b).
+
+    ``nll_beta`` (β ∈ [0, 1], the NLLs only) is β-NLL (Seitzer et al., ICLR 2022): each structure's NLL is
+    weighted by its own spread to the power β, held constant (no gradient through the weight): var^β for the
+    Gaussian, b^β for the Laplace. At β = 0 this is the plain NLL; at β = 1 the mean's gradient is that of the
+    squared (Gaussian, halved) or absolute (Laplace) error, so structures the head calls noisy are no longer
+    fitted less. The scale is still fitted to the residuals."""
     if likelihood == "gaussian_nll":
-        return 0.5 * (torch.log(var) + (target - gap) ** 2 / var).sum()
+        weight = var.detach() ** nll_beta if nll_beta else 1.0
+        return (weight * 0.5 * (torch.log(var) + (target - gap) ** 2 / var)).sum()
     if likelihood == "laplace_nll":
         scale = torch.sqrt(0.5 * var)
-        return (torch.log(scale) + (target - gap).abs() / scale).sum()
+        weight = scale.detach() ** nll_beta if nll_beta else 1.0
+        return (weight * (torch.log(scale) + (target - gap).abs() / scale)).sum()
     if likelihood == "l1":
         return (target - gap).abs().sum()
     if likelihood == "huber":
@@ -127,10 +135,11 @@ class TrainingObjective(nn.Module):
     ``mean_B loss + kl_weight × KL / n_train`` (see :mod:`mofbalora.parallel.torch_ddp`).
     """
 
-    def __init__(self, model: BandGapModel, likelihood: str, dist: DistContext = SINGLE) -> None:
+    def __init__(self, model: BandGapModel, likelihood: str, dist: DistContext = SINGLE, nll_beta: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.likelihood = likelihood
+        self.nll_beta = nll_beta
         self.dist = dist
         self.n_kl_layers = sum(1 for _, m in adapter_layers(model) if hasattr(m, "kl_rows"))
 
@@ -142,11 +151,12 @@ class TrainingObjective(nn.Module):
         else:
             with sampling(stochastic=True, generator=generator, noise_seed=noise_seed, structure_keys=keys):
                 if m.n_members > 1:
-                    dl_sum = sum(data_loss_sum(*self._member(batch, k), target.to(m.device), self.likelihood)
+                    dl_sum = sum(data_loss_sum(*self._member(batch, k), target.to(m.device), self.likelihood,
+                                                 self.nll_beta)
                                  for k in range(m.n_members))
                 else:
                     gap, var, _ = m(batch)
-                    dl_sum = data_loss_sum(gap, var, target.to(gap.device), self.likelihood)
+                    dl_sum = data_loss_sum(gap, var, target.to(gap.device), self.likelihood, self.nll_beta)
         if m.n_members > 1:  # ensembles carry no KL
             kl = dl_sum.new_zeros(())
         elif not self.dist.enabled:
@@ -181,7 +191,8 @@ class Trainer:
         self.params = self.model.trainable_parameters()
         if not self.params:
             raise ValueError("nothing to train: the model has no trainable parameters")
-        self.objective = TrainingObjective(self.model, cfg["model"]["likelihood"], dist)
+        self.objective = TrainingObjective(self.model, cfg["model"]["likelihood"], dist,
+                                           float(cfg["model"].get("nll_beta", 0.0)))
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
