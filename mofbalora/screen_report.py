@@ -68,7 +68,7 @@ def screen_summary(table: pd.DataFrame, *, seconds: float | None = None, top: in
     if acquisition == "std":
         lines += policy_shift(ok, head)
         lines += epistemic_view(ok, head)
-    lines += [f"## Top {len(head)} by `{acquisition}`", "", *_refcode_families(head), *_repeat_count(head),
+    lines += [f"## Top {len(head)} by `{acquisition}`", "", *_refcode_families(head), *_repeat_count(head, ok),
               "| rank | structure | formula | atoms | median ± spread (eV) | mean ± std (eV) | score | flags |",
               "|---|---|---|---|---|---|---|---|"]
     for r in head.to_dict("records"):
@@ -94,13 +94,19 @@ def _refcode_families(head: pd.DataFrame) -> list[str]:
             + (f"; repeated: {repeated}" if repeated else "") + ".", ""]
 
 
-def _repeat_count(head: pd.DataFrame) -> list[str]:
-    """How many of the top rows repeat a better-ranked structure (``repeat_of``), whatever the files are called."""
+def _repeat_count(head: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
+    """How many of the top rows repeat a better-ranked structure (``repeat_of``), whatever the files are called,
+    and where a list of as many rows without the repeats would end (what a DFT list of that length takes)."""
     if "repeat_of" not in head:
         return []
     n = int((head["repeat_of"].astype(str).str.len() > 0).sum())
-    return [f"{n} rows repeat a better-ranked structure (`repeat_of`: the same structure by pymatgen's "
-            f"StructureMatcher): {len(head) - n} distinct structures.", ""]
+    line = (f"{n} rows repeat a better-ranked structure (`repeat_of`: the same structure by pymatgen's "
+            f"StructureMatcher): {len(head) - n} distinct structures.")
+    distinct = ok.loc[ok["repeat_of"].fillna("").astype(str).str.len() == 0].sort_values("rank")
+    if n and len(distinct) >= len(head):
+        line += (f" Skipping them, the best {len(head)} rows not flagged as repeats end at rank "
+                 f"{int(distinct['rank'].iloc[len(head) - 1])}.")
+    return [line, ""]
 
 
 def policy_shift(ok: pd.DataFrame, now: pd.DataFrame) -> list[str]:

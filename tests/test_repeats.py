@@ -71,6 +71,12 @@ def test_screen_names_the_repeat_and_the_summary_counts_distinct_structures(tiny
     summary = screen_summary(table)
     assert "1 rows repeat a better-ranked structure" in summary and "3 distinct structures" in summary
     assert f"repeat_of:{pair.index[0]}" in summary
+    # with the repeat moved to rank 2, a 3-row list without it ends at rank 4
+    moved = table.copy()
+    second, rep = moved.index[moved["rank"] == 2][0], moved.index[moved["repeat_of"] != ""][0]
+    moved.loc[[second, rep], "rank"] = moved.loc[[rep, second], "rank"].to_numpy()
+    assert "the best 3 rows not flagged as repeats end at rank 4." in screen_summary(moved, top=3)
+    assert "Skipping them" not in screen_summary(moved, top=4)  # only 3 distinct rows in all
     off = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "o.csv", progress=False,
                  checks="off", domain="ignore", repeats_top=0)
     assert (off["repeat_of"] == "").all()
