@@ -99,10 +99,11 @@ def _repeat_count(head: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
     and where a list of as many rows without the repeats would end (what a DFT list of that length takes)."""
     if "repeat_of" not in head:
         return []
-    n = int((head["repeat_of"].astype(str).str.len() > 0).sum())
+    is_repeat = ok["repeat_of"].fillna("").astype(str).str.len() > 0  # one test for the count and the list
+    n = int(is_repeat.loc[head.index].sum())
     line = (f"{n} rows repeat a better-ranked structure (`repeat_of`: the same structure by pymatgen's "
             f"StructureMatcher): {len(head) - n} distinct structures.")
-    distinct = ok.loc[ok["repeat_of"].fillna("").astype(str).str.len() == 0].sort_values("rank")
+    distinct = ok.loc[~is_repeat].sort_values("rank")
     if n and len(distinct) >= len(head):
         line += (f" Skipping them, the best {len(head)} rows not flagged as repeats end at rank "
                  f"{int(distinct['rank'].iloc[len(head) - 1])}.")

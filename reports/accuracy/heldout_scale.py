@@ -53,6 +53,9 @@ def main(run: str = DEFAULT_RUN) -> None:
     cfg = load_config(Path(run) / "config.yaml")
     cfg["data"]["val_size"] = None  # all 1,826 validation structures
     model = load_model(run)
+    if model.training_domain is None or not model.training_domain.has_embedding:
+        raise ValueError(f"{run} carries no applicability domain with an embedding reference (fit one with "
+                         "scripts/fit_domain.py): the distance refit needs it")
     ds, ids = split_ids(cfg)
     parts = {}
     for part in ("val", "test"):
@@ -65,8 +68,8 @@ def main(run: str = DEFAULT_RUN) -> None:
     mu, sd = va["emb"].mean(0), va["emb"].std(0) + 1e-6
 
     def inputs(s, embedding=True, distance=False):
-        parts = np.stack([np.log(s["al"]), np.log(s["ep"] + 1e-4)] + ([np.log(s["dist"])] if distance else []), 1)
-        return np.hstack([(s["emb"] - mu) / sd, parts, s["mean"][:, None]]) if embedding else parts
+        logs = np.stack([np.log(s["al"]), np.log(s["ep"] + 1e-4)] + ([np.log(s["dist"])] if distance else []), 1)
+        return np.hstack([(s["emb"] - mu) / sd, logs, s["mean"][:, None]]) if embedding else logs
 
     def rho(score, s):
         return float(spearmanr(score, s["r"])[0])
