@@ -20,7 +20,7 @@ import torch
 
 from mofbalora.backbones import load_backbone
 from mofbalora.io import MODEL_CONFIG, atomic_write_bytes
-from mofbalora.prediction import MIN_STD_EV, Prediction, recalibrate
+from mofbalora.prediction import MIN_STD_EV, Prediction, recalibrate, weights_fingerprint
 
 GBM_FILE = "gbm.skops"
 QUANTILES = (0.16, 0.84)
@@ -54,6 +54,8 @@ class GBMBandGapModel:
                        "l2_regularization": 1.0, "early_stopping": False, **(params or {})}
         self.models: dict = {}
         self.calibration: dict | None = None
+        #: the gradient-boosting baseline records no training domain (every row's domain is unknown)
+        self.training_domain = None
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +93,12 @@ class GBMBandGapModel:
 
     def trainable_parameters(self) -> list:
         return []
+
+    def fingerprint(self) -> str:
+        """sha256 (hex, first 16) of the fitted trees (their skops bytes) and the calibration."""
+        import skops.io as sio
+
+        return weights_fingerprint(sorted((k, sio.dumps(v)) for k, v in self.models.items()), self.calibration)
 
     def config_dict(self) -> dict:
         return {"regime": "gbm", "backbone": self.backbone_options, "gbm": {"params": self.params,

@@ -25,7 +25,7 @@ from mofbalora.domain import ApplicabilityDomain
 from mofbalora.gbm import GBMBandGapModel
 from mofbalora.heads import BandGapHead, HeadConfig
 from mofbalora.io import MODEL_CONFIG, MODEL_FILE, check_base_identity, read_checkpoint, save_checkpoint
-from mofbalora.prediction import Prediction, predict_inputs, recalibrate
+from mofbalora.prediction import Prediction, predict_inputs, recalibrate, weights_fingerprint
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
 STOCHASTIC_REGIMES = ("balora", "mc_dropout")
@@ -128,6 +128,10 @@ class BandGapModel(nn.Module):
     def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
         """``sqrt((a*std)^2 + b^2)`` with the validation-fitted :attr:`calibration` (eV); None without one."""
         return recalibrate(self.calibration, std_ev)
+
+    def fingerprint(self) -> str:
+        """sha256 (hex, first 16) of the weights (frozen and trained) and the calibration."""
+        return weights_fingerprint(sorted(self.state_dict().items()), self.calibration)
 
     def config_dict(self) -> dict:
         return {"regime": self.regime, "backbone": {"name": self.backbone_options.get("name", "chgnet"),

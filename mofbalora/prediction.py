@@ -17,6 +17,8 @@ caller (evaluate, compare, screen, the campaign, fine-tuning's validation) goes 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,7 @@ from mofbalora.backbones.base import atom_capped_batches
 from mofbalora.uq.recalibration import apply_std_scale_floor
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 #: smallest std (eV) a prediction is scored or recalibrated with: a structure whose every draw saturated at a
 #: 0 eV gap has a std of exactly 0, which must not void a model's uncertainty metrics
@@ -212,3 +214,15 @@ def _stacked_passes(model: Any, chunk: list, digests: list, fallback: list[int],
         parts.append(g.view(t, b).T)
         vparts.append(v.view(t, b).T if v is not None else None)
     return torch.cat(parts, 1), (torch.cat(vparts, 1) if with_var else None)
+
+
+def weights_fingerprint(named_arrays: Iterable[tuple[str, Any]], calibration: dict | None) -> str:
+    """sha256 (hex, first 16) over named arrays (tensors or numpy) and a calibration dict."""
+    h = hashlib.sha256()
+    for name, value in named_arrays:
+        h.update(name.encode())
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().contiguous().numpy()
+        h.update(np.ascontiguousarray(value).tobytes() if isinstance(value, np.ndarray) else bytes(value))
+    h.update(json.dumps(calibration, sort_keys=True).encode())
+    return h.hexdigest()[:16]

@@ -4,8 +4,11 @@ Every input gets exactly one row, whatever it holds: bad files get ``status="err
 ``error`` (the reason) and no rank. Progress is appended to ``<out>.partial.jsonl`` after every chunk and the
 output table is replaced atomically, so a crash never leaves a half-written table; rerunning skips the
 structures already done (keyed by the sha256 of the file content) and ends with the same table as an
-uninterrupted run: each structure's stochastic passes use a generator seeded by (seed, file digest), and
-the acquisition scores are computed once, over the whole table, at the end.
+uninterrupted run: each structure's stochastic passes are keyed by (seed, file digest), and the acquisition
+scores are computed once, over the whole table, at the end.
+
+The scoring itself (files -> records -> ranked rows, locally, in worker processes or on Dask) is
+:mod:`mofbalora.scoring`; this module is the resume, I/O and reporting around it.
 
 Beyond the prediction, each screened row says whether to trust it (``docs/screening.md``):
 
@@ -27,44 +30,34 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mofbalora.acquisition import ACQUISITIONS, acquisition_scores
-from mofbalora.checks import (
-    FAILED_CHECKS_REASON,
-    INSTALL_HINT,
-    check_cache,
-    check_policy,
-    checker_available,
-    checks_of_file,
-    not_run,
-    remember_checks,
-)
+from mofbalora.checks import INSTALL_HINT, checker_available, remember_checks
 from mofbalora.data.cache import file_digest
 from mofbalora.data.candidates import distinct_file_ids, expand_candidates
-from mofbalora.data.structures import DEFAULT_MAX_ATOMS, read_structure
-from mofbalora.domain import OUT_OF_DOMAIN_REASON, domain_policy, elements_of_formula
-from mofbalora.featurize import featurize_files
+from mofbalora.data.structures import read_structure
 from mofbalora.io import TABLE_FORMATS, atomic_write_json, write_table
-from mofbalora.model import BandGapModel, load_model
-from mofbalora.physical import robust_summary
-from mofbalora.prediction import calibrated_std
-from mofbalora.repeats import DEFAULT_REPEATS_TOP, mark_repeats
+from mofbalora.model import resolve_model_dir
+from mofbalora.repeats import mark_repeats
+from mofbalora.scoring import (
+    COLUMNS,
+    InProcessExecutor,
+    LocalExecutor,
+    Predictor,
+    ScoringConfig,
+    as_predictor,
+    rank,
+    row_flags,
+    score_files,
+    structure_seed,
+    typed_table,
+)
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["rank", "path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
-           "epistemic_std_ev", "aleatoric_std_ev", "bandgap_std_calibrated_ev", "bandgap_median_ev",
-           "bandgap_spread_ev", "physical_flag", "score", "checks", "failed_checks", "checks_detail", "unseen_elements", "domain_distance", "in_domain",
-           "repeat_of", "status", "error", "detail", "digest"]
-
-
-def structure_seed(seed: int, digest: str | None) -> int:
-    """A per-structure seed from the run seed and the file's content digest (independent of batch order)."""
-    h = hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
-    return int(h[:15], 16)
+__all__ = ["COLUMNS", "model_fingerprint", "rank_rows", "row_flags", "screen", "structure_seed", "summarize",
+           "plot_screen", "structure_ids"]
 
 
 def _partial_path(out: Path) -> Path:
@@ -75,15 +68,11 @@ def _signature_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial.signature.json")
 
 
-def model_fingerprint(model: BandGapModel) -> str:
-    """sha256 (hex, first 16) of a model's weights and calibration: two screens of the same files agree row
-    for row only if this, the number of passes, the seed, the atom cap and the checks setting agree."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps(model.calibration, sort_keys=True).encode())
-    return h.hexdigest()[:16]
+def model_fingerprint(model: Predictor) -> str:
+    """sha256 (hex, first 16) of a model's weights and calibration (:meth:`Predictor.fingerprint`): two
+    screens of the same files agree row for row only if this, the number of passes, the seed, the atom cap
+    and the checks setting agree."""
+    return model.fingerprint()
 
 
 def _check_signature(out: Path, signature: dict, resume: bool) -> dict | None:
@@ -103,7 +92,7 @@ def _check_signature(out: Path, signature: dict, resume: bool) -> dict | None:
             if diff:
                 what = ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
                 raise ValueError(f"{_partial_path(out)} holds rows of another screen ({what}); rerun with "
-                                 "resume=False (`--no-resume`) to start over (the chemistry checks already run are "
+                                 "--no-resume (resume=False) to start over (the chemistry checks already run are "
                                  "kept: they do not depend on the model), or keep the earlier settings")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, signature, indent=1)
@@ -123,183 +112,60 @@ def _load_partial(path: Path) -> dict[str, dict]:
     return done
 
 
-def rank_rows(records: list[dict], acquisition: str, *, kappa: float = 2.0, target_ev=None, goal: str = "min",
-              seed: int = 0, checks: str = "flag", domain: str = "rank-separately") -> pd.DataFrame:
-    """The ranked table from per-file records (one per input, in input order).
-
-    Scores come from the robust summary of each row's draws (:func:`mofbalora.physical.robust_summary`: the
-    median and the capped 16-84 % half-width stand in for the mean and std). ``checks="exclude"`` turns rows
-    whose checks failed into error rows (reason ``failed_checks``, the names in ``detail``); ``domain="exclude"``
-    does the same for out-of-domain rows (reason ``out_of_domain``); ``domain="rank-separately"`` ranks every
-    in-domain row (or row of unknown domain) before every out-of-domain row, each group by its score.
-    Excluded rows keep their predictions for reference but get no rank.
-    """
-
-    checks, domain = check_policy(checks), domain_policy(domain)
-    df = pd.DataFrame(records)
-    for col in COLUMNS:
-        if col not in df.columns:
-            df[col] = np.nan
-    df["in_domain"] = df["in_domain"].astype("boolean")
-    ok = (df["status"] == "ok").to_numpy().copy()
-    if ok.any():
-        samples_ok = [np.asarray(r["samples_ev"], dtype=float) for r, k in zip(records, ok, strict=True) if k]
-        aleatoric = (df.loc[ok, "aleatoric_std_ev"].to_numpy(float)
-                     if "aleatoric_std_ev" in df and df.loc[ok, "aleatoric_std_ev"].notna().all() else None)
-        robust = robust_summary(np.array(samples_ok), df.loc[ok, "bandgap_std_ev"].to_numpy(float), aleatoric)
-        for col, values in robust.items():
-            df[col] = df[col].astype(object) if col == "physical_flag" else df[col]
-            df.loc[ok, col] = values
-    if checks == "exclude":
-        bad = ok & (df["checks"] == "failed").to_numpy()
-        df.loc[bad, "status"], df.loc[bad, "error"] = "error", FAILED_CHECKS_REASON
-        df.loc[bad, "detail"] = df.loc[bad, "failed_checks"]
-        ok = ok & ~bad
-    out_of_domain = (df["in_domain"] == False).fillna(False).to_numpy(bool)  # noqa: E712 (NA = unknown)
-    if domain == "exclude":
-        bad = ok & out_of_domain
-        df.loc[bad, "status"], df.loc[bad, "error"] = "error", OUT_OF_DOMAIN_REASON
-        df.loc[bad, "detail"] = [_domain_detail(r) for r in df.loc[bad].to_dict("records")]
-        ok = ok & ~bad
-    df["score"] = np.nan
-    df["rank"] = pd.array([pd.NA] * len(df), dtype="Int64")
-    if ok.any():
-        mean = df.loc[ok, "bandgap_median_ev"].to_numpy(float)
-        std = df.loc[ok, "bandgap_spread_ev"].to_numpy(float)
-        samples = np.array([r["samples_ev"] for r, k in zip(records, ok, strict=True) if k], dtype=float)
-        scores = acquisition_scores(acquisition, mean, std, samples, kappa=kappa, target_ev=target_ev, goal=goal,
-                                    rng=np.random.default_rng(seed))
-        df.loc[ok, "score"] = scores
-        group = out_of_domain[ok].astype(int) if domain == "rank-separately" else np.zeros(len(scores), int)
-        # in-domain group first (rank-separately), higher score first, ties by input order
-        order = np.lexsort((np.arange(len(scores)), -scores, group))
-        ranks = np.empty(len(scores), dtype=np.int64)
-        ranks[order] = np.arange(1, len(scores) + 1)
-        df.loc[ok, "rank"] = ranks
-    for col in ("error", "detail", "physical_flag", "failed_checks", "checks_detail", "unseen_elements", "repeat_of"):
-        df[col] = df[col].astype(object).fillna("")
-    return df[COLUMNS]
+def rank_rows(records: list[dict], acquisition: str, **settings) -> pd.DataFrame:
+    """:func:`mofbalora.scoring.rank` with the settings as keywords (``kappa``, ``target_ev``, ``goal``, ``seed``,
+    ``checks``, ``domain``: see :class:`~mofbalora.scoring.ScoringConfig`)."""
+    return rank(records, ScoringConfig(acquisition=acquisition, **settings))
 
 
-def _domain_detail(row: dict) -> str:
-    parts = []
-    if row.get("unseen_elements"):
-        parts.append(f"elements not in training: {row['unseen_elements']}")
-    if np.isfinite(row.get("domain_distance", np.nan)):
-        parts.append(f"embedding distance {row['domain_distance']:.3g}")
-    return "; ".join(parts)
+def make_executor(predictor: Predictor, *, workers: int = 1, dask=None, model_source=None,
+                  scratch: str | Path | None = None):
+    """The executor for a run: Dask when ``dask`` is given (:mod:`mofbalora.parallel.dask_screen`), local
+    worker processes when ``workers`` > 1 on a CPU, else this process. ``model_source``: the folder (or
+    ``"default"``) the predictor was loaded from, so workers load it rather than a saved copy."""
+    if dask is not None:
+        from mofbalora.parallel.dask_screen import DaskExecutor
+
+        return DaskExecutor(dask, predictor if model_source is None else model_source, scratch=scratch)
+    on_cpu = str(getattr(predictor, "device", "cpu")) == "cpu"
+    if workers > 1 and on_cpu:
+        model_dir = None
+        if model_source is not None:
+                model_dir = resolve_model_dir(model_source)
+        return LocalExecutor(predictor, workers, model_dir=model_dir)
+    if workers > 1:
+        log.warning("workers=%d ignored: the model runs on %s (one process)", workers, predictor.device)
+    return InProcessExecutor(predictor)
 
 
-def row_flags(row: dict) -> str:
-    """One short string of everything that argues against trusting a screened row (for summaries)."""
-    flags = []
-    if row.get("failed_checks"):
-        flags.append(f"checks:{row['failed_checks']}")
-    in_domain = row.get("in_domain")
-    if in_domain is not None and not pd.isna(in_domain) and not bool(in_domain):
-        flags.append("out_of_domain" + (f"({row['unseen_elements']})" if row.get("unseen_elements") else ""))
-    if row.get("physical_flag"):
-        flags.append(str(row["physical_flag"]))
-    if row.get("repeat_of") and not pd.isna(row["repeat_of"]):
-        flags.append(f"repeat_of:{row['repeat_of']}")
-    return " ".join(flags)
-
-
-def predict_files(m, paths: list, keys: list[str], *, n_samples: int, seed: int, max_atoms: int = DEFAULT_MAX_ATOMS,
-                  with_embedding: bool = False, batched: bool = True, checks: bool = False) -> list[dict]:
-    """One record per file: featurize (through the cache) and predict with ``n_samples`` passes.
-
-    The files' structures are predicted together (``batched``). A record still does not depend on which
-    files share its chunk, process or machine (what makes sharded screening exact): BaLoRA's draws are
-    keyed by (``seed``, content digest, pass), and the passes of an MC-dropout model, whose masks come
-    from a generator, use one generator per structure seeded by (``seed``, content digest).
-    ``with_embedding`` adds the pooled structure embedding (for diversity-aware batch selection).
-    Every record gets the applicability-domain columns, and the chemistry-check columns (run when ``checks``).
-    """
-
-    feats, errors = featurize_files(m.backbone, paths, max_atoms=max_atoms, progress=False,
-                                    digests=[None if key.startswith("path:") else key for key in keys])
-    ok = [k for k, f in enumerate(feats) if f is not None]
-    preds: dict[int, tuple] = {}
-    if batched and m.regime != "mc_dropout":
-        pred = m.predict_inputs([feats[k] for k in ok], n_samples=n_samples, seed=seed) if ok else None
-        preds = {k: (pred, j) for j, k in enumerate(ok)}
-    else:
-        for k in ok:
-            preds[k] = (m.predict_inputs([feats[k]], n_samples=n_samples, seed=structure_seed(seed, feats[k]["digest"])), 0)
-    records = []
-    for k, (path, key, feat, err) in enumerate(zip(paths, keys, feats, errors, strict=True)):
-        rec = {"key": key, "path": str(path), "structure_id": Path(path).stem}
-        if err is not None:
-            rec.update(status="error", error=err.reason, detail=err.message[:300])
-        else:
-            pred, j = preds[k]
-            rec.update(status="ok", error="", detail="", digest=feat["digest"], formula=feat.get("formula"),
-                       n_atoms=int(feat["n_atoms"]), **pred.to_record(j))
-            calibrated = calibrated_std(m, pred.std_ev[j:j + 1])
-            if calibrated is not None:
-                rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
-            if with_embedding or _needs_embedding(m):
-                rec["embedding"] = pred.embedding[j].tolist()
-        records.append(rec)
-    _annotate(m, records, max_atoms=max_atoms, checks=checks, keep_embedding=with_embedding)
-    return records
-
-
-def _needs_embedding(m) -> bool:
-    domain = getattr(m, "training_domain", None)
-    return domain is not None and domain.has_embedding
-
-
-def _annotate(m, records: list[dict], *, max_atoms: int, checks: bool, keep_embedding: bool) -> None:
-    """Add the domain and check columns to the screened records (in place); a failure stays per structure."""
-
-    ok = [r for r in records if r["status"] == "ok"]
-    domain = getattr(m, "training_domain", None)
-    if domain is not None and ok:
-        embeddings = np.array([r["embedding"] for r in ok]) if domain.has_embedding else None
-        for rec, cols in zip(ok, domain.assess([elements_of_formula(r["formula"]) for r in ok], embeddings),
-                             strict=True):
-            rec.update(cols)
-    if not keep_embedding:
-        for rec in ok:
-            rec.pop("embedding", None)
-    run = checks and checker_available()
-    cache = check_cache() if run else None
-    for rec in ok:
-        if not run:
-            rec.update(not_run("" if not checks else "mofchecker-next is not installed"))
-            continue
-        try:
-            rec.update(checks_of_file(rec["path"], None if rec["key"].startswith("path:") else rec["key"],
-                                      lambda p: read_structure(p, max_atoms=max_atoms), cache))
-        except Exception as exc:  # one structure's checker crash never stops the batch
-            rec.update(checks="error", failed_checks="", checks_detail=f"{type(exc).__name__}: {exc}"[:200])
-
-
-def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisition: str = "std", kappa: float = 2.0,
-           target_ev: tuple[float, float] | None = None, goal: str = "min", out: str | Path = "ranked.csv",
-           seed: int = 0, chunk_size: int = 16, max_atoms: int = DEFAULT_MAX_ATOMS, resume: bool = True,
-           progress: bool = True, checkpoint_seconds: float = 20.0, dask=None, device: str = "cpu",
-           checks: str = "flag", domain: str = "rank-separately", workers: int = 1,
-           repeats_top: int = DEFAULT_REPEATS_TOP) -> pd.DataFrame:
+def screen(inputs: list[str], *, model="default", config: ScoringConfig | None = None, out: str | Path | None = None,
+           resume: bool = True, progress: bool = True, checkpoint_seconds: float = 20.0, dask=None,
+           device: str = "cpu", workers: int = 1, trust_checkpoint: bool = False, **settings) -> pd.DataFrame:
     """Screen candidate files (paths, folders or globs) with a saved model; returns the ranked table.
 
-    ``model`` is ``"default"``, a run folder, or an already loaded :class:`~mofbalora.model.BandGapModel`.
-    ``dask``: run the chunks on a Dask cluster: ``"local:N"`` (N local worker processes), a scheduler
-    address (``tcp://host:8786``), ``"jobqueue:CONFIG.yaml"`` (SLURM / PBS workers through dask-jobqueue)
-    or a ``distributed.Client``. The table is the same as a one-process run (see :mod:`mofbalora.parallel`).
-    ``device``: where a one-process screen runs the model (cpu | cuda | auto); Dask workers use their CPU.
-    ``workers``: without Dask, run the frozen trunk over the candidates first in this many one-thread local
-    processes (backbones that cache it: CHGNet's readout placement on a CPU); the screen then reads the cache.
-    The pre-pass is resumable (what is cached stays cached).
+    ``model`` is ``"default"``, a run folder, or an already loaded model (any
+    :class:`~mofbalora.scoring.Predictor`: a BandGapModel or the gradient-boosting baseline).
+    ``config`` (a :class:`~mofbalora.scoring.ScoringConfig`) or its fields as keywords (``n_samples``,
+    ``acquisition``, ``kappa``, ``target_ev``, ``goal``, ``seed``, ``max_atoms``, ``checks``, ``domain``,
+    ``repeats_top``, ``chunk_size``): how structures are scored and ranked; every setting is checked before
+    the model loads or a file is written.
+    ``out``: the table (.csv, .parquet or .json), written atomically and resumed from ``<out>.partial.jsonl``
+    after an interruption; None: nothing is written (and nothing resumed).
+    ``dask``: run the chunks on a Dask cluster: ``"local:N"`` (N local worker processes), a scheduler address
+    (``tcp://host:8786``), ``"jobqueue:CONFIG.yaml"`` (SLURM / PBS workers through dask-jobqueue) or a
+    ``distributed.Client``. ``workers``: without Dask, score the chunks in this many local one-thread worker
+    processes (each loads the model once and parses, featurizes, predicts and checks its files; CPU only).
+    The table is the same in every case (see :mod:`mofbalora.scoring`).
+    ``device``: where a one-process screen runs the model (cpu | cuda | auto).
+    ``trust_checkpoint``: allow full unpickling of a third-party backbone checkpoint the model names (never
+    read from the model folder; only for files from a source you trust).
 
-    ``checks`` (off | flag | exclude, default flag): run MOF chemistry checks (:mod:`mofbalora.checks`, extra
+    ``checks`` (off | flag | exclude, default flag): MOF chemistry checks (:mod:`mofbalora.checks`, extra
     ``checks``); flag ranks every structure and names its failed checks, exclude turns a failing structure into
     an error row (reason ``failed_checks``). The default is flag because the checks are heuristics with false
     positives (an unusual but correct bond, an intentional guest molecule): a screen should show them, not
-    silently drop candidates; ask for exclude to drop them. Without mofchecker-next installed, flag screens on
-    and reports ``checks="not_run"`` (a warning names the install command); exclude refuses to start.
+    silently drop candidates. Without mofchecker-next installed, flag screens on and reports
+    ``checks="not_run"`` (a warning names the install command); exclude refuses to start.
     ``domain`` (rank-separately | exclude | ignore, default rank-separately): how out-of-domain structures
     (:mod:`mofbalora.domain`) are ranked: after every in-domain one, not at all (error row, reason
     ``out_of_domain``), or like the others.
@@ -308,82 +174,87 @@ def screen(inputs: list[str], *, model="default", n_samples: int = 32, acquisiti
     :mod:`mofbalora.repeats`); flagged, not re-ranked. 0: not checked.
     """
 
-    if acquisition not in ACQUISITIONS:
-        raise ValueError(f"unknown acquisition {acquisition!r}; choose from {sorted(ACQUISITIONS)}")
-    if int(repeats_top) != repeats_top or repeats_top < 0:  # checked now, not after hours of screening
-        raise ValueError(f"repeats_top must be an integer >= 0 (rows checked for repeats; 0 = off), got {repeats_top!r}")
-    if acquisition == "target" and target_ev is None:
-        raise ValueError("acquisition 'target' needs a band-gap window: --target LO HI (eV)")
-    checks, domain = check_policy(checks), domain_policy(domain)
-    if checks == "exclude" and not checker_available():
+    if config is None:
+        config = ScoringConfig.from_dict(settings)
+    elif settings:
+        raise TypeError(f"give the scoring settings either as config= or as keywords, not both: {sorted(settings)}")
+    cfg = config
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (local worker processes), got {workers!r}")
+    if cfg.checks == "exclude" and not checker_available():
         raise ImportError(f"--checks exclude: {INSTALL_HINT}")
-    if checks == "flag" and not checker_available():
+    if cfg.checks == "flag" and not checker_available():
         log.warning("chemistry checks not run (checks column: not_run): %s", INSTALL_HINT)
-    run_checks = checks != "off"
-    policies = {"checks": checks, "domain": domain}
-    out = Path(out)
-    if out.suffix.lower() not in TABLE_FORMATS:
-        raise ValueError(f"unknown output format {out.suffix!r}; choose from {sorted(TABLE_FORMATS)}")
+    if out is not None:
+        out = Path(out)
+        if out.suffix.lower() not in TABLE_FORMATS:
+            raise ValueError(f"unknown output format {out.suffix!r} of {out}; choose from {sorted(TABLE_FORMATS)}")
     paths = expand_candidates(inputs)
     if not paths:
         raise ValueError(f"no candidate files found in {inputs}")
-    m = model if isinstance(model, BandGapModel) else load_model(model, device=device)
-    partial = _partial_path(out)
-    before = _check_signature(out, {"model": model_fingerprint(m), "n_samples": int(n_samples), "seed": int(seed),
-                           "max_atoms": int(max_atoms), "checks": bool(run_checks)}, resume)
-    done = _load_partial(partial) if resume else {}
-    if not resume and partial.exists():
-        if run_checks and (before or {}).get("checks"):  # starting over (e.g. another model): keep the verdicts
-            kept = remember_checks(_load_partial(partial).values())
-            log.info("kept the chemistry checks of %d rows of the discarded partial screen", kept)
-        partial.unlink()
-
+    m = as_predictor(model, device=device, trust_checkpoint=trust_checkpoint)
     keys = [_key(p) for p in paths]
+    ids = structure_ids(paths, keys)
+    done: dict[str, dict] = {}
+    partial = None
+    if out is not None:
+        partial = _partial_path(out)
+        before = _check_signature(out, {"model": m.fingerprint(), "n_samples": cfg.n_samples, "seed": cfg.seed,
+                                        "max_atoms": cfg.max_atoms, "checks": cfg.run_checks}, resume)
+        done = _load_partial(partial) if resume else {}
+        if not resume and partial.exists():
+            if cfg.run_checks and (before or {}).get("checks"):  # starting over (another model): keep the verdicts
+                kept = remember_checks(_load_partial(partial).values())
+                log.info("kept the chemistry checks of %d rows of the discarded partial screen", kept)
+            partial.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
+
     todo = [k for k, key in enumerate(keys) if key not in done]
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="screen", unit="cif", disable=not progress)
     last_flush = time.monotonic()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
-    if dask is None and workers > 1 and todo:
-        m.backbone.prefill_cache([paths[k] for k in todo], workers=workers, max_atoms=max_atoms, progress=progress)
-    if dask is None:
-        results = ((chunk, predict_files(m, [paths[k] for k in chunk], [keys[k] for k in chunk], n_samples=n_samples,
-                                         seed=seed, max_atoms=max_atoms, checks=run_checks)) for chunk in chunks)
-        stats = None
-    else:
-        from mofbalora.parallel.dask_screen import DaskPredictor
-
-        predictor = DaskPredictor(dask, model, scratch=out.parent / f".{out.name}.model")
-        stats = predictor.stats
-        results = predictor.map_chunks(chunks, paths, keys, n_samples=n_samples, seed=seed, max_atoms=max_atoms,
-                                       checks=run_checks)
+    executor = make_executor(m, workers=workers if todo else 1, dask=dask,
+                             model_source=None if isinstance(model, Predictor) else model,
+                             scratch=None if out is None else out.parent / f".{out.name}.model")
+    stats = getattr(executor, "stats", None)
+    log_fh = open(partial, "a") if partial is not None else None  # noqa: SIM115 (closed in finally)
     try:
-        with open(partial, "a") as log_fh:
-            for chunk, records in results:  # in completion order: rows are keyed, the table is in input order
-                for rec in records:
-                    if rec["key"] in done:  # a chunk computed twice (a lost worker's retried task): keep one row
-                        continue
-                    done[rec["key"]] = rec
+        results = score_files(m, [paths[k] for k in todo], [keys[k] for k in todo], [ids[k] for k in todo], cfg,
+                              executor)
+        for chunk, records in results:  # in completion order: rows are keyed, the table is in input order
+            for rec in records:
+                if rec["key"] in done:  # a chunk computed twice (a lost worker's retried task): keep one row
+                    continue
+                done[rec["key"]] = rec
+                if log_fh is not None:
                     log_fh.write(json.dumps(rec) + "\n")
+            if log_fh is not None:
                 log_fh.flush()
                 os.fsync(log_fh.fileno())
-                bar.update(len(chunk))
-                if time.monotonic() - last_flush > checkpoint_seconds:
-                    _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=False,
-                                  **policies)
-                    last_flush = time.monotonic()
+            bar.update(len(chunk))
+            if out is not None and time.monotonic() - last_flush > checkpoint_seconds:
+                _write_ranked(done, keys, paths, ids, cfg, out, complete=False)
+                last_flush = time.monotonic()
     finally:
-        if dask is not None:
-            predictor.close()
+        if log_fh is not None:
+            log_fh.close()
+        executor.close()
     bar.close()
-    table = _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, complete=True,
-                          repeats_top=repeats_top, max_atoms=max_atoms, **policies)
-    if stats is not None:
+    table = _write_ranked(done, keys, paths, ids, cfg, out, complete=True)
+    if stats is not None and dask is not None:
         table.attrs["dask"] = stats
     table.attrs["computed_files"] = len(todo)  # the rest were resumed from an earlier sitting's partial rows
-    partial.unlink(missing_ok=True)
-    _signature_path(out).unlink(missing_ok=True)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+        _signature_path(out).unlink(missing_ok=True)
     return table
+
+
+def predict_files(m, paths, keys, *, n_samples, seed, max_atoms, with_embedding=False, batched=True, checks=False):
+    """TRANSITIONAL: removed when the campaign ranks through mofbalora.scoring."""
+    from mofbalora.scoring import score_chunk
+
+    cfg = ScoringConfig(n_samples=n_samples, seed=seed, max_atoms=max_atoms, checks="flag" if checks else "off")
+    return score_chunk(m, paths, keys, None, cfg, with_embedding=with_embedding, batched=batched)
 
 
 def _key(path: Path) -> str:
@@ -407,23 +278,33 @@ def structure_ids(paths: list, keys: list[str]) -> list[str]:
     return distinct_file_ids(paths, digest_of)
 
 
-def _write_ranked(done, keys, paths, acquisition, kappa, target_ev, goal, seed, out, *, complete: bool,
-                  checks: str = "flag", domain: str = "rank-separately", repeats_top: int = 0,
-                  max_atoms: int = DEFAULT_MAX_ATOMS) -> pd.DataFrame:
+def _write_ranked(done: dict, keys: list[str], paths: list, ids: list[str], cfg: ScoringConfig, out: Path | None, *,
+                  complete: bool) -> pd.DataFrame:
+    """The ranked table of the rows done so far, in rank order (error rows last, in input order), written
+    atomically to ``out``; the repeats are marked once, when the screen is ``complete``."""
     records = []
-    for key, path, sid in zip(keys, paths, structure_ids(paths, keys), strict=True):
+    for key, path, sid in zip(keys, paths, ids, strict=True):
         rec = done.get(key)
         if rec is None:
             continue
         # the same content given twice gets one prediction but a row per path, each naming its own file
         records.append({**rec, "path": str(path), "structure_id": sid})
-    table = rank_rows(records, acquisition, kappa=kappa, target_ev=target_ev, goal=goal, seed=seed, checks=checks,
-                      domain=domain)
-    if complete and repeats_top:  # reads the top files once, at the end (not at every checkpoint)
-        table["repeat_of"] = mark_repeats(table, top=repeats_top,
-                                          read=lambda path: read_structure(path, max_atoms=max_atoms))
-    write_table(table, out)
+    table = rank(records, cfg)
+    if complete and cfg.repeats_top:  # reads the top files once, at the end (not at every checkpoint)
+        table["repeat_of"] = mark_repeats(table, top=cfg.repeats_top,
+                                          read=lambda path: read_structure(path, max_atoms=cfg.max_atoms))
+    table = typed_table(in_rank_order(table))
+    if out is not None:
+        write_table(table, out)
     return table
+
+
+def in_rank_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Ranked rows first by rank, then the unranked (error) rows in input order; a fresh index."""
+    position = pd.Series(range(len(table)), index=table.index)
+    key = table["rank"].astype("Float64").fillna(float("inf"))
+    order = sorted(table.index, key=lambda i: (key[i], position[i]))
+    return table.loc[order].reset_index(drop=True)
 
 
 def summarize(table: pd.DataFrame, top: int = 10) -> str:

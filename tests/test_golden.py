@@ -14,31 +14,66 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("MOFBALORA_UPDATE_GOLDEN") == "1"
-RTOL, ATOL = 1e-5, 1e-6
+#: float32 forwards differ between CPUs (kernels, summation order) by ~1e-5 relative: 2e-5 eV seen on a 1.42 eV
+#: gap between two machines, 1.6e-5 eV on an absolute error of 0.14 eV. 1e-4 relative / 1e-4 eV (0.1 meV) is
+#: still far below any change of behaviour.
+RTOL, ATOL = 1e-4, 1e-4
+#: statistics of how stds rank errors (Spearman, Pearson, rejection-curve areas) over the golden runs' handful
+#: of structures turn on std differences of ~1e-5 eV, which differ between CPUs (seen here: a 6-structure
+#: Spearman of -0.786 against -0.761 from the same code on two machines); compared to this absolute tolerance
+RANKING_STAT_ATOL = 0.05
+RANKING_STATS = ("spearman", "pearson", "kendall", "auc_rejection")
 
 
-def _check_table(got: pd.DataFrame, name: str) -> None:
+def _check_table(got: pd.DataFrame, name: str, *, key: str | None = None) -> None:
+    """``got`` against the golden CSV ``name``: every cell that reads as a number on both sides is compared to
+    float tolerance whatever its column's dtype (a column that mixes numbers with empty cells reads as text),
+    every other cell exactly. ``key``: a column identifying rows, compared in its order (row order is not
+    part of the golden output)."""
     path = GOLDEN / name
     if UPDATE:
         GOLDEN.mkdir(exist_ok=True)
         got.to_csv(path, index=False)
-    want = pd.read_csv(path, keep_default_na=False)
-    got = pd.read_csv(_roundtrip(got), keep_default_na=False)
+    want = pd.read_csv(path, keep_default_na=False, dtype=str)
+    got = pd.read_csv(_roundtrip(got), keep_default_na=False, dtype=str)
     assert list(got.columns) == list(want.columns)
     assert len(got) == len(want)
+    if key is not None:
+        want = want.sort_values(key, kind="stable").reset_index(drop=True)
+        got = got.sort_values(key, kind="stable").reset_index(drop=True)
     for col in want.columns:
-        w, g = want[col], got[col]
-        if pd.api.types.is_numeric_dtype(w) and pd.api.types.is_numeric_dtype(g):
-            np.testing.assert_allclose(g.to_numpy(float), w.to_numpy(float), rtol=RTOL, atol=ATOL,
-                                       equal_nan=True, err_msg=f"{name}: column {col}")
-        else:
-            assert g.astype(str).tolist() == w.astype(str).tolist(), f"{name}: column {col}"
+        for row, (g, w) in enumerate(zip(got[col], want[col], strict=True)):
+            gf, wf = _as_number(g), _as_number(w)
+            where = f"{name}: column {col}, row {row}"
+            if gf is not None and wf is not None:
+                assert (math.isnan(gf) and math.isnan(wf)) or math.isclose(gf, wf, rel_tol=RTOL, abs_tol=ATOL), \
+                    f"{where}: {g} != {w}"
+            else:
+                assert g == w, f"{where}: {g!r} != {w!r}"
+
+
+def _as_number(cell: str) -> float | None:
+    """The cell as a float if it reads as one (``228`` and ``228.0`` alike), else None (text, empty cells)."""
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def test_check_table_compares_numbers_in_mixed_columns(tmp_path, monkeypatch):
+    """A column of numbers and empty cells (error rows) is compared to tolerance, not as strings."""
+    monkeypatch.setattr(f"{__name__}.GOLDEN", tmp_path)
+    pd.DataFrame({"d": [13.833023290466922, None], "s": ["a", ""]}).to_csv(tmp_path / "t.csv", index=False)
+    _check_table(pd.DataFrame({"d": [13.83302329046693, None], "s": ["a", ""]}), "t.csv")
+    with pytest.raises(AssertionError, match="column d"):
+        _check_table(pd.DataFrame({"d": [13.9, None], "s": ["a", ""]}), "t.csv")
+    with pytest.raises(AssertionError, match="column s"):
+        _check_table(pd.DataFrame({"d": [13.833023290466922, None], "s": ["b", ""]}), "t.csv")
 
 
 def _roundtrip(df: pd.DataFrame):
@@ -72,7 +107,8 @@ def _assert_close(got, want, where: str) -> None:
         if math.isnan(want):
             assert math.isnan(got), f"{where}: {got} != NaN"
         else:
-            assert math.isclose(got, want, rel_tol=RTOL, abs_tol=ATOL), f"{where}: {got} != {want}"
+            atol = RANKING_STAT_ATOL if any(s in where.rsplit(".", 1)[-1] for s in RANKING_STATS) else ATOL
+            assert math.isclose(got, want, rel_tol=RTOL, abs_tol=atol), f"{where}: {got} != {want}"
     else:
         assert got == want, f"{where}: {got!r} != {want!r}"
 
@@ -87,7 +123,7 @@ def test_screen_matches_golden(sample_cifs, tmp_path):
     (folder / "empty.cif").write_text("")
     table = screen([str(folder)], model="default", n_samples=4, out=tmp_path / "ranked.csv", progress=False,
                    checks="off", seed=3)
-    _check_table(table.drop(columns=["path"]), "screen_default.csv")
+    _check_table(table.drop(columns=["path"]), "screen_default.csv", key="structure_id")
 
 
 def test_evaluate_matches_golden(qmof_path, tmp_path):

@@ -2,8 +2,8 @@
 
 The client (the ``mofbalora screen`` process) keeps the only copy of the output: records stream back as
 chunks finish and go into the same incremental ``.partial.jsonl`` and atomic table as a local run. What
-makes the table equal to a one-process run is in :func:`mofbalora.screen.predict_files`: each structure's
-stochastic passes are seeded by (seed, content digest), not by its chunk or worker. A worker lost mid-run
+makes the table equal to a one-process run is in :func:`mofbalora.scoring.score_chunk`: each structure's
+stochastic passes are keyed by (seed, content digest), not by its chunk or worker. A worker lost mid-run
 costs nothing but time: Dask reschedules its tasks on the other workers, and a chunk that reports twice
 is written once (rows are keyed by content digest).
 
@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mofbalora.model import MODEL_FILE, BandGapModel, load_model, resolve_model_dir
-from mofbalora.screen import predict_files
+from mofbalora.model import MODEL_FILE, load_model, resolve_model_dir
+from mofbalora.scoring import Predictor, ScoringConfig, score_chunk
 
 CLUSTER_FORMS = "'local:N', a scheduler address such as 'tcp://host:8786', 'jobqueue:CONFIG.yaml' or a distributed.Client"
 JOBQUEUE_KINDS = ("slurm", "pbs")
@@ -124,13 +124,14 @@ def _worker_model(model_dir: str):
         return model, time.perf_counter() - t0
 
 
-def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], *, n_samples: int, seed: int,
-                  max_atoms: int, with_embedding: bool = False, checks: bool = False) -> dict:
-    """Run on a worker: records of one chunk, and what it cost (model load, compute, result size)."""
+def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], ids: Sequence[str] | None,
+                  cfg: dict, *, with_embedding: bool = False, batched: bool = True) -> dict:
+    """Run on a worker: records of one chunk (:func:`mofbalora.scoring.score_chunk` with the
+    :class:`~mofbalora.scoring.ScoringConfig` fields ``cfg``), and what it cost (model load, compute, size)."""
     model, load_s = _worker_model(model_dir)
     t0 = time.perf_counter()
-    records = predict_files(model, list(paths), list(keys), n_samples=n_samples, seed=seed, max_atoms=max_atoms,
-                            with_embedding=with_embedding, checks=checks)
+    records = score_chunk(model, list(paths), list(keys), None if ids is None else list(ids), ScoringConfig(**cfg),
+                          with_embedding=with_embedding, batched=batched)
     return {"records": records, "pid": os.getpid(), "model_load_seconds": load_s,
             "compute_seconds": time.perf_counter() - t0, "result_bytes": len(json.dumps(records))}
 
@@ -139,7 +140,7 @@ def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], *, 
 def model_dir_for_workers(model, scratch: str | Path | None) -> str:
     """An absolute model folder the workers can load: a run folder as given, ``default`` resolved, an
     in-memory model saved once to ``scratch``."""
-    if isinstance(model, BandGapModel):
+    if isinstance(model, Predictor):
         if scratch is None:
             raise ValueError("an in-memory model needs a scratch folder to be shared with Dask workers")
         model.save(Path(scratch))
@@ -147,13 +148,14 @@ def model_dir_for_workers(model, scratch: str | Path | None) -> str:
     return str(Path(resolve_model_dir(model)).resolve())
 
 
-class DaskPredictor:
-    """Maps :func:`predict_chunk` over chunks of files on a Dask cluster, yielding results as they finish."""
+class DaskExecutor:
+    """Maps :func:`predict_chunk` over chunks of files on a Dask cluster, yielding results as they finish
+    (the Dask form of :class:`mofbalora.scoring.LocalExecutor`)."""
 
     def __init__(self, cluster, model, *, scratch: str | Path | None = None) -> None:
         self.client, self._cluster = connect(cluster)
         # an in-memory model is written to ``scratch`` for the workers and removed again by :meth:`close`
-        self._scratch = Path(scratch) if isinstance(model, BandGapModel) and scratch is not None else None
+        self._scratch = Path(scratch) if isinstance(model, Predictor) and scratch is not None else None
         try:
             self.model_dir = model_dir_for_workers(model, scratch)
         except BaseException:
@@ -164,15 +166,15 @@ class DaskPredictor:
                                       "pids": []}
         self._pending: list = []
 
-    def map_chunks(self, chunks: Sequence[Sequence[int]], paths: Sequence, keys: Sequence[str], *, n_samples: int,
-                   seed: int, max_atoms: int, with_embedding: bool = False,
-                   checks: bool = False) -> Iterator[tuple[list[int], list[dict]]]:
+    def map(self, chunks: Sequence[Sequence[int]], paths: Sequence, keys: Sequence[str], ids: Sequence[str] | None,
+            cfg: ScoringConfig, *, with_embedding: bool = False,
+            batched: bool = True) -> Iterator[tuple[list[int], list[dict]]]:
         distributed = _import_distributed()
         futures = {}
         for chunk in chunks:
             fut = self.client.submit(predict_chunk, self.model_dir, [str(paths[k]) for k in chunk],
-                                     [keys[k] for k in chunk], n_samples=n_samples, seed=seed, max_atoms=max_atoms,
-                                     with_embedding=with_embedding, checks=checks, pure=False)
+                                     [keys[k] for k in chunk], None if ids is None else [ids[k] for k in chunk],
+                                     cfg.to_dict(), with_embedding=with_embedding, batched=batched, pure=False)
             futures[fut] = list(chunk)
         self._pending = list(futures)
         for fut in distributed.as_completed(futures):
@@ -189,6 +191,11 @@ class DaskPredictor:
             yield chunk, result["records"]
         self._pending = []
 
+    def map_chunks(self, chunks, paths, keys, *, n_samples, seed, max_atoms, with_embedding=False, checks=False):
+        """TRANSITIONAL: removed when the campaign ranks through mofbalora.scoring."""
+        cfg = ScoringConfig(n_samples=n_samples, seed=seed, max_atoms=max_atoms, checks="flag" if checks else "off")
+        yield from self.map(chunks, paths, keys, None, cfg, with_embedding=with_embedding)
+
     def close(self) -> None:
         for fut in self._pending:
             fut.cancel()
@@ -200,3 +207,6 @@ class DaskPredictor:
             self.client.close()
             self._cluster.close()
             self._cluster = None
+
+
+DaskPredictor = DaskExecutor  # TRANSITIONAL: removed when the campaign ranks through mofbalora.scoring

@@ -1,0 +1,560 @@
+"""The scoring core: one path from candidate files to ranked rows, shared by the screen, Dask and the campaign.
+
+Between the model and its users (``screen``, ``parallel.dask_screen``, ``al``):
+
+* :class:`Predictor`: the model contract. :class:`~mofbalora.model.BandGapModel` and the gradient-boosting
+  baseline (:class:`~mofbalora.gbm.GBMBandGapModel`) both implement it: predict featurized inputs, the
+  recalibrated std, a fingerprint of the weights, the training domain;
+* :class:`ScoredRow`: the one typed row. The screen's table, the campaign's batch file and the DFT manifest
+  are views of it (:data:`COLUMNS`, :data:`BATCH_COLUMNS`, :data:`MANIFEST_PREDICTION_COLUMNS`), and
+  :func:`explain_columns` documents every column from the same schema;
+* :class:`ScoringConfig`: the one home of the screening and acquisition settings and their defaults (the
+  CLI, :func:`mofbalora.screen.screen` and the campaign's ``al`` section read them from here), checked
+  when built, before any model loads;
+* :func:`score_chunk` turns files into records (featurize through the cache, T passes, calibrated std,
+  domain, chemistry checks); :func:`score_files` maps it over chunks on an executor: in this process,
+  in N local worker processes (:class:`LocalExecutor`, each loads the model once and does everything:
+  parse, graph, trunk, passes, checks) or on Dask (:class:`mofbalora.parallel.dask_screen.DaskExecutor`;
+  :func:`mofbalora.screen.make_executor` picks one);
+* :func:`rank` turns records into the ranked table (robust median and capped spread, checks and domain
+  policies, in-domain rows first), and :func:`select_rows` picks a campaign batch from it.
+
+A record does not depend on the chunk, process or machine it was computed in: BaLoRA's draws are keyed by
+(seed, content digest, pass), and an MC-dropout model's passes use one generator per structure seeded by
+(seed, content digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from mofbalora.acquisition import ACQUISITIONS, GOALS, acquisition_scores, cost_aware, select_batch
+from mofbalora.checks import (
+    CHECK_POLICIES,
+    FAILED_CHECKS_REASON,
+    check_cache,
+    checker_available,
+    checks_of_file,
+    not_run,
+)
+from mofbalora.data.structures import DEFAULT_MAX_ATOMS, read_structure
+from mofbalora.domain import DOMAIN_POLICIES, OUT_OF_DOMAIN_REASON, elements_of_formula
+from mofbalora.featurize import featurize_files
+from mofbalora.physical import robust_summary
+from mofbalora.prediction import Prediction, floor_std
+from mofbalora.repeats import DEFAULT_REPEATS_TOP
+
+log = logging.getLogger(__name__)
+
+
+# -- the model contract --------------------------------------------------------------------------------
+@runtime_checkable
+class Predictor(Protocol):
+    """What the scoring core needs of a model (``BandGapModel`` and ``GBMBandGapModel`` implement it)."""
+
+    regime: str
+    backbone: Any
+    #: validation-fitted recalibration of the std, or None
+    calibration: dict | None
+    #: what the model was trained on (:class:`~mofbalora.domain.ApplicabilityDomain`), or None
+    training_domain: Any
+
+    def predict_inputs(self, inputs: list, *, n_samples: int = 32, seed: int | None = 0) -> Prediction:
+        """Band gaps (eV) with their spread for featurized inputs."""
+
+    def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
+        """The recalibrated std (eV), or None without a fitted calibration."""
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes a prediction (weights, calibration)."""
+
+    def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        """Write the model to a folder :func:`~mofbalora.model.load_model` reads."""
+
+
+def as_predictor(model, *, device: str = "cpu", trust_checkpoint: bool = False) -> Predictor:
+    """``model`` if it already is a :class:`Predictor`; else ``"default"`` or a run folder, loaded."""
+    if isinstance(model, Predictor):
+        return model
+    from mofbalora.model import load_model
+
+    if trust_checkpoint:
+        return load_model(model, device=device, trust_checkpoint=True)
+    return load_model(model, device=device)
+
+
+# -- the typed row -------------------------------------------------------------------------------------
+def _col(doc: str, *, unit: str = "", default: Any = None, kind: str = "str"):
+    return field(default=default, metadata={"doc": doc, "unit": unit, "kind": kind})
+
+
+@dataclass
+class ScoredRow:
+    """One screened file. Every output table is a view of these fields (``kind``: how a table stores it)."""
+
+    rank: int | None = _col("1 = send to DFT first; empty for error rows (in-domain rows rank before "
+                            "out-of-domain ones under --domain rank-separately)", kind="int")
+    path: str = _col("the input file", default="")
+    structure_id: str = _col("the file's stem, made distinct (stem~8 hex digits of its content digest) when "
+                             "two inputs share a stem", default="")
+    formula: str = _col("reduced formula of the parsed structure", default="")
+    n_atoms: int | None = _col("atoms in the cell", kind="int")
+    bandgap_mean_ev: float = _col("mean of the T predicted band gaps", unit="eV", default=np.nan, kind="float")
+    bandgap_std_ev: float = _col("total predictive std: sqrt(epistemic² + aleatoric²)", unit="eV",
+                                 default=np.nan, kind="float")
+    epistemic_std_ev: float = _col("std of the T draws (BaLoRA / MC dropout / ensemble members): what a DFT "
+                                   "label can teach the model", unit="eV", default=np.nan, kind="float")
+    aleatoric_std_ev: float = _col("the aleatoric head's predicted noise, averaged over the draws (empty "
+                                   "without such a head)", unit="eV", default=np.nan, kind="float")
+    bandgap_std_calibrated_ev: float = _col("bandgap_std_ev recalibrated on the validation split "
+                                            "(sqrt((a·σ)² + b²))", unit="eV", default=np.nan, kind="float")
+    bandgap_median_ev: float = _col("median of the T draws: what the acquisitions rank by", unit="eV",
+                                    default=np.nan, kind="float")
+    bandgap_spread_ev: float = _col("half the 16-84 % range of the draws, with the aleatoric std in "
+                                    "quadrature, capped at 3.5 eV: what the acquisitions rank by",
+                                    unit="eV", default=np.nan, kind="float")
+    physical_flag: str = _col("runaway_draws | spread_capped | gap_above_range (';'-joined)", default="")
+    score: float = _col("the acquisition's score (higher = earlier); its meaning depends on --acquisition",
+                        default=np.nan, kind="float")
+    checks: str = _col("MOF chemistry checks: ok | failed | error | not_run", default="")
+    failed_checks: str = _col("names of the failed checks (';'-joined)", default="")
+    checks_detail: str = _col("the checker's notes", default="")
+    unseen_elements: str = _col("elements no training structure had (';'-joined)", default="")
+    domain_distance: float = _col("mean distance of the standardized embedding to its 5 nearest training "
+                                  "embeddings", default=np.nan, kind="float")
+    in_domain: bool | None = _col("no unseen element and domain_distance within the model's threshold",
+                                  kind="bool")
+    repeat_of: str = _col("the better-ranked row this one repeats (same structure), among the best "
+                          "--repeats-top rows", default="")
+    status: str = _col("ok | error", default="")
+    error: str = _col("why an error row has no rank (unreadable, empty, not_cif, disordered, "
+                      "overlapping_atoms, degenerate_cell, too_many_atoms, featurization_failed, "
+                      "failed_checks, out_of_domain)", default="")
+    detail: str = _col("the error's message", default="")
+    digest: str = _col("sha256 of the file's bytes", default="")
+
+
+#: the screen's table, in order
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ScoredRow))
+#: the campaign's batch file: the row's prediction and score, plus the round's own columns
+BATCH_COLUMNS: tuple[str, ...] = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
+                                  "epistemic_std_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag",
+                                  "score", "rank", "checks", "failed_checks", "in_domain", "domain_distance",
+                                  "status", "error", "round", "acquisition", "relative_dft_cost")
+#: the per-structure columns of the DFT manifest: why each structure was chosen
+MANIFEST_PREDICTION_COLUMNS: tuple[str, ...] = ("structure_id", "formula", "n_atoms", "bandgap_mean_ev",
+                                                "bandgap_std_ev", "bandgap_std_calibrated_ev", "bandgap_median_ev",
+                                                "bandgap_spread_ev", "score", "physical_flag", "checks",
+                                                "failed_checks", "in_domain", "domain_distance", "unseen_elements",
+                                                "repeat_of")
+_KIND = {f.name: f.metadata["kind"] for f in fields(ScoredRow)}
+
+
+def explain_columns(columns: Sequence[str] = COLUMNS) -> str:
+    """One line per column (name, unit, meaning), generated from :class:`ScoredRow`."""
+    meta = {f.name: f.metadata for f in fields(ScoredRow)}
+    width = max(len(c) for c in columns)
+    lines = []
+    for c in columns:
+        m = meta[c]
+        unit = f" [{m['unit']}]" if m["unit"] else ""
+        lines.append(f"{c:<{width}}  {m['doc']}{unit}")
+    return "\n".join(lines)
+
+
+def typed_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns of :class:`ScoredRow` in their kinds: counts and ranks as nullable integers, flags as
+    nullable booleans, text without NaN (a table written from it shows ``228``, not ``228.0``)."""
+    df = df.copy()
+    for col in df.columns:
+        kind = _KIND.get(col)
+        if kind == "int":
+            df[col] = pd.array(pd.to_numeric(df[col], errors="coerce").round(), dtype="Int64")
+        elif kind == "bool":
+            df[col] = df[col].astype("boolean")
+        elif kind == "str":
+            df[col] = df[col].astype(object).where(df[col].notna(), "")
+    return df
+
+
+# -- the configuration ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How candidates are scored and ranked; checked when built (ValueError naming the field and the choices).
+
+    The defaults are the CLI's, :func:`mofbalora.screen.screen`'s and the campaign's ``al`` section's.
+    """
+
+    #: stochastic passes T per structure
+    n_samples: int = 32
+    #: one of :data:`mofbalora.acquisition.ACQUISITIONS`
+    acquisition: str = "std"
+    #: exploration weight of ucb / lcb, in units of the spread
+    kappa: float = 2.0
+    #: band-gap window (lo, hi) in eV for ``target`` (and ei / thompson / mean towards a window)
+    target_ev: tuple[float, float] | None = None
+    #: seek small (min) or large (max) gaps
+    goal: str = "min"
+    #: the run seed (BaLoRA's draws are keyed by it and each structure's content)
+    seed: int = 0
+    #: structures with more atoms get an error row
+    max_atoms: int = DEFAULT_MAX_ATOMS
+    #: chemistry checks: off | flag | exclude
+    checks: str = "flag"
+    #: out-of-domain rows: rank-separately | exclude | ignore
+    domain: str = "rank-separately"
+    #: rows checked for repeated structures when a screen completes (0 = off)
+    repeats_top: int = DEFAULT_REPEATS_TOP
+    #: files per task (and per progress checkpoint)
+    chunk_size: int = 16
+
+    def __post_init__(self) -> None:
+        def integer(name: str, lo: int, what: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+                raise ValueError(f"{name} must be an integer >= {lo} ({what}), got {value!r}")
+
+        integer("n_samples", 1, "stochastic passes T")
+        integer("max_atoms", 1, "largest structure screened")
+        integer("repeats_top", 0, "rows checked for repeats; 0 = off")
+        integer("chunk_size", 1, "files per task")
+        if self.acquisition not in ACQUISITIONS:
+            raise ValueError(f"unknown acquisition {self.acquisition!r}; choose from {sorted(ACQUISITIONS)}")
+        if not isinstance(self.kappa, (int, float)) or not np.isfinite(self.kappa) or self.kappa < 0:
+            raise ValueError(f"kappa must be a finite number >= 0, got {self.kappa!r}")
+        if self.goal not in GOALS:
+            raise ValueError(f"unknown goal {self.goal!r}; choose from {list(GOALS)}")
+        if self.checks not in CHECK_POLICIES:
+            raise ValueError(f"unknown checks policy {self.checks!r}; choose from {list(CHECK_POLICIES)}")
+        if self.domain not in DOMAIN_POLICIES:
+            raise ValueError(f"unknown domain policy {self.domain!r}; choose from {list(DOMAIN_POLICIES)}")
+        if self.target_ev is not None:
+            try:
+                lo, hi = (float(v) for v in self.target_ev)
+            except (TypeError, ValueError):
+                raise ValueError(f"target_ev must be two numbers (lo, hi) in eV, got {self.target_ev!r}") from None
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise ValueError(f"target_ev must be a window lo < hi in eV, got ({lo}, {hi})")
+            object.__setattr__(self, "target_ev", (lo, hi))
+        if self.acquisition == "target" and self.target_ev is None:
+            raise ValueError("acquisition 'target' needs a band-gap window: target_ev=(lo, hi) (--target LO HI, eV)")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ScoringConfig:
+        """From a mapping of field names (unknown names refused, naming the valid ones)."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown scoring setting(s) {unknown}; choose from {names}")
+        return cls(**values)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def run_checks(self) -> bool:
+        return self.checks != "off"
+
+
+# -- files -> records ----------------------------------------------------------------------------------
+def structure_seed(seed: int, digest: str | None) -> int:
+    """A per-structure seed from the run seed and the file's content digest (independent of batch order)."""
+    h = hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()
+    return int(h[:15], 16)
+
+
+def score_chunk(predictor: Predictor, paths: Sequence, keys: Sequence[str], ids: Sequence[str] | None,
+                cfg: ScoringConfig, *, with_embedding: bool = False, batched: bool = True) -> list[dict]:
+    """One record per file: featurize (through the cache) and predict with ``cfg.n_samples`` passes, then
+    the calibrated std, the applicability domain and (``cfg.checks`` not off) the chemistry checks.
+
+    ``keys``: the files' content digests (``path:...`` for a file that cannot be read); ``ids``: their
+    structure ids (default: the stem). ``with_embedding`` keeps the pooled structure embedding (for a
+    diversity-aware batch). The files are predicted together (``batched``); a record still does not depend
+    on which files share its chunk, process or machine (module docstring).
+    """
+    paths = [str(p) for p in paths]
+    ids = [Path(p).stem for p in paths] if ids is None else list(ids)
+    feats, errors = featurize_files(predictor.backbone, paths, max_atoms=cfg.max_atoms, progress=False,
+                                    digests=[None if key.startswith("path:") else key for key in keys])
+    ok = [k for k, f in enumerate(feats) if f is not None]
+    preds: dict[int, tuple] = {}
+    if batched and predictor.regime != "mc_dropout":
+        pred = predictor.predict_inputs([feats[k] for k in ok], n_samples=cfg.n_samples, seed=cfg.seed) if ok else None
+        preds = {k: (pred, j) for j, k in enumerate(ok)}
+    else:
+        for k in ok:
+            preds[k] = (predictor.predict_inputs([feats[k]], n_samples=cfg.n_samples,
+                                                 seed=structure_seed(cfg.seed, feats[k]["digest"])), 0)
+    records = []
+    for k, (path, key, sid, feat, err) in enumerate(zip(paths, keys, ids, feats, errors, strict=True)):
+        rec = {"key": key, "path": path, "structure_id": sid}
+        if err is not None:
+            rec.update(status="error", error=err.reason, detail=err.message[:300])
+        else:
+            pred, j = preds[k]
+            rec.update(prediction_record(predictor, pred, j, formula=feat.get("formula"),
+                                         n_atoms=feat["n_atoms"], digest=feat["digest"]))
+        records.append(rec)
+    annotate(predictor, records, cfg, keep_embedding=with_embedding)
+    return records
+
+
+def prediction_record(predictor: Predictor, pred: Prediction, j: int, *, formula: str | None, n_atoms: int,
+                      digest: str) -> dict:
+    """The prediction part of one ``ok`` record: moments, draws, calibrated std and the embedding."""
+    rec = {"status": "ok", "error": "", "detail": "", "digest": digest, "formula": formula,
+           "n_atoms": int(n_atoms), **pred.to_record(j), "embedding": pred.embedding[j].tolist()}
+    calibrated = predictor.calibrated_std(floor_std(np.asarray(pred.std_ev[j:j + 1], dtype=float)))
+    if calibrated is not None:
+        rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
+    return rec
+
+
+def annotate(predictor: Predictor, records: list[dict], cfg: ScoringConfig, *, keep_embedding: bool) -> None:
+    """Add the domain and check columns to ``ok`` records (in place); a failure stays per structure."""
+    ok = [r for r in records if r["status"] == "ok"]
+    domain = getattr(predictor, "training_domain", None)
+    if domain is not None and ok:
+        embeddings = np.array([r["embedding"] for r in ok]) if domain.has_embedding else None
+        for rec, cols in zip(ok, domain.assess([elements_of_formula(r["formula"]) for r in ok], embeddings),
+                             strict=True):
+            rec.update(cols)
+    if not keep_embedding:
+        for rec in ok:
+            rec.pop("embedding", None)
+    run = cfg.run_checks and checker_available()
+    cache = check_cache() if run else None
+    for rec in ok:
+        if not run:
+            rec.update(not_run("" if not cfg.run_checks else "mofchecker-next is not installed"))
+            continue
+        key = rec.get("key") or ""
+        try:
+            rec.update(checks_of_file(rec["path"], None if not key or key.startswith("path:") else key,
+                                      lambda p: read_structure(p, max_atoms=cfg.max_atoms), cache))
+        except Exception as exc:  # one structure's checker crash never stops the batch
+            rec.update(checks="error", failed_checks="", checks_detail=f"{type(exc).__name__}: {exc}"[:200])
+
+
+# -- executors -----------------------------------------------------------------------------------------
+class InProcessExecutor:
+    """Scores the chunks one after another in this process."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.stats: dict[str, Any] | None = None
+
+    def map(self, chunks, paths, keys, ids, cfg: ScoringConfig, *, with_embedding: bool = False,
+            batched: bool = True) -> Iterator[tuple[list[int], list[dict]]]:
+        for chunk in chunks:
+            yield list(chunk), score_chunk(self.predictor, [paths[k] for k in chunk], [keys[k] for k in chunk],
+                                           [ids[k] for k in chunk], cfg, with_embedding=with_embedding,
+                                           batched=batched)
+
+    def close(self) -> None:
+        pass
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(model_dir: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from mofbalora.model import load_model
+
+    _WORKER["predictor"] = load_model(model_dir)
+
+
+def _worker_score(paths, keys, ids, cfg_dict: dict, with_embedding: bool, batched: bool) -> list[dict]:
+    return score_chunk(_WORKER["predictor"], paths, keys, ids, ScoringConfig(**cfg_dict),
+                       with_embedding=with_embedding, batched=batched)
+
+
+class LocalExecutor:
+    """Scores chunks in ``workers`` local processes of ``threads`` torch threads each (spawned, each loads
+    the model once from a folder; an in-memory model is saved once to a temporary folder). Each worker
+    does everything for its chunk: parse, graph, trunk, T passes, domain and chemistry checks."""
+
+    def __init__(self, predictor: Predictor, workers: int, *, model_dir: str | Path | None = None,
+                 threads: int = 1) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        self._scratch = None
+        if model_dir is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="mofbalora-model-"))
+            predictor.save(self._scratch)
+            model_dir = self._scratch
+        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
+                                        initargs=(str(model_dir), threads))
+        self.stats: dict[str, Any] = {"workers": workers}
+        self._futures: list = []
+
+    def map(self, chunks, paths, keys, ids, cfg: ScoringConfig, *, with_embedding: bool = False,
+            batched: bool = True) -> Iterator[tuple[list[int], list[dict]]]:
+        from concurrent.futures import as_completed
+
+        futures = {}
+        for chunk in chunks:
+            fut = self.pool.submit(_worker_score, [str(paths[k]) for k in chunk], [keys[k] for k in chunk],
+                                   [ids[k] for k in chunk], cfg.to_dict(), with_embedding, batched)
+            futures[fut] = list(chunk)
+        self._futures = list(futures)
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+        self._futures = []
+
+    def close(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+def score_files(predictor: Predictor, paths: Sequence, keys: Sequence[str], ids: Sequence[str],
+                cfg: ScoringConfig, executor=None, *, with_embedding: bool = False,
+                batched: bool = True) -> Iterator[tuple[list[int], list[dict]]]:
+    """Records of ``paths`` in chunks of ``cfg.chunk_size``, yielded as ``(indices, records)`` in completion
+    order (rows are keyed: the caller puts them in input order)."""
+    executor = InProcessExecutor(predictor) if executor is None else executor
+    chunks = [list(range(s, min(s + cfg.chunk_size, len(paths)))) for s in range(0, len(paths), cfg.chunk_size)]
+    yield from executor.map(chunks, paths, keys, ids, cfg, with_embedding=with_embedding, batched=batched)
+
+
+def default_workers() -> int:
+    """Worker processes worth starting here: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# -- records -> ranked table ---------------------------------------------------------------------------
+def rank(records: list[dict], cfg: ScoringConfig, *, best_ev: float | None = None, rng=None,
+         cost: np.ndarray | None = None) -> pd.DataFrame:
+    """The ranked table (:data:`COLUMNS`, input order) from one record per input.
+
+    Scores come from the robust summary of each row's draws (:func:`mofbalora.physical.robust_summary`: the
+    median and the capped 16-84 % half-width stand in for the mean and std). ``checks="exclude"`` turns rows
+    whose checks failed into error rows (reason ``failed_checks``, the names in ``detail``); ``domain="exclude"``
+    does the same for out-of-domain rows (reason ``out_of_domain``); ``domain="rank-separately"`` ranks every
+    in-domain row (or row of unknown domain) before every out-of-domain row, each group by its score.
+    Excluded rows keep their predictions for reference but get no rank. ``best_ev``: the incumbent for ``ei``;
+    ``rng``: a generator for ``thompson`` / ``random`` (default: seeded by ``cfg.seed``); ``cost``: the relative
+    DFT cost of each record, to rank by score per cost.
+    """
+    df = pd.DataFrame(records)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    df["in_domain"] = df["in_domain"].astype("boolean")
+    ok = (df["status"] == "ok").to_numpy().copy()
+    if ok.any():
+        samples_ok = [np.asarray(r["samples_ev"], dtype=float) for r, k in zip(records, ok, strict=True) if k]
+        aleatoric = (df.loc[ok, "aleatoric_std_ev"].to_numpy(float)
+                     if df.loc[ok, "aleatoric_std_ev"].notna().all() else None)
+        robust = robust_summary(np.array(samples_ok), df.loc[ok, "bandgap_std_ev"].to_numpy(float), aleatoric)
+        for col, values in robust.items():
+            df[col] = df[col].astype(object) if col == "physical_flag" else df[col]
+            df.loc[ok, col] = values
+    if cfg.checks == "exclude":
+        bad = ok & (df["checks"] == "failed").to_numpy()
+        df.loc[bad, "status"], df.loc[bad, "error"] = "error", FAILED_CHECKS_REASON
+        df.loc[bad, "detail"] = df.loc[bad, "failed_checks"]
+        ok = ok & ~bad
+    out_of_domain = (df["in_domain"] == False).fillna(False).to_numpy(bool)  # noqa: E712 (NA = unknown)
+    if cfg.domain == "exclude":
+        bad = ok & out_of_domain
+        df.loc[bad, "status"], df.loc[bad, "error"] = "error", OUT_OF_DOMAIN_REASON
+        df.loc[bad, "detail"] = [_domain_detail(r) for r in df.loc[bad].to_dict("records")]
+        ok = ok & ~bad
+    df["score"] = np.nan
+    df["rank"] = pd.array([pd.NA] * len(df), dtype="Int64")
+    if ok.any():
+        mean = df.loc[ok, "bandgap_median_ev"].to_numpy(float)
+        std = df.loc[ok, "bandgap_spread_ev"].to_numpy(float)
+        samples = np.array([r["samples_ev"] for r, k in zip(records, ok, strict=True) if k], dtype=float)
+        scores = acquisition_scores(cfg.acquisition, mean, std, samples, kappa=cfg.kappa, target_ev=cfg.target_ev,
+                                    goal=cfg.goal, best_ev=best_ev,
+                                    rng=np.random.default_rng(cfg.seed) if rng is None else rng)
+        if cost is not None:
+            scores = cost_aware(scores, np.asarray(cost, dtype=float)[ok])
+        df.loc[ok, "score"] = scores
+        group = out_of_domain[ok].astype(int) if cfg.domain == "rank-separately" else np.zeros(len(scores), int)
+        # in-domain group first (rank-separately), higher score first, ties by input order
+        order = np.lexsort((np.arange(len(scores)), -scores, group))
+        ranks = np.empty(len(scores), dtype=np.int64)
+        ranks[order] = np.arange(1, len(scores) + 1)
+        df.loc[ok, "rank"] = ranks
+    for col in ("error", "detail", "physical_flag", "failed_checks", "checks_detail", "unseen_elements", "repeat_of"):
+        df[col] = df[col].astype(object).fillna("")
+    return df[list(COLUMNS)]
+
+
+def select_rows(table: pd.DataFrame, k: int, *, embeddings: np.ndarray | None = None, diversity: str = "none",
+                penalty_radius: float = 1.0, kcenter_weight: float = 0.5, rng=None) -> list[int]:
+    """Positions (in ``table``) of a batch of ``k`` ranked rows: the best by rank, or a diverse batch
+    (:func:`mofbalora.acquisition.select_batch` on the scores) taken from the in-domain group first."""
+    ranked = table["rank"].notna().to_numpy()
+    positions = np.flatnonzero(ranked)
+    k = min(int(k), len(positions))
+    if diversity == "none" or embeddings is None:
+        order = positions[np.argsort(table["rank"].to_numpy()[positions].astype(int), kind="stable")]
+        return [int(i) for i in order[:k]]
+    picks: list[int] = []
+    in_domain = (table["in_domain"] != False).fillna(True).to_numpy(bool)  # noqa: E712
+    for group in (positions[in_domain[positions]], positions[~in_domain[positions]]):
+        want = min(k - len(picks), len(group))
+        if want <= 0 or not len(group):
+            continue
+        chosen = select_batch(table["score"].to_numpy(float)[group], want, embeddings=embeddings[group],
+                              diversity=diversity, penalty_radius=penalty_radius, kcenter_weight=kcenter_weight,
+                              rng=rng)
+        picks.extend(int(group[i]) for i in chosen)
+    return picks
+
+
+def _domain_detail(row: dict) -> str:
+    parts = []
+    if row.get("unseen_elements"):
+        parts.append(f"elements not in training: {row['unseen_elements']}")
+    if np.isfinite(row.get("domain_distance", np.nan)):
+        parts.append(f"embedding distance {row['domain_distance']:.3g}")
+    return "; ".join(parts)
+
+
+def row_flags(row: dict) -> str:
+    """One short string of everything that argues against trusting a scored row (for summaries)."""
+    flags = []
+    if row.get("failed_checks"):
+        flags.append(f"checks:{row['failed_checks']}")
+    in_domain = row.get("in_domain")
+    if in_domain is not None and not pd.isna(in_domain) and not bool(in_domain):
+        flags.append("out_of_domain" + (f"({row['unseen_elements']})" if row.get("unseen_elements") else ""))
+    if row.get("physical_flag"):
+        flags.append(str(row["physical_flag"]))
+    if row.get("repeat_of") and not pd.isna(row["repeat_of"]):
+        flags.append(f"repeat_of:{row['repeat_of']}")
+    return " ".join(flags)
