@@ -1,16 +1,16 @@
-"""Screening throughput (files/s, T = 32, 2 threads) before and after batching, against the floor.
+"""Screening throughput (files/s, T = 32) against the floor, every path in one run on the same files.
 
 The floor is what any screen of these files must do: parse each CIF, build its CHGNet graph and run one
-frozen CHGNet forward, file by file (as CHGNet's own predict_structure would); "floor, batched trunk"
-runs the forwards in batches of 8, as featurization does. Each screen starts from an empty cache,
-so it pays for the same work plus validation, T = 32 stochastic passes, calibration and the table.
-"one at a time" is the earlier path (one predict call per structure); "batched" predicts a chunk of 16
-structures together (BaLoRA's keyed draws make the rows identical); both with the chemistry checks off,
-as before they existed. "batched + checks" adds the default MOF chemistry checks (mofchecker-next).
-"2 trunk workers" is `--workers 2`: the frozen trunk over the files first in two one-thread processes
-(process start and model load included), then the same screen from the cache. "Dask local:2" runs the same screen on two single-threaded local worker processes (`--dask local:2`),
-the one-machine form of the scale-out path; its time includes starting the cluster and loading the model
-in each worker. All in one run, same files.
+frozen CHGNet forward, file by file in one process with 2 torch threads (as CHGNet's own
+predict_structure would); "floor, batched trunk" runs the forwards in batches of 8. Each screen starts from
+an empty cache, so it pays for the same work plus validation, T = 32 stochastic passes, calibration, the
+domain and the table, with process start and model load included:
+
+* "one process": the whole screen in this process (2 torch threads);
+* "--workers 2": two spawned one-thread worker processes (mofbalora.scoring.LocalExecutor), each parsing,
+  featurizing, predicting and checking its chunks;
+* "Dask local:2": the same on a two-process local Dask cluster (cluster start included);
+* "+ checks": the default MOF chemistry checks (mofchecker-next, cached by content: each run a cold cache).
 
     python benchmarks/bench_screen.py [N]          (default 120 CoRE MOF 2019-ASR files)
 """
@@ -47,26 +47,21 @@ def _floor(paths, batch: int = 1) -> float:
     return time.perf_counter() - t0
 
 
-def _screen(paths, batched: bool, out: Path, checks: str = "off", dask: str | None = None, workers: int = 1) -> float:
-    import mofbalora.screen as screen_mod
+def _screen(paths, out: Path, checks: str = "off", dask: str | None = None, workers: int = 1) -> float:
     from mofbalora.model import load_model
+    from mofbalora.screen import screen
 
-    model = "default" if dask else load_model("default")
-    original = screen_mod.predict_files
-
-    def predict(*a, **k):
-        return original(*a, **k, batched=batched)
-
-    screen_mod.predict_files = predict
-    try:
-        t0 = time.perf_counter()
-        table = screen_mod.screen([str(p) for p in paths], model=model, n_samples=32, out=out, progress=False,
-                                  checks=checks, dask=dask, workers=workers)
-        seconds = time.perf_counter() - t0
-    finally:
-        screen_mod.predict_files = original
+    model = "default" if dask or workers > 1 else load_model("default")
+    t0 = time.perf_counter()
+    table = screen([str(p) for p in paths], model=model, n_samples=32, out=out, progress=False, checks=checks,
+                   dask=dask, workers=workers)
+    seconds = time.perf_counter() - t0
     assert len(table) == len(paths)
     return seconds
+
+
+NAMES = ("floor", "floor, batched trunk", "screen, one process", "screen, --workers 2", "screen, Dask local:2",
+         "screen + checks, one process", "screen + checks, --workers 2", "screen + checks, Dask local:2")
 
 
 def main(n: int = 120) -> None:
@@ -77,23 +72,23 @@ def main(n: int = 120) -> None:
     paths = export_coremof("2019-ASR", work / "cifs", limit=n, seed=0)
     results = {}
     with torch.no_grad():
-        for name in ("floor", "floor, batched trunk", "one at a time", "batched", "batched, 2 trunk workers",
-                     "batched, Dask local:2", "batched + checks", "batched + checks, Dask local:2"):
+        for name in NAMES:
             slug = re.sub(r"[^A-Za-z0-9]+", "_", name)
             os.environ["MOFBALORA_CACHE"] = str(work / f"cache-{slug}")  # cold cache each
             if name.startswith("floor"):
                 results[name] = _floor(paths, 8 if "batched" in name else 1)
             else:
-                results[name] = _screen(paths, name != "one at a time", work / f"{slug}.csv",
-                                        checks="flag" if "checks" in name else "off",
+                results[name] = _screen(paths, work / f"{slug}.csv", checks="flag" if "checks" in name else "off",
                                         dask="local:2" if "Dask" in name else None,
-                                        workers=2 if "trunk workers" in name else 1)
+                                        workers=2 if "--workers 2" in name else 1)
     print(f"{len(paths)} CoRE MOF 2019-ASR files, T = 32, {torch.get_num_threads()} threads, cold cache")
     print("| path | seconds | files/s | × floor throughput |")
     print("|---|---|---|---|")
     for name, sec in results.items():
         print(f"| {name} | {sec:.1f} | {len(paths) / sec:.2f} | {results['floor'] / sec:.2f} |")
-    print(f"batched / one at a time throughput: {results['one at a time'] / results['batched']:.2f}×")
+    for workers in ("one process", "--workers 2", "Dask local:2"):
+        checked, unchecked = results[f"screen + checks, {workers}"], results[f"screen, {workers}"]
+        print(f"checked / unchecked throughput, {workers}: {unchecked / checked:.2f}×")
 
 
 if __name__ == "__main__":

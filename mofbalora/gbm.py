@@ -95,10 +95,17 @@ class GBMBandGapModel:
         return []
 
     def fingerprint(self) -> str:
-        """sha256 (hex, first 16) of the fitted trees (their skops bytes) and the calibration."""
-        import skops.io as sio
+        """sha256 (hex, first 16) of the fitted trees (each tree's node table and the baseline) and the
+        calibration (skops' bytes would not do: its zip records a time stamp)."""
 
-        return weights_fingerprint(sorted((k, sio.dumps(v)) for k, v in self.models.items()), self.calibration)
+        def arrays():
+            for name, model in sorted(self.models.items()):
+                yield f"{name}.baseline", np.asarray(model._baseline_prediction, dtype=float)
+                for i, trees in enumerate(model._predictors):
+                    for j, tree in enumerate(trees):
+                        yield f"{name}.{i}.{j}", tree.nodes
+
+        return weights_fingerprint(arrays(), self.calibration)
 
     def config_dict(self) -> dict:
         return {"regime": "gbm", "backbone": self.backbone_options, "gbm": {"params": self.params,

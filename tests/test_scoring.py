@@ -1,0 +1,164 @@
+"""The scoring core: the Predictor contract, the typed row, ScoringConfig, executors and ranking."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mofbalora.scoring import COLUMNS, Predictor, ScoringConfig, explain_columns, rank
+
+
+@pytest.fixture(scope="module")
+def cands(tmp_path_factory, sample_cifs):
+    d = tmp_path_factory.mktemp("scoring-cands")
+    for p in sample_cifs[:5]:
+        shutil.copy(p, d / p.name)
+    (d / "empty.cif").write_text("")
+    return d
+
+
+@pytest.fixture(scope="module")
+def gbm_run(tmp_path_factory, tiny_split, qmof_path):
+    from mofbalora.config import load_config
+    from mofbalora.train import finetune
+
+    cfg = load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "run.eval_samples=4",
+                             "run.threads=1", "model.regime=gbm", "gbm.max_iter=20", "gbm.min_samples_leaf=2"])
+    out = tmp_path_factory.mktemp("gbm-run")
+    finetune(cfg, out, progress=False)
+    return out
+
+
+def test_both_model_kinds_implement_the_predictor_contract(gbm_run):
+    from mofbalora.model import load_model
+
+    default, gbm = load_model("default"), load_model(gbm_run)
+    for m in (default, gbm):
+        assert isinstance(m, Predictor)
+        fp = m.fingerprint()
+        assert len(fp) == 16 and fp == m.fingerprint()
+    assert default.fingerprint() != gbm.fingerprint()
+    default.calibration = {**(default.calibration or {}), "std_factor": 9.0, "std_floor_ev": 0.0}
+    assert default.fingerprint() != load_model("default").fingerprint()  # the calibration is part of it
+
+
+def test_screen_with_a_gradient_boosting_run_end_to_end(gbm_run, cands, tmp_path, capsys):
+    from mofbalora.cli import main
+
+    out = tmp_path / "ranked.csv"
+    assert main(["screen", str(cands), "--model", str(gbm_run), "--checks", "off", "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == list(COLUMNS)
+    assert len(table) == 6
+    ok = table[table["status"] == "ok"]
+    assert len(ok) == 5 and (table.loc[table["structure_id"] == "empty", "error"] == "empty").all()
+    assert sorted(ok["rank"].astype(int)) == [1, 2, 3, 4, 5]
+    assert (ok["bandgap_std_ev"].astype(float) > 0).all()
+    assert (ok["in_domain"] == "").all()  # the baseline records no training domain: unknown, not out
+    # written in rank order, error rows last; counts as integers
+    assert table["rank"].tolist()[:5] == ["1", "2", "3", "4", "5"] or table["rank"].tolist()[:5] == [1, 2, 3, 4, 5]
+    assert all("." not in str(v) for v in ok["n_atoms"])
+
+
+def test_worker_processes_give_the_one_process_table(cands, tmp_path):
+    from mofbalora.screen import screen
+
+    one = screen([str(cands)], n_samples=4, checks="off", seed=2, progress=False)
+    two = screen([str(cands)], n_samples=4, checks="off", seed=2, progress=False, workers=2, chunk_size=2)
+    # the same rows, ranks and statuses; numbers to float32 tolerance (one thread per worker, other batches)
+    pd.testing.assert_frame_equal(one, two, check_exact=False, rtol=1e-4, atol=1e-5)
+    assert one["status"].tolist().count("ok") == 5
+
+
+def test_scoring_config_names_the_bad_value_and_the_choices():
+    assert ScoringConfig().n_samples == 32 and ScoringConfig.defaults()["acquisition"] == "std"
+    cases = [({"n_samples": 0}, "n_samples must be an integer >= 1"),
+             ({"n_samples": 2.5}, "n_samples"),
+             ({"acquisition": "lcbb"}, "unknown acquisition 'lcbb'; choose from"),
+             ({"kappa": -1.0}, "kappa must be a finite number >= 0"),
+             ({"target_ev": (2.0, 1.0)}, r"lo < hi"),
+             ({"acquisition": "target"}, "needs a band-gap window"),
+             ({"goal": "up"}, "unknown goal 'up'"),
+             ({"checks": "strict"}, "unknown checks policy 'strict'"),
+             ({"domain": "drop"}, "unknown domain policy 'drop'"),
+             ({"repeats_top": -1}, "repeats_top must be an integer >= 0"),
+             ({"chunk_size": 0}, "chunk_size")]
+    for values, message in cases:
+        with pytest.raises(ValueError, match=message):
+            ScoringConfig(**values)
+    with pytest.raises(ValueError, match=r"unknown scoring setting\(s\) \['samples'\]; choose from"):
+        ScoringConfig.from_dict({"samples": 4})
+    assert ScoringConfig(target_ev=[1, 2]).target_ev == (1.0, 2.0)
+
+
+def test_explain_columns_covers_every_column_of_the_table():
+    text = explain_columns()
+    lines = text.splitlines()
+    assert [line.split()[0] for line in lines] == list(COLUMNS)
+    assert all(len(line.split(None, 1)) == 2 for line in lines)  # every column has a description
+    assert "[eV]" in next(line for line in lines if line.startswith("bandgap_spread_ev"))
+
+
+def _record(i: int, median: float, spread: float, *, in_domain=True, status="ok") -> dict:
+    rng = np.random.default_rng(i)
+    draws = median + spread * rng.standard_normal(64)
+    return {"key": f"k{i}", "path": f"p{i}.cif", "structure_id": f"s{i}", "status": status,
+            "bandgap_mean_ev": float(draws.mean()), "bandgap_std_ev": float(draws.std(ddof=1)),
+            "samples_ev": draws.tolist(), "in_domain": in_domain, "formula": "X", "n_atoms": 10}
+
+
+def test_rank_puts_in_domain_rows_first_and_skips_error_rows():
+    records = [_record(0, 1.0, 0.5, in_domain=False), _record(1, 1.0, 0.1), _record(2, 1.0, 0.3),
+               {"key": "k3", "path": "p3.cif", "structure_id": "s3", "status": "error", "error": "empty"}]
+    table = rank(records, ScoringConfig(acquisition="std"))
+    assert table["rank"].tolist()[:3] == [3, 2, 1] and pd.isna(table["rank"].iloc[3])
+    ignore = rank(records, ScoringConfig(acquisition="std", domain="ignore"))
+    assert ignore["rank"].tolist()[:3] == [1, 3, 2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--samples", "0"], "argument --samples: expected a positive integer, got 0"),
+    (["--samples", "-3"], "argument --samples: expected a positive integer, got -3"),
+    (["--top", "-1"], "argument --top: expected a positive integer, got -1"),
+    (["--repeats-top", "-2"], "argument --repeats-top: expected an integer >= 0, got -2"),
+    (["--acquisition", "lcbb"], "argument --acquisition: invalid choice: 'lcbb'"),
+])
+def test_screen_refuses_bad_flags_before_any_work(argv, message, cands, tmp_path, capsys, monkeypatch):
+    from mofbalora.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["screen", str(cands), "--out", str(tmp_path / "r.csv"), *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no table, no partial files
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "2", "1"], "--target must be a window lo < hi in eV, got (2.0, 1.0)"),
+    (["--acquisition", "target"], "acquisition 'target' needs a band-gap window"),
+    (["--out", "r.xlsx"], "unknown table format '.xlsx'"),
+])
+def test_screen_checks_combinations_before_the_model_loads(argv, message, cands, tmp_path, capsys, monkeypatch):
+    import mofbalora.model
+    from mofbalora.cli import main
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(mofbalora.model, "load_model", no_loading)
+    monkeypatch.chdir(tmp_path)
+    argv = argv if "--out" in argv else ["--out", "r.csv", *argv]
+    assert main(["screen", str(cands), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_explain_columns_from_the_cli(capsys):
+    from mofbalora.cli import main
+
+    assert main(["screen", "--explain-columns"]) == 0
+    out = capsys.readouterr().out
+    assert all(col in out for col in COLUMNS)
