@@ -129,7 +129,8 @@ def _timed(model: BandGapModel, inputs: list, n_samples: int, seed: int) -> tupl
 # -- the comparison -------------------------------------------------------------------------------------
 def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = None, split: str = "test",
                    split_name: str = "qmof_v1", samples: str | Sequence[int] = DEFAULT_SAMPLES,
-                   limit: int | None = None, out_dir: str | Path, seed: int = 0) -> dict:
+                   limit: int | None = None, out_dir: str | Path, seed: int = 0,
+                   trust_checkpoint: bool = False) -> dict:
     """Compare saved models on one split; writes the report into ``out_dir`` and returns its numbers.
 
     Args:
@@ -140,6 +141,8 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
         limit: first N structures of the split.
         out_dir: report folder (created).
         seed: noise seed of every prediction.
+        trust_checkpoint: allow full unpickling of the third-party backbone checkpoints the models name (see
+            :func:`mofbalora.model.load_model`; never read from a model folder).
 
     Raises:
         FileNotFoundError: a run folder holds no model (load_model's message), or no dataset/split.
@@ -151,7 +154,7 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
     t_max = t_values[-1]
     entries = []
     for label, run_dir in zip(_labels(run_dirs), run_dirs, strict=True):
-        model = load_model(run_dir)  # every folder is checked before any featurization
+        model = load_model(run_dir, trust_checkpoint=trust_checkpoint)  # every folder checked before featurizing
         root = _run_root(run_dir)
         run_metrics = json.loads((root / "metrics.json").read_text()) if root else {}
         entries.append(_Entry(label, str(run_dir), model, run_metrics))

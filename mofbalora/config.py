@@ -1,131 +1,173 @@
-"""Run configurations: one dataclass per concern, holding the defaults and checked once, at load.
+"""Run configurations: one dataclass per concept, holding the defaults and checked once, when built.
 
-A configuration is nested YAML (``workflows/*.yaml``) over the defaults, then ``section.key=value``
-overrides (``model.regime=lora``). :func:`load_config` merges the three, rejects unknown keys (naming the
-key and the known ones) and builds the section dataclasses, whose ``__post_init__`` rejects bad values
-(naming the key and the valid choices), so a bad run fails at load instead of hours into training. The
-result is returned as the plain nested dict the rest of the code reads (``cfg["optim"]["lr"]``) and YAML
-writes; :func:`typed` gives the same configuration as a :class:`RunConfig` of dataclasses.
+A configuration has two forms:
 
-Sections: ``data`` (:class:`DataConfig`), ``backbone`` (open: ``name`` plus that backbone's constructor
-options, checked by the backbone itself), ``model`` (:class:`ModelConfig`), ``adapter``
-(:class:`AdapterSection`), ``optim`` (:class:`OptimConfig`), ``gbm`` (open: the gradient-boosting
-baseline's options), ``run`` (:class:`RunSection`). Campaigns add ``al`` and ``benchmark``
-(:mod:`mofbalora.al.config`).
+- the *document*: nested YAML (``workflows/*.yaml``, a run's ``config.yaml``), i.e. a plain nested dict.
+  :func:`load_config` merges a YAML file over the defaults, then ``section.key=value`` overrides
+  (``model.regime=lora``) and ``extra``, checks the result and returns it;
+- the *typed* :class:`RunConfig`, which the code reads (``cfg.optim.lr``): :meth:`RunConfig.of` (or
+  :func:`typed`, :func:`load_run_config`) builds it from a document, :meth:`RunConfig.to_dict` writes one.
+
+Building refuses a key no section knows (naming the key and the known ones) and a bad value (each dataclass's
+``__post_init__`` names the key and the valid choices), so a bad run fails at load instead of hours into
+training. String look-ups of the document happen here only; :func:`mofbalora.io.read_yaml` is the one YAML
+reader.
+
+Sections and their dataclasses (one per concept):
+
+- ``data``: :class:`~mofbalora.data.splits.DataConfig`;
+- ``backbone``: :class:`BackboneConfig`, ``name`` plus that backbone's constructor options (open: checked
+  by the backbone itself);
+- ``model``: :class:`ModelConfig`: regime, likelihood, β-NLL, and the head
+  (:class:`~mofbalora.heads.HeadConfig`, written as ``model.head_hidden``, ``model.pooling`` and
+  ``model.head_atom_mlp``; its ``aleatoric`` follows the likelihood);
+- ``adapter``: :class:`~mofbalora.adapters.config.AdapterConfig` without ``kind``, which is ``model.regime``
+  (:meth:`RunConfig.model_adapter`);
+- ``optim``: :class:`OptimConfig`; ``gbm``: open (the gradient-boosting baseline's options); ``run``:
+  :class:`RunSection`.
+
+Campaigns add ``al`` and ``benchmark`` (:class:`mofbalora.al.config.CampaignConfig`).
+
+Trust: ``backbone.trust_checkpoint: true`` in a document *you pass* (``--set backbone.trust_checkpoint=true``)
+allows full unpickling of the backbone's checkpoint, like ``--trust-checkpoint``; it is kept on the typed
+configuration (:attr:`BackboneConfig.trust_checkpoint`) but never written back (:meth:`RunConfig.to_dict`), so no
+stored file can grant it (:mod:`mofbalora.backbones.checkpoint`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
-from mofbalora.adapters.balora import ALPHA_NETWORKS, NOISE_SCOPES
+from mofbalora.adapters.config import ADAPTER_KINDS, AdapterConfig
 from mofbalora.backbones import BACKBONES
 from mofbalora.backbones.base import DEVICES
-from mofbalora.heads import POOLINGS
-from mofbalora.io import atomic_write_bytes
+from mofbalora.backbones.checkpoint import stored_trust_error
+from mofbalora.data.splits import DataConfig
+from mofbalora.heads import HeadConfig
+from mofbalora.io import read_yaml, write_yaml
 from mofbalora.model import REGIMES
+from mofbalora.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_keys,
+    check_mapping,
+    check_number,
+    field_names,
+    strict,
+)
+
+__all__ = [
+    "ALEATORIC_LIKELIHOODS", "DEFAULTS", "LIKELIHOODS", "RUN_REGIMES", "SCHEDULES", "BackboneConfig",
+    "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunSection", "check_choice", "check_int",
+    "check_number", "deep_update", "defaults", "dotted", "dump_config", "load_config", "load_run_config",
+    "merge_config", "parse_override", "typed",
+]
 
 LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll", "laplace_nll")
 ALEATORIC_LIKELIHOODS = ("gaussian_nll", "laplace_nll")
 SCHEDULES = ("cosine", "constant")
 #: every regime ``finetune`` trains: the model's regimes and the gradient-boosting baseline
 RUN_REGIMES = (*REGIMES, "gbm")
+#: the backbone option that grants trust (the caller's; never written back)
+TRUST_OPTION = "trust_checkpoint"
 
-
-def check_choice(key: str, value: Any, choices) -> None:
-    """ValueError ``unknown <key> <value>; choose from [...]`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"unknown {key} {value!r}; choose from {list(choices)}")
-
-
-def check_int(key: str, value: Any, low: int, *, optional: bool = False) -> None:
-    """ValueError unless ``value`` is an integer >= ``low`` (or None when ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{key} must be an integer >= {low}{' or null' if optional else ''}, got {value!r}")
-
-
-def check_number(key: str, value: Any, low: float, *, optional: bool = False) -> None:
-    """ValueError unless ``value`` is a number >= ``low`` (or None when ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-        raise ValueError(f"{key} must be a number >= {low}{' or null' if optional else ''}, got {value!r}")
+C = TypeVar("C", bound="RunConfig")
 
 
 @dataclass
-class DataConfig:
-    path: str | None = None           # dataset folder (None: $MOFBALORA_QMOF or ../shared/data/qmof)
-    labels: str | None = None         # labels CSV for a plain folder of CIFs
-    id_column: str = "id"
-    target_column: str = "bandgap"
-    split: str = "qmof_v1"            # shipped split name or a JSON path
-    train_size: int | None = None     # first N ids of the split's train part (None: all)
-    val_size: int | None = None
-    test_size: int | None = None
+class BackboneConfig:
+    """The ``backbone`` section: ``name`` and that backbone's constructor options (e.g. ``adapt``,
+    ``checkpoint``), checked by the backbone when it is built. ``trust_checkpoint``: the caller allows full
+    unpickling of the checkpoint the options name; not an option, never written."""
+
+    name: str = "chgnet"
+    options: dict[str, Any] = field(default_factory=lambda: {"adapt": "readout"})
+    trust_checkpoint: bool = False
 
     def __post_init__(self) -> None:
-        for part in ("train", "val", "test"):
-            check_int(f"data.{part}_size", getattr(self, f"{part}_size"), 1, optional=True)
+        check_choice("backbone.name", self.name, BACKBONES)
+        check_bool(f"backbone.{TRUST_OPTION}", self.trust_checkpoint)
+        for key in ("name", TRUST_OPTION):
+            if key in self.options:
+                raise ValueError(f"backbone option {key!r} is a field of BackboneConfig, not one of its options")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BackboneConfig:
+        options = dict(check_mapping("backbone", data))
+        name = options.pop("name", "chgnet")
+        return cls(name=name, options=options, trust_checkpoint=options.pop(TRUST_OPTION, False))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as written: ``name`` and the options (never ``trust_checkpoint``)."""
+        return {"name": self.name, **copy.deepcopy(self.options)}
+
+
+#: the head's settings as the ``model`` section writes them -> :class:`~mofbalora.heads.HeadConfig` fields
+HEAD_KEYS = {"head_hidden": "hidden_dim", "pooling": "pooling", "head_atom_mlp": "atom_mlp"}
 
 
 @dataclass
 class ModelConfig:
+    """The ``model`` section: the regime, the training likelihood and the head.
+
+    Written flat: ``model.head_hidden``, ``model.pooling`` and ``model.head_atom_mlp`` are :attr:`head`'s
+    ``hidden_dim``, ``pooling`` and ``atom_mlp``; ``head.aleatoric`` follows the likelihood (the NLLs add an
+    aleatoric output)."""
+
     regime: Literal["balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full", "gbm"] = "balora"
-    likelihood: Literal["mse", "l1", "huber", "gaussian_nll", "laplace_nll"] = "mse"  # the NLLs add an aleatoric output
-    head_hidden: int = 64
-    pooling: Literal["mean_max", "mean", "mean_max_std", "mean_max_attention"] = "mean_max"
-    head_atom_mlp: int = 0            # width of the head's per-atom MLP before pooling (0: none)
+    likelihood: Literal["mse", "l1", "huber", "gaussian_nll", "laplace_nll"] = "mse"
     nll_beta: float = 0.0             # β-NLL weight exponent in [0, 1] (NLL likelihoods; 0: the plain NLL)
+    head: HeadConfig = field(default_factory=HeadConfig)
 
     def __post_init__(self) -> None:
         check_choice("model.regime", self.regime, RUN_REGIMES)
         check_choice("model.likelihood", self.likelihood, LIKELIHOODS)
-        check_choice("model.pooling", self.pooling, POOLINGS)
-        check_int("model.head_hidden", self.head_hidden, 1)
-        check_int("model.head_atom_mlp", self.head_atom_mlp, 0)
         if not (isinstance(self.nll_beta, (int, float)) and 0.0 <= self.nll_beta <= 1.0):
             raise ValueError(f"model.nll_beta must be a number in [0, 1], got {self.nll_beta!r}")
         if self.nll_beta and self.likelihood not in ALEATORIC_LIKELIHOODS:
             raise ValueError(f"model.nll_beta={self.nll_beta!r} weights a negative log-likelihood; it needs "
                              f"model.likelihood in {ALEATORIC_LIKELIHOODS}, got {self.likelihood!r}")
+        if self.head.aleatoric != self.aleatoric:
+            self.head = replace(self.head, aleatoric=self.aleatoric)
+
+    @property
+    def aleatoric(self) -> bool:
+        """Whether the likelihood fits an aleatoric variance (the head then has a second output)."""
+        return self.likelihood in ALEATORIC_LIKELIHOODS
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelConfig:
+        data = check_mapping("model", data)
+        own = ("regime", "likelihood", "nll_beta")
+        check_keys(data, [*own, *HEAD_KEYS], "model.")
+        head = HeadConfig(**{HEAD_KEYS[k]: v for k, v in data.items() if k in HEAD_KEYS})
+        return cls(**{k: v for k, v in data.items() if k in own}, head=head)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"regime": self.regime, "likelihood": self.likelihood, "head_hidden": self.head.hidden_dim,
+                "pooling": self.head.pooling, "head_atom_mlp": self.head.atom_mlp, "nll_beta": self.nll_beta}
 
 
-@dataclass
-class AdapterSection:
-    """The ``adapter`` section (its kind is ``model.regime``; :class:`~mofbalora.adapters.AdapterConfig` is
-    built from both by :func:`mofbalora.train.model_from_config`)."""
+#: the keys of the ``adapter`` section: every :class:`AdapterConfig` field but ``kind`` (= ``model.regime``)
+ADAPTER_KEYS = tuple(k for k in field_names(AdapterConfig) if k != "kind")
 
-    targets: list[str] = field(default_factory=list)  # empty: the backbone's preset for its ``adapt`` setting
-    exclude: list[str] = field(default_factory=list)
-    rank: int = 8
-    lora_alpha: float | None = None   # None: = rank (scale 1)
-    alpha_network: Literal["probe", "constant", "shared"] = "probe"
-    prior_dropout: float = 0.1
-    noise_scope: Literal["structure", "row", "rank_shared"] = "row"
-    mc_dropout: float = 0.1
-    n_members: int = 5
 
-    def __post_init__(self) -> None:
-        for key in ("targets", "exclude"):
-            if not isinstance(getattr(self, key), list):
-                raise ValueError(f"adapter.{key} must be a list of module-name patterns, got {getattr(self, key)!r}")
-        check_int("adapter.rank", self.rank, 1)
-        check_number("adapter.lora_alpha", self.lora_alpha, 0, optional=True)
-        check_choice("adapter.alpha_network", self.alpha_network, ALPHA_NETWORKS)
-        check_choice("adapter.noise_scope", self.noise_scope, NOISE_SCOPES)
-        for key in ("prior_dropout", "mc_dropout"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise ValueError(f"adapter.{key} must be a probability in [0, 1), got {value!r}")
-        check_int("adapter.n_members", self.n_members, 1)
+def adapter_section(data: Any) -> AdapterConfig:
+    """The ``adapter`` section as an :class:`AdapterConfig` whose ``kind`` is None (set by ``model.regime``)."""
+    data = check_mapping("adapter", data)
+    check_keys(data, ADAPTER_KEYS, "adapter.")
+    return AdapterConfig(kind=None, **data)
+
+
+def adapter_document(adapter: AdapterConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(adapter).items() if k != "kind"}
 
 
 @dataclass
@@ -167,64 +209,119 @@ class RunSection:
         check_int("run.eval_samples", self.eval_samples, 1)
 
 
-#: typed sections (a dataclass each); the open sections hold free options with these defaults
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "adapter": AdapterSection,
-                             "optim": OptimConfig, "run": RunSection}
-OPEN_DEFAULTS: dict[str, dict[str, Any]] = {"backbone": {"name": "chgnet", "adapt": "readout"}, "gbm": {}}
+Reader = Callable[[Any], Any]
+Writer = Callable[[Any], dict]
+
+
+def plain_section(cls: type, name: str) -> tuple[Reader, Writer]:
+    """(read, write) of a section that is a dataclass field for field."""
+    return (lambda data: strict(cls, data, f"{name}."), asdict)
+
+
+def open_section(name: str) -> tuple[Reader, Writer]:
+    """(read, write) of a section of free options (kept as a dict)."""
+    return (lambda data: copy.deepcopy(dict(check_mapping(name, data))), copy.deepcopy)
+
+
+#: each section of a run configuration: how the document's mapping becomes the dataclass, and back
+RUN_SECTIONS: dict[str, tuple[Reader, Writer]] = {
+    "data": plain_section(DataConfig, "data"),
+    "backbone": (BackboneConfig.from_dict, BackboneConfig.to_dict),
+    "model": (ModelConfig.from_dict, ModelConfig.to_dict),
+    "adapter": (adapter_section, adapter_document),
+    "optim": plain_section(OptimConfig, "optim"),
+    "gbm": open_section("gbm"),
+    "run": plain_section(RunSection, "run"),
+}
 #: section order of a written configuration
-ORDER = ("data", "backbone", "model", "adapter", "optim", "gbm", "run")
+ORDER = tuple(RUN_SECTIONS)
 
 
 @dataclass
 class RunConfig:
-    """A fine-tuning configuration as dataclasses (:func:`typed`); ``backbone`` and ``gbm`` stay dicts."""
+    """A fine-tuning configuration: one dataclass per section (``gbm`` stays a dict of free options).
 
-    data: DataConfig
-    backbone: dict
-    model: ModelConfig
-    adapter: AdapterSection
-    optim: OptimConfig
-    gbm: dict
-    run: RunSection
+    Build it from a document with :meth:`of` / :meth:`from_dict`; :meth:`to_dict` gives the document back.
+    """
+
+    #: the sections, in written order: name -> (read, write); subclasses add theirs
+    SECTIONS: ClassVar[dict[str, tuple[Reader, Writer]]] = RUN_SECTIONS
+
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(kind=None))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    gbm: dict[str, Any] = field(default_factory=dict)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        if self.adapter.kind is not None:
+            raise ValueError(f"the adapter section has no kind (it is model.regime), got {self.adapter.kind!r}")
+        self.model_adapter()  # the adapter settings against the regime (an ensemble needs n_members >= 2)
+
+    def model_adapter(self) -> AdapterConfig | None:
+        """The adapters ``model.regime`` injects (the ``adapter`` section with ``kind`` = the regime); None for
+        the regimes without adapters (``head_only``, ``full``, ``gbm``)."""
+        if self.model.regime not in ADAPTER_KINDS:
+            return None
+        return replace(self.adapter, kind=self.model.regime)
+
+    # -- the document ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls: type[C], document: Mapping[str, Any]) -> C:
+        """The configuration a (possibly partial) document describes: merged over the defaults; an unknown
+        key or a bad value raises ValueError naming it."""
+        merged = deep_update(cls().to_dict(), copy.deepcopy(dict(check_mapping("configuration", document))))
+        return cls(**{name: read(merged[name]) for name, (read, _) in cls.SECTIONS.items()})
+
+    @classmethod
+    def of(cls: type[C], cfg: RunConfig | Mapping[str, Any]) -> C:
+        """``cfg`` itself if it already is one, else built from the document ``cfg``."""
+        if isinstance(cfg, cls):
+            return cfg
+        if isinstance(cfg, RunConfig):  # another kind of configuration: through its document
+            out = cls.from_dict(cfg.to_dict())
+            out.backbone.trust_checkpoint = cfg.backbone.trust_checkpoint
+            return out
+        return cls.from_dict(cfg)
+
+    @classmethod
+    def from_stored(cls: type[C], document: Mapping[str, Any], *, where: str | Path,
+                    trust_checkpoint: bool = False) -> C:
+        """A configuration read back from a folder (``where``: e.g. a campaign's ``config.yaml``). Trust is the
+        caller's alone: ``trust_checkpoint`` is applied, and a document that asks for trust itself
+        (``backbone.trust_checkpoint: true``) is refused without it
+        (:func:`~mofbalora.backbones.checkpoint.stored_trust_error`), before any backbone is built."""
+        cfg = cls.from_dict(document)
+        if cfg.backbone.trust_checkpoint and not trust_checkpoint:
+            raise stored_trust_error(where, cfg.backbone.options.get("checkpoint"))
+        cfg.backbone.trust_checkpoint = bool(trust_checkpoint)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document (plain nested dict, sections in order), as ``config.yaml`` holds it."""
+        return {name: write(getattr(self, name)) for name, (_, write) in self.SECTIONS.items()}
+
+    def with_changes(self: C, changes: Mapping[str, Any]) -> C:
+        """A copy with ``{"section.key": value}`` changes (keys and values checked); the caller's trust is kept."""
+        out = type(self).from_dict(deep_update(self.to_dict(), dotted(changes)))
+        out.backbone.trust_checkpoint = self.backbone.trust_checkpoint
+        return out
 
 
-def section_defaults(sections: Mapping[str, type]) -> dict[str, dict[str, Any]]:
-    """{section: {key: default}} of dataclass sections."""
-    return {name: asdict(cls()) for name, cls in sections.items()}
+def typed(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
+    """The fine-tune configuration ``cfg`` (a document or already typed) as a :class:`RunConfig`."""
+    return RunConfig.of(cfg)
 
 
 def defaults() -> dict[str, dict[str, Any]]:
-    """The fine-tune defaults as a nested dict (a fresh copy)."""
-    built = {**section_defaults(SECTIONS), **copy.deepcopy(OPEN_DEFAULTS)}
-    return {name: built[name] for name in ORDER}
+    """The fine-tune defaults as a document (a fresh copy)."""
+    return RunConfig().to_dict()
 
 
 #: the fine-tune defaults (a read-only view for documentation; :func:`defaults` gives a copy to change)
 DEFAULTS: dict[str, dict[str, Any]] = defaults()
-
-
-def validate(cfg: Mapping[str, Any], sections: Mapping[str, type] = SECTIONS) -> None:
-    """Build every typed section of ``cfg`` (their ``__post_init__`` raise ValueError naming the key and the
-    choices) and check the open ones; ``cfg`` is not changed."""
-    for name, cls in sections.items():
-        if name in cfg:
-            section = cfg[name]
-            if not isinstance(section, Mapping):
-                raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
-            unknown = set(section) - {f.name for f in fields(cls)}
-            if unknown:
-                raise ValueError(f"unknown config key {name + '.' + sorted(unknown)[0]!r}; "
-                                 f"choose from {sorted(f.name for f in fields(cls))}")
-            cls(**section)
-    if "backbone" in cfg:
-        check_choice("backbone.name", cfg["backbone"].get("name"), BACKBONES)
-
-
-def typed(cfg: Mapping[str, Any]) -> RunConfig:
-    """The fine-tune sections of a loaded configuration as dataclasses."""
-    return RunConfig(**{name: SECTIONS[name](**cfg[name]) if name in SECTIONS else dict(cfg[name])
-                        for name in ORDER})
-
 
 #: sections whose keys are not fixed: ``backbone`` holds ``name`` plus that backbone's constructor options
 #: (e.g. ``checkpoint`` and ``task`` for UMA), checked by the backbone itself
@@ -265,27 +362,38 @@ def parse_override(text: str) -> dict:
 
 
 def merge_config(base: dict, path: str | Path | None = None, overrides=(), extra: Mapping | None = None, *,
-                 sections: Mapping[str, type] = SECTIONS, what: str = "run configuration") -> dict:
-    """``base`` (defaults, changed in place) updated by the YAML file at ``path``, the ``section.key=value``
-    ``overrides`` and ``extra``, then validated; returns it."""
+                 config_type: type[RunConfig] = RunConfig, what: str = "run configuration") -> dict:
+    """``base`` (a default document, changed in place) updated by the YAML file at ``path``, the
+    ``section.key=value`` ``overrides`` and ``extra``, then checked by building ``config_type``; returns it."""
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a {what} must be a mapping")
-        deep_update(base, data)
+        deep_update(base, read_yaml(path, what=what))
     for o in overrides or []:
         deep_update(base, parse_override(o))
     if extra:
         deep_update(base, extra)
-    validate(base, sections)
+    config_type.from_dict(base)
     return base
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 extra: dict | None = None) -> dict:
-    """The fine-tune defaults updated by a YAML file, dotted overrides and ``extra``; checked (ValueError)."""
+    """The fine-tune defaults updated by a YAML file, dotted overrides and ``extra``: the checked document
+    (ValueError naming a bad key or value). :func:`load_run_config` gives it typed."""
     return merge_config(defaults(), path, overrides, extra)
 
 
-def dump_config(cfg: dict, path: str | Path) -> None:
-    atomic_write_bytes(Path(path), yaml.safe_dump(cfg, sort_keys=False).encode())
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                    extra: dict | None = None) -> RunConfig:
+    """:func:`load_config` as a :class:`RunConfig`."""
+    return RunConfig.from_dict(load_config(path, overrides, extra))
+
+
+def dump_config(cfg: RunConfig | Mapping[str, Any], path: str | Path) -> None:
+    """Write a configuration (typed, or a document) as YAML, atomically; trust is never written."""
+    if isinstance(cfg, RunConfig):
+        document = cfg.to_dict()
+    else:
+        document = copy.deepcopy(dict(cfg))
+        if isinstance(document.get("backbone"), dict):
+            document["backbone"].pop(TRUST_OPTION, None)
+    write_yaml(path, document)

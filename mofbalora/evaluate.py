@@ -75,9 +75,11 @@ def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: n
 def evaluate(model: str | Path = "default", *, data: str | Path | None = None, split: str = "test",
              split_name: str = "qmof_v1", n_samples: int = 32, limit: int | None = None, out: str | Path | None = None,
              labels: str | None = None, id_column: str = "id", target_column: str = "bandgap", seed: int = 0,
-             device: str = "cpu") -> dict:
-    """Evaluate a saved model on a dataset split (``test``, ``val``, ``train`` or ``all``); writes JSON + CSV."""
-    m = load_model(model, device=device)
+             device: str = "cpu", trust_checkpoint: bool = False) -> dict:
+    """Evaluate a saved model on a dataset split (``test``, ``val``, ``train`` or ``all``); writes JSON + CSV.
+
+    ``trust_checkpoint``: see :func:`mofbalora.model.load_model` (never read from the model folder)."""
+    m = load_model(model, device=device, trust_checkpoint=trust_checkpoint)
     ds = load_dataset(data, labels_csv=labels, id_column=id_column, target_column=target_column)
     ids = select_split_ids(ds, split, split_name, limit)
     t0 = time.perf_counter()

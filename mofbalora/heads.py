@@ -14,34 +14,43 @@ Outputs go through softplus so that predicted gaps (and variances) are positive:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mofbalora.validation import check_bool, check_choice, check_int, strict
 
 POOLINGS = ("mean_max", "mean", "mean_max_std", "mean_max_attention")
 
 
 @dataclass
 class HeadConfig:
+    """The head's settings: the one dataclass of them, saved in ``model_config.json`` (``head``) and built from
+    a run configuration's ``model`` section (``model.head_hidden``, ``model.pooling``, ``model.head_atom_mlp``;
+    ``aleatoric`` follows ``model.likelihood``; see :class:`mofbalora.config.ModelConfig`)."""
+
     hidden_dim: int = 64
-    pooling: str = "mean_max"
+    pooling: Literal["mean_max", "mean", "mean_max_std", "mean_max_attention"] = "mean_max"
     aleatoric: bool = False
     #: width of the per-atom MLP before pooling (0: pool the embeddings as they are)
     atom_mlp: int = 0
 
     def __post_init__(self) -> None:
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose from {list(POOLINGS)}")
-        if self.atom_mlp < 0 or self.hidden_dim < 1:
-            raise ValueError(f"atom_mlp must be >= 0 and hidden_dim >= 1, got {self.atom_mlp}, {self.hidden_dim}")
+        check_int("head.hidden_dim (model.head_hidden)", self.hidden_dim, 1)
+        check_choice("head.pooling (model.pooling)", self.pooling, POOLINGS)
+        check_int("head.atom_mlp (model.head_atom_mlp)", self.atom_mlp, 0)
+        check_bool("head.aleatoric", self.aleatoric)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        """From a saved mapping (``model_config.json``'s ``head``); an unknown key is refused, naming it and the
+        valid ones."""
+        return strict(cls, data, "head.", what="head option")
 
 
 class Pooling(nn.Module):

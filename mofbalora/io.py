@@ -133,14 +133,45 @@ def save_checkpoint(directory: str | Path, tensors: dict, config: dict, *, weigh
     return directory
 
 
-def read_checkpoint(directory: str | Path, *, weights_file: str, config_file: str,
-                    what: str = "checkpoint") -> tuple[dict, dict]:
+def read_checkpoint(directory: str | Path, *, weights_file: str, config_file: str, what: str = "checkpoint",
+                    base: dict | None = None) -> tuple[dict, dict]:
     """(config, tensors) of a checkpoint written by :func:`save_checkpoint`; FileNotFoundError naming the
-    folder when it holds no ``config_file``."""
+    folder when it holds no ``config_file``.
+
+    ``base``: the identity of the base the weights are about to be loaded onto; when given, the config's
+    ``base`` must equal it (:func:`check_base_identity`, checked before the tensors are read). Every read of a
+    saved model's weights passes it.
+    """
     from safetensors.torch import load_file
 
     directory = Path(directory)
     cfg_path = directory / config_file
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{directory}: no {config_file}; is this a {what} folder?")
-    return json.loads(cfg_path.read_text()), load_file(str(directory / weights_file))
+    config = json.loads(cfg_path.read_text())
+    if base is not None:
+        check_base_identity(config.get("base") or {}, base, directory)
+    return config, load_file(str(directory / weights_file))
+
+
+# -- YAML ---------------------------------------------------------------------------------------------------
+def read_yaml(path: str | Path, *, what: str = "YAML file") -> dict:
+    """The mapping in the YAML file at ``path`` (an empty file: ``{}``), read with ``yaml.safe_load``: the one
+    way the package reads YAML (run and campaign configurations, sweeps, cluster files). ValueError naming the
+    file when it holds anything but a mapping."""
+    import yaml
+
+    path = Path(path)
+    data = yaml.safe_load(path.read_text())
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a {what} must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def write_yaml(path: str | Path, data: dict) -> Path:
+    """``data`` as block YAML (keys in their order), written atomically."""
+    import yaml
+
+    return atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())

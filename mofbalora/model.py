@@ -21,6 +21,7 @@ from mofbalora.adapters.balora import BaLoRALinear, SharedAlphaNetwork
 from mofbalora.adapters.extensions import enable_adapter_extensions
 from mofbalora.backbones import Backbone, load_backbone
 from mofbalora.backbones.base import resolve_device, to_device
+from mofbalora.backbones.checkpoint import CHECKPOINT_BACKBONES, stored_trust
 from mofbalora.domain import ApplicabilityDomain
 from mofbalora.gbm import GBMBandGapModel
 from mofbalora.heads import BandGapHead, HeadConfig
@@ -152,9 +153,20 @@ class BandGapModel(nn.Module):
 
 
 def build_model(regime: str, *, backbone: str = "chgnet", backbone_options: dict | None = None,
-                adapter: AdapterConfig | None = None, head: HeadConfig | None = None) -> BandGapModel:
+                adapter: AdapterConfig | None = None, head: HeadConfig | None = None,
+                trust_checkpoint: bool = False) -> BandGapModel:
+    """A model with fresh adapters and head: backbone ``backbone`` built with ``backbone_options``, the
+    ``adapter`` settings (``kind`` = ``regime``; empty targets: the backbone's preset) and the ``head``'s.
+
+    ``trust_checkpoint``: allow full unpickling of the third-party checkpoint the options name
+    (:mod:`mofbalora.backbones.checkpoint`); the caller's decision, a keyword only: it is not one of the
+    ``backbone_options`` (which the model keeps and saves)."""
     options = dict(backbone_options or {})
-    bb = load_backbone(backbone, **options)
+    if "trust_checkpoint" in options:
+        raise ValueError("trust_checkpoint is not a backbone option a model keeps: pass build_model(..., "
+                         "trust_checkpoint=True)")
+    trust = {"trust_checkpoint": True} if trust_checkpoint and backbone in CHECKPOINT_BACKBONES else {}
+    bb = load_backbone(backbone, **options, **trust)
     if adapter is not None and not adapter.targets:  # a copy: the caller's config keeps its empty targets
         adapter = replace(adapter, targets=list(bb.target_presets.get(getattr(bb, "adapt", options.get("adapt", "readout")), [])))
     return BandGapModel(bb, BandGapHead(bb.embedding_dim, head), regime, adapter,
@@ -173,21 +185,38 @@ def resolve_model_dir(model: str | Path) -> Path:
                             f"holding {MODEL_CONFIG}")
 
 
-def load_model(model: str | Path = "default", device: str | torch.device = "cpu") -> BandGapModel:
+def load_weights(model: BandGapModel, directory: str | Path) -> dict:
+    """Load the trained weights saved in ``directory`` into ``model`` (read through
+    :func:`mofbalora.io.read_checkpoint`, which first refuses weights trained on another base model); returns
+    the folder's ``model_config.json``."""
+    cfg, tensors = read_checkpoint(directory, weights_file=MODEL_FILE, config_file=MODEL_CONFIG, what="model",
+                                   base=model.base_identity)
+    model.load_trained_state(tensors)
+    return cfg
+
+
+def load_model(model: str | Path = "default", device: str | torch.device = "cpu", *,
+               trust_checkpoint: bool = False) -> BandGapModel:
     """Load a saved model (offline) onto ``device`` (cpu | cuda | auto); refuses weights trained on a
-    different base backbone."""
+    different base backbone.
+
+    ``trust_checkpoint``: allow full unpickling of the third-party backbone checkpoint the folder names (UMA,
+    MOFTransformer, JMP); only for files from a source you trust. It is never read from the folder: one whose
+    ``model_config.json`` asks for it (``backbone.trust_checkpoint: true``) is refused unless the caller passes
+    it, before anything is unpickled (:class:`~mofbalora.backbones.checkpoint.UntrustedCheckpointError`)."""
     directory = resolve_model_dir(model)
-    cfg = json.loads((directory / MODEL_CONFIG).read_text())
+    where = directory / MODEL_CONFIG
+    cfg = json.loads(where.read_text())
+    bopts = stored_trust(cfg["backbone"], where, trust_checkpoint)
     if cfg["regime"] == "gbm":  # the gradient-boosting baseline (mofbalora.gbm imports this module)
-        return GBMBandGapModel.load(directory, cfg)
-    bopts = dict(cfg["backbone"])
+        gbm = GBMBandGapModel.load(directory, {**cfg, "backbone": bopts})
+        check_base_identity(cfg["base"], gbm.backbone.identity(), directory)
+        return gbm
     name = bopts.pop("name")
     adapter = AdapterConfig.from_dict(cfg["adapter"]) if cfg.get("adapter") else None
     m = build_model(cfg["regime"], backbone=name, backbone_options=bopts, adapter=adapter,
-                    head=HeadConfig.from_dict(cfg["head"]))
-    check_base_identity(cfg["base"], m.base_identity, directory)
-    _, tensors = read_checkpoint(directory, weights_file=MODEL_FILE, config_file=MODEL_CONFIG, what="model")
-    m.load_trained_state(tensors)
+                    head=HeadConfig.from_dict(cfg["head"]), trust_checkpoint=trust_checkpoint)
+    load_weights(m, directory)
     m.calibration = cfg.get("calibration")
     if cfg.get("training_domain"):
         m.training_domain = ApplicabilityDomain.from_config(cfg["training_domain"], directory)

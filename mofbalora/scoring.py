@@ -30,6 +30,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -374,13 +375,14 @@ class InProcessExecutor:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(model_dir: str, threads: int) -> None:
+def _worker_init(model_dir: str | None, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from mofbalora.model import load_model
+    if model_dir is not None:  # spawned: load the model; forked: it came with the process
+        from mofbalora.model import load_model
 
-    _WORKER["predictor"] = load_model(model_dir)
+        _WORKER["predictor"] = load_model(model_dir)
 
 
 def _worker_score(paths, keys, ids, cfg_dict: dict, with_embedding: bool, batched: bool) -> list[dict]:
@@ -388,26 +390,40 @@ def _worker_score(paths, keys, ids, cfg_dict: dict, with_embedding: bool, batche
                        with_embedding=with_embedding, batched=batched)
 
 
+#: how :class:`LocalExecutor` starts its workers by default: ``fork`` where the platform has it (the workers
+#: get the loaded model with the process: no imports, no second load), else ``spawn``
+DEFAULT_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
 class LocalExecutor:
-    """Scores chunks in ``workers`` local processes of ``threads`` torch threads each (spawned, each loads
-    the model once from a folder; an in-memory model is saved once to a temporary folder). Each worker
-    does everything for its chunk: parse, graph, trunk, T passes, domain and chemistry checks."""
+    """Scores chunks in ``workers`` local processes of ``threads`` torch threads each. Each worker does
+    everything for its chunks: parse, graph, trunk, T passes, domain and chemistry checks.
+
+    ``start_method``: ``fork`` (default on Linux) hands the workers the predictor already loaded in this
+    process; ``spawn`` starts fresh interpreters that load it from ``model_dir`` (an in-memory model is saved
+    once to a temporary folder)."""
 
     def __init__(self, predictor: Predictor, workers: int, *, model_dir: str | Path | None = None,
-                 threads: int = 1) -> None:
+                 threads: int = 1, start_method: str | None = None) -> None:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
+        method = start_method or DEFAULT_START_METHOD
+        if method not in ("fork", "spawn", "forkserver"):
+            raise ValueError(f"unknown start method {method!r}; choose from ['fork', 'spawn', 'forkserver']")
         self._scratch = None
-        if model_dir is None:
+        if method == "fork":
+            _WORKER["predictor"] = predictor  # inherited by the forked workers
+            model_dir = None
+        elif model_dir is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="mofbalora-model-"))
             predictor.save(self._scratch)
             model_dir = self._scratch
-        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                                        initargs=(str(model_dir), threads))
-        self.stats: dict[str, Any] = {"workers": workers}
+        self.pool = ProcessPoolExecutor(workers, mp_context=get_context(method), initializer=_worker_init,
+                                        initargs=(None if model_dir is None else str(model_dir), threads))
+        self.stats: dict[str, Any] = {"workers": workers, "start_method": method}
         self._futures: list = []
 
     def map(self, chunks, paths, keys, ids, cfg: ScoringConfig, *, with_embedding: bool = False,
@@ -428,6 +444,7 @@ class LocalExecutor:
         for fut in self._futures:
             fut.cancel()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        _WORKER.pop("predictor", None)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None

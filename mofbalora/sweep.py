@@ -16,51 +16,76 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from mofbalora.config import load_config
-from mofbalora.io import write_table
+from mofbalora.config import load_run_config
+from mofbalora.io import read_yaml, write_table
 from mofbalora.train import finetune
+from mofbalora.validation import check_int, check_keys
 
 log = logging.getLogger(__name__)
 
 TABLE_METRICS = ["mae_ev", "rmse_ev", "spearman_std_abs_error", "nll", "miscalibration_area"]
 
 
-def load_sweep(path: str | Path) -> dict:
+@dataclass
+class SweepSpec:
+    """A sweep file: the base run configuration, the named settings (``{"section.key": value}`` each; None or
+    ``{}`` for the base as it is) and the seeds."""
+
+    base: Path
+    settings: dict[str, dict[str, Any] | None]
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.settings, dict) or not self.settings:
+            raise ValueError(f"sweep settings must be a non-empty mapping name -> changes, got {self.settings!r}")
+        for name, changes in self.settings.items():
+            if changes is not None and not isinstance(changes, dict):
+                raise ValueError(f"sweep setting {name!r} must be a mapping section.key -> value, got {changes!r}")
+        for seed in self.seeds:
+            check_int("sweep seeds[]", seed, 0)
+
+    def overrides(self, name: str) -> list[str]:
+        """The ``section.key=value`` overrides of setting ``name``."""
+        return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+                for k, v in (self.settings[name] or {}).items()]
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """The sweep in the YAML file ``path`` (``base`` relative to the file's folder); unknown keys refused."""
     path = Path(path)
-    spec = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, what="sweep")
+    check_keys(data, ("base", "settings", "seeds"), what="sweep key")
     for key in ("base", "settings"):
-        if key not in spec:
+        if key not in data:
             raise ValueError(f"{path}: a sweep needs {key!r}")
-    base = Path(spec["base"])
-    spec["base"] = base if base.is_absolute() else path.parent / base
-    spec.setdefault("seeds", [0])
-    return spec
+    base = Path(data["base"])
+    return SweepSpec(base=base if base.is_absolute() else path.parent / base, settings=data["settings"],
+                     seeds=list(data.get("seeds", [0])))
 
 
-def run_sweep(spec: dict, out: str | Path, *, only: list[str] | None = None, extra_overrides: list[str] | None = None,
-              progress: bool = True) -> pd.DataFrame:
+def run_sweep(spec: SweepSpec, out: str | Path, *, only: list[str] | None = None,
+              extra_overrides: list[str] | None = None, progress: bool = True) -> pd.DataFrame:
     out = Path(out)
-    names = list(spec["settings"])
+    names = list(spec.settings)
     if only:
         unknown = set(only) - set(names)
         if unknown:
             raise ValueError(f"unknown setting(s) {sorted(unknown)}; choose from {names}")
         names = [n for n in names if n in only]
     for name in names:
-        for seed in spec["seeds"]:
+        for seed in spec.seeds:
             run_dir = out / name / f"seed{seed}"
             if (run_dir / "metrics.json").exists():
                 continue
-            overrides = [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
-                         for k, v in (spec["settings"][name] or {}).items()]
             # sweep-wide overrides first, so that a setting can still change what they set
-            cfg = load_config(spec["base"], [*(extra_overrides or []), *overrides, f"run.seed={seed}"])
+            cfg = load_run_config(spec.base, [*(extra_overrides or []), *spec.overrides(name), f"run.seed={seed}"])
             log.info("sweep: %s seed %s", name, seed)
             finetune(cfg, run_dir, resume=(run_dir / "checkpoints" / "last").exists(), progress=progress)
     return collect(out, names)

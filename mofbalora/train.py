@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +31,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mofbalora.adapters import AdapterConfig, adapter_layers, kl_terms, seeded_generator, total_kl
+from mofbalora.adapters import adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling, structure_keys
 from mofbalora.backbones.base import atom_capped_batches, resolve_device
-from mofbalora.config import (
-    ALEATORIC_LIKELIHOODS,
-    SCHEDULES,
-    check_choice,
-    dump_config,
-    validate,
-)
-from mofbalora.data.splits import split_ids
+from mofbalora.config import SCHEDULES, OptimConfig, RunConfig, check_choice, dump_config
+from mofbalora.data.splits import split_dataset
 from mofbalora.domain import fit_domain
 from mofbalora.evaluate import evaluate_inputs
 from mofbalora.featurize import load_inputs
 from mofbalora.gbm import GBMBandGapModel
-from mofbalora.heads import HeadConfig
-from mofbalora.io import atomic_write_bytes
-from mofbalora.model import BandGapModel, build_model
+from mofbalora.io import MODEL_CONFIG, atomic_write_bytes
+from mofbalora.model import BandGapModel, build_model, load_weights
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
 from mofbalora.prediction import floor_std, point_prediction
 from mofbalora.uq.recalibration import fit_std_scale_floor
@@ -56,21 +50,19 @@ log = logging.getLogger(__name__)
 HUBER_DELTA_EV = 0.5
 
 
-def model_from_config(cfg: dict) -> BandGapModel:
-    """The model a (validated) configuration describes, with fresh adapters and head."""
-    validate(cfg)
-    m, a, b = cfg["model"], cfg["adapter"], cfg["backbone"]
-    regime = m["regime"]
-    adapter = None
-    if regime not in ("head_only", "full"):
-        adapter = AdapterConfig(kind=regime, targets=list(a["targets"]), exclude=list(a["exclude"]), rank=a["rank"],
-                                lora_alpha=a["lora_alpha"], alpha_network=a["alpha_network"],
-                                prior_dropout=a["prior_dropout"], noise_scope=a["noise_scope"],
-                                mc_dropout=a["mc_dropout"], n_members=a["n_members"])
-    head = HeadConfig(hidden_dim=m["head_hidden"], pooling=m["pooling"],
-                      aleatoric=m["likelihood"] in ALEATORIC_LIKELIHOODS, atom_mlp=int(m.get("head_atom_mlp", 0)))
-    opts = {k: v for k, v in b.items() if k != "name"}
-    return build_model(regime, backbone=b["name"], backbone_options=opts, adapter=adapter, head=head)
+def model_from_config(cfg: RunConfig | dict) -> BandGapModel:
+    """The model a configuration (typed, or a document) describes, with fresh adapters and head."""
+    cfg = RunConfig.of(cfg)
+    return build_model(cfg.model.regime, backbone=cfg.backbone.name, backbone_options=cfg.backbone.options,
+                       adapter=cfg.model_adapter(), head=cfg.model.head,
+                       trust_checkpoint=cfg.backbone.trust_checkpoint)
+
+
+def split_ids(cfg: RunConfig | dict):
+    """(dataset, {"train": ids, "val": ids, "test": ids}) of a configuration's ``data`` section, after its size
+    limits (:func:`mofbalora.data.splits.split_dataset`; a random split is seeded by ``run.seed``)."""
+    cfg = RunConfig.of(cfg)
+    return split_dataset(cfg.data, cfg.run.seed)
 
 
 def data_loss_sum(gap, var, target, likelihood: str, nll_beta: float = 0.0) -> torch.Tensor:
@@ -99,15 +91,14 @@ def data_loss_sum(gap, var, target, likelihood: str, nll_beta: float = 0.0) -> t
     return ((target - gap) ** 2).sum()
 
 
-def _lr_factor(cfg: dict, step: int, steps_per_epoch: int) -> float:
-    o = cfg["optim"]
-    total = max(1, o["epochs"] * steps_per_epoch)
-    warm = o["warmup_epochs"] * steps_per_epoch
+def _lr_factor(o: OptimConfig, step: int, steps_per_epoch: int) -> float:
+    total = max(1, o.epochs * steps_per_epoch)
+    warm = o.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm
-    if o["schedule"] == "constant":
+    if o.schedule == "constant":
         return 1.0
-    check_choice("optim.schedule", o["schedule"], SCHEDULES)
+    check_choice("optim.schedule", o.schedule, SCHEDULES)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
 
@@ -177,22 +168,23 @@ class TrainingObjective(nn.Module):
 
 
 class Trainer:
-    """Trains ``model`` on featurized inputs; state saved each epoch to ``out/checkpoints/last``."""
+    """Trains ``model`` (default: the one ``cfg`` describes) on featurized inputs; state saved each epoch to
+    ``out/checkpoints/last``. ``cfg``: a :class:`~mofbalora.config.RunConfig` (a document is converted)."""
 
-    def __init__(self, cfg: dict, out: str | Path, *, model: BandGapModel | None = None,
+    def __init__(self, cfg: RunConfig, out: str | Path, *, model: BandGapModel | None = None,
                  dist: DistContext = SINGLE) -> None:
+        cfg = RunConfig.of(cfg)
         self.cfg = cfg
         self.out = Path(out)
         self.dist = dist
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.device = dist.device if dist.enabled else resolve_device(cfg["run"].get("device", "cpu"))
+        self.device = dist.device if dist.enabled else resolve_device(cfg.run.device)
         self.model = (model or model_from_config(cfg)).to(self.device)
         self.params = self.model.trainable_parameters()
         if not self.params:
             raise ValueError("nothing to train: the model has no trainable parameters")
-        self.objective = TrainingObjective(self.model, cfg["model"]["likelihood"], dist,
-                                           float(cfg["model"].get("nll_beta", 0.0)))
+        self.objective = TrainingObjective(self.model, cfg.model.likelihood, dist, float(cfg.model.nll_beta))
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -202,9 +194,8 @@ class Trainer:
                 find_unused_parameters=True)
         else:
             self.step_objective = self.objective
-        o = cfg["optim"]
-        self.optimizer = torch.optim.AdamW(self.params, lr=o["lr"], weight_decay=o["weight_decay"])
-        seed = int(cfg["run"]["seed"])
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        seed = int(cfg.run.seed)
         self.seed = seed
         self.shuffle_gen = seeded_generator(seed)
         self.epoch = 0
@@ -241,13 +232,11 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def load_state(self) -> bool:
-        from safetensors.torch import load_file
-
         ckpt = self.out / "checkpoints"
         src = next((p for p in (ckpt / "last", ckpt / ".last.old") if (p / "trainer_state.pt").is_file()), None)
         if src is None:
             return False
-        self.model.load_trained_state(load_file(str(src / "model.safetensors")))
+        load_weights(self.model, src)  # through io.read_checkpoint: refuses weights of another base model
         st = torch.load(src / "trainer_state.pt", weights_only=True, map_location="cpu")  # no pickled objects
         self.optimizer.load_state_dict(st["optimizer"])
         self.shuffle_gen.set_state(st["shuffle_gen"])
@@ -263,20 +252,20 @@ class Trainer:
         """Train until ``optim.epochs`` or early stopping. ``stop_after_epochs`` ends this call early (as an
         interruption would) without marking the run finished. ``on_epoch_end(trainer)`` is called after each
         epoch, once its checkpoint is written (an exception raised there stops training like a kill would)."""
-        o = self.cfg["optim"]
-        n_train, bs = len(train_inputs), int(o["batch_size"])
+        o = self.cfg.optim
+        n_train, bs = len(train_inputs), int(o.batch_size)
         steps_per_epoch = math.ceil(n_train / bs)
         metrics_csv = self.out / "metrics.csv"
-        bar = tqdm(total=o["epochs"], initial=self.epoch, desc="finetune", unit="epoch",
+        bar = tqdm(total=o.epochs, initial=self.epoch, desc="finetune", unit="epoch",
                    disable=not (progress and self.dist.is_main))
         epochs_this_call = 0
-        while self.epoch < o["epochs"] and self.bad_epochs < o["patience"]:
+        while self.epoch < o.epochs and self.bad_epochs < o.patience:
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
                 break
             t0 = time.perf_counter()
             self.model.train()
             perm = torch.randperm(n_train, generator=self.shuffle_gen)
-            kl_w = o["kl_weight"] * (min(1.0, (self.epoch + 1) / o["kl_warmup_epochs"]) if o["kl_warmup_epochs"] else 1.0)
+            kl_w = o.kl_weight * (min(1.0, (self.epoch + 1) / o.kl_warmup_epochs) if o.kl_warmup_epochs else 1.0)
             sums = np.zeros(3)
             for s in range(0, n_train, bs):
                 idx = perm[s:s + bs].tolist()
@@ -284,7 +273,7 @@ class Trainer:
                 mine = idx[start:stop]
                 batch = self.model.backbone.collate([train_inputs[i] for i in mine]) if mine else None
                 for group in self.optimizer.param_groups:
-                    group["lr"] = o["lr"] * _lr_factor(self.cfg, self.step, steps_per_epoch)
+                    group["lr"] = o.lr * _lr_factor(o, self.step, steps_per_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
                 # the step's noise comes from (seed, step) and each structure's key alone: a structure draws the
                 # same numbers in any process and in any batch, and a resumed run draws what it would have
@@ -294,8 +283,8 @@ class Trainer:
                                                             noise_seed=step_seed, keys=keys, global_size=len(idx),
                                                             kl_weight=kl_w, n_train=n_train)
                 objective.backward()
-                if o["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(self.params, o["grad_clip"])
+                if o.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.params, o.grad_clip)
                 self.optimizer.step()
                 self.step += 1
                 dl_total, kl_total = self.dist.all_reduce_sum(torch.stack([dl_sum.detach(), kl.detach()])).tolist()
@@ -323,7 +312,7 @@ class Trainer:
             if on_epoch_end is not None:
                 on_epoch_end(self)
         bar.close()
-        finished = self.epoch >= o["epochs"] or self.bad_epochs >= o["patience"]
+        finished = self.epoch >= o.epochs or self.bad_epochs >= o.patience
         return {"finished": finished, "epoch": self.epoch, "best_epoch": self.best_epoch,
                 "best_val_mae_ev": self.best_val, "train_seconds": self.train_seconds}
 
@@ -337,14 +326,14 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
+def _finetune_gbm(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     """The gradient-boosting baseline (:mod:`mofbalora.gbm`) through the same run folder: fit on the train
     part, recalibrate its quantile std on the validation part, score the test part."""
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
-    model = GBMBandGapModel({k: v for k, v in cfg["backbone"].items()}, cfg.get("gbm"))
+    model = GBMBandGapModel(cfg.backbone.to_dict(), cfg.gbm)
     ds, ids = split_ids(cfg)
     tr_ids, tr_x, tr_y = load_inputs(model, ds, ids["train"], "train set" if progress else False)
     va_ids, va_x, va_y = load_inputs(model, ds, ids["val"], "val set" if progress else False)
@@ -358,7 +347,7 @@ def _finetune_gbm(cfg: dict, out: Path, *, progress: bool) -> dict:
     model.calibration = _scale_floor(val_table, 1)
     model.save(best, metadata={"train_seconds": seconds})
     result["calibration"] = model.calibration
-    if cfg["run"]["eval_test"] and ids["test"]:
+    if cfg.run.eval_test and ids["test"]:
         te_ids, te_x, te_y = load_inputs(model, ds, ids["test"], "test set" if progress else False)
         result["test"], table = evaluate_inputs(model, te_ids, te_x, te_y.numpy(), n_samples=1)
         table.to_csv(out / "test_predictions.csv", index=False)
@@ -384,32 +373,40 @@ def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> 
     if trainer.model.calibration is None:
         return None
     best = out / "checkpoints" / "best"
-    metadata = json.loads((best / "model_config.json").read_text()).get("metadata", {})
+    metadata = json.loads((best / MODEL_CONFIG).read_text()).get("metadata", {})
     trainer.model.save(best, metadata=metadata)
     return trainer.model.calibration
 
 
-def _fit_training_domain(trainer: Trainer, out: Path, tr_x: list, va_x: list, cfg: dict) -> dict:
+def _fit_training_domain(trainer: Trainer, out: Path, tr_x: list, va_x: list, cfg: RunConfig) -> dict:
     """Store the training set's element counts and embedding reference (threshold from validation) in the best
     checkpoint, for the screen's applicability domain (:mod:`mofbalora.domain`)."""
-    split = cfg["data"].get("split")
-    trainer.model.training_domain = fit_domain(trainer.model, tr_x, va_x, seed=int(cfg["run"]["seed"]),
+    split = cfg.data.split
+    trainer.model.training_domain = fit_domain(trainer.model, tr_x, va_x, seed=int(cfg.run.seed),
                                                source=f"training split of {split}" if split else "training set")
     best = out / "checkpoints" / "best"
-    metadata = json.loads((best / "model_config.json").read_text()).get("metadata", {})
+    metadata = json.loads((best / MODEL_CONFIG).read_text()).get("metadata", {})
     trainer.model.save(best, metadata=metadata)
     return {k: v for k, v in trainer.model.training_domain.to_config().items() if k != "element_counts"}
 
 
-def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool = True,
-             stop_after_epochs: int | None = None, dist: DistContext | None = None) -> dict:
-    """Fine-tune per ``cfg`` into run folder ``out``; returns the final metrics (also in metrics.json).
+def finetune(cfg: RunConfig | dict, out: str | Path, *, resume: bool = False, progress: bool = True,
+             stop_after_epochs: int | None = None, dist: DistContext | None = None,
+             trust_checkpoint: bool = False) -> dict:
+    """Fine-tune per ``cfg`` (a :class:`~mofbalora.config.RunConfig`, or a document) into run folder ``out``;
+    returns the final metrics (also in metrics.json).
 
-    Under ``torchrun --nproc_per_node N`` (or with ``dist``) the run is data-parallel: see
-    :mod:`mofbalora.parallel.torch_ddp`. Only rank 0 writes; the other ranks return the training summary.
+    ``trust_checkpoint``: allow full unpickling of the backbone's third-party checkpoint (as
+    ``backbone.trust_checkpoint: true`` in ``cfg`` does); never written into the run folder, so ``evaluate`` /
+    ``screen`` of the run need it again. Under ``torchrun --nproc_per_node N`` (or with ``dist``) the run is
+    data-parallel: see :mod:`mofbalora.parallel.torch_ddp`. Only rank 0 writes; the other ranks return the
+    training summary.
     """
+    cfg = RunConfig.of(cfg)
+    if trust_checkpoint:
+        cfg = replace(cfg, backbone=replace(cfg.backbone, trust_checkpoint=True))
     own_group = dist is None
-    dist = init_from_env(device=cfg["run"].get("device", "cpu")) if dist is None else dist
+    dist = init_from_env(device=cfg.run.device) if dist is None else dist
     try:
         return _finetune(cfg, Path(out), resume=resume, progress=progress and dist.is_main,
                          stop_after_epochs=stop_after_epochs, dist=dist)
@@ -418,12 +415,12 @@ def finetune(cfg: dict, out: str | Path, *, resume: bool = False, progress: bool
             shutdown(dist)
 
 
-def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_epochs: int | None,
+def _finetune(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, stop_after_epochs: int | None,
               dist: DistContext) -> dict:
-    torch.manual_seed(int(cfg["run"]["seed"]))
-    if cfg["run"]["threads"]:
-        torch.set_num_threads(int(cfg["run"]["threads"]))
-    if cfg["model"]["regime"] == "gbm":
+    torch.manual_seed(int(cfg.run.seed))
+    if cfg.run.threads:
+        torch.set_num_threads(int(cfg.run.threads))
+    if cfg.model.regime == "gbm":
         return _finetune_gbm(cfg, out, progress=progress)
     if out.exists() and (out / "checkpoints" / "last").exists() and not resume:
         raise FileExistsError(f"run folder {out} already holds a run; pass --resume to continue it or choose --out")
@@ -451,16 +448,14 @@ def _finetune(cfg: dict, out: Path, *, resume: bool, progress: bool, stop_after_
     if not summary["finished"] or not dist.is_main:
         return summary
     # final figures with the best model
-    from safetensors.torch import load_file
-
-    trainer.model.load_trained_state(load_file(str(out / "checkpoints" / "best" / "model.safetensors")))
-    n_samples = int(cfg["run"]["eval_samples"])
-    result = {"regime": cfg["model"]["regime"], "n_train": len(tr_x), "n_val": len(va_x), **summary,
+    load_weights(trainer.model, out / "checkpoints" / "best")
+    n_samples = int(cfg.run.eval_samples)
+    result = {"regime": cfg.model.regime, "n_train": len(tr_x), "n_val": len(va_x), **summary,
               "trainable_parameters": sum(p.numel() for p in trainer.params)}
     result["val"], val_table = evaluate_inputs(trainer.model, va_ids, va_x, va_y.numpy(), n_samples=n_samples)
     result["calibration"] = _fit_calibration(trainer, out, val_table, n_samples)
     result["training_domain"] = _fit_training_domain(trainer, out, tr_x, va_x, cfg)
-    if cfg["run"]["eval_test"] and ids["test"]:
+    if cfg.run.eval_test and ids["test"]:
         te_ids, te_x, te_y = load_inputs(trainer.model, ds, ids["test"], "test set")
         t0 = time.perf_counter()
         result["test"], table = evaluate_inputs(trainer.model, te_ids, te_x, te_y.numpy(), n_samples=n_samples)

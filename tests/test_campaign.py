@@ -135,7 +135,7 @@ def test_workflow_config_holds_the_benchmark():
     assert set(cfg["benchmark"]["strategies"]) == {"random", "greedy_mean", "balora_std", "balora_lcb", "ensemble_lcb"}
     assert (cfg["al"]["initial_labelled"], cfg["al"]["batch_size"], cfg["al"]["n_rounds"]) == (500, 100, 10)
     ens = strategy_config(cfg, "ensemble_lcb", 2)
-    assert (ens["model"]["regime"], ens["al"]["acquisition"], ens["run"]["seed"]) == ("lora_ensemble", "lcb", 2)
+    assert (ens.model.regime, ens.al.acquisition, ens.run.seed) == ("lora_ensemble", "lcb", 2)
     with pytest.raises(ValueError, match="unknown strategy 'ucb'; choose from"):
         strategy_config(cfg, "ucb", 0)
     with pytest.raises(ValueError, match="unknown al.acquisition 'best'"):

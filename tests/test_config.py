@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mofbalora.al.config import AL_DEFAULTS, load_campaign_config
-from mofbalora.config import DEFAULTS, load_config, typed
+from mofbalora.al.config import AL_DEFAULTS, campaign_config, load_campaign_config
+from mofbalora.config import DEFAULTS, RunConfig, dump_config, load_config, typed
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 #: workflow files that are not run configurations, and what reads them
@@ -22,10 +22,10 @@ def test_every_workflow_file_loads(path):
         from mofbalora.sweep import load_sweep
 
         spec = load_sweep(path)
-        cfg = load_config(spec["base"])
-        for overrides in spec["settings"].values():  # every setting of the grid is a valid configuration
-            load_config(spec["base"], [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
-                                       for k, v in (overrides or {}).items()])
+        cfg = load_config(spec.base)
+        for overrides in spec.settings.values():  # every setting of the grid is a valid configuration
+            load_config(spec.base, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                                    for k, v in (overrides or {}).items()])
     elif kind == "dask":
         data = yaml.safe_load(path.read_text())
         assert data["kind"] in ("slurm", "pbs") and isinstance(data["cluster"], dict)
@@ -33,9 +33,12 @@ def test_every_workflow_file_loads(path):
     elif "al" in yaml.safe_load(path.read_text()):
         cfg = load_campaign_config(path)
         assert set(cfg) == {*DEFAULTS, *AL_DEFAULTS}
+        assert campaign_config(cfg).to_dict() == cfg  # the typed form writes the same document back
+        return
     else:
         cfg = load_config(path)
     assert typed(cfg).optim.epochs == cfg["optim"]["epochs"]
+    assert typed(cfg).to_dict() == cfg
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -84,6 +87,68 @@ def test_finetune_command_accepts_every_regime_the_config_does():
 
     # `--adapter gbm` used to be refused by a second, narrower regime check in the command
     args = build_parser().parse_args(["finetune", "--adapter", "gbm", "--out", "runs/gbm"])
-    assert resolve(args)["model"]["regime"] == "gbm"
+    assert resolve(args).model.regime == "gbm"
     with pytest.raises(ValueError, match="unknown model.regime 'bayes'"):
         resolve(build_parser().parse_args(["finetune", "--set", "model.regime=bayes", "--out", "x"]))
+
+
+# -- typed end to end ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("override", "message"), [
+    ("adapter.kind=lora", "unknown config key 'adapter.kind'; choose from ['alpha_network', 'exclude'"),
+    ("model.head_hidden=0", r"head.hidden_dim (model.head_hidden) must be an integer >= 1, got 0"),
+    ("model.pooling=sum", "unknown head.pooling (model.pooling) 'sum'; choose from ['mean_max'"),
+    ("model.head_size=3", "unknown config key 'model.head_size'; choose from ['head_atom_mlp', 'head_hidden'"),
+    ("adapter.prior_dropout=1.5", "adapter.prior_dropout must be a probability in [0, 1), got 1.5"),
+    ("gbm=3", "config section 'gbm' must be a mapping, got 3"),
+])
+def test_every_section_refuses_unknown_keys_and_bad_values(override, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [override])
+
+
+def test_an_ensemble_of_one_member_fails_at_load_not_at_model_build():
+    with pytest.raises(ValueError, match="adapter.n_members must be an integer >= 2, got 1"):
+        load_config(None, ["model.regime=lora_ensemble", "adapter.n_members=1"])
+    load_config(None, ["model.regime=lora", "adapter.n_members=1"])  # other regimes ignore it
+
+
+def test_one_dataclass_per_concept_head_and_adapter_are_the_models_own():
+    from mofbalora.adapters import AdapterConfig
+    from mofbalora.heads import HeadConfig
+
+    cfg = typed(load_config(None, ["model.likelihood=laplace_nll", "model.head_hidden=16", "model.pooling=mean",
+                                   "adapter.rank=4", "model.regime=mc_dropout"]))
+    assert cfg.model.head == HeadConfig(hidden_dim=16, pooling="mean", aleatoric=True, atom_mlp=0)
+    assert isinstance(cfg.adapter, AdapterConfig) and cfg.adapter.kind is None  # the kind is model.regime
+    assert cfg.model_adapter() == AdapterConfig(kind="mc_dropout", rank=4)
+    assert typed(load_config(None, ["model.regime=head_only"])).model_adapter() is None
+
+
+@pytest.mark.parametrize("cls", ["HeadConfig", "AdapterConfig"])
+def test_saved_model_sections_refuse_unknown_keys(cls):
+    from mofbalora.adapters import AdapterConfig
+    from mofbalora.heads import HeadConfig
+
+    klass = {"HeadConfig": HeadConfig, "AdapterConfig": AdapterConfig}[cls]
+    good = klass().to_dict()
+    assert klass.from_dict(good) == klass()
+    with pytest.raises(ValueError, match=r"unknown .* option '(head|adapter)\.widht'; choose from \["):
+        klass.from_dict({**good, "widht": 3})
+
+
+def test_typed_configuration_round_trips_through_its_document(tmp_path):
+    cfg = typed(load_config(None, ["model.regime=lora", "adapter.targets=[a]", "backbone.features=all_layers",
+                                   "gbm.max_iter=7", "optim.epochs=3"]))
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.backbone.options == {"adapt": "readout", "features": "all_layers"} and cfg.gbm == {"max_iter": 7}
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert typed(load_config(tmp_path / "c.yaml")) == cfg
+    # a partial document is read over the defaults
+    assert RunConfig.from_dict({"optim": {"epochs": 2}}).optim.epochs == 2
+
+
+def test_yaml_that_is_not_a_mapping_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="bad.yaml: a run configuration must be a mapping"):
+        load_config(path)

@@ -35,6 +35,21 @@ def test_unreadable_or_unphysical_gaps_are_refused(raw, why):
         parse_gap_ev(raw)
 
 
+@pytest.mark.parametrize("raw", ["1230", "10.5", "1e4"])
+def test_implausible_gaps_are_refused_with_a_units_hint(raw):
+    with pytest.raises(ValueError, match=r"above 10 eV.*meV"):
+        parse_gap_ev(raw)
+    assert parse_gap_ev("10") == 10.0 and parse_gap_ev("6.45") == pytest.approx(6.45)
+
+
+def test_ingestion_and_add_labels_share_one_check():
+    import mofbalora.al.campaign as campaign_module
+    from mofbalora.al.dft_results import MAX_PLAUSIBLE_GAP_EV, check_gap_ev
+
+    assert campaign_module.check_gap_ev is check_gap_ev and MAX_PLAUSIBLE_GAP_EV == 10.0
+    assert math.isnan(check_gap_ev(math.nan))
+
+
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, qmof_path, tiny_split):
     """A real campaign after ``al suggest``: a batch of 2 pending structures (ids and CIF paths)."""
@@ -126,10 +141,24 @@ def test_an_empty_cell_is_a_failed_calculation_and_a_valid_file_ingests(campaign
 def test_add_labels_refuses_unphysical_gaps(campaign):
     c = Campaign(campaign)
     key = c.pending[0]["structure_id"]
-    for gap in (-0.5, math.inf):
-        with pytest.raises(ValueError, match=f"{key!r}: band gap .* is not physical"):
+    for gap, why in ((-0.5, "negative"), (math.inf, "not a finite"), (1230.0, "meV"), ("1,23", "could not convert"),
+                     (None, "float")):
+        with pytest.raises(ValueError, match=f"{key!r}: band gap .* refused: .*{why}"):
             c.add_labels({key: gap})
     assert key in c.pool and key not in c.labelled
+
+
+def test_a_gap_in_mev_in_a_results_file_is_refused_naming_its_row(campaign, tmp_path_factory):
+    import shutil
+
+    state = tmp_path_factory.mktemp("mev") / "campaign"
+    shutil.copytree(campaign, state)
+    batch = pd.read_csv(state / "batch_001.csv")
+    first, second = batch["structure_id"]
+    results = _write(state.parent / "results.csv", [[first, "", "1.25"], [second, "", "1230"]])
+    with pytest.raises(DFTResultsError, match=rf"line 3 \({second}\): bandgap_ev 1230 eV is above 10 eV.*meV"):
+        ingest(state, results)
+    assert first not in Campaign(state).labelled
 
 
 # -- ids of new structures: the same file name in two folders ---------------------------------------------

@@ -1,9 +1,14 @@
-"""Adapter hyperparameters, serialisable to JSON (recorded beside every adapter checkpoint)."""
+"""Adapter hyperparameters: the one dataclass of the adapter settings, serialisable to JSON (recorded beside
+every adapter checkpoint and in a model's ``model_config.json``) and the ``adapter`` section of a run
+configuration (:mod:`mofbalora.config`), where ``kind`` is not written: it is ``model.regime``."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from mofbalora.adapters.balora import ALPHA_NETWORKS, NOISE_SCOPES
+from mofbalora.validation import check_choice, check_int, check_number, check_probability, strict
 
 AdapterKind = Literal["lora", "balora", "mc_dropout", "lora_ensemble"]
 ADAPTER_KINDS = ("lora", "balora", "mc_dropout", "lora_ensemble")
@@ -15,37 +20,43 @@ class AdapterConfig:
 
     ``targets`` / ``exclude`` are module-name patterns: an exact name (``"mlp.0"``), a suffix
     (``"*.mlp_out.layers.1"`` or any name ending in ``".<pattern>"``), or a regular expression
-    (``"re:^trunk\\..*"``).
+    (``"re:^trunk\\..*"``). ``kind`` is None in a run configuration's ``adapter`` section (the kind is
+    ``model.regime``; :meth:`mofbalora.config.RunConfig.model_adapter` fills it in).
     """
 
-    kind: AdapterKind = "balora"
-    targets: list[str] = field(default_factory=list)
+    kind: AdapterKind | None = "balora"
+    targets: list[str] = field(default_factory=list)  # empty: the backbone's preset for its ``adapt`` setting
     exclude: list[str] = field(default_factory=list)
     rank: int = 8
-    lora_alpha: float | None = None
+    lora_alpha: float | None = None   # None: = rank (scale 1)
     # BaLoRA
-    alpha_network: str = "probe"
+    alpha_network: Literal["probe", "constant", "shared"] = "probe"
     prior_dropout: float = 0.1
-    noise_scope: str = "row"
+    noise_scope: Literal["structure", "row", "rank_shared"] = "row"
     # MC dropout baseline
     mc_dropout: float = 0.1
     # ensemble baseline
     n_members: int = 5
 
     def __post_init__(self) -> None:
-        if self.kind not in ADAPTER_KINDS:
-            raise ValueError(f"unknown adapter kind {self.kind!r}; choose from {list(ADAPTER_KINDS)}")
-        if self.rank < 1:
-            raise ValueError(f"rank must be >= 1, got {self.rank}")
-        if self.kind == "lora_ensemble" and self.n_members < 2:
-            raise ValueError(f"an ensemble needs n_members >= 2, got {self.n_members}")
+        if self.kind is not None:
+            check_choice("adapter kind", self.kind, ADAPTER_KINDS)
+        for key in ("targets", "exclude"):
+            if not isinstance(getattr(self, key), list):
+                raise ValueError(f"adapter.{key} must be a list of module-name patterns, got {getattr(self, key)!r}")
+        check_int("adapter.rank", self.rank, 1)
+        check_number("adapter.lora_alpha", self.lora_alpha, 0, optional=True)
+        check_choice("adapter.alpha_network", self.alpha_network, ALPHA_NETWORKS)
+        check_choice("adapter.noise_scope", self.noise_scope, NOISE_SCOPES)
+        check_probability("adapter.prior_dropout", self.prior_dropout)
+        check_probability("adapter.mc_dropout", self.mc_dropout)
+        check_int("adapter.n_members", self.n_members, 2 if self.kind == "lora_ensemble" else 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> AdapterConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown adapter option(s) {sorted(unknown)}; choose from {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        """From a saved mapping (``model_config.json``'s ``adapter``); an unknown key is refused, naming it and
+        the valid ones."""
+        return strict(cls, data, "adapter.", what="adapter option")

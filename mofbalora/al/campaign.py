@@ -47,17 +47,19 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from mofbalora.acquisition import acquisition_scores, cost_aware, dft_cost, select_batch, window_distance
 from mofbalora.al.candidates import CandidatePool
-from mofbalora.al.config import validate_campaign_config
+from mofbalora.al.config import CampaignConfig, campaign_config
+from mofbalora.al.dft_results import check_gap_ev
 from mofbalora.al.state import (
+    CONFIG_FILE,
     MODES,
     STATE_FILE,
     CampaignState,
@@ -67,14 +69,13 @@ from mofbalora.al.state import (
 )
 from mofbalora.data.cache import file_digest
 from mofbalora.data.qmof import load_dataset
-from mofbalora.data.splits import split_ids
 from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 from mofbalora.evaluate import metrics_from_prediction
 from mofbalora.featurize import featurize_files
-from mofbalora.model import MODEL_FILE
+from mofbalora.model import load_weights
 from mofbalora.prediction import Prediction
 from mofbalora.screen import predict_files
-from mofbalora.train import Trainer, model_from_config
+from mofbalora.train import Trainer, model_from_config, split_ids
 
 log = logging.getLogger(__name__)
 
@@ -93,35 +94,44 @@ class Campaign(CandidatePool):
     Open an existing one with ``Campaign(state_dir)``; make a new one with :meth:`create`,
     :func:`simulated_campaign` or :func:`real_campaign`. ``hook(point, campaign)``, if given, is called
     at each of :data:`HOOK_POINTS` (tests raise from it to simulate a kill).
+
+    ``trust_checkpoint``: allow full unpickling of the backbone's third-party checkpoint (the caller's
+    decision, for this process; never stored). A campaign folder whose ``config.yaml`` asks for it is refused
+    without it (:func:`mofbalora.backbones.checkpoint.stored_trust_error`).
     """
 
     def __init__(self, state_dir: str | Path, *, hook: Callable[[str, Campaign], None] | None = None,
-                 progress: bool = False) -> None:
-        self._setup(state_dir, hook, progress)
+                 progress: bool = False, trust_checkpoint: bool = False) -> None:
+        self._setup(state_dir, hook, progress, trust_checkpoint)
         if not (self.dir / STATE_FILE).is_file():
             raise FileNotFoundError(f"no campaign in {self.dir} (no {STATE_FILE}); create one first")
         self.load_state()
 
-    def _setup(self, state_dir: str | Path, hook, progress: bool) -> None:
+    def _setup(self, state_dir: str | Path, hook, progress: bool, trust_checkpoint: bool) -> None:
         self.dir = Path(state_dir)
         self.hook = hook
         self.progress = progress
+        self.trust_checkpoint = trust_checkpoint
         self._dataset = None
         self._model = None
         self._initial_state: dict | None = None
         self._loaded_round: int | None = None
         self._inputs: dict[str, Any] = {}
         self._digests: dict[str, str] = {}  # content digest of each structure's file, hashed once per process
-        self.cfg: dict[str, Any] = {}
+        self.cfg = CampaignConfig()
 
     # -- creation -----------------------------------------------------------------------------------
     @classmethod
-    def create(cls, state_dir: str | Path, cfg: dict, *, labelled: Sequence[str] | Mapping[str, float],
-               pool: Sequence[str], val_ids: Sequence[str], test_ids: Sequence[str] = (),
-               mode: Mode = "simulated", paths: Mapping[str, str | Path] | None = None, name: str = "",
-               rng: np.random.Generator | None = None, dataset=None,
-               hook: Callable[[str, Campaign], None] | None = None, progress: bool = False) -> Campaign:
+    def create(cls, state_dir: str | Path, cfg: CampaignConfig | Mapping[str, Any], *,
+               labelled: Sequence[str] | Mapping[str, float], pool: Sequence[str], val_ids: Sequence[str],
+               test_ids: Sequence[str] = (), mode: Mode = "simulated", paths: Mapping[str, str | Path] | None = None,
+               name: str = "", rng: np.random.Generator | None = None, dataset=None,
+               hook: Callable[[str, Campaign], None] | None = None, progress: bool = False,
+               trust_checkpoint: bool = False) -> Campaign:
         """Write a new campaign into ``state_dir`` (round 0, about to train) and return it.
+
+        ``cfg``: a :class:`~mofbalora.al.config.CampaignConfig` (or its document); ``trust_checkpoint`` (or
+        ``cfg.backbone.trust_checkpoint``): see :class:`Campaign` (not stored).
 
         ``labelled`` are ids with known PBE gaps (a mapping id -> eV, or dataset ids whose labels are
         read from the dataset); ``pool`` the unlabelled candidates; ``val_ids`` / ``test_ids`` dataset
@@ -135,7 +145,8 @@ class Campaign(CandidatePool):
             raise FileExistsError(f"{state_dir} already holds a campaign; open it with Campaign({str(state_dir)!r})")
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose from {list(MODES)}")
-        validate_campaign_config(cfg)
+        cfg = campaign_config(cfg)
+        trust_checkpoint = trust_checkpoint or cfg.backbone.trust_checkpoint
         parts = {"labelled": list(labelled), "pool": list(pool), "val": list(val_ids), "test": list(test_ids)}
         for a, b in (("pool", "test"), ("pool", "val"), ("labelled", "test"), ("labelled", "val"),
                      ("labelled", "pool")):
@@ -144,14 +155,16 @@ class Campaign(CandidatePool):
                 raise ValueError(f"{len(common)} structure(s) are in both {a} and {b}, e.g. {sorted(common)[:3]}")
         if not parts["val"]:
             raise ValueError("a campaign needs a non-empty validation part (early stopping of every round)")
-        rng = rng if rng is not None else np.random.default_rng(int(cfg["run"]["seed"]))
-        if not cfg["al"]["eval_test"]:
+        rng = rng if rng is not None else np.random.default_rng(int(cfg.run.seed))
+        if not cfg.al.eval_test:
             parts["test"] = []
         obj = cls.__new__(cls)
-        obj._setup(state_dir, hook, progress)
-        obj.cfg = copy.deepcopy({k: v for k, v in cfg.items() if k != "benchmark"})
+        obj._setup(state_dir, hook, progress, trust_checkpoint)
+        # what a reopened campaign reads back (config.yaml holds no benchmark section and no trust)
+        obj.cfg = CampaignConfig.from_stored(cfg.stored(), where=state_dir / CONFIG_FILE,
+                                             trust_checkpoint=trust_checkpoint)
         obj._dataset = dataset
-        obj.state = CampaignState.new(name=name, mode=mode, seed=cfg["run"]["seed"], rng_state=rng.bit_generator.state,
+        obj.state = CampaignState.new(name=name, mode=mode, seed=cfg.run.seed, rng_state=rng.bit_generator.state,
                                       paths={str(k): str(Path(v).resolve()) for k, v in (paths or {}).items()})
         ds = obj.dataset()
         everything = parts["labelled"] + parts["pool"] + parts["val"] + parts["test"]
@@ -170,12 +183,12 @@ class Campaign(CandidatePool):
         st.cost_ref_atoms = float(np.median([obj._inputs[k]["n_atoms"] for k in st.labelled]))
         if mode == "simulated":
             pool_gaps = np.array([ds.bandgaps_ev[ds.index_of(k)] for k in st.pool])
-            thr = cfg["al"]["low_gap_ev"]
+            thr = cfg.al.low_gap_ev
             st.pool_stats = {"n": len(st.pool), "n_low_gap": int((pool_gaps < thr).sum()),
                              "low_gap_fraction": float((pool_gaps < thr).mean()) if len(pool_gaps) else None}
         state_dir.mkdir(parents=True, exist_ok=True)
 
-        write_campaign_config(state_dir, obj.cfg)
+        write_campaign_config(state_dir, obj.cfg.stored())
         obj.save_state()
         log.info("campaign %s: %d labelled, %d in the pool, %d val, %d test, %d failed featurization",
                  state_dir, len(st.labelled), len(st.pool), len(st.val_ids), len(st.test_ids),
@@ -189,7 +202,9 @@ class Campaign(CandidatePool):
 
     def load_state(self) -> None:
         self.state = CampaignState.read(self.dir)
-        self.cfg = read_campaign_config(self.dir)
+        # trust is the caller's: a config.yaml that asks for it is refused unless trust_checkpoint was passed
+        self.cfg = CampaignConfig.from_stored(read_campaign_config(self.dir), where=self.dir / CONFIG_FILE,
+                                              trust_checkpoint=self.trust_checkpoint)
         self._loaded_round = None
 
     @property
@@ -228,9 +243,9 @@ class Campaign(CandidatePool):
     # -- lazily built resources -----------------------------------------------------------------------
     def dataset(self):
         if self._dataset is None:
-            d = self.cfg["data"]
-            self._dataset = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"],
-                                         target_column=d["target_column"])
+            d = self.cfg.data
+            self._dataset = load_dataset(d.path, labels_csv=d.labels, id_column=d.id_column,
+                                         target_column=d.target_column)
         return self._dataset
 
     def model(self):
@@ -238,8 +253,8 @@ class Campaign(CandidatePool):
         the same in every process; torch's global generator is left as it was). ``run.threads`` sets torch's
         thread count for the process, as ``finetune`` does."""
         if self._model is None:
-            if self.cfg["run"]["threads"]:
-                torch.set_num_threads(int(self.cfg["run"]["threads"]))
+            if self.cfg.run.threads:
+                torch.set_num_threads(int(self.cfg.run.threads))
             with torch.random.fork_rng():
                 torch.manual_seed(self.state.seed)
                 self._model = model_from_config(self.cfg)
@@ -309,23 +324,23 @@ class Campaign(CandidatePool):
     def _load_round_model(self, round_: int) -> None:
         model = self.model()
         if self._loaded_round != round_:
-            model.load_trained_state(load_file(str(self.model_dir(round_) / MODEL_FILE)))
+            load_weights(model, self.model_dir(round_))  # through io.read_checkpoint, with the base check
             self._loaded_round = round_
 
     def relative_dft_cost(self, n_atoms: Sequence[int]) -> np.ndarray:
         """DFT cost relative to a structure of the initial labelled set's median size (``~ N^exponent``)."""
         counts = np.append(np.asarray(n_atoms, dtype=float), self.state.cost_ref_atoms)
-        cost = dft_cost(n_atoms=counts, exponent=self.cfg["al"]["cost_exponent"])
+        cost = dft_cost(n_atoms=counts, exponent=self.cfg.al.cost_exponent)
         return cost[:-1] / cost[-1]
 
     def _best_ev(self) -> float | None:
         gaps = np.array(list(self.labelled.values()))
-        al = self.cfg["al"]
+        al = self.cfg.al
         if not gaps.size:
             return None
-        if al["target_ev"] is not None:
-            return float(gaps[np.argmin(window_distance(gaps, *al["target_ev"]))])
-        return float(gaps.min() if al["goal"] == "min" else gaps.max())
+        if al.target_ev is not None:
+            return float(gaps[np.argmin(window_distance(gaps, *al.target_ev))])
+        return float(gaps.min() if al.goal == "min" else gaps.max())
 
     def _dataset_labels(self, keys: Sequence[str]):
         ds = self.dataset()
@@ -349,25 +364,25 @@ class Campaign(CandidatePool):
             raise ValueError(f"the pool of campaign {self.dir} is empty; add candidates first")
 
         t0 = time.perf_counter()
-        al = self.cfg["al"]
-        k = min(int(batch_size or al["batch_size"]), len(self.pool))
+        al = self.cfg.al
+        k = min(int(batch_size or al.batch_size), len(self.pool))
         keys = list(self.pool)
         pred, info = self._predict_pool(keys)
         rng = self._rng()
-        target = tuple(al["target_ev"]) if al["target_ev"] is not None else None
-        scores = acquisition_scores(al["acquisition"], pred.mean_ev, pred.std_ev, pred.samples_ev,
-                                    kappa=al["kappa"], target_ev=target, best_ev=self._best_ev(),
-                                    goal=al["goal"], rng=rng)
+        target = tuple(al.target_ev) if al.target_ev is not None else None
+        scores = acquisition_scores(al.acquisition, pred.mean_ev, pred.std_ev, pred.samples_ev,
+                                    kappa=al.kappa, target_ev=target, best_ev=self._best_ev(),
+                                    goal=al.goal, rng=rng)
         cost = self.relative_dft_cost([xi["n_atoms"] for xi in info])
-        if al["cost_aware"]:
+        if al.cost_aware:
             scores = cost_aware(scores, cost)
-        picks = select_batch(scores, k, embeddings=pred.embedding if al["diversity"] != "none" else None,
-                             diversity=al["diversity"], penalty_radius=al["penalty_radius"],
-                             kcenter_weight=al["kcenter_weight"], rng=rng)
+        picks = select_batch(scores, k, embeddings=pred.embedding if al.diversity != "none" else None,
+                             diversity=al.diversity, penalty_radius=al.penalty_radius,
+                             kcenter_weight=al.kcenter_weight, rng=rng)
         rows = [{"path": str(self.path_of(keys[i])), "structure_id": keys[i], "formula": info[i].get("formula") or "",
                  "n_atoms": int(info[i]["n_atoms"]), "bandgap_mean_ev": float(pred.mean_ev[i]),
                  "bandgap_std_ev": float(pred.std_ev[i]), "score": float(scores[i]), "rank": rank,
-                 "status": "ok", "error": "", "round": self.round + 1, "acquisition": al["acquisition"],
+                 "status": "ok", "error": "", "round": self.round + 1, "acquisition": al.acquisition,
                  "relative_dft_cost": float(cost[i])} for rank, i in enumerate(picks, 1)]
         self._hook("select")
         st = self.state
@@ -378,12 +393,12 @@ class Campaign(CandidatePool):
 
     def _predict_pool(self, keys: list[str]):
         """Predictions for the pool (mean, std, samples, embedding) and each structure's formula / n_atoms."""
-        al = self.cfg["al"]
+        al = self.cfg.al
         seed = self._seed("select")
-        if al.get("dask") is None and al.get("pool_prediction", "batch") == "batch":
+        if not al.per_structure:
             x = self.inputs_of(keys)
             self._load_round_model(self.round)
-            return self.model().predict_inputs(x, n_samples=al["n_samples"], seed=seed), x
+            return self.model().predict_inputs(x, n_samples=al.n_samples, seed=seed), x
 
         paths = [self.path_of(k) for k in keys]
         for k, p in zip(keys, paths, strict=True):
@@ -391,12 +406,12 @@ class Campaign(CandidatePool):
                 self._digests[k] = file_digest(p)
         digests = [self._digests[k] for k in keys]
         chunks = [list(range(s, min(s + 64, len(keys)))) for s in range(0, len(keys), 64)]
-        kwargs = {"n_samples": al["n_samples"], "seed": seed, "max_atoms": DEFAULT_MAX_ATOMS, "with_embedding": True}
+        kwargs = {"n_samples": al.n_samples, "seed": seed, "max_atoms": DEFAULT_MAX_ATOMS, "with_embedding": True}
         by_digest: dict[str, dict] = {}
-        if al.get("dask") is not None:
+        if al.dask is not None:
             from mofbalora.parallel.dask_screen import DaskPredictor
 
-            predictor = DaskPredictor(al["dask"], str(self.model_dir(self.round)))
+            predictor = DaskPredictor(al.dask, str(self.model_dir(self.round)))
             try:
                 for _, records in predictor.map_chunks(chunks, paths, digests, **kwargs):
                     by_digest.update((r["key"], r) for r in records)
@@ -417,7 +432,8 @@ class Campaign(CandidatePool):
         """Add PBE band gaps (eV) (phase ``select``/``label`` → ``train`` of the next round).
 
         A NaN gap marks a failed DFT calculation: the structure leaves the pool, counted as spent; any other
-        gap must be finite and >= 0 (ValueError naming the id otherwise, before anything changes).
+        gap must be a number in [0, 10] eV (:func:`~mofbalora.al.dft_results.check_gap_ev`, the check of
+        ``al ingest`` too: ValueError naming the id otherwise, before anything changes).
         Ids outside the campaign need a CIF in ``paths`` and join as new labelled structures.
         Labels already in the campaign are skipped; pending structures without a label return to
         the pool. Returns the ids consumed (labelled or failed); when there are none nothing is
@@ -436,9 +452,10 @@ class Campaign(CandidatePool):
         pool = set(st.pool)
         new, failed, unknown, added_paths = [], [], [], {}
         for key, gap in labels.items():
-            gap = float(gap)
-            if math.isinf(gap) or gap < 0:
-                raise ValueError(f"{key!r}: band gap {gap} eV is not physical (finite and >= 0 eV; NaN = failed)")
+            try:
+                gap = check_gap_ev(float(gap))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{key!r}: band gap {gap!r} refused: {exc} (NaN = a failed calculation)") from None
             if key in reserved:
                 raise ValueError(f"{key!r} is a validation/test structure of the campaign; it cannot be labelled")
             if key in self.labelled:
@@ -502,18 +519,18 @@ class Campaign(CandidatePool):
         if self.phase != "train":
             raise ValueError(f"campaign {self.dir} has nothing to train (phase {self.phase!r})")
 
-        r, al = self.round, self.cfg["al"]
-        cfg = copy.deepcopy(self.cfg)
-        cfg["run"]["seed"] = self._seed("train")
-        if r > 0 and al["round_epochs"]:
-            cfg["optim"]["epochs"] = int(al["round_epochs"])
+        r, al = self.round, self.cfg.al
+        # this round's training: its own seed, and al.round_epochs after round 0
+        epochs = int(al.round_epochs) if r > 0 and al.round_epochs else self.cfg.optim.epochs
+        cfg = replace(self.cfg, run=replace(self.cfg.run, seed=self._seed("train")),
+                      optim=replace(self.cfg.optim, epochs=epochs))
         model = self.model()
-        if r > 0 and al["warm_start"]:
-            model.load_trained_state(load_file(str(self.model_dir(self._last_trained_round()) / MODEL_FILE)))
+        if r > 0 and al.warm_start:
+            load_weights(model, self.model_dir(self._last_trained_round()))  # with the base check
         else:
             model.load_trained_state(self._initial_state)
         self._loaded_round = None
-        torch.manual_seed(cfg["run"]["seed"])
+        torch.manual_seed(cfg.run.seed)
         run_dir = self._round_dir(r)
         trainer = Trainer(cfg, run_dir, model=model)
         if not trainer.load_state():
@@ -539,10 +556,10 @@ class Campaign(CandidatePool):
         return row
 
     def _history_row(self, trainer) -> dict:
-        st, al = self.state, self.cfg["al"]
+        st, al = self.state, self.cfg.al
         acquired_gaps = [self.labelled[k] for k in st.acquired if k in self.labelled]
         row = {"round": self.round, "n_labelled": len(self.labelled), "n_acquired": len(st.acquired),
-               "n_low_gap_found": int(sum(g < al["low_gap_ev"] for g in acquired_gaps)),
+               "n_low_gap_found": int(sum(g < al.low_gap_ev for g in acquired_gaps)),
                "relative_dft_cost": float(self.relative_dft_cost(
                    [x["n_atoms"] for x in self.inputs_of(st.acquired)]).sum()) if st.acquired else 0.0,
                "n_pool": len(self.pool), "val_mae_ev": float(trainer.best_val), "best_epoch": trainer.best_epoch,
@@ -550,9 +567,9 @@ class Campaign(CandidatePool):
                "picked": list(st.round_picked), "picked_bandgaps_ev": [self.labelled[k] for k in st.round_picked],
                "dft_failed": list(st.round_failed)}
         if st.test_ids:
-            pred = self.model().predict_inputs(self.inputs_of(st.test_ids), n_samples=al["n_samples"],
+            pred = self.model().predict_inputs(self.inputs_of(st.test_ids), n_samples=al.n_samples,
                                                seed=self._seed("test"))
-            m = metrics_from_prediction(pred, self._dataset_labels(st.test_ids).double().numpy(), al["n_samples"])
+            m = metrics_from_prediction(pred, self._dataset_labels(st.test_ids).double().numpy(), al.n_samples)
             for key in ("mae_ev", "rmse_ev", "spearman_std_abs_error"):
                 row[f"test_{key}"] = float(m[key]) if math.isfinite(m[key]) else None
         return row
@@ -572,7 +589,7 @@ class Campaign(CandidatePool):
     def run(self, n_rounds: int | None = None) -> list[dict]:
         """Run (or resume) until round ``n_rounds`` (default ``al.n_rounds``) is trained or the pool is
         empty; round 0 is the initial model. Returns the history."""
-        target = self.cfg["al"]["n_rounds"] if n_rounds is None else int(n_rounds)
+        target = self.cfg.al.n_rounds if n_rounds is None else int(n_rounds)
         while not (self.phase == "select" and (self.round >= target or not self.pool)):
             if not self.step():
                 break
@@ -584,22 +601,26 @@ class Campaign(CandidatePool):
 # ------------------------------------------------------------------------------------------------
 
 
-def initial_draw(cfg: dict):
+def initial_draw(cfg: CampaignConfig | Mapping[str, Any]):
     """(dataset, split ids, initial labelled ids, rest of the train part, generator) for ``cfg``."""
+    cfg = campaign_config(cfg)
     ds, ids = split_ids(cfg)
-    rng = np.random.default_rng(int(cfg["run"]["seed"]))
+    rng = np.random.default_rng(int(cfg.run.seed))
     train = list(ids["train"])
-    n0 = int(cfg["al"]["initial_labelled"])
+    n0 = int(cfg.al.initial_labelled)
     if n0 >= len(train):
         raise ValueError(f"al.initial_labelled={n0} leaves no pool in a train part of {len(train)} structures")
     order = rng.permutation(len(train))
     return ds, ids, [train[k] for k in order[:n0]], [train[k] for k in order[n0:]], rng
 
 
-def simulated_campaign(state_dir: str | Path, cfg: dict, *, name: str = "", progress: bool = False,
-                       hook: Callable[[str, Campaign], None] | None = None) -> Campaign:
+def simulated_campaign(state_dir: str | Path, cfg: CampaignConfig | Mapping[str, Any], *, name: str = "",
+                       progress: bool = False, hook: Callable[[str, Campaign], None] | None = None,
+                       trust_checkpoint: bool = False) -> Campaign:
     """A campaign on a labelled dataset with hidden labels: ``al.initial_labelled`` random structures of
     the split's train part are labelled, the rest is the pool; val and test parts stay outside."""
+    cfg = campaign_config(cfg)
     ds, ids, labelled, pool, rng = initial_draw(cfg)
     return Campaign.create(state_dir, cfg, labelled=labelled, pool=pool, val_ids=ids["val"], test_ids=ids["test"],
-                           mode="simulated", name=name, rng=rng, dataset=ds, hook=hook, progress=progress)
+                           mode="simulated", name=name, rng=rng, dataset=ds, hook=hook, progress=progress,
+                           trust_checkpoint=trust_checkpoint)

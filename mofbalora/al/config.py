@@ -1,27 +1,23 @@
 """Campaign configuration: the fine-tune sections (:mod:`mofbalora.config`) plus ``al`` and ``benchmark``,
-one dataclass each with the defaults, checked once at load (and again when a strategy changes them)."""
+one dataclass each with the defaults, checked once when built (and again when a strategy changes them).
+
+:class:`CampaignConfig` is the typed form (a :class:`~mofbalora.config.RunConfig` with the two sections
+more); :func:`load_campaign_config` returns the checked document, :meth:`CampaignConfig.of` builds the typed
+configuration from one. The acquisition defaults (``kappa``, ``n_samples``, ``goal``) are those of
+:class:`mofbalora.scoring.ScoringConfig`, their one home."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from mofbalora.acquisition import ACQUISITIONS, DIVERSITY_RULES, GOALS
-from mofbalora.config import (
-    SECTIONS,
-    check_choice,
-    check_int,
-    check_number,
-    deep_update,
-    defaults,
-    dotted,
-    merge_config,
-    section_defaults,
-    validate,
-)
+from mofbalora.config import RUN_SECTIONS, RunConfig, defaults, merge_config, plain_section
+from mofbalora.scoring import ScoringConfig
+from mofbalora.validation import check_choice, check_int, check_number
 
 POOL_PREDICTIONS = ("batch", "per_structure")
 
@@ -29,8 +25,8 @@ POOL_PREDICTIONS = ("batch", "per_structure")
 @dataclass
 class ALSection:
     acquisition: str = "lcb"          # mofbalora.acquisition.ACQUISITIONS
-    kappa: float = 2.0                # exploration weight of ucb / lcb (units of std)
-    goal: Literal["min", "max"] = "min"  # min: hunt small gaps
+    kappa: float = ScoringConfig.kappa  # exploration weight of ucb / lcb (units of std)
+    goal: Literal["min", "max"] = ScoringConfig.goal  # min: hunt small gaps
     target_ev: list[float] | None = None  # [lo, hi] band-gap window (eV) instead of a goal
     diversity: Literal["none", "kcenter", "penalty"] = "none"  # on pooled structure embeddings
     kcenter_weight: float = 1.0
@@ -42,7 +38,7 @@ class ALSection:
     n_rounds: int = 10
     round_epochs: int | None = None   # epochs of the warm-started rounds 1.. (None: optim.epochs)
     warm_start: bool = True           # False: every round restarts from the same fresh adapters
-    n_samples: int = 32               # T stochastic passes per prediction
+    n_samples: int = ScoringConfig.n_samples  # T stochastic passes per prediction
     low_gap_ev: float = 1.0           # a "discovery": PBE gap below this (eV)
     eval_test: bool = True            # measure the test MAE after every round
     # how the pool is predicted at each selection: "batch" (in memory, one generator for the whole pool)
@@ -67,6 +63,15 @@ class ALSection:
         if self.target_ev is not None and (not isinstance(self.target_ev, (list, tuple)) or len(self.target_ev) != 2):
             raise ValueError(f"al.target_ev must be null or a [lo, hi] window in eV, got {self.target_ev!r}")
 
+    @property
+    def per_structure(self) -> bool:
+        """Whether the pool is predicted structure by structure (``per_structure``, or on Dask)."""
+        return self.dask is not None or self.pool_prediction == "per_structure"
+
+    @property
+    def target_window(self) -> tuple[float, float] | None:
+        return tuple(self.target_ev) if self.target_ev is not None else None
+
 
 @dataclass
 class BenchmarkSection:
@@ -80,11 +85,35 @@ class BenchmarkSection:
         if self.strategies is not None and not isinstance(self.strategies, Mapping):
             raise ValueError(f"benchmark.strategies must be a mapping name -> changes, got {self.strategies!r}")
 
+    def strategy_changes(self) -> dict[str, dict[str, Any]]:
+        """name -> {"section.key": value} of the strategies to run (:data:`STRATEGIES` unless set)."""
+        return dict(self.strategies or STRATEGIES)
 
-AL_SECTIONS: dict[str, type] = {"al": ALSection, "benchmark": BenchmarkSection}
-CAMPAIGN_SECTIONS: dict[str, type] = {**SECTIONS, **AL_SECTIONS}
+
+@dataclass
+class CampaignConfig(RunConfig):
+    """A campaign's configuration: the fine-tune sections plus ``al`` and ``benchmark``."""
+
+    SECTIONS: ClassVar = {**RUN_SECTIONS, "al": plain_section(ALSection, "al"),
+                          "benchmark": plain_section(BenchmarkSection, "benchmark")}
+
+    al: ALSection = field(default_factory=ALSection)
+    benchmark: BenchmarkSection = field(default_factory=BenchmarkSection)
+
+    def stored(self) -> dict[str, Any]:
+        """The document a campaign folder keeps (``config.yaml``): everything but ``benchmark``."""
+        return {k: v for k, v in self.to_dict().items() if k != "benchmark"}
+
+    def strategy(self, strategy: str, seed: int) -> CampaignConfig:
+        """The configuration of one benchmark campaign: this one with the strategy's changes and ``run.seed``."""
+        known = self.benchmark.strategy_changes()
+        if strategy not in known:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {sorted(known)}")
+        return self.with_changes({**known[strategy], "run.seed": int(seed)})
+
+
 #: the campaign sections' defaults (``{"al": {...}, "benchmark": {...}}``)
-AL_DEFAULTS: dict[str, dict[str, Any]] = section_defaults(AL_SECTIONS)
+AL_DEFAULTS: dict[str, dict[str, Any]] = {"al": asdict(ALSection()), "benchmark": asdict(BenchmarkSection())}
 
 #: The benchmark's strategies. "UCB" for small gaps is the lower confidence bound (``lcb``): optimism
 #: about a small gap means trusting ``mean - kappa * std``.
@@ -98,39 +127,24 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 
 
 def default_config() -> dict:
-    """Fine-tune defaults (:func:`mofbalora.config.defaults`) plus :data:`AL_DEFAULTS`."""
+    """Fine-tune defaults (:func:`mofbalora.config.defaults`) plus :data:`AL_DEFAULTS`, as a document."""
     return {**defaults(), **copy.deepcopy(AL_DEFAULTS)}
 
 
-def validate_campaign_config(cfg: Mapping[str, Any]) -> None:
-    """Check every section present in a campaign configuration (ValueError naming the key and the choices)."""
-    validate(cfg, CAMPAIGN_SECTIONS)
+def campaign_config(cfg: CampaignConfig | Mapping[str, Any]) -> CampaignConfig:
+    """``cfg`` (a document, or already typed) as a :class:`CampaignConfig` (ValueError naming a bad key or
+    value)."""
+    return CampaignConfig.of(cfg)
 
 
 def load_campaign_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """A YAML campaign configuration (fine-tune sections, ``al``, ``benchmark``) over the defaults, then
-    ``section.key=value`` overrides; unknown keys and bad values raise ``ValueError``."""
-    return merge_config(default_config(), path, overrides, sections=CAMPAIGN_SECTIONS,
+    ``section.key=value`` overrides: the checked document (unknown keys and bad values raise ``ValueError``).
+    :func:`campaign_config` makes it typed."""
+    return merge_config(default_config(), path, overrides, config_type=CampaignConfig,
                         what="campaign configuration")
 
 
-def apply_dotted(cfg: dict, changes: Mapping[str, Any]) -> dict:
-    """A copy of ``cfg`` with ``{"section.key": value}`` changes (keys validated)."""
-    out = copy.deepcopy(cfg)
-    for key, value in changes.items():
-        deep_update(out, dotted({key: value}))
-    return out
-
-
-def strategies_of(cfg: dict) -> dict[str, dict[str, Any]]:
-    return dict(cfg.get("benchmark", {}).get("strategies") or STRATEGIES)
-
-
-def strategy_config(cfg: dict, strategy: str, seed: int) -> dict:
+def strategy_config(cfg: CampaignConfig | Mapping[str, Any], strategy: str, seed: int) -> CampaignConfig:
     """The configuration of one benchmark campaign: ``cfg`` with the strategy's changes and ``run.seed``."""
-    known = strategies_of(cfg)
-    if strategy not in known:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {sorted(known)}")
-    out = apply_dotted(cfg, {**known[strategy], "run.seed": int(seed)})
-    validate_campaign_config(out)
-    return out
+    return campaign_config(cfg).strategy(strategy, seed)

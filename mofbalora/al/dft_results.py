@@ -2,7 +2,8 @@
 
 The file has a ``bandgap_ev`` column (PBE band gap in eV) and ``structure_id`` and/or ``path``. Only an
 empty ``bandgap_ev`` cell means a failed calculation. Anything else that is not a finite, non-negative
-decimal number (``1,23``, ``n/a``, ``-0.5``, ``inf``, ``nan``), a row with more or fewer fields than the
+decimal number (``1,23``, ``n/a``, ``-0.5``, ``inf``, ``nan``), a gap above :data:`MAX_PLAUSIBLE_GAP_EV`
+(10 eV: a gap written in meV, 1230 for 1.23 eV, would otherwise pass), a row with more or fewer fields than the
 header, an id the campaign does not know without a CIF, a CIF that does not exist, or an id given twice
 is an error. All such rows are reported together, each with the file, its line, its id and the bad value,
 in one :class:`DFTResultsError`, raised before the campaign is touched: a file is ingested whole or not
@@ -27,6 +28,9 @@ ID_COLUMNS = ("structure_id", "path")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 #: rows listed in one error message (the rest are counted)
 MAX_LISTED = 20
+#: the largest band gap (eV) taken as a PBE gap of a MOF: QMOF's largest is 6.45 eV, and PBE gaps of even
+#: wide-gap insulators stay below it; a larger number is almost always a gap in meV (or another unit)
+MAX_PLAUSIBLE_GAP_EV = 10.0
 
 
 class DFTResultsError(ValueError):
@@ -39,10 +43,30 @@ class DFTResultsError(ValueError):
         super().__init__(f"{path}: {len(problems)} bad row(s), nothing ingested:\n  {listed}{more}")
 
 
+def check_gap_ev(gap: float) -> float:
+    """``gap`` (eV) if it is a plausible PBE band gap, NaN (a failed calculation) included; the one check of
+    ingestion (:func:`parse_gap_ev`) and :meth:`~mofbalora.al.campaign.Campaign.add_labels`.
+
+    Raises ValueError saying why (the caller names the row or id) for an infinite or negative gap, or one
+    above :data:`MAX_PLAUSIBLE_GAP_EV` eV, with a hint about units.
+    """
+    if math.isnan(gap):
+        return gap
+    if math.isinf(gap):
+        raise ValueError(f"{gap} is not a finite number")
+    if gap < 0:
+        raise ValueError(f"{gap:g} eV is negative; a band gap is >= 0 eV")
+    if gap > MAX_PLAUSIBLE_GAP_EV:
+        raise ValueError(f"{gap:g} eV is above {MAX_PLAUSIBLE_GAP_EV:g} eV, not a plausible PBE band gap (QMOF's "
+                         f"largest is 6.45 eV): is it in meV? ({gap:g} meV = {gap / 1000:g} eV; write gaps in eV)")
+    return gap
+
+
 def parse_gap_ev(raw: str) -> float:
     """A ``bandgap_ev`` cell → gap in eV; NaN for an empty cell (a failed calculation).
 
-    Raises ValueError saying why for anything that is not a finite, non-negative decimal number.
+    Raises ValueError saying why for anything that is not a finite, non-negative decimal number, or that is
+    above :data:`MAX_PLAUSIBLE_GAP_EV` (:func:`check_gap_ev`).
     """
     text = raw.strip()
     if not text:
@@ -58,7 +82,7 @@ def parse_gap_ev(raw: str) -> float:
                          "leave the cell empty for a failed calculation)")
     if value < 0:
         raise ValueError(f"{raw!r} is negative; a band gap is >= 0 eV")
-    return value
+    return check_gap_ev(value)
 
 
 def _cif_of(cell: str, results: Path) -> Path:

@@ -7,11 +7,12 @@ changes) and retrains."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mofbalora.al.campaign import Campaign, initial_draw
-from mofbalora.al.config import load_campaign_config
+from mofbalora.al.config import CampaignConfig, load_campaign_config
 from mofbalora.al.dft_results import read_dft_results
 from mofbalora.al.state import STATE_FILE
 from mofbalora.data.candidates import expand_candidates
@@ -20,48 +21,52 @@ from mofbalora.dft import Code
 log = logging.getLogger(__name__)
 
 
-def real_campaign(state_dir: str | Path, cfg: dict, candidates: Sequence[str | Path] = (), *,
-                  progress: bool = False) -> Campaign:
+def real_campaign(state_dir: str | Path, cfg: CampaignConfig | Mapping[str, Any],
+                  candidates: Sequence[str | Path] = (), *, progress: bool = False,
+                  trust_checkpoint: bool = False) -> Campaign:
     """A campaign whose pool is candidate CIFs, labelled by DFT: starts from the same initial labelled
     set as a simulated campaign (and the same val/test parts)."""
     ds, ids, labelled, _, rng = initial_draw(cfg)
     c = Campaign.create(state_dir, cfg, labelled=labelled, pool=[], val_ids=ids["val"], test_ids=ids["test"],
-                        mode="real", rng=rng, dataset=ds, progress=progress)
+                        mode="real", rng=rng, dataset=ds, progress=progress, trust_checkpoint=trust_checkpoint)
     if candidates:
         c.add_candidates(candidates)
     return c
 
 
 def suggest(state_dir: str | Path, candidates: Sequence[str | Path] = (), batch_size: int | None = None, *,
-            cfg: dict | None = None, dft_inputs: bool = True, code: Code = "vasp",
-            potcar_dir: str | Path | None = None, progress: bool = False) -> Path:
+            cfg: CampaignConfig | Mapping[str, Any] | None = None, dft_inputs: bool = True, code: Code = "vasp",
+            potcar_dir: str | Path | None = None, progress: bool = False, trust_checkpoint: bool = False) -> Path:
     """Write the next batch for DFT (``batch_NNN.csv`` and its ``dft_inputs/``); returns the CSV path.
 
     Creates a real campaign in ``state_dir`` from ``cfg`` if there is none; adds ``candidates`` (files,
-    folders, glob patterns) to the pool; finishes a pending training first.
+    folders, glob patterns) to the pool; finishes a pending training first. ``trust_checkpoint``: see
+    :class:`~mofbalora.al.campaign.Campaign`.
     """
     paths = expand_candidates(candidates) if candidates else []
     if (Path(state_dir) / STATE_FILE).is_file():
-        campaign = Campaign(state_dir, progress=progress)
+        campaign = Campaign(state_dir, progress=progress, trust_checkpoint=trust_checkpoint)
         if cfg is not None:
             log.warning("%s holds a campaign: its stored configuration is used, the given one ignored", state_dir)
         if paths:
             campaign.add_candidates(paths)
     else:
         campaign = real_campaign(state_dir, cfg if cfg is not None else load_campaign_config(), paths,
-                                 progress=progress)
+                                 progress=progress, trust_checkpoint=trust_checkpoint)
     if campaign.phase == "train":
         campaign.train()
     rows = campaign.select(batch_size)
     return campaign.write_batch(rows, dft_inputs=dft_inputs, code=code, potcar_dir=potcar_dir)
 
 
-def ingest(state_dir: str | Path, results_csv: str | Path, *, progress: bool = False) -> dict:
+def ingest(state_dir: str | Path, results_csv: str | Path, *, progress: bool = False,
+           trust_checkpoint: bool = False) -> dict:
     """Add DFT band gaps from ``results_csv`` (see :func:`~mofbalora.al.dft_results.read_dft_results`)
     and retrain warm-started; returns the new history row. The whole file is checked first: a bad row
     raises :class:`~mofbalora.al.dft_results.DFTResultsError` and leaves the campaign as it was. Safe to
-    repeat after an interruption: labels already added are skipped and an interrupted training is finished."""
-    campaign = Campaign(state_dir, progress=progress)
+    repeat after an interruption: labels already added are skipped and an interrupted training is finished.
+    ``trust_checkpoint``: see :class:`~mofbalora.al.campaign.Campaign`."""
+    campaign = Campaign(state_dir, progress=progress, trust_checkpoint=trust_checkpoint)
     labels, paths = read_dft_results(results_csv, campaign)  # before anything changes
     if campaign.phase == "train":
         campaign.train()

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mofbalora.al.state import CONFIG_FILE, STATE_FILE
-from mofbalora.io import atomic_write_bytes
+from mofbalora.io import atomic_write_bytes, read_yaml, write_table
 from mofbalora.uq.plots import new_figure, save_figure
 
 
@@ -129,15 +128,14 @@ def write_report(runs_dir: str | Path, out: str | Path) -> Path:
     runs_dir, out = Path(runs_dir), Path(out)
     table = collect_runs(runs_dir)
     out.mkdir(parents=True, exist_ok=True)
-    first = yaml.safe_load((Path(table["run"].iloc[0]) / CONFIG_FILE).read_text())
+    first = read_yaml(Path(table["run"].iloc[0]) / CONFIG_FILE, what="campaign configuration")
     al = first["al"]
     curves = summarize_curves(table)
     summary = final_summary(table)
     base = summary["low_gap_base_rate"].dropna()
     base_rate = float(base.iloc[0]) if len(base) else None
-    table.to_csv(out / "runs.csv", index=False)
-    curves.to_csv(out / "curves.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
+    for name, frame in (("runs.csv", table), ("curves.csv", curves), ("summary.csv", summary)):
+        write_table(frame, out / name)
     plot_learning_curves(curves, out / "learning_curves.png")
     plot_discovery_curves(curves, out / "discovery_curves.png", low_gap_ev=al["low_gap_ev"], base_rate=base_rate)
     lines = [

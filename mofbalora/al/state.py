@@ -14,10 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from mofbalora.config import dump_config
-from mofbalora.io import atomic_write_json
+from mofbalora.io import atomic_write_json, read_yaml, write_yaml
 
 STATE_FILE = "campaign.json"
 CONFIG_FILE = "config.yaml"
@@ -126,8 +123,11 @@ def has_campaign(state_dir: str | Path) -> bool:
 
 
 def read_campaign_config(state_dir: str | Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(state_dir) / CONFIG_FILE).read_text())
+    """The configuration document in ``state_dir`` (``config.yaml``)."""
+    return read_yaml(Path(state_dir) / CONFIG_FILE, what="campaign configuration")
 
 
-def write_campaign_config(state_dir: str | Path, cfg: dict) -> None:
-    dump_config(cfg, Path(state_dir) / CONFIG_FILE)
+def write_campaign_config(state_dir: str | Path, document: dict[str, Any]) -> None:
+    """Write the configuration document (atomically); it never holds trust (see
+    :meth:`mofbalora.al.config.CampaignConfig.stored`)."""
+    write_yaml(Path(state_dir) / CONFIG_FILE, document)

@@ -10,6 +10,12 @@ from mofbalora.commands import positive_int
 _positive_int = positive_int
 
 
+def _trust_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of the backbone's third-party checkpoint, which can run code: only for "
+                        "files you made or whose source you trust (never read from a campaign folder)")
+
+
 def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML campaign configuration (e.g. workflows/al_qmof.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -32,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", dest="seeds", action="append", type=int, default=None,
                      help="run only this seed (repeatable; default: benchmark.seeds)")
     run.add_argument("--rounds", type=int, default=None, help="acquisition rounds (default: al.n_rounds)")
+    _trust_flag(run)
     run.set_defaults(func=_run)
 
     sug = asub.add_parser(
@@ -47,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sug.add_argument("--code", choices=["vasp", "ase"], default="vasp", help="DFT input flavour")
     sug.add_argument("--potcar-dir", default=None, help="pymatgen POTCAR directory (see dft-inputs)")
     sug.add_argument("--no-dft-inputs", dest="dft_inputs", action="store_false", help="write the CSV only")
+    _trust_flag(sug)
     sug.set_defaults(func=_suggest)
 
     ing = asub.add_parser(
@@ -57,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ing.add_argument("--state", required=True, help="campaign folder")
     ing.add_argument("results", help="results CSV")
     ing.add_argument("--quiet", action="store_true", help="no progress bars")
+    _trust_flag(ing)
     ing.set_defaults(func=_ingest)
 
     rep = asub.add_parser("report", help="learning and discovery curves and a markdown summary of a runs folder")
@@ -66,17 +75,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     st = asub.add_parser("status", help="phase, round, set sizes and the history of a campaign")
     st.add_argument("--state", required=True, help="campaign folder")
+    _trust_flag(st)
     st.set_defaults(func=_status)
 
 
 def _run(args: argparse.Namespace) -> int:
     from mofbalora.al.benchmark import run_benchmark
-    from mofbalora.al.config import load_campaign_config
+    from mofbalora.al.config import campaign_config, load_campaign_config
 
-    cfg = load_campaign_config(args.config, args.overrides)
+    cfg = campaign_config(load_campaign_config(args.config, args.overrides))
     dirs = run_benchmark(cfg, args.out, strategies=args.strategies, seeds=args.seeds, n_rounds=args.rounds,
-                         progress=not args.quiet)
-    print(f"{len(dirs)} campaign(s) done in {args.out or cfg['benchmark']['out']}")
+                         progress=not args.quiet, trust_checkpoint=args.trust_checkpoint)
+    print(f"{len(dirs)} campaign(s) done in {args.out or cfg.benchmark.out}")
     return 0
 
 
@@ -87,7 +97,8 @@ def _suggest(args: argparse.Namespace) -> int:
     # a new campaign takes --config/--set; an existing one keeps its stored configuration
     cfg = load_campaign_config(args.config, args.overrides) if args.config or args.overrides else None
     csv_path = suggest(args.state, args.candidates, args.batch, cfg=cfg, dft_inputs=args.dft_inputs,
-                       code=args.code, potcar_dir=args.potcar_dir, progress=not args.quiet)
+                       code=args.code, potcar_dir=args.potcar_dir, progress=not args.quiet,
+                       trust_checkpoint=args.trust_checkpoint)
     print(f"batch: {csv_path}")
     if args.dft_inputs:
         print(f"DFT inputs: {csv_path.parent / 'dft_inputs' / csv_path.stem}")
@@ -97,7 +108,7 @@ def _suggest(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from mofbalora.al.real import ingest
 
-    row = ingest(args.state, args.results, progress=not args.quiet)
+    row = ingest(args.state, args.results, progress=not args.quiet, trust_checkpoint=args.trust_checkpoint)
     print(json.dumps({k: row[k] for k in ("round", "n_labelled", "n_acquired", "n_low_gap_found", "val_mae_ev",
                                           "test_mae_ev")}, indent=2))
     return 0
@@ -113,7 +124,7 @@ def _report(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from mofbalora.al.campaign import Campaign
 
-    c = Campaign(args.state)
+    c = Campaign(args.state, trust_checkpoint=args.trust_checkpoint)
     print(f"{c.dir}: {c.mode} campaign, round {c.round}, phase {c.phase}; {len(c.labelled)} labelled, "
           f"{len(c.pool)} in the pool, {len(c.pending)} pending, {len(c.state.failed)} failed")
     for h in c.history:

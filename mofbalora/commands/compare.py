@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-name", default="qmof_v1", help="shipped split name or JSON path")
     p.add_argument("--limit", type=int, default=None, help="first N structures of the split")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the predictions")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of the third-party backbone checkpoint each model names, which can run "
+                        "code: only for files you made or whose source you trust (never read from a model folder)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from mofbalora.compare import REPORT_JSON, REPORT_MD, compare_models
 
     report = compare_models(args.run_dirs, data=args.data, split=args.split, split_name=args.split_name,
-                            samples=args.samples, limit=args.limit, out_dir=args.out, seed=args.seed)
+                            samples=args.samples, limit=args.limit, out_dir=args.out, seed=args.seed,
+                            trust_checkpoint=args.trust_checkpoint)
     out = Path(args.out)
     print(f"compared {len(report['models'])} model(s) on {report['n_structures']} structures")
     print(report["verdict"]["text"])

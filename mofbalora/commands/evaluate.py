@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the model runs")
     p.add_argument("--out", default=None, help="report JSON (per-structure CSV written beside it)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of the third-party backbone checkpoint the model names, which can run "
+                        "code: only for files you made or whose source you trust (never read from the model folder)")
     p.set_defaults(func=run)
 
 
@@ -28,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.model, data=args.data, split=args.split, split_name=args.split_name,
                        n_samples=args.samples, limit=args.limit, out=args.out, labels=args.labels,
-                       id_column=args.id_column, target_column=args.target_column, seed=args.seed, device=args.device)
+                       id_column=args.id_column, target_column=args.target_column, seed=args.seed, device=args.device,
+                       trust_checkpoint=args.trust_checkpoint)
     print(json.dumps(metrics, indent=2, default=float))
     return 0

@@ -27,12 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="dataset folder (data.path)")
     p.add_argument("--out", default=None, help="run folder (run.out)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of the backbone's third-party checkpoint (backbone.checkpoint), which "
+                        "can run code: only for files you made or whose source you trust; not stored with the run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def resolve(args: argparse.Namespace) -> dict:
-    from mofbalora.config import load_config
+def resolve(args: argparse.Namespace):
+    """The typed run configuration (:class:`mofbalora.config.RunConfig`) of the parsed flags."""
+    from mofbalora.config import load_run_config
 
     extra: dict = {}
     if args.adapter:
@@ -44,8 +48,8 @@ def resolve(args: argparse.Namespace) -> dict:
         value = getattr(args, flag)
         if value is not None:
             extra.setdefault(section, {})[key] = value
-    cfg = load_config(args.config, args.overrides, extra)  # checks model.regime (gbm included) and the rest
-    if not cfg["run"]["out"]:
+    cfg = load_run_config(args.config, args.overrides, extra)  # checks model.regime (gbm included) and the rest
+    if not cfg.run.out:
         raise ValueError("no run folder: pass --out DIR or set run.out in the config")
     return cfg
 
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from mofbalora.train import finetune
 
     cfg = resolve(args)
-    result = finetune(cfg, cfg["run"]["out"], resume=args.resume, progress=not args.quiet)
+    result = finetune(cfg, cfg.run.out, resume=args.resume, progress=not args.quiet,
+                      trust_checkpoint=args.trust_checkpoint)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return 0
     short = {k: result[k] for k in ("regime", "n_train", "best_epoch", "best_val_mae_ev", "train_seconds") if k in result}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.config)
     if args.seeds:
-        spec["seeds"] = [int(s) for s in args.seeds.split(",")]
+        spec = replace(spec, seeds=[int(s) for s in args.seeds.split(",")])
     if args.collect_only:
         df = collect(args.out, args.only)
     else:

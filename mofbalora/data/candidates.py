@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
+from mofbalora.io import atomic_path
+
 __all__ = [
     "distinct_file_ids",
     "COREMOF_SUBSETS",
@@ -257,7 +259,7 @@ def _write_manifest(target: Path, subset: str, rows: list[dict[str, str]], paths
             if key not in ("filename", "disordered") and key not in extra:
                 extra.append(key)
     fields = ["name", "path", "subset", "disordered", *extra]
-    with open(target, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row, path in zip(rows, paths, strict=True):

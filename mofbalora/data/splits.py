@@ -8,12 +8,14 @@ project uses its test set.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mofbalora.data.qmof import load_dataset
 from mofbalora.io import atomic_write_json
+from mofbalora.validation import check_choice, check_int
 
 SPLIT_NAMES = ("train", "val", "test")
 SHIPPED_SPLITS = {"qmof_v1": Path(__file__).resolve().parent.parent / "splits" / "qmof_v1.json"}
@@ -54,19 +56,42 @@ def load_split(name_or_path: str | Path) -> dict[str, list[str]]:
     return {k: list(data[k]) for k in SPLIT_NAMES}
 
 
-def split_ids(cfg: dict):
-    """(dataset, {"train": ids, "val": ids, "test": ids}) of a run configuration's ``data`` section, after
-    its size limits (a labels CSV with the default split name gets a random 80/10/10 split, seed ``run.seed``)."""
-    d = cfg["data"]
-    ds = load_dataset(d["path"], labels_csv=d["labels"], id_column=d["id_column"], target_column=d["target_column"])
-    if d["labels"] is not None and d["split"] == "qmof_v1":
-        split = random_split(ds.ids, seed=cfg["run"]["seed"])
+@dataclass
+class DataConfig:
+    """Which dataset and which split: the ``data`` section of a run configuration (:mod:`mofbalora.config`)."""
+
+    path: str | None = None           # dataset folder (None: $MOFBALORA_QMOF or ../shared/data/qmof)
+    labels: str | None = None         # labels CSV for a plain folder of CIFs
+    id_column: str = "id"
+    target_column: str = "bandgap"
+    split: str = "qmof_v1"            # shipped split name or a JSON path
+    train_size: int | None = None     # first N ids of the split's train part (None: all)
+    val_size: int | None = None
+    test_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for part in SPLIT_NAMES:
+            check_int(f"data.{part}_size", getattr(self, f"{part}_size"), 1, optional=True)
+
+    def size(self, part: str) -> int | None:
+        """The size limit of ``part`` (train | val | test)."""
+        check_choice("split part", part, SPLIT_NAMES)
+        return getattr(self, f"{part}_size")
+
+
+def split_dataset(data: DataConfig, seed: int = 0):
+    """(dataset, {"train": ids, "val": ids, "test": ids}) of a run configuration's ``data`` section, after its
+    size limits (a labels CSV with the default split name gets a random 80/10/10 split with ``seed``, the run
+    seed)."""
+    ds = load_dataset(data.path, labels_csv=data.labels, id_column=data.id_column, target_column=data.target_column)
+    if data.labels is not None and data.split == "qmof_v1":
+        split = random_split(ds.ids, seed=seed)
     else:
-        split = load_split(d["split"])
+        split = load_split(data.split)
     known = set(ds.ids)
     out = {}
-    for part in ("train", "val", "test"):
+    for part in SPLIT_NAMES:
         ids = [i for i in split[part] if i in known]
-        limit = d.get(f"{part}_size")
+        limit = data.size(part)
         out[part] = ids[:limit] if limit else ids
     return ds, out

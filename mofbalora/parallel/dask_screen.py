@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mofbalora.io import read_yaml
 from mofbalora.model import MODEL_FILE, load_model, resolve_model_dir
 from mofbalora.scoring import Predictor, ScoringConfig, score_chunk
 
@@ -48,8 +49,6 @@ def _import_distributed():
 def jobqueue_cluster(config_path: str | Path):
     """A dask-jobqueue cluster (SLURM or PBS) from a YAML file with ``kind``, ``jobs`` and ``cluster``
     (keyword arguments of ``SLURMCluster`` / ``PBSCluster``); not yet scaled. Example: workflows/dask_slurm.yaml."""
-    import yaml
-
     try:
         import dask_jobqueue
     except ImportError as exc:
@@ -57,7 +56,7 @@ def jobqueue_cluster(config_path: str | Path):
     path = Path(config_path)
     if not path.is_file():
         raise FileNotFoundError(f"jobqueue configuration {path} not found")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = read_yaml(path, what="jobqueue configuration")
     kind = str(cfg.get("kind", "")).lower()
     if kind not in JOBQUEUE_KINDS:
         raise ValueError(f"{path}: unknown jobqueue kind {cfg.get('kind')!r}; choose from {list(JOBQUEUE_KINDS)}")
