@@ -249,14 +249,6 @@ def screen(inputs: list[str], *, model="default", config: ScoringConfig | None =
     return table
 
 
-def predict_files(m, paths, keys, *, n_samples, seed, max_atoms, with_embedding=False, batched=True, checks=False):
-    """TRANSITIONAL: removed when the campaign ranks through mofbalora.scoring."""
-    from mofbalora.scoring import score_chunk
-
-    cfg = ScoringConfig(n_samples=n_samples, seed=seed, max_atoms=max_atoms, checks="flag" if checks else "off")
-    return score_chunk(m, paths, keys, None, cfg, with_embedding=with_embedding, batched=batched)
-
-
 def _key(path: Path) -> str:
     """Content digest for readable files; the path for anything that cannot be read."""
 

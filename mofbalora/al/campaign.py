@@ -52,9 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from mofbalora.acquisition import acquisition_scores, cost_aware, dft_cost, select_batch, window_distance
+from mofbalora.acquisition import dft_cost, window_distance
 from mofbalora.al.candidates import CandidatePool
 from mofbalora.al.config import CampaignConfig, campaign_config
 from mofbalora.al.dft_results import check_gap_ev
@@ -69,12 +70,19 @@ from mofbalora.al.state import (
 )
 from mofbalora.data.cache import file_digest
 from mofbalora.data.qmof import load_dataset
-from mofbalora.data.structures import DEFAULT_MAX_ATOMS
 from mofbalora.evaluate import metrics_from_prediction
 from mofbalora.featurize import featurize_files
 from mofbalora.model import load_weights
-from mofbalora.prediction import Prediction
-from mofbalora.screen import predict_files
+from mofbalora.scoring import (
+    BATCH_COLUMNS,
+    InProcessExecutor,
+    ScoringConfig,
+    annotate,
+    prediction_record,
+    rank,
+    score_files,
+    select_rows,
+)
 from mofbalora.train import Trainer, model_from_config, split_ids
 
 log = logging.getLogger(__name__)
@@ -367,23 +375,25 @@ class Campaign(CandidatePool):
         al = self.cfg.al
         k = min(int(batch_size or al.batch_size), len(self.pool))
         keys = list(self.pool)
-        pred, info = self._predict_pool(keys)
+        cfg = al.scoring(self._seed("select"))
+        records = self._score_pool(keys, cfg)
         rng = self._rng()
-        target = tuple(al.target_ev) if al.target_ev is not None else None
-        scores = acquisition_scores(al.acquisition, pred.mean_ev, pred.std_ev, pred.samples_ev,
-                                    kappa=al.kappa, target_ev=target, best_ev=self._best_ev(),
-                                    goal=al.goal, rng=rng)
-        cost = self.relative_dft_cost([xi["n_atoms"] for xi in info])
-        if al.cost_aware:
-            scores = cost_aware(scores, cost)
-        picks = select_batch(scores, k, embeddings=pred.embedding if al.diversity != "none" else None,
-                             diversity=al.diversity, penalty_radius=al.penalty_radius,
-                             kcenter_weight=al.kcenter_weight, rng=rng)
-        rows = [{"path": str(self.path_of(keys[i])), "structure_id": keys[i], "formula": info[i].get("formula") or "",
-                 "n_atoms": int(info[i]["n_atoms"]), "bandgap_mean_ev": float(pred.mean_ev[i]),
-                 "bandgap_std_ev": float(pred.std_ev[i]), "score": float(scores[i]), "rank": rank,
-                 "status": "ok", "error": "", "round": self.round + 1, "acquisition": al.acquisition,
-                 "relative_dft_cost": float(cost[i])} for rank, i in enumerate(picks, 1)]
+        cost = self.relative_dft_cost([r["n_atoms"] for r in records])
+        # the screen's ranking (robust median and capped spread, checks and domain policies, in-domain first)
+        table = rank(records, cfg, best_ev=self._best_ev(), rng=rng, cost=cost if al.cost_aware else None)
+        embeddings = np.array([r["embedding"] for r in records]) if al.diversity != "none" else None
+        picks = select_rows(table, k, embeddings=embeddings, diversity=al.diversity,
+                            penalty_radius=al.penalty_radius, kcenter_weight=al.kcenter_weight, rng=rng)
+        if len(picks) < k:
+            log.warning("only %d of the %d pool structures can be ranked (the rest are error rows: failed checks, "
+                        "out of domain, unreadable)", len(picks), len(records))
+        rows = []
+        for position, i in enumerate(picks, 1):
+            row = {col: _plain(table.iloc[i][col]) for col in BATCH_COLUMNS if col in table.columns}
+            row.update(path=str(self.path_of(keys[i])), structure_id=keys[i], rank=position, round=self.round + 1,
+                       acquisition=al.acquisition, relative_dft_cost=float(cost[i]))
+            rows.append({col: row.get(col, "") for col in BATCH_COLUMNS})
+        self._warn_if_spread_negligible(table, picks)
         self._hook("select")
         st = self.state
         st.phase, st.pending, st.rng_state = "label", rows, rng.bit_generator.state
@@ -391,42 +401,61 @@ class Campaign(CandidatePool):
         self.save_state()
         return rows
 
-    def _predict_pool(self, keys: list[str]):
-        """Predictions for the pool (mean, std, samples, embedding) and each structure's formula / n_atoms."""
+    def _warn_if_spread_negligible(self, table, picks: list[int]) -> None:
+        """Say so when the spread a spread-aware acquisition ranks by is negligible next to the differences of
+        the predicted gaps: the batch is then picked by the predicted gap alone."""
+        if self.cfg.al.acquisition not in ("lcb", "ucb", "std", "epistemic", "ei", "target") or not picks:
+            return
+        ok = table["rank"].notna().to_numpy()
+        spread = table.loc[ok, "bandgap_spread_ev"].to_numpy(float)
+        median = table.loc[ok, "bandgap_median_ev"].to_numpy(float)
+        if len(median) > 1 and np.median(spread) < 0.01 * np.std(median):
+            log.warning("acquisition %r: the spreads (median %.2g eV) are negligible against the spread of the "
+                        "predicted gaps (%.2g eV); this batch is ranked by the predicted gap alone",
+                        self.cfg.al.acquisition, np.median(spread), np.std(median))
+
+    def _score_pool(self, keys: list[str], cfg: ScoringConfig) -> list[dict]:
+        """One scored record per pool structure (:func:`mofbalora.scoring.score_chunk`'s form, with the
+        pooled embedding): from the in-memory inputs (``batch``) or file by file, here or on Dask."""
         al = self.cfg.al
-        seed = self._seed("select")
         if not al.per_structure:
             x = self.inputs_of(keys)
             self._load_round_model(self.round)
-            return self.model().predict_inputs(x, n_samples=al.n_samples, seed=seed), x
+            model = self.model()
+            pred = model.predict_inputs(x, n_samples=cfg.n_samples, seed=cfg.seed)
+            records = [{"key": key, "path": str(self.path_of(key)), "structure_id": key,
+                        **prediction_record(model, pred, j, formula=xi.get("formula"), n_atoms=xi["n_atoms"],
+                                            digest=xi.get("digest") or "")}
+                       for j, (key, xi) in enumerate(zip(keys, x, strict=True))]
+            annotate(model, records, cfg, keep_embedding=True)
+            return records
 
         paths = [self.path_of(k) for k in keys]
         for k, p in zip(keys, paths, strict=True):
             if k not in self._digests:
                 self._digests[k] = file_digest(p)
         digests = [self._digests[k] for k in keys]
-        chunks = [list(range(s, min(s + 64, len(keys)))) for s in range(0, len(keys), 64)]
-        kwargs = {"n_samples": al.n_samples, "seed": seed, "max_atoms": DEFAULT_MAX_ATOMS, "with_embedding": True}
         by_digest: dict[str, dict] = {}
+        cfg = replace(cfg, chunk_size=64)
         if al.dask is not None:
-            from mofbalora.parallel.dask_screen import DaskPredictor
+            from mofbalora.parallel.dask_screen import DaskExecutor
 
-            predictor = DaskPredictor(al.dask, str(self.model_dir(self.round)))
-            try:
-                for _, records in predictor.map_chunks(chunks, paths, digests, **kwargs):
-                    by_digest.update((r["key"], r) for r in records)
-            finally:
-                predictor.close()
+            executor = DaskExecutor(al.dask, str(self.model_dir(self.round)))
+            model = None
         else:
             self._load_round_model(self.round)
-            for chunk in chunks:
-                records = predict_files(self.model(), [paths[k] for k in chunk], [digests[k] for k in chunk], **kwargs)
+            model = self.model()
+            executor = InProcessExecutor(model)
+        try:
+            for _, records in score_files(model, paths, digests, keys, cfg, executor, with_embedding=True):
                 by_digest.update((r["key"], r) for r in records)
-        recs = [by_digest[d] for d in digests]
+        finally:
+            executor.close()
+        recs = [{**by_digest[d], "structure_id": k} for k, d in zip(keys, digests, strict=True)]
         bad = [(k, r) for k, r in zip(keys, recs, strict=True) if r["status"] != "ok"]
         if bad:
             raise ValueError(f"{len(bad)} pool structure(s) no longer featurize, e.g. {bad[0][0]}: {bad[0][1]['error']}")
-        return Prediction.from_records(recs), recs
+        return recs
 
     def add_labels(self, labels: Mapping[str, float], paths: Mapping[str, str | Path] | None = None) -> list[str]:
         """Add PBE band gaps (eV) (phase ``select``/``label`` → ``train`` of the next round).
@@ -624,3 +653,10 @@ def simulated_campaign(state_dir: str | Path, cfg: CampaignConfig | Mapping[str,
     return Campaign.create(state_dir, cfg, labelled=labelled, pool=pool, val_ids=ids["val"], test_ids=ids["test"],
                            mode="simulated", name=name, rng=rng, dataset=ds, hook=hook, progress=progress,
                            trust_checkpoint=trust_checkpoint)
+
+
+def _plain(value):
+    """A table cell as a plain JSON value (NA → empty, numpy scalars → Python)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    return value.item() if hasattr(value, "item") else value

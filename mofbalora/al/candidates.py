@@ -25,12 +25,13 @@ from mofbalora.data.cache import file_digest
 from mofbalora.data.candidates import distinct_file_ids
 from mofbalora.dft import Code, write_dft_inputs
 from mofbalora.io import atomic_write_bytes
+from mofbalora.scoring import BATCH_COLUMNS as SCORED_BATCH_COLUMNS
 
 if TYPE_CHECKING:
     from mofbalora.al.state import CampaignState
 
-BATCH_COLUMNS = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
-                 "rank", "status", "error", "round", "acquisition", "relative_dft_cost")
+#: the batch file's columns: a view of the scored row (:data:`mofbalora.scoring.BATCH_COLUMNS`)
+BATCH_COLUMNS = SCORED_BATCH_COLUMNS
 log = logging.getLogger(__name__)
 
 

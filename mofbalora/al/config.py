@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mofbalora.acquisition import ACQUISITIONS, DIVERSITY_RULES, GOALS
+from mofbalora.checks import CHECK_POLICIES
 from mofbalora.config import RUN_SECTIONS, RunConfig, defaults, merge_config, plain_section
+from mofbalora.domain import DOMAIN_POLICIES
 from mofbalora.scoring import ScoringConfig
 from mofbalora.validation import check_choice, check_int, check_number
 
@@ -48,12 +50,20 @@ class ALSection:
     # a Dask cluster for the pool prediction (implies per_structure): local:N, tcp://host:8786 or
     # jobqueue:CONFIG.yaml
     dask: str | None = None
+    # MOF chemistry checks on the pool (mofbalora.checks; the ranking is the screen's, mofbalora.scoring.rank):
+    # "off" by default here because a simulated campaign's pool is QMOF's DFT-relaxed structures; a real
+    # campaign on experimental candidates should ask for "flag" (or "exclude")
+    checks: Literal["off", "flag", "exclude"] = "off"
+    # out-of-domain candidates: ranked after every in-domain one (the screen's default), excluded, or ignored
+    domain: Literal["rank-separately", "exclude", "ignore"] = ScoringConfig.domain
 
     def __post_init__(self) -> None:
         check_choice("al.acquisition", self.acquisition, sorted(ACQUISITIONS))
         check_choice("al.diversity", self.diversity, sorted(DIVERSITY_RULES))
         check_choice("al.goal", self.goal, sorted(GOALS))
         check_choice("al.pool_prediction", self.pool_prediction, POOL_PREDICTIONS)
+        check_choice("al.checks", self.checks, list(CHECK_POLICIES))
+        check_choice("al.domain", self.domain, list(DOMAIN_POLICIES))
         for key, low in (("initial_labelled", 1), ("batch_size", 1), ("n_rounds", 0), ("n_samples", 1)):
             check_int(f"al.{key}", getattr(self, key), low)
         check_int("al.round_epochs", self.round_epochs, 1, optional=True)
@@ -71,6 +81,13 @@ class ALSection:
     @property
     def target_window(self) -> tuple[float, float] | None:
         return tuple(self.target_ev) if self.target_ev is not None else None
+
+    def scoring(self, seed: int) -> ScoringConfig:
+        """The :class:`~mofbalora.scoring.ScoringConfig` a selection ranks the pool with (the screen's ranking:
+        robust median and capped spread, checks and domain policies, in-domain rows first)."""
+        return ScoringConfig(n_samples=self.n_samples, acquisition=self.acquisition, kappa=self.kappa,
+                             target_ev=self.target_window, goal=self.goal, seed=seed, checks=self.checks,
+                             domain=self.domain, repeats_top=0)
 
 
 @dataclass

@@ -190,11 +190,6 @@ class DaskExecutor:
             yield chunk, result["records"]
         self._pending = []
 
-    def map_chunks(self, chunks, paths, keys, *, n_samples, seed, max_atoms, with_embedding=False, checks=False):
-        """TRANSITIONAL: removed when the campaign ranks through mofbalora.scoring."""
-        cfg = ScoringConfig(n_samples=n_samples, seed=seed, max_atoms=max_atoms, checks="flag" if checks else "off")
-        yield from self.map(chunks, paths, keys, None, cfg, with_embedding=with_embedding)
-
     def close(self) -> None:
         for fut in self._pending:
             fut.cancel()
@@ -206,6 +201,3 @@ class DaskExecutor:
             self.client.close()
             self._cluster.close()
             self._cluster = None
-
-
-DaskPredictor = DaskExecutor  # TRANSITIONAL: removed when the campaign ranks through mofbalora.scoring
