@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QMOF ?= $(if $(MOFBALORA_QMOF),$(MOFBALORA_QMOF),../shared/data/qmof)
 
-.PHONY: install install-dev install-moftransformer install-checks demo test bench lint clean
+.PHONY: install install-dev install-moftransformer install-checks demo test test-fast bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,15 +36,24 @@ demo: install
 	$(BIN)/mofbalora candidates coremof --set 2019-ASR --limit 40 --seed 1 --out demo/candidates
 	$(BIN)/mofbalora screen demo/candidates --top 10 --samples 32 --out demo/ranked.csv --plot demo/screen.png
 
-# lint-imports checks the layer contracts in pyproject.toml ([tool.importlinter]; docs/architecture.md)
+# ruff (pyproject.toml [tool.ruff]), then lint-imports (the layer contracts in pyproject.toml
+# [tool.importlinter]; docs/architecture.md), then the whole test suite: what CI runs
 test: install-dev
-	$(BIN)/lint-imports && $(BIN)/python -m pytest -q
+	$(BIN)/ruff check mofbalora tests benchmarks scripts
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q
+
+# the same checks and the quick tests only (tests marked `slow` are left out)
+test-fast: install-dev
+	$(BIN)/ruff check mofbalora tests benchmarks scripts
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install-dev
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 lint:
-	$(BIN)/ruff check mofbalora tests benchmarks
+	$(BIN)/ruff check mofbalora tests benchmarks scripts
 	$(BIN)/lint-imports
 
 clean:

@@ -42,6 +42,7 @@ import numpy as np
 from mofbalora.data.qmof import load_dataset
 from mofbalora.evaluate import metrics_from_prediction, select_split_ids
 from mofbalora.featurize import load_inputs
+from mofbalora.io import atomic_write_text, write_table
 from mofbalora.model import BandGapModel, load_model
 from mofbalora.prediction import Prediction
 from mofbalora.uq.metrics import calibration_curve, rejection_curve
@@ -180,8 +181,7 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
         log.info("predicting %s (%s) on %d structures", e.label, e.model.regime, len(inputs))
         result, pred = _evaluate_model(e, inputs, y_true, t_values, seed)
         preds[e.label] = pred
-        pred.table(common, y_true).to_csv(out_dir / f"predictions_{_file_label(e.label)}.csv",
-                                                       index=False)
+        write_table(pred.table(common, y_true), out_dir / f"predictions_{_file_label(e.label)}.csv")
         result["predictions_csv"] = f"predictions_{_file_label(e.label)}.csv"
         models.append(result)
 
@@ -190,8 +190,8 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
               "featurize_namespaces": sorted(featurized), "models": models}
     report["verdict"] = verdict(report)
     report["figures"] = _write_figures(report, preds, y_true, out_dir)
-    (out_dir / REPORT_MD).write_text(markdown_report(report))
-    (out_dir / REPORT_JSON).write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False))
+    atomic_write_text(out_dir / REPORT_MD, markdown_report(report))
+    atomic_write_text(out_dir / REPORT_JSON, json.dumps(_json_safe(report), indent=2, allow_nan=False))
     return report
 
 
@@ -235,7 +235,7 @@ def verdict(report: dict) -> dict:
     stochastic = [m for m in report["models"] if m["stochastic"] and _finite(_spearman(m))]
     ensembles = [m for m in report["models"] if m["regime"] == "lora_ensemble" and _finite(_spearman(m))]
     out: dict[str, Any] = {"best_stochastic": None, "best_ensemble": None, "beats_ensemble": None,
-                           "monotonic_in_t": None, "drops": []}
+                           "monotonic_in_t": None, "flat_in_t": None, "drops": []}
     parts = []
     if not stochastic:
         out["text"] = ("No stochastic model (BaLoRA or MC dropout) with a defined Spearman correlation between "
@@ -263,7 +263,12 @@ def verdict(report: dict) -> dict:
         drops = [(t0, t1) for (t0, r0), (t1, r1) in zip(curve[:-1], curve[1:], strict=True) if r1 < r0]
         out["monotonic_in_t"], out["drops"] = not drops, drops
         span = f"from {curve[0][1]:.3f} at T = {curve[0][0]} to {curve[-1][1]:.3f} at T = {curve[-1][0]}"
-        if not drops:
+        values = [round(r, 3) for _, r in curve]
+        out["flat_in_t"] = max(values) == min(values)  # equal as printed: "from 0.494 to 0.494" is no rise
+        if out["flat_in_t"]:
+            parts.append(f"Its Spearman is flat in T ({values[0]:.3f} at every T from {curve[0][0]} to "
+                         f"{curve[-1][0]}, to 3 decimals): more passes do not change the ranking of the spread.")
+        elif not drops:
             parts.append(f"Its Spearman rises monotonically with T ({span}).")
         else:
             where = ", ".join(f"T = {a} → {b}" for a, b in drops)

@@ -48,6 +48,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mofbalora.scoring import MANIFEST_PREDICTION_COLUMNS
+
 if TYPE_CHECKING:
     import pandas as pd
     from pymatgen.core import Structure
@@ -76,8 +78,11 @@ _PREDICTION_COLUMNS: tuple[str, ...] = (
 #: Columns the ranked CSV must have (extra columns are ignored).
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", *_PREDICTION_COLUMNS, "rank", "status")
 
-#: Columns of ``manifest.csv``, in order.
-MANIFEST_COLUMNS: tuple[str, ...] = ("rank", *_PREDICTION_COLUMNS, "folder", "kpoints", "source_path")
+#: Columns of ``manifest.csv``, in order: the rank, the ranked table's columns that explain the choice
+#: (:data:`mofbalora.scoring.MANIFEST_PREDICTION_COLUMNS`: prediction, calibrated std, robust spread, score,
+#: checks, domain, repeats; empty where the ranked CSV lacks them), then the hand-off's own columns.
+MANIFEST_COLUMNS: tuple[str, ...] = ("rank", *dict.fromkeys((*_PREDICTION_COLUMNS, *MANIFEST_PREDICTION_COLUMNS)),
+                                     "folder", "kpoints", "source_path")
 
 #: INCAR of the production PBE-D3(BJ) relaxation (cell and positions), QMOF's settings.
 #: The static single point that yields the band gap applies :data:`QMOF_STATIC_UPDATES` on top.
@@ -311,7 +316,7 @@ def write_dft_inputs(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    LOGGER.info("wrote %d %s input folder(s) to %s", len(manifest_rows), code, out_dir)
+    LOGGER.debug("wrote %d %s input folder(s) to %s", len(manifest_rows), code, out_dir)  # the CLI prints it
     return out_dir / "manifest.csv"
 
 
@@ -398,7 +403,8 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if not any(out_dir.iterdir()):
         return
     if not overwrite:
-        raise FileExistsError(f"output folder {out_dir} is not empty; pass overwrite=True (--overwrite)")
+        raise FileExistsError(f"output folder {out_dir} is not empty; choose another folder, or pass "
+                              "overwrite=True to replace its earlier hand-off")
     if not (out_dir / "manifest.csv").is_file():
         raise FileExistsError(
             f"refusing to overwrite {out_dir}: it is not empty and holds no manifest.csv "
@@ -478,14 +484,11 @@ def _write_one(
         _write_vasp_folder(folder, structure, kpoints, structure_id, psp_dir)
     else:
         _write_ase_folder(folder, structure, kpoints, structure_id)
+    explained = {c: row.get(c, "") for c in MANIFEST_COLUMNS if c not in ("rank", "folder", "kpoints", "source_path")}
     return {
+        **explained,
         "rank": rank,
         "structure_id": structure_id,
-        "formula": row["formula"],
-        "n_atoms": row["n_atoms"],
-        "bandgap_mean_ev": row["bandgap_mean_ev"],
-        "bandgap_std_ev": row["bandgap_std_ev"],
-        "score": row["score"],
         "folder": folder.name,
         "kpoints": _kpoints_label(kpoints),
         "source_path": str(cif),
@@ -502,15 +505,15 @@ def _is_number(value: Any) -> bool:
 def _write_vasp_folder(
     folder: Path, structure: Structure, kpoints: Kpoints, structure_id: str, psp_dir: Path | None
 ) -> None:
-    from pymatgen.io.vasp.inputs import Incar, Poscar
+    from pymatgen.io.vasp.inputs import Poscar
 
     poscar = Poscar(structure, comment=f"{structure_id} (mofbalora DFT hand-off)")
     elements = list(poscar.site_symbols)
     symbols = potcar_symbols(elements)
     poscar.write_file(folder / "POSCAR")
     kpoints.write_file(folder / "KPOINTS")
-    Incar(incar_for(structure)).write_file(folder / "INCAR")
-    Incar(incar_for(structure, static=True)).write_file(folder / "INCAR.static")
+    _write_incar(incar_for(structure), folder / "INCAR")
+    _write_incar(incar_for(structure, static=True), folder / "INCAR.static")
     (folder / "POTCAR.spec").write_text("\n".join(symbols) + "\n")
     if psp_dir is not None:
         _write_potcar(folder / "POTCAR", symbols, psp_dir)
@@ -623,6 +626,24 @@ def _ase_settings(
         "static_updates": static_updates,
         "initial_magmoms": qmof_magmoms(structure),
     }
+
+
+#: INCAR tags whose value is written as given: pymatgen's ``Incar`` capitalizes string values (``GGA = Pe``);
+#: VASP's documentation and QMOF write ``GGA = PE`` (VASP compares the first two letters, either case works)
+_VERBATIM_TAGS: tuple[str, ...] = ("GGA",)
+
+
+def _write_incar(params: dict[str, Any], path: Path) -> None:
+    """Write an INCAR with pymatgen, keeping :data:`_VERBATIM_TAGS` as given (``GGA = PE``)."""
+    from pymatgen.io.vasp.inputs import Incar
+
+    lines = []
+    for line in Incar(params).get_str().splitlines():
+        tag = line.split("=", 1)[0].strip()
+        if tag in _VERBATIM_TAGS and tag in params:
+            line = f"{tag} = {params[tag]}"
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -88,6 +88,17 @@ class GBMBandGapModel:
         samples = np.stack([np.maximum(lo, 0.0), mean, np.maximum(hi, 0.0)], 1)
         return Prediction(mean, std, samples, std, None, X.astype(np.float32))
 
+    def predict(self, structures, *, n_samples: int = 1, seed: int = 0, **settings):
+        """Band gaps (eV) of pymatgen ``Structure``s, ASE ``Atoms`` or CIF paths in one call: a DataFrame, one row
+        per input in input order, with the mean, median, total / epistemic / aleatoric std, the calibrated std and
+        intervals, the applicability domain, flags and ``status`` / ``error`` (bad inputs get an error row). A
+        CIF path gives the same numbers as ``mofbalora screen`` for that file.
+        ``settings``: the other :class:`~mofbalora.scoring.ScoringConfig` fields (``max_atoms``, ``checks``, ...).
+        :func:`mofbalora.scoring.predict_structures`."""
+        from mofbalora.scoring import predict_structures
+
+        return predict_structures(self, structures, n_samples=n_samples, seed=seed, **settings)
+
     def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
         return recalibrate(self.calibration, std_ev)
 

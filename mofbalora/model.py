@@ -102,6 +102,17 @@ class BandGapModel(nn.Module):
         return predict_inputs(self, inputs, n_samples=n_samples, seed=seed, batch_size=batch_size,
                               max_rows=max_rows)
 
+    def predict(self, structures, *, n_samples: int = 32, seed: int = 0, **settings):
+        """Band gaps (eV) of pymatgen ``Structure``s, ASE ``Atoms`` or CIF paths in one call: a DataFrame, one row
+        per input in input order, with the mean, median, total / epistemic / aleatoric std, the calibrated std and
+        intervals, the applicability domain, flags and ``status`` / ``error`` (bad inputs get an error row). A
+        CIF path gives the same numbers as ``mofbalora screen`` for that file.
+        ``settings``: the other :class:`~mofbalora.scoring.ScoringConfig` fields (``max_atoms``, ``checks``, ...).
+        :func:`mofbalora.scoring.predict_structures`."""
+        from mofbalora.scoring import predict_structures
+
+        return predict_structures(self, structures, n_samples=n_samples, seed=seed, **settings)
+
     # -- persistence --------------------------------------------------------------------------------
     def trained_state(self) -> dict[str, torch.Tensor]:
         """Everything training changed: adapters and head (and the backbone in the ``full`` regime)."""

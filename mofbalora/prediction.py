@@ -11,6 +11,9 @@ caller (evaluate, compare, screen, the campaign, fine-tuning's validation) goes 
   aleatoric part the model's predicted noise (a ``gaussian_nll`` or ``laplace_nll`` head), averaged over the draws;
 * :data:`MIN_STD_EV` floors a std before anything divides by it (:func:`floor_std`), and
   :func:`calibrated_std` applies a model's validation-fitted recalibration to the floored std;
+* :meth:`Prediction.predictive` states the prediction as a distribution in its family (Gaussian, Laplace, or
+  the mixture over the T draws; :mod:`mofbalora.uq.distribution`), recalibrated by a model's calibration, and
+  :meth:`Prediction.intervals` gives its central 68 % / 95 % intervals;
 * :meth:`Prediction.to_record` / :meth:`Prediction.from_records` carry a prediction through JSON records
   (the screen's rows, Dask workers, the campaign's pool) without losing its aleatoric part.
 """
@@ -29,7 +32,8 @@ import torch
 from mofbalora.adapters import sampling, seeded_generator
 from mofbalora.adapters.context import structure_keys
 from mofbalora.backbones.base import atom_capped_batches
-from mofbalora.uq.recalibration import apply_std_scale_floor
+from mofbalora.uq.distribution import Predictive, family_of_calibration, make_predictive, predictive_intervals
+from mofbalora.uq.recalibration import apply_std_scale_floor, calibrated_predictive
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -93,6 +97,24 @@ class Prediction:
         epistemic = draws.std(1, ddof=1) if n_samples > 1 else np.zeros(len(draws))
         return replace(self, mean_ev=draws.mean(1), std_ev=total_std(epistemic, self.aleatoric_std_ev),
                        samples_ev=draws, epistemic_std_ev=epistemic)
+
+    def predictive(self, calibration: dict | None = None, family: str | None = None) -> Predictive:
+        """The predictive distribution (:mod:`mofbalora.uq.distribution`) in ``family`` (default: the one
+        ``calibration`` was fitted in; none: ``"gaussian"``), with ``calibration`` (a model's
+        :attr:`~mofbalora.model.BandGapModel.calibration`) applied when given. ``gaussian`` / ``laplace`` use the
+        mean and the total std (floored at :data:`MIN_STD_EV`); ``mixture`` the draws with the aleatoric std as
+        each draw's kernel (a ValueError without an aleatoric head)."""
+        fam = family or family_of_calibration(calibration)
+        dist = make_predictive(fam, self.mean_ev, floor_std(self.std_ev), samples_ev=self.samples_ev,
+                               aleatoric_std_ev=self.aleatoric_std_ev,
+                               kernel=(calibration or {}).get("kernel", "laplace"))
+        return calibrated_predictive(dist, calibration)
+
+    def intervals(self, calibration: dict | None = None, family: str | None = None) -> dict[str, np.ndarray]:
+        """``bandgap_lo68_ev``, ``bandgap_hi68_ev``, ``bandgap_lo95_ev``, ``bandgap_hi95_ev`` (eV) of the
+        calibrated predictive (:func:`mofbalora.uq.distribution.predictive_intervals`; lower bounds >= 0)."""
+        return predictive_intervals(self.mean_ev, floor_std(self.std_ev), calibration, samples_ev=self.samples_ev,
+                                    aleatoric_std_ev=self.aleatoric_std_ev, family=family)
 
     def table(self, ids: Sequence[str], y_true: np.ndarray) -> pd.DataFrame:
         """One row per structure: id, true and predicted gap, std, absolute error (and the two parts of the

@@ -1,6 +1,7 @@
 """The scoring core: one path from candidate files to ranked rows, shared by the screen, Dask and the campaign.
 
-Between the model and its users (``screen``, ``parallel.dask_screen``, ``al``):
+Below the model implementations (which implement its contract and call :func:`predict_structures`) and
+above everything they are made of; the screen, ``parallel.dask_screen`` and ``al`` use it:
 
 * :class:`Predictor`: the model contract. :class:`~mofbalora.model.BandGapModel` and the gradient-boosting
   baseline (:class:`~mofbalora.gbm.GBMBandGapModel`) both implement it: predict featurized inputs, the
@@ -43,6 +44,7 @@ import pandas as pd
 from mofbalora.acquisition import ACQUISITIONS, GOALS, acquisition_scores, cost_aware, select_batch
 from mofbalora.checks import (
     CHECK_POLICIES,
+    DEFAULT_CHARGES,
     FAILED_CHECKS_REASON,
     check_cache,
     checker_available,
@@ -82,17 +84,6 @@ class Predictor(Protocol):
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         """Write the model to a folder :func:`~mofbalora.model.load_model` reads."""
-
-
-def as_predictor(model, *, device: str = "cpu", trust_checkpoint: bool = False) -> Predictor:
-    """``model`` if it already is a :class:`Predictor`; else ``"default"`` or a run folder, loaded."""
-    if isinstance(model, Predictor):
-        return model
-    from mofbalora.model import load_model
-
-    if trust_checkpoint:
-        return load_model(model, device=device, trust_checkpoint=True)
-    return load_model(model, device=device)
 
 
 # -- the typed row -------------------------------------------------------------------------------------
@@ -219,6 +210,9 @@ class ScoringConfig:
     repeats_top: int = DEFAULT_REPEATS_TOP
     #: files per task (and per progress checkpoint)
     chunk_size: int = 16
+    #: also run EQeq's ``high_charges`` check (opt-in: most of the checks' cost, 0.4 % of findings;
+    #: reports/checks_speed.md)
+    check_charges: bool = DEFAULT_CHARGES
 
     def __post_init__(self) -> None:
         def integer(name: str, lo: int, what: str) -> None:
@@ -248,6 +242,8 @@ class ScoringConfig:
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise ValueError(f"target_ev must be a window lo < hi in eV, got ({lo}, {hi})")
             object.__setattr__(self, "target_ev", (lo, hi))
+        if not isinstance(self.check_charges, bool):
+            raise ValueError(f"check_charges must be true or false, got {self.check_charges!r}")
         if self.acquisition == "target" and self.target_ev is None:
             raise ValueError("acquisition 'target' needs a band-gap window: target_ev=(lo, hi) (--target LO HI, eV)")
 
@@ -340,7 +336,7 @@ def annotate(predictor: Predictor, records: list[dict], cfg: ScoringConfig, *, k
         for rec in ok:
             rec.pop("embedding", None)
     run = cfg.run_checks and checker_available()
-    cache = check_cache() if run else None
+    cache = check_cache(charges=cfg.check_charges) if run else None
     for rec in ok:
         if not run:
             rec.update(not_run("" if not cfg.run_checks else "mofchecker-next is not installed"))
@@ -348,7 +344,8 @@ def annotate(predictor: Predictor, records: list[dict], cfg: ScoringConfig, *, k
         key = rec.get("key") or ""
         try:
             rec.update(checks_of_file(rec["path"], None if not key or key.startswith("path:") else key,
-                                      lambda p: read_structure(p, max_atoms=cfg.max_atoms), cache))
+                                      lambda p: read_structure(p, max_atoms=cfg.max_atoms), cache,
+                                      charges=cfg.check_charges))
         except Exception as exc:  # one structure's checker crash never stops the batch
             rec.update(checks="error", failed_checks="", checks_detail=f"{type(exc).__name__}: {exc}"[:200])
 
@@ -375,14 +372,12 @@ class InProcessExecutor:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(model_dir: str | None, threads: int) -> None:
+def _worker_init(loader, model_dir: str | None, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
     if model_dir is not None:  # spawned: load the model; forked: it came with the process
-        from mofbalora.model import load_model
-
-        _WORKER["predictor"] = load_model(model_dir)
+        _WORKER["predictor"] = loader(model_dir)
 
 
 def _worker_score(paths, keys, ids, cfg_dict: dict, with_embedding: bool, batched: bool) -> list[dict]:
@@ -400,11 +395,11 @@ class LocalExecutor:
     everything for its chunks: parse, graph, trunk, T passes, domain and chemistry checks.
 
     ``start_method``: ``fork`` (default on Linux) hands the workers the predictor already loaded in this
-    process; ``spawn`` starts fresh interpreters that load it from ``model_dir`` (an in-memory model is saved
-    once to a temporary folder)."""
+    process; ``spawn`` starts fresh interpreters that load it with ``loader(model_dir)`` (e.g.
+    :func:`mofbalora.model.load_model`; an in-memory model is saved once to a temporary folder)."""
 
     def __init__(self, predictor: Predictor, workers: int, *, model_dir: str | Path | None = None,
-                 threads: int = 1, start_method: str | None = None) -> None:
+                 threads: int = 1, start_method: str | None = None, loader=None) -> None:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
@@ -414,6 +409,8 @@ class LocalExecutor:
         if method not in ("fork", "spawn", "forkserver"):
             raise ValueError(f"unknown start method {method!r}; choose from ['fork', 'spawn', 'forkserver']")
         self._scratch = None
+        if method != "fork" and loader is None:
+            raise ValueError(f"start method {method!r} needs a loader (e.g. mofbalora.model.load_model)")
         if method == "fork":
             _WORKER["predictor"] = predictor  # inherited by the forked workers
             model_dir = None
@@ -422,7 +419,7 @@ class LocalExecutor:
             predictor.save(self._scratch)
             model_dir = self._scratch
         self.pool = ProcessPoolExecutor(workers, mp_context=get_context(method), initializer=_worker_init,
-                                        initargs=(None if model_dir is None else str(model_dir), threads))
+                                        initargs=(loader, None if model_dir is None else str(model_dir), threads))
         self.stats: dict[str, Any] = {"workers": workers, "start_method": method}
         self._futures: list = []
 
@@ -575,3 +572,177 @@ def row_flags(row: dict) -> str:
     if row.get("repeat_of") and not pd.isna(row["repeat_of"]):
         flags.append(f"repeat_of:{row['repeat_of']}")
     return " ".join(flags)
+
+
+# -- one-call prediction (model.predict) ---------------------------------------------------------------
+#: the columns of :func:`predict_structures`' table, in order (the intervals follow the calibrated std)
+PREDICT_COLUMNS: tuple[str, ...] = ("structure_id", "path", "formula", "n_atoms", "bandgap_mean_ev",
+                                    "bandgap_median_ev", "bandgap_std_ev", "epistemic_std_ev", "aleatoric_std_ev",
+                                    "bandgap_std_calibrated_ev", "bandgap_spread_ev", "physical_flag", "checks",
+                                    "failed_checks", "unseen_elements", "domain_distance", "in_domain", "status",
+                                    "error", "detail", "digest")
+
+
+def _as_pymatgen(item: Any):
+    """A pymatgen ``Structure`` of a Structure or an ASE ``Atoms`` (None for anything else)."""
+    if hasattr(item, "lattice") and hasattr(item, "frac_coords"):
+        return item
+    if hasattr(item, "get_cell") and hasattr(item, "get_chemical_symbols"):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_structure(item)
+    return None
+
+
+def _structure_records(predictor: Predictor, items: list[tuple[int, Any]], cfg: ScoringConfig) -> dict[int, dict]:
+    """Records of in-memory structures ``(position, Structure)``: featurized by the backbone (its content key,
+    :mod:`mofbalora.data.content_key`, keys BaLoRA's draws as a file's digest does in the screen), predicted,
+    calibrated and placed in the domain; the chemistry checks read files, so they are ``not_run`` here."""
+    from dataclasses import replace
+
+    from mofbalora.backbones.base import FeaturizationError
+
+    records: dict[int, dict] = {}
+    feats: dict[int, dict] = {}
+    for k, s in items:
+        rec = {"key": "", "path": "", "structure_id": f"input_{k}"}
+        if len(s) > cfg.max_atoms:
+            rec.update(status="error", error="too_many_atoms", detail=f"{len(s)} atoms > max_atoms={cfg.max_atoms}")
+            records[k] = rec
+            continue
+        try:
+            (f,) = predictor.backbone.featurize([s])
+        except (FeaturizationError, ValueError, RuntimeError) as exc:
+            rec.update(status="error", error="featurization_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
+            records[k] = rec
+            continue
+        f["formula"] = s.composition.reduced_formula
+        feats[k] = f
+        records[k] = rec
+    ok = list(feats)
+    preds: dict[int, tuple] = {}
+    if ok and predictor.regime != "mc_dropout":
+        pred = predictor.predict_inputs([feats[k] for k in ok], n_samples=cfg.n_samples, seed=cfg.seed)
+        preds = {k: (pred, j) for j, k in enumerate(ok)}
+    else:  # as score_chunk: one generator per structure, seeded by (seed, content key)
+        for k in ok:
+            preds[k] = (predictor.predict_inputs([feats[k]], n_samples=cfg.n_samples,
+                                                 seed=structure_seed(cfg.seed, feats[k]["digest"])), 0)
+    for k in ok:
+        pred, j = preds[k]
+        records[k].update(prediction_record(predictor, pred, j, formula=feats[k]["formula"],
+                                            n_atoms=feats[k]["n_atoms"],
+                                            digest=feats[k]["digest"]))
+    annotate(predictor, list(records.values()), replace(cfg, checks="off"), keep_embedding=False)
+    for k in ok:
+        records[k].update(checks_detail="in-memory structure: the chemistry checks read CIF files")
+    return records
+
+
+def file_keys(paths: Sequence) -> tuple[list[str], list[str]]:
+    """The screen's keys (sha256 of each file's bytes; ``path:<path>`` for a file that cannot be read) and
+    distinct ids (:func:`mofbalora.data.candidates.distinct_file_ids`) of ``paths``: the draws of a file are
+    keyed by its digest, so the same keys give the screen's numbers."""
+    from mofbalora.data.cache import file_digest
+    from mofbalora.data.candidates import distinct_file_ids
+
+    keys = []
+    for p in paths:
+        try:
+            keys.append(file_digest(p))
+        except OSError:
+            keys.append(f"path:{p}")
+
+    def digest_of(i: int) -> str:
+        key = keys[i]
+        return hashlib.sha256(key.encode()).hexdigest() if key.startswith("path:") else key
+
+    return keys, distinct_file_ids(list(paths), digest_of)
+
+
+def predict_structures(predictor: Predictor, structures: Sequence, cfg: ScoringConfig | None = None,
+                       **settings) -> pd.DataFrame:
+    """Band gaps of pymatgen ``Structure``s, ASE ``Atoms`` or CIF paths (mixed freely): one row per input, in
+    input order (:data:`PREDICT_COLUMNS`, with the calibrated interval columns ``bandgap_lo68_ev``,
+    ``bandgap_hi68_ev``, ``bandgap_lo95_ev``, ``bandgap_hi95_ev`` after ``bandgap_std_calibrated_ev``:
+    :func:`mofbalora.uq.distribution.predictive_intervals`).
+
+    ``cfg`` (or its fields as keywords: ``n_samples``, ``seed``, ``max_atoms``, ``checks``, ...) is the
+    screen's :class:`ScoringConfig`. A CIF path is scored exactly as ``mofbalora screen`` scores it (the same
+    featurization, content digest and draws: the same numbers for the same file and settings); a Structure
+    or Atoms is keyed by its canonical content key (:func:`~mofbalora.data.content_key.structure_content_digest`)
+    and gets ``checks = not_run`` and ``structure_id`` ``input_<position>``. A bad input gets ``status = error``
+    and the screen's reason (``unreadable``, ``too_many_atoms``, ``featurization_failed``, ...), not an exception. The draws are in
+    ``table.attrs["samples_ev"]`` (one list per row, empty for error rows). Raises ValueError for a bad setting
+    and TypeError for an input that is neither a path, a Structure nor an Atoms.
+    """
+    if cfg is None:
+        cfg = ScoringConfig.from_dict(settings)
+    elif settings:
+        raise TypeError(f"give the scoring settings either as cfg or as keywords, not both: {sorted(settings)}")
+    if isinstance(structures, (str, os.PathLike)) or _as_pymatgen(structures) is not None:
+        structures = [structures]
+    files: list[tuple[int, Path]] = []
+    in_memory: list[tuple[int, Any]] = []
+    for k, item in enumerate(structures):
+        if isinstance(item, (str, os.PathLike)):
+            files.append((k, Path(item)))
+            continue
+        s = _as_pymatgen(item)
+        if s is None:
+            raise TypeError(f"input {k} is a {type(item).__name__}; give a pymatgen Structure, an ASE Atoms or a "
+                            "CIF path")
+        in_memory.append((k, s))
+    records: dict[int, dict] = _structure_records(predictor, in_memory, cfg) if in_memory else {}
+    if files:
+        paths = [p for _, p in files]
+        keys, ids = file_keys(paths)
+        for chunk, recs in score_files(predictor, paths, keys, ids, cfg):
+            for i, rec in zip(chunk, recs, strict=True):
+                records[files[i][0]] = rec
+    ordered = [records[k] for k in range(len(structures))]
+    table = rank(ordered, cfg) if ordered else pd.DataFrame(columns=list(COLUMNS))
+    table = typed_table(table[list(PREDICT_COLUMNS)])
+    ok = (table["status"] == "ok").to_numpy()
+    intervals: dict[str, np.ndarray] = {}
+    if ok.any():
+        from mofbalora.uq.distribution import predictive_intervals
+
+        okr = [r for r, good in zip(ordered, ok, strict=True) if good]
+        aleatoric = (np.array([r["aleatoric_std_ev"] for r in okr]) if all("aleatoric_std_ev" in r for r in okr)
+                     else None)
+        got = predictive_intervals(table.loc[ok, "bandgap_mean_ev"].to_numpy(float),
+                                   table.loc[ok, "bandgap_std_ev"].to_numpy(float), predictor.calibration,
+                                   samples_ev=np.array([r["samples_ev"] for r in okr], dtype=float),
+                                   aleatoric_std_ev=aleatoric)
+        for name, values in got.items():
+            intervals[name] = np.full(len(table), np.nan)
+            intervals[name][ok] = values
+    at = table.columns.get_loc("bandgap_std_calibrated_ev") + 1
+    for offset, (name, values) in enumerate(intervals.items()):
+        table.insert(at + offset, name, values)
+    table.attrs["samples_ev"] = [list(r.get("samples_ev", [])) for r in ordered]
+    return table
+
+
+#: what each acquisition's ``score`` is, in a few words (the terminal table's and the plot's heading) and which
+#: spread column it reads (the ``±`` the table shows next to the median)
+RANKED_BY: dict[str, tuple[str, str]] = {
+    "std": ("spread (eV)", "bandgap_spread_ev"),
+    "epistemic": ("epistemic spread (eV)", "epistemic_std_ev"),
+    "ucb": ("median+κ·spread", "bandgap_spread_ev"),
+    "lcb": ("κ·spread−median", "bandgap_spread_ev"),
+    "target": ("P(in window)", "bandgap_spread_ev"),
+    "ei": ("exp. improvement", "bandgap_spread_ev"),
+    "thompson": ("one draw", "bandgap_spread_ev"),
+    "mean": ("median (goal)", "bandgap_spread_ev"),
+    "random": ("random", "bandgap_spread_ev"),
+}
+
+
+def ranked_by(acquisition: str | None) -> tuple[str, str]:
+    """(heading of the score, spread column shown beside the median) of ``acquisition`` (None: ``std``)."""
+    name = acquisition or "std"
+    if name not in RANKED_BY:
+        raise ValueError(f"unknown acquisition {name!r}; choose from {sorted(RANKED_BY)}")
+    return RANKED_BY[name]

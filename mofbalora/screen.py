@@ -33,12 +33,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mofbalora.checks import INSTALL_HINT, checker_available, remember_checks
+from mofbalora.checks import INSTALL_HINT, check_namespace, checker_available, remember_checks
 from mofbalora.data.cache import file_digest
 from mofbalora.data.candidates import distinct_file_ids, expand_candidates
 from mofbalora.data.structures import read_structure
 from mofbalora.io import TABLE_FORMATS, atomic_write_json, write_table
-from mofbalora.model import resolve_model_dir
+from mofbalora.model import load_model, resolve_model_dir
 from mofbalora.repeats import mark_repeats
 from mofbalora.scoring import (
     COLUMNS,
@@ -46,7 +46,6 @@ from mofbalora.scoring import (
     LocalExecutor,
     Predictor,
     ScoringConfig,
-    as_predictor,
     rank,
     row_flags,
     score_files,
@@ -118,6 +117,13 @@ def rank_rows(records: list[dict], acquisition: str, **settings) -> pd.DataFrame
     return rank(records, ScoringConfig(acquisition=acquisition, **settings))
 
 
+def as_predictor(model, *, device: str = "cpu", trust_checkpoint: bool = False) -> Predictor:
+    """``model`` if it already is a :class:`Predictor`; else ``"default"`` or a run folder, loaded."""
+    if isinstance(model, Predictor):
+        return model
+    return load_model(model, device=device, trust_checkpoint=trust_checkpoint)
+
+
 def make_executor(predictor: Predictor, *, workers: int = 1, dask=None, model_source=None,
                   scratch: str | Path | None = None):
     """The executor for a run: Dask when ``dask`` is given (:mod:`mofbalora.parallel.dask_screen`), local
@@ -132,7 +138,7 @@ def make_executor(predictor: Predictor, *, workers: int = 1, dask=None, model_so
         model_dir = None
         if model_source is not None:
                 model_dir = resolve_model_dir(model_source)
-        return LocalExecutor(predictor, workers, model_dir=model_dir)
+        return LocalExecutor(predictor, workers, model_dir=model_dir, loader=load_model)
     if workers > 1:
         log.warning("workers=%d ignored: the model runs on %s (one process)", workers, predictor.device)
     return InProcessExecutor(predictor)
@@ -200,11 +206,16 @@ def screen(inputs: list[str], *, model="default", config: ScoringConfig | None =
     if out is not None:
         partial = _partial_path(out)
         before = _check_signature(out, {"model": m.fingerprint(), "n_samples": cfg.n_samples, "seed": cfg.seed,
-                                        "max_atoms": cfg.max_atoms, "checks": cfg.run_checks}, resume)
+                                        "max_atoms": cfg.max_atoms,
+                                        "checks": check_namespace(cfg.check_charges) if cfg.run_checks else False},
+                               resume)
         done = _load_partial(partial) if resume else {}
         if not resume and partial.exists():
             if cfg.run_checks and (before or {}).get("checks"):  # starting over (another model): keep the verdicts
-                kept = remember_checks(_load_partial(partial).values())
+                # a namespace, or True from before check sets had names (those screens ran the charge check)
+                then = (before or {}).get("checks")
+                kept = remember_checks(_load_partial(partial).values(), charges=cfg.check_charges,
+                                       records_charges=then is True or then == check_namespace(True))
                 log.info("kept the chemistry checks of %d rows of the discarded partial screen", kept)
             partial.unlink()
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -299,48 +310,74 @@ def in_rank_order(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[order].reset_index(drop=True)
 
 
-def summarize(table: pd.DataFrame, top: int = 10) -> str:
-    """Terminal summary: the top-K table (median ± robust spread of the draws, as ranked; the sample mean ± std
-    where those are absent), score and flags, then failures by reason."""
+def summarize(table: pd.DataFrame, top: int = 10, acquisition: str | None = None) -> str:
+    """Terminal summary: what the rows were ranked by, the top-K table (median ± the spread the acquisition
+    read: the epistemic std under ``epistemic``, the robust spread of the draws otherwise; the sample mean ± std
+    where those are absent), the score under its acquisition's name, the flags, then failures by reason.
+    Identifiers and formulas are shown whole (the columns widen to the longest shown)."""
+    from mofbalora.scoring import ranked_by
+
+    acquisition = acquisition or table.attrs.get("acquisition")
+    score_name, spread_col = ranked_by(acquisition)
     ok = table[table["status"] == "ok"].sort_values("rank")
     lines = [f"screened {len(ok)} of {len(table)} file(s)"]
     if len(ok):
+        head = ok.head(top)
         robust = {"bandgap_median_ev", "bandgap_spread_ev"} <= set(ok) and ok["bandgap_median_ev"].notna().all()
-        center, spread = ("bandgap_median_ev", "bandgap_spread_ev") if robust else ("bandgap_mean_ev", "bandgap_std_ev")
-        calibrated = ok["bandgap_std_calibrated_ev"].notna().all()
+        center = "bandgap_median_ev" if robust else "bandgap_mean_ev"
+        if spread_col not in ok or not ok[spread_col].notna().all():
+            spread_col = "bandgap_spread_ev" if robust else "bandgap_std_ev"
+        gap_name = f"{'median' if robust else 'mean'} ± {spread_col.removesuffix('_ev')} (eV)"
+        calibrated = "bandgap_std_calibrated_ev" in ok and ok["bandgap_std_calibrated_ev"].notna().all()
+        sid_w = max([len("structure"), *(len(str(v)) for v in head["structure_id"])])
+        f_w = max([len("formula"), *(len(str(v)) for v in head["formula"])])
+        gap_w = max(len(gap_name), 15)
+        score_w = max(len(score_name), 8)
         extra = f"  {'calibrated ±':>12}" if calibrated else ""
-        lines.append(f"{'rank':>4}  {'structure':<28} {'formula':<18} {'atoms':>5}  {'gap (eV)':>13}{extra}  {'score':>8}"
-                     "  flags")
-        for _, r in ok.head(top).iterrows():
+        lines.append(f"ranked by: {acquisition or 'std'} (score = {score_name.removesuffix(' (eV)')}; higher = "
+                     "send to DFT first)")
+        lines.append(f"{'rank':>4}  {'structure':<{sid_w}}  {'formula':<{f_w}}  {'atoms':>5}  {gap_name:>{gap_w}}"
+                     f"{extra}  {score_name:>{score_w}}  flags")
+        for _, r in head.iterrows():
             cal = f"  {r['bandgap_std_calibrated_ev']:12.2f}" if calibrated else ""
-            lines.append(f"{int(r['rank']):>4}  {str(r['structure_id'])[:28]:<28} {str(r['formula'])[:18]:<18} "
-                         f"{int(r['n_atoms']):>5}  {r[center]:6.2f} ± {r[spread]:4.2f}{cal}  "
-                         f"{r['score']:8.3f}  {row_flags(r.to_dict())}".rstrip())
+            gap = f"{r[center]:6.2f} ± {r[spread_col]:5.3f}"
+            lines.append(f"{int(r['rank']):>4}  {str(r['structure_id']):<{sid_w}}  {str(r['formula']):<{f_w}}  "
+                         f"{int(r['n_atoms']):>5}  {gap:>{gap_w}}{cal}  {r['score']:{score_w}.3f}  "
+                         f"{row_flags(r.to_dict())}".rstrip())
     failures = Counter(table.loc[table["status"] == "error", "error"])
     if failures:
         lines.append("failures by reason: " + ", ".join(f"{k}: {v}" for k, v in failures.most_common()))
     return "\n".join(lines)
 
 
-def plot_screen(table: pd.DataFrame, path: str | Path, top: int = 10) -> Path:
-    """Predicted gap distribution and std against mean, the top-K highlighted."""
+def plot_screen(table: pd.DataFrame, path: str | Path, top: int = 10, acquisition: str | None = None) -> Path:
+    """Predicted gap distribution, and the quantity the acquisition ranked by (the spread it read, or its score,
+    named on the axis) against the predicted gap; the top-K highlighted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mofbalora.scoring import ranked_by
+
+    acquisition = acquisition or table.attrs.get("acquisition") or "std"
+    score_name, _ = ranked_by(acquisition)
     ok = table[table["status"] == "ok"]
     sel = ok[ok["rank"] <= top]
+    center = "bandgap_median_ev" if "bandgap_median_ev" in ok and ok["bandgap_median_ev"].notna().all() \
+        else "bandgap_mean_ev"
+    y, ylabel = "score", f"score = {score_name}: what --acquisition {acquisition} ranks by"
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.hist(ok["bandgap_mean_ev"], bins=30, color="0.6")
-    a.hist(sel["bandgap_mean_ev"], bins=30, color="C3", label=f"top {top}")
-    a.set_xlabel("predicted PBE band gap (eV)")
+    a.hist(ok[center], bins=30, color="0.6")
+    a.hist(sel[center], bins=30, color="C3", label=f"top {top}")
+    a.set_xlabel(f"predicted PBE band gap, {center} (eV)")
     a.set_ylabel("structures")
     a.legend()
-    b.scatter(ok["bandgap_mean_ev"], ok["bandgap_std_ev"], s=8, color="0.5", label="screened")
-    b.scatter(sel["bandgap_mean_ev"], sel["bandgap_std_ev"], s=24, color="C3", label=f"top {top}")
-    b.set_xlabel("predicted band gap (eV)")
-    b.set_ylabel("predictive std (eV)")
+    b.scatter(ok[center], ok[y], s=8, color="0.5", label="screened")
+    b.scatter(sel[center], sel[y], s=24, color="C3", label=f"top {top}")
+    b.set_xlabel(f"predicted band gap, {center} (eV)")
+    b.set_ylabel(ylabel)
+    b.set_title(f"ranked by {acquisition}")
     b.legend()
     fig.tight_layout()
     path = Path(path)

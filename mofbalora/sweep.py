@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mofbalora.config import load_run_config
-from mofbalora.io import read_yaml, write_table
+from mofbalora.io import atomic_write_text, read_yaml, write_table
 from mofbalora.train import finetune
 from mofbalora.validation import check_int, check_keys
 
@@ -113,7 +113,7 @@ def collect(out: str | Path, names: list[str] | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if len(df):
         write_table(df, out / "sweep.csv")
-        (out / "sweep.md").write_text(to_markdown(df))
+        atomic_write_text(out / "sweep.md", to_markdown(df))
         if names:
             df = df[df["setting"].isin(names)].reset_index(drop=True)
     return df

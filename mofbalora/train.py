@@ -40,11 +40,12 @@ from mofbalora.domain import fit_domain
 from mofbalora.evaluate import evaluate_inputs
 from mofbalora.featurize import load_inputs
 from mofbalora.gbm import GBMBandGapModel
-from mofbalora.io import MODEL_CONFIG, atomic_write_bytes
+from mofbalora.io import MODEL_CONFIG, atomic_write_bytes, write_table
 from mofbalora.model import BandGapModel, build_model, load_weights
 from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, share_of, shutdown
 from mofbalora.prediction import floor_std, point_prediction
-from mofbalora.uq.recalibration import fit_std_scale_floor
+from mofbalora.uq import distribution as D
+from mofbalora.uq.recalibration import fit_calibration
 
 log = logging.getLogger(__name__)
 HUBER_DELTA_EV = 0.5
@@ -308,13 +309,61 @@ class Trainer:
             self.save_state("last")
             self.dist.barrier()  # the others wait for the checkpoint: a resume then finds every rank's state
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl']:.1f}", val_mae=f"{val_mae:.3f}")
+            # the loss is data_loss + β·KL/N (N training structures): show the KL's part of it, not the raw KL
+            kl_part = kl_w * row["kl"] / n_train
+            kl_share = kl_part / row["loss"] if row["loss"] > 0 else 0.0
+            bar.set_postfix(loss=f"{row['loss']:.3f}", data=f"{row['data_loss']:.3f}",
+                            kl_per_struct=f"{kl_part:.3f}", kl_share=f"{kl_share:.0%}", val_mae=f"{val_mae:.3f}")
+            if self.dist.is_main and epochs_this_call == 1 and kl_share > 0.5:
+                log.info("the KL term β·KL/N is %.1f%% of the loss (β = optim.kl_weight = %g, KL = %.1f nats over all "
+                         "adapter weights, N = %d training structures): on a small dataset the prior dominates, so "
+                         "the adapters stay near it and the spread stays wide; it shrinks as 1/N with more data, or "
+                         "lower β (--set optim.kl_weight=...) to weigh the data more", 100 * kl_share, kl_w, row["kl"],
+                         n_train)
+            if self.dist.is_main and bar.disable:  # no bar (piped log, --quiet): one line per epoch instead
+                log.info("epoch %d/%d: loss %.4f (data %.4f, KL share %.0f%%), val MAE %.3f eV, %.1f s", self.epoch,
+                         o.epochs, row["loss"], row["data_loss"], 100 * kl_share, val_mae, seconds)
             if on_epoch_end is not None:
                 on_epoch_end(self)
         bar.close()
         finished = self.epoch >= o.epochs or self.bad_epochs >= o.patience
         return {"finished": finished, "epoch": self.epoch, "best_epoch": self.best_epoch,
                 "best_val_mae_ev": self.best_val, "train_seconds": self.train_seconds}
+
+
+#: rough CPU seconds to featurize one QMOF structure that is not cached (parse, CHGNet graph, frozen trunk)
+FEATURIZE_SECONDS_PER_STRUCTURE = 0.25
+
+
+def announce_featurization(model, ds, parts: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+    """Log, before any featurization, how many structures each part (train / val / test) holds, how many the
+    cache already has (by file content digest), and a rough time for the rest; returns ``{part: (n, cached)}``."""
+    from mofbalora.data.arrays import ArrayStore
+    from mofbalora.data.cache import file_digest
+    from mofbalora.featurize import _cache_for
+
+    cache = _cache_for(model.backbone)
+
+    def cached(digest: str) -> bool:
+        if hasattr(cache, "stores"):
+            return all(store.has(digest) for store, _ in cache.stores if isinstance(store, ArrayStore))
+        return cache._path(digest).exists()
+
+    counts: dict[str, tuple[int, int]] = {}
+    for part, ids in parts.items():
+        hits = 0
+        for i in ids:
+            try:
+                hits += cached(file_digest(ds.cif_paths[ds.index_of(i)]))
+            except (OSError, ValueError):
+                pass  # unreadable: load_inputs reports it
+        counts[part] = (len(ids), hits)
+    todo = sum(n - c for n, c in counts.values())
+    log.info("will featurize %s: %d to compute, about %.0f s on one CPU core (rough; data.*_size or --limit / "
+             "--test-size make a run smaller)",
+             ", ".join(f"{part} {n} ({c} cached)" for part, (n, c) in counts.items()), todo,
+             todo * FEATURIZE_SECONDS_PER_STRUCTURE)
+    return counts
 
 
 def _append_csv(path: Path, row: dict) -> None:
@@ -335,6 +384,8 @@ def _finetune_gbm(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     dump_config(cfg, out / "config.yaml")
     model = GBMBandGapModel(cfg.backbone.to_dict(), cfg.gbm)
     ds, ids = split_ids(cfg)
+    announce_featurization(model, ds, {p: ids[p] for p in ("train", "val", "test")
+                                       if p != "test" or (cfg.run.eval_test and ids["test"])})
     tr_ids, tr_x, tr_y = load_inputs(model, ds, ids["train"], "train set" if progress else False)
     va_ids, va_x, va_y = load_inputs(model, ds, ids["val"], "val set" if progress else False)
     t0 = time.perf_counter()
@@ -350,26 +401,28 @@ def _finetune_gbm(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     if cfg.run.eval_test and ids["test"]:
         te_ids, te_x, te_y = load_inputs(model, ds, ids["test"], "test set" if progress else False)
         result["test"], table = evaluate_inputs(model, te_ids, te_x, te_y.numpy(), n_samples=1)
-        table.to_csv(out / "test_predictions.csv", index=False)
+        write_table(table, out / "test_predictions.csv")
     atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
     return result
 
 
-def _scale_floor(val_table, n_samples: int) -> dict | None:
-    """``sqrt((a*std)^2 + b^2)`` fitted on validation predictions (None without a usable std)."""
+def _scale_floor(val_table, n_samples: int, family: str = "gaussian") -> dict | None:
+    """``sqrt((a*std)^2 + b^2)`` fitted on validation predictions by maximum likelihood in the model's predictive
+    ``family`` (:func:`mofbalora.uq.recalibration.fit_calibration`: ``laplace`` for a model trained with the
+    Laplace NLL, else Gaussian), the family recorded with it; None without a usable std."""
     std = val_table["bandgap_std_ev"].to_numpy(float)
     if len(val_table) < 8 or not (std > 0).any():  # two parameters: a handful of points at the very least
         return None
-    a, b = fit_std_scale_floor(val_table["bandgap_mean_ev"].to_numpy(float), floor_std(std),
-                               val_table["bandgap_true_ev"].to_numpy(float))
-    return {"method": "scale_floor", "std_factor": a, "std_floor_ev": b,
-            "fitted_on": f"validation ({len(val_table)} structures)", "n_samples": n_samples}
+    dist = D.make_predictive(family, val_table["bandgap_mean_ev"].to_numpy(float), floor_std(std))
+    return fit_calibration(dist, val_table["bandgap_true_ev"].to_numpy(float), n_samples=n_samples,
+                           fitted_on=f"validation ({len(val_table)} structures)")
 
 
 def _fit_calibration(trainer: Trainer, out: Path, val_table, n_samples: int) -> dict | None:
     """Fit ``sqrt((a*std)^2 + b^2)`` on the validation predictions of a stochastic model and store it in the
     best checkpoint (screen / evaluate then report calibrated stds); None for deterministic regimes."""
-    trainer.model.calibration = _scale_floor(val_table, n_samples)
+    trainer.model.calibration = _scale_floor(val_table, n_samples,
+                                             D.family_of_likelihood(trainer.cfg.model.likelihood))
     if trainer.model.calibration is None:
         return None
     best = out / "checkpoints" / "best"
@@ -435,6 +488,9 @@ def _finetune(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, stop_a
     if dist.is_main and not resumed and (out / "metrics.csv").exists():
         (out / "metrics.csv").unlink()
     ds, ids = split_ids(cfg)
+    if dist.is_main:
+        announce_featurization(trainer.model, ds, {p: ids[p] for p in ("train", "val", "test")
+                                                   if p != "test" or (cfg.run.eval_test and ids["test"])})
     if dist.enabled:  # featurize (into the shared cache) one share per rank, then every rank reads all of it
         for part in ("train", "val"):
             start, stop = share_of(len(ids[part]), dist)
@@ -456,10 +512,11 @@ def _finetune(cfg: RunConfig, out: Path, *, resume: bool, progress: bool, stop_a
     result["calibration"] = _fit_calibration(trainer, out, val_table, n_samples)
     result["training_domain"] = _fit_training_domain(trainer, out, tr_x, va_x, cfg)
     if cfg.run.eval_test and ids["test"]:
-        te_ids, te_x, te_y = load_inputs(trainer.model, ds, ids["test"], "test set")
+        log.info("test split: featurizing and predicting %d structures (T = %d)", len(ids["test"]), n_samples)
+        te_ids, te_x, te_y = load_inputs(trainer.model, ds, ids["test"], "test set" if progress else False)
         t0 = time.perf_counter()
         result["test"], table = evaluate_inputs(trainer.model, te_ids, te_x, te_y.numpy(), n_samples=n_samples)
         result["test"]["inference_seconds_per_structure"] = (time.perf_counter() - t0) / max(1, len(te_x))
-        table.to_csv(out / "test_predictions.csv", index=False)
+        write_table(table, out / "test_predictions.csv")
     atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, default=float).encode())
     return result

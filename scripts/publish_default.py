@@ -1,5 +1,6 @@
 """Ship a trained run as the default model: copy its best checkpoint into mofbalora/pretrained/default,
-refit the std recalibration on the whole validation part (T = 64), score the test part (T = 32) and
+refit the std recalibration on the whole validation part (T = 64) in the model's own predictive family (Laplace
+for a model trained with the Laplace NLL; :mod:`mofbalora.uq.distribution`), score the test part (T = 32) and
 write the figures into model_config.json's metadata (the model card quotes them). The run's applicability
 domain (training elements and embedding reference, fitted by finetune) travels with it.
 
@@ -23,9 +24,9 @@ def main(run: str, recipe: str = "workflows/finetune_chgnet.yaml") -> None:
     from mofbalora.config import load_config
     from mofbalora.evaluate import metrics_from_prediction
     from mofbalora.model import MODEL_CONFIG, MODEL_FILE, load_model
-    from mofbalora.prediction import calibrated_std, floor_std
     from mofbalora.train import load_inputs, split_ids
-    from mofbalora.uq.recalibration import fit_std_scale_floor
+    from mofbalora.uq import distribution as D
+    from mofbalora.uq.recalibration import fit_calibration
 
     run_dir = Path(run)
     cfg = load_config(run_dir / "config.yaml")
@@ -34,28 +35,24 @@ def main(run: str, recipe: str = "workflows/finetune_chgnet.yaml") -> None:
     ds, ids = split_ids(cfg)
     _, va_x, va_y = load_inputs(model, ds, ids["val"], "val")
     va = model.predict_inputs(va_x, n_samples=64, seed=0)
-    a, b = fit_std_scale_floor(va.mean_ev, floor_std(va.std_ev), va_y.numpy())
-    model.calibration = {"method": "scale_floor", "std_factor": a, "std_floor_ev": b, "n_samples": 64,
-                         "fitted_on": f"validation ({len(va_x)} structures, qmof_v1; scripts/publish_default.py)"}
+    # the recalibration in the model's own family (a Laplace NLL gives a Laplace predictive), issue 29
+    family = D.family_of_likelihood(cfg["model"]["likelihood"])
+    model.calibration = fit_calibration(va.predictive(family=family), va_y.numpy(), n_samples=64,
+                                        fitted_on=f"validation ({len(va_x)} structures, qmof_v1; scripts/publish_default.py)")
     _, te_x, te_y = load_inputs(model, ds, ids["test"], "test")
     te = model.predict_inputs(te_x, n_samples=32, seed=0)
-    test = metrics_from_prediction(te, te_y.numpy(), 32)
-    cal = calibrated_std(model, te.std_ev)
-    from scipy import stats
-
-    from mofbalora.uq.metrics import coverage, gaussian_nll, miscalibration_area
-
     y = te_y.numpy()
-    one_sigma = float(2.0 * stats.norm.cdf(1.0) - 1.0)  # the level `mofbalora evaluate` calls coverage_68
-    test["calibrated"] = {"coverage_68": coverage(te.mean_ev, cal, y, one_sigma),
-                          "coverage_95": coverage(te.mean_ev, cal, y, 0.95),
-                          "nll": gaussian_nll(te.mean_ev, cal, y), "miscalibration_area": miscalibration_area(te.mean_ev, cal, y)}
+    test = metrics_from_prediction(te, y, 32, family)
+    calibrated = D.all_metrics(te.predictive(model.calibration), y)
+    test["calibrated"] = {k: calibrated[k] for k in ("coverage_68", "coverage_95", "nll", "miscalibration_area",
+                                                     "crps_ev", "nll_gaussian")}
     metadata = json.loads((run_dir / "checkpoints" / "best" / MODEL_CONFIG).read_text()).get("metadata", {})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metadata.update({"recipe": recipe, "n_train": metrics["n_train"],
                      "train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"],
                      "test_T32": {k: test[k] for k in ("mae_ev", "rmse_ev", "r2", "spearman_std_abs_error",
-                                                       "miscalibration_area", "coverage_95", "nll", "calibrated")}})
+                                                       "miscalibration_area", "coverage_68", "coverage_95", "nll",
+                                                       "nll_gaussian", "crps_ev", "family", "calibrated")}})
     tmp = DEST.parent / ".default.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp, metadata=metadata)

@@ -26,7 +26,7 @@ def test_head_learns_a_gap_linear_in_the_features(pooling):
     y = y.clamp_min(0.05)
     head = BandGapHead(d, HeadConfig(hidden_dim=64, pooling=pooling, atom_mlp=64))
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
-    for _ in range(600):
+    for _ in range(1000):  # 600 steps ended at 0.350 of the baseline on one CPU, a hair above the bound
         opt.zero_grad()
         gap, _, _ = head(x, index, n_struct)
         loss = (gap - y).abs().mean()

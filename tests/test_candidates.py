@@ -169,8 +169,8 @@ def test_cli_coremof_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     assert main(["candidates", "list", str(out), str(tmp_path / "gone.cif")]) == 0
     printed = capsys.readouterr().out
-    assert "gone.cif\tmissing" in printed
-    assert "3 candidate(s), 1 missing" in printed
+    assert "gone.cif\tunreadable" in printed  # the screen's reason for a missing path: one vocabulary
+    assert "3 candidate(s), 1 unreadable (no such file)" in printed
 
     with pytest.raises(SystemExit):
         main(["candidates", "coremof", "--set", "2020", "--out", str(out)])

@@ -53,7 +53,9 @@ def _cells(row: str) -> int:
 
 
 def _same(a, b) -> bool:
-    """Equal to tolerance, with JSON null standing for NaN."""
+    """Equal to tolerance, with JSON null standing for NaN (text, e.g. the scoring family, exactly)."""
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
     a = float("nan") if a is None else a
     b = float("nan") if b is None else b
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
@@ -71,7 +73,8 @@ def test_markdown_has_a_row_per_model_and_a_verdict(report_dir):
     report = _report(report_dir)
     assert report["verdict"]["text"] in text
     assert ("beats the ensemble" in text) != ("does not beat the ensemble" in text)
-    assert ("rises monotonically" in text) != ("does not rise monotonically" in text)
+    rising, not_rising = "rises monotonically" in text, "does not rise monotonically" in text
+    assert (rising != not_rising) != ("is flat in T" in text)  # exactly one of the three
 
 
 def test_json_has_the_t_curves_and_run_facts(report_dir, runs):
@@ -177,3 +180,11 @@ def test_verdict_states_both_outcomes():
     assert "does not beat" in v["text"] and "does not rise monotonically" in v["text"] and "noisy" in v["text"]
     v = verdict({"n_structures": 10, "split": "test", "models": [ens]})
     assert v["best_stochastic"] is None and "No stochastic model" in v["text"]
+
+
+def test_verdict_calls_a_curve_equal_to_3_decimals_flat():
+    flat = _model("b", "balora", {1: 0.4941, 2: 0.4939, 4: 0.4942, 8: 0.4938})
+    v = verdict({"n_structures": 500, "split": "test", "models": [flat]})
+    assert v["flat_in_t"] is True
+    assert "is flat in T (0.494 at every T from 1 to 8" in v["text"]
+    assert "monotonically" not in v["text"]

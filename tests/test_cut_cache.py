@@ -1,5 +1,6 @@
 """Adapters in CHGNet's last atom convolution trained from a cache of that block's inputs (the cut):
-the same outputs as running the whole trunk, with and without BaLoRA noise."""
+the same outputs as running the whole trunk, with and without BaLoRA noise (tests/test_chgnet_block.py
+checks the cut path's block against CHGNet's own module, gradients and stacked draws included)."""
 
 from __future__ import annotations
 
@@ -38,15 +39,26 @@ def test_cut_placement_adapts_the_same_layers(pair):
     assert set(rows.values()) == {"atom", "edge"}
 
 
+@pytest.mark.parametrize("scope", ["row", "structure"])
 @pytest.mark.parametrize("stochastic", [False, True])
-def test_cut_cache_equals_the_full_trunk(pair, stochastic):
+def test_cut_cache_equals_the_full_trunk(pair, stochastic, scope):
+    """The cut path (the block without built edge messages, mofbalora/backbones/chgnet_block.py) against the
+    whole trunk run from the graph: the same gaps, with and without noise, in each noise scope."""
+    from mofbalora.adapters.balora import BaLoRALinear
+
     full, cut, structures = pair
     keys = structure_keys(["1a" * 32, "2b" * 32, "3c" * 32])
     outs = []
     for m in (full, cut):
+        for layer in m.modules():
+            if isinstance(layer, BaLoRALinear):
+                layer.noise_scope = scope
         batch = m.backbone.collate(m.backbone.featurize(structures))
         with torch.no_grad(), sampling(stochastic=stochastic, noise_seed=9, structure_keys=keys):
             outs.append(m(batch)[0])
+        for layer in m.modules():
+            if isinstance(layer, BaLoRALinear):
+                layer.noise_scope = "row"
     assert torch.allclose(outs[0], outs[1], atol=2e-4), (outs[0], outs[1])
     if stochastic:
         with torch.no_grad(), sampling(stochastic=False):

@@ -68,6 +68,7 @@ def _as_number(cell: str) -> float | None:
 def test_check_table_compares_numbers_in_mixed_columns(tmp_path, monkeypatch):
     """A column of numbers and empty cells (error rows) is compared to tolerance, not as strings."""
     monkeypatch.setattr(f"{__name__}.GOLDEN", tmp_path)
+    monkeypatch.setattr(f"{__name__}.UPDATE", False)  # also when the goldens are being re-recorded
     pd.DataFrame({"d": [13.833023290466922, None], "s": ["a", ""]}).to_csv(tmp_path / "t.csv", index=False)
     _check_table(pd.DataFrame({"d": [13.83302329046693, None], "s": ["a", ""]}), "t.csv")
     with pytest.raises(AssertionError, match="column d"):

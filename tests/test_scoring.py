@@ -162,3 +162,23 @@ def test_explain_columns_from_the_cli(capsys):
     assert main(["screen", "--explain-columns"]) == 0
     out = capsys.readouterr().out
     assert all(col in out for col in COLUMNS)
+
+
+def test_a_runaway_draw_does_not_buy_a_batch_place():
+    """A structure whose few runaway draws give it the largest raw std (the campaign's old ranking) is not
+    picked: rank and select_rows use the median and the capped robust spread, as the screen does."""
+    from mofbalora.acquisition import acquisition_scores
+    from mofbalora.scoring import select_rows
+
+    records = [_record(i, 1.0 + 0.1 * i, 0.05 + 0.02 * i) for i in range(6)]
+    runaway = np.full(64, 2.0)
+    runaway[:3] = [40.0, 35.0, 45.0]  # 3 of 64 softplus draws ran away
+    records.append({**_record(6, 2.0, 0.0), "samples_ev": runaway.tolist(), "bandgap_mean_ev": float(runaway.mean()),
+                    "bandgap_std_ev": float(runaway.std(ddof=1))})
+    raw = acquisition_scores("std", np.array([r["bandgap_mean_ev"] for r in records]),
+                             np.array([r["bandgap_std_ev"] for r in records]))
+    assert int(np.argmax(raw)) == 6  # the raw-std ranking puts it first
+    table = rank(records, ScoringConfig(acquisition="std"))
+    picks = select_rows(table, 3)
+    assert 6 not in picks and table.loc[6, "physical_flag"] == "runaway_draws"
+    assert [int(table.loc[i, "rank"]) for i in picks] == [1, 2, 3]

@@ -268,3 +268,29 @@ def test_summary_shows_what_the_balora_spread_alone_would_rank_first():
     assert not any("| far |" in line for line in lines)  # out of domain: not a teaching candidate
     assert "0 of its top 1 are in the `std` top 1" in "\n".join(lines)
     assert epistemic_view(ok.drop(columns="epistemic_std_ev"), ok.head(1)) == []
+
+
+def test_cli_screen_of_a_folder_with_every_bad_input(tiny_model, candidates, tmp_path, capsys):
+    """The CLI on a folder holding one of each bad input (and a path that does not exist): one row each, the
+    reason of each, the ranked rows first, in rank order, with integer counts."""
+    out = tmp_path / "ranked.csv"
+    gone = tmp_path / "gone.cif"
+    rc = main(["screen", str(candidates), str(gone), "--model", str(tiny_model), "--samples", "4",
+               "--acquisition", "epistemic", "--out", str(out), "--quiet"])
+    assert rc == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    reasons = {Path(p).name: e for p, e in zip(table["path"], table["error"], strict=True)}
+    assert reasons == {**{p.name: "" for p in candidates.iterdir() if p.name.startswith("qmof-")},
+                       "truncated.cif": "not_cif", "shuffled.cif": "not_cif", "binary.cif": "not_cif",
+                       "nan.cif": "degenerate_cell", "empty.cif": "empty", "dir.cif": "unreadable",
+                       "zero_volume.cif": "degenerate_cell", "supercell.cif": "too_many_atoms",
+                       "gone.cif": "unreadable"}
+    ranks = [r for r in table["rank"] if r != ""]
+    assert ranks == [str(k) for k in range(1, 7)] or ranks == list(range(1, 7))  # rank order, integers
+    assert all("." not in str(n) for n in table["n_atoms"])
+    printed = capsys.readouterr().out
+    assert "ranked by: epistemic" in printed and "± epistemic_std (eV)" in printed
+    assert "unreadable: 2" in printed and "not_cif: 3" in printed
+    # the same missing path is `unreadable` in `candidates list` too: one vocabulary
+    assert main(["candidates", "list", str(gone)]) == 0
+    assert f"{gone}\tunreadable" in capsys.readouterr().out

@@ -27,20 +27,29 @@ Open choices of the paper, as implemented here (documented in the README; ablate
 * **Noise scope** (``noise_scope``), where the rows of the layer input (atoms, edges, ...) belong to
   structures (named row sets, :mod:`mofbalora.rows`):
 
-  - ``"structure"``: one weight sample per structure, exactly. One E_g (r × in, standard
-    normal) per structure g, ω_A(x_i) = θ_A + sqrt(α(x_i)) |θ_A| ⊙ E_g, so the noise of row i is
-    sqrt(α_i) · (|θ_A| ⊙ E_g) x_i: a grouped matrix product with the cost of θ_A x. Rows of one structure
-    are correlated as one shared weight makes them (rows x and −2x: correlation −1).
-  - ``"row"`` (default): the paper's rank-space equation applied per row, noise_i = sqrt(d(x_i)) ⊙ ε_i
-    with independent ε_i ~ N(0, I_r): exact for an independent weight draw per row (local
-    reparameterisation). The default on the evidence of ``reports/noise_scope`` (3 seeds on QMOF: the
-    lowest test MAE, a Spearman(σ, |err|) within one seed-sd of the others, the cheapest product).
+  - ``"structure"``: one shared standard normal E_g (r × in) per structure g, and
+    ω_A(x_i) = θ_A + sqrt(α(x_i)) |θ_A| ⊙ E_g, so the noise of row i is sqrt(α_i) · (|θ_A| ⊙ E_g) x_i: a
+    grouped matrix product with the cost of θ_A x. α is computed per row, so this is one weight sample
+    per structure exactly when α is the same on all its rows (``alpha_network="constant"``, or
+    ``"shared"``: one α per structure); with the per-row ``"probe"`` it is one shared noise direction E_g
+    whose size sqrt(α_i) varies by row (each row's marginal is q(ω_A | x_i); rows x and −2x of equal α are
+    correlated −1, as one shared weight makes them). The shipped default model uses it (``probe``; chosen
+    on validation, ``reports/accuracy/``).
+  - ``"row"`` (the default of :class:`~mofbalora.adapters.config.AdapterConfig` and of run
+    configurations): the paper's rank-space equation applied per row, noise_i = sqrt(d(x_i)) ⊙ ε_i with
+    independent ε_i ~ N(0, I_r): exact for an independent weight draw per row (local reparameterisation).
+    Chosen on ``reports/noise_scope`` (3 seeds on QMOF with the readout head: the lowest test MAE, a
+    Spearman(σ, |err|) within one seed-sd of the others, the cheapest product); the shipped model's
+    all-layer recipe sets ``structure``.
   - ``"rank_shared"``: an approximation kept for comparison (the project's earlier ``structure``):
     noise_i = sqrt(d(x_i)) ⊙ ε_g with one rank-space ε_g per structure. Each row's marginal is right,
     but all rows of a structure become perfectly correlated, which is not any weight sample.
 
-  Draws come from the counter-based generator (:mod:`mofbalora.adapters.noise`) keyed by (seed,
-  structure key, pass, layer, element): a structure draws the same numbers whatever it is batched with.
+  Draws come from the counter-based generator (:mod:`mofbalora.adapters.noise`, Threefry-4x32) keyed by
+  (seed, structure key, pass, layer, row, element), each field unchanged into the cipher, so distinct
+  tuples never share a draw: a structure draws the same numbers whatever it is batched with. The
+  structure key is its file's content digest, or, for a structure featurized in Python, the canonical hash
+  of its lattice, species and coordinates (:mod:`mofbalora.data.content_key`).
 * The α logit is kept in [-9, 3] (α ∈ [1.2e-4, 20]) by a smooth clamp (softplus on both sides), whose
   gradient never vanishes, so a probe pushed to a bound can come back.
 * A layer called more than once in one model forward adds its KL over the calls (rows of all calls).
@@ -49,6 +58,7 @@ Open choices of the paper, as implemented here (documented in the README; ablate
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -56,8 +66,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mofbalora.adapters import context
-from mofbalora.adapters.lora import LoRALinear
-from mofbalora.adapters.noise import absorb, keyed_normal
+from mofbalora.adapters.lora import LoRALinear, bag_sum, gathered_product, repeat_rows
+from mofbalora.adapters.noise import keyed_normal, with_row
+from mofbalora.rows import in_frozen_pass
 
 AlphaNetwork = Literal["probe", "constant", "shared"]
 NoiseScope = Literal["structure", "row", "rank_shared"]
@@ -84,29 +95,52 @@ def soft_clamp(logit: torch.Tensor, lo: float = LOGIT_MIN, hi: float = LOGIT_MAX
     return hi - F.softplus(hi - lo - F.softplus(logit - lo))
 
 
+def structure_groups(owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(owner, return_inverse=True)``, without its sort when the owners come in non-decreasing
+    runs (as a batch lays out its structures' rows): then the two are equal, and this takes one pass."""
+    if owner.numel() < 2 or bool((owner[1:] >= owner[:-1]).all()):
+        return torch.unique_consecutive(owner, return_inverse=True)
+    return torch.unique(owner, return_inverse=True)
+
+
+def _positions(group: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each row's position among the rows of its group (in row order); no sort when groups come in runs."""
+    n = group.shape[0]
+    starts = torch.cumsum(counts, 0) - counts
+    if n < 2 or bool((group[1:] >= group[:-1]).all()):
+        return torch.arange(n, device=group.device) - starts[group]
+    order = torch.argsort(group, stable=True)
+    pos = torch.empty_like(group)
+    pos[order] = torch.arange(n, device=group.device) - starts[group[order]]
+    return pos
+
+
 def grouped_matmul(x: torch.Tensor, group: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Row i times its group's matrix: ``out[i] = weights[group[i]] @ x[i]``; x (n, in), group (n,) in
     [0, G), weights (G, r, in) → (n, r).
 
-    Rows are scattered into padded per-group blocks and multiplied with one batched matmul per size
-    bucket (groups whose row counts share a power of two), so padding wastes at most half of a block and
-    there is no Python loop over groups; each output is one dot product over ``in``, so a row's result
-    does not depend on the other groups of the batch beyond float round-off. Differentiable in ``x``
-    and ``weights`` (3× faster on a CPU than gathering a weight matrix per row).
+    Rows that come in runs of their group (as a batch lays out its structures' rows) are multiplied run by
+    run, on views of x (no copy, no padding; on a CPU the index copies of the padded form below cost more
+    than the products: about 7,600 edge rows per QMOF structure). Other rows are scattered into padded
+    per-group blocks and multiplied with one batched matmul per size bucket (groups whose row counts share
+    a power of two), so padding wastes at most half of a block and there is no Python loop over groups.
+    Each output is one dot product over ``in``, so a row's result does not depend on the other groups of
+    the batch beyond float round-off. Differentiable in ``x`` and ``weights`` (3× faster on a CPU than
+    gathering a weight matrix per row).
     """
     n, r = x.shape[0], weights.shape[1]
-    out = x.new_zeros(n, r)
     if n == 0:
-        return out
+        return x.new_zeros(n, r)
     counts = torch.bincount(group, minlength=weights.shape[0])
-    order = torch.argsort(group, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.empty_like(group)
-    pos[order] = torch.arange(n, device=x.device) - starts[group[order]]
+    if n < 2 or bool((group[1:] >= group[:-1]).all()):  # groups in runs (a batch's layout): one product per run
+        sizes = counts.tolist()
+        return torch.cat([rows @ weights[g].T for g, rows in enumerate(torch.split(x, sizes)) if sizes[g]])
+    out = x.new_zeros(n, r)
+    pos = _positions(group, counts)
     bucket = torch.ceil(torch.log2(counts.clamp_min(1).to(torch.float64))).to(torch.long)
     row_bucket = bucket[group]
     local = torch.empty_like(counts)
-    for b in torch.unique(row_bucket).tolist():
+    for b in torch.unique(bucket[counts > 0]).tolist():  # the buckets that hold rows (no sort of the rows)
         gs = torch.nonzero((bucket == b) & (counts > 0)).squeeze(1)
         local[gs] = torch.arange(len(gs), device=x.device)
         rows = torch.nonzero(row_bucket == b).squeeze(1)
@@ -159,15 +193,17 @@ class BaLoRALinear(LoRALinear):
     def _logit(self, x: torch.Tensor) -> torch.Tensor:
         if self.alpha_network == "probe":
             return x @ self.adapter_alpha_w + self.adapter_alpha_b
+        return self._row_logit(math.prod(x.shape[:-1]), x.device).reshape(x.shape[:-1])
+
+    def _row_logit(self, n_rows: int, device) -> torch.Tensor:
+        """(n_rows,) α logits of the α-networks that do not read the row itself (constant, shared)."""
         if self.alpha_network == "constant":
-            return self.adapter_alpha_b.expand(x.shape[:-1])
+            return self.adapter_alpha_b.expand(n_rows)
         logits = context.current().shared_alpha_logits
         if logits is None or self.shared_alpha_index is None:
             raise ValueError("a BaLoRA layer with alpha_network='shared' needs a SharedAlphaNetwork: build the "
                              "model with mofbalora.model.build_model, or pass sampling(shared_alpha_logits=...)")
-        column = logits[:, self.shared_alpha_index]
-        owner = self.row_owner(math.prod(x.shape[:-1]), x.device)
-        return column[owner].reshape(x.shape[:-1])
+        return logits[:, self.shared_alpha_index][self.row_owner(n_rows, device)]
 
     def kl(self) -> torch.Tensor:
         """KL of the last model forward (averaged over the rows of every call in it, summed over the
@@ -199,8 +235,7 @@ class BaLoRALinear(LoRALinear):
         if (y := self.base_only(x)) is not None:
             return y
         y = self.base_layer(x)
-        k = self._member()
-        A, B = self.adapter_A[k], self.adapter_B[k]
+        A = self.adapter_A[self._member()]
         stochastic = self._stochastic()
         need_kl = torch.is_grad_enabled()  # the KL is a training term: skip it in inference
         if self.merged and not stochastic and not need_kl:
@@ -216,11 +251,84 @@ class BaLoRALinear(LoRALinear):
         if stochastic:
             noise = self._noise(x, A, alpha)
             if self.merged:  # the mean is already in W0
-                return y + self.scale * (noise @ B.T)
+                return self.add_update(y, noise, inplace=self._owns_output())
             h = h + noise
         elif self.merged:
             return y
-        return y + self.scale * (h @ B.T)
+        return self.add_update(y, h, inplace=self._owns_output())
+
+    def forward_gathered(self, pre: torch.Tensor, parts: Sequence[torch.Tensor], index: Sequence[torch.Tensor],
+                         copies: int = 1) -> torch.Tensor:
+        """:meth:`forward` for rows given as gathered parts, stacked ``copies`` times, from their frozen
+        pre-activation ``pre`` (see :meth:`LoRALinear.forward_gathered`). θ_A x, the α logit and (θ_A²)(x²) are
+        taken on the parts' rows, once for all copies; only the noise is drawn per copy, from the same streams
+        :meth:`forward` uses for the built, stacked rows (so the same numbers, up to float round-off)."""
+        if in_frozen_pass():
+            return super().forward_gathered(pre, parts, index, copies)
+        n = pre.shape[0]
+        A = self.adapter_A[self._member()]
+        stochastic = self._stochastic()
+        need_kl = torch.is_grad_enabled()
+        if self.merged and not stochastic and not need_kl:
+            return repeat_rows(pre, copies)
+        if stochastic and self.alpha_network == "probe":
+            hl = gathered_product(parts, index, torch.cat([A, self.adapter_alpha_w.unsqueeze(0)]))
+            h, logit = hl[:, :-1], hl[:, -1] + self.adapter_alpha_b
+        else:  # deterministic: the very same product as LoRA's gathered path
+            h = gathered_product(parts, index, A)
+            logit = None
+            if stochastic or need_kl:
+                logit = (gathered_product(parts, index, self.adapter_alpha_w.unsqueeze(0))[:, 0] + self.adapter_alpha_b
+                         if self.alpha_network == "probe" else self._row_logit(copies * n, pre.device))
+        alpha = torch.exp(soft_clamp(logit)).unsqueeze(-1) if logit is not None else None
+        if alpha is not None and alpha.shape[0] != copies * n:  # an α of the row itself: the same in every copy
+            alpha = repeat_rows(alpha, copies)
+        self._set_kl(alpha if need_kl else None, A.numel())
+        if not stochastic:
+            return repeat_rows(pre if self.merged else self.add_update(pre, h, inplace=True), copies)
+        noise = self._gathered_noise(parts, index, A, alpha, copies)
+        # one projection of mean and noise together (the mean is already in W0 when merged)
+        return self.add_update(repeat_rows(pre, copies), noise if self.merged else repeat_rows(h, copies) + noise,
+                               inplace=True)
+
+    def _gathered_noise(self, parts: Sequence[torch.Tensor], index: Sequence[torch.Tensor], A: torch.Tensor,
+                        alpha: torch.Tensor, copies: int) -> torch.Tensor:
+        """:meth:`_noise` of gathered rows stacked ``copies`` times: (copies · n_rows, r). Each row of a part
+        must belong to one structure (the rows that gather it do): atoms and bonds of a graph do."""
+        n = index[0].shape[0]
+        owner = self.row_owner(copies * n, alpha.device)
+        uniq, group = structure_groups(owner)
+        heads = self.noise_heads(uniq)
+        if self.noise_scope != "structure":
+            var = repeat_rows(gathered_product([p * p for p in parts], index, A * A), copies)  # (θ_A²)(x²)
+            return torch.sqrt((alpha * var).clamp_min(1e-24)) * self._rank_eps(heads, group, alpha.dtype)
+        weights = A.abs() * self._weight_eps(heads, A, alpha.dtype)  # |θ_A| ⊙ E_g, (structures, r, in)
+        by_copy = group.view(copies, n)
+        products, bags, start, offset = [], [], 0, 0
+        for p, i in zip(parts, index, strict=True):
+            part_group = by_copy.new_full((copies, p.shape[0]), -1)
+            part_group[:, i] = by_copy  # the structure of each part row in each copy
+            # a row no edge reads gets its predecessor's group (the groups stay in runs; it is never read)
+            part_group = torch.cummax(part_group, dim=1).values.clamp_min(0)
+            products.append(grouped_matmul(repeat_rows(p, copies), part_group.reshape(-1),
+                                           weights[:, :, start:start + p.shape[1]]))
+            # row i of copy t reads row t · n_part + index[i] of this part's products
+            bags.append((offset + p.shape[0] * torch.arange(copies, device=i.device)[:, None] + i).reshape(-1))
+            start, offset = start + p.shape[1], offset + copies * p.shape[0]
+        total = bag_sum(torch.cat(products), torch.stack(bags, 1))
+        return alpha.sqrt() * total
+
+    def _rank_eps(self, heads: torch.Tensor, group: torch.Tensor, dtype) -> torch.Tensor:
+        """(rows, r) rank-space ε of the ``row`` and ``rank_shared`` scopes; ``group``: each row's index into
+        ``heads`` (its structure's stream)."""
+        if self.noise_scope == "rank_shared":
+            return _keyed_normal(heads, self.rank, dtype).to(group.device)[group]
+        # row: independent ε per row, keyed by the row's position inside its structure
+        return _keyed_normal(_row_heads(heads, group), self.rank, dtype).to(group.device)
+
+    def _weight_eps(self, heads: torch.Tensor, A: torch.Tensor, dtype) -> torch.Tensor:
+        """(structures, r, in) standard normal E_g of the ``structure`` scope, one per stream of ``heads``."""
+        return _keyed_normal(heads, A.numel(), dtype).to(A.device).view(-1, *A.shape)
 
     def _noise(self, x: torch.Tensor, A: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """(ω_A − θ_A) x per row for the layer's noise scope (module docstring), shape (..., r)."""
@@ -228,30 +336,35 @@ class BaLoRALinear(LoRALinear):
         rows = x.reshape(-1, x.shape[-1])
         a = alpha.reshape(-1, 1)
         owner = self.row_owner(rows.shape[0], x.device)
-        uniq, group = torch.unique(owner, return_inverse=True)
+        uniq, group = structure_groups(owner)
         heads = self.noise_heads(uniq)
         if self.noise_scope == "structure":
-            E = keyed_normal(heads, A.numel(), dtype=x.dtype).to(x.device).view(-1, *A.shape)
-            noise = a.sqrt() * grouped_matmul(rows, group, A.abs() * E)
+            noise = a.sqrt() * grouped_matmul(rows, group, A.abs() * self._weight_eps(heads, A, x.dtype))
         else:
             d = a * ((rows * rows) @ (A * A).T)  # (rows, r): variance of ω_A x
-            if self.noise_scope == "rank_shared":
-                eps = keyed_normal(heads, self.rank, dtype=x.dtype).to(x.device)[group]
-            else:  # row: independent ε per row, keyed by the row's position inside its structure
-                eps = keyed_normal(_row_heads(heads, group), self.rank, dtype=x.dtype).to(x.device)
-            noise = torch.sqrt(d.clamp_min(1e-24)) * eps
+            noise = torch.sqrt(d.clamp_min(1e-24)) * self._rank_eps(heads, group, x.dtype)
         return noise.reshape(*lead, self.rank)
+
+
+def _keyed_normal(heads: torch.Tensor, n: int, dtype) -> torch.Tensor:
+    """:func:`~mofbalora.adapters.noise.keyed_normal`, its integer kernels on one CPU thread: a draw is some
+    300 elementwise kernels over small int64 tensors, and with two threads each one forks and joins; where
+    the other core is busy every join waits for it (61,000 edge rows × 8 on a shared 2-core machine: 5.6 s
+    with two threads, 0.09 s with one). The numbers do not depend on the thread count."""
+    threads = torch.get_num_threads()
+    if heads.device.type != "cpu" or threads == 1:
+        return keyed_normal(heads, n, dtype=dtype)
+    torch.set_num_threads(1)
+    try:
+        return keyed_normal(heads, n, dtype=dtype)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _row_heads(heads: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     """One stream head per row: its structure's head and its position among that structure's rows."""
-    n = group.shape[0]
-    order = torch.argsort(group, stable=True)
-    counts = torch.bincount(group, minlength=heads.shape[0])
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.empty_like(group)
-    pos[order] = torch.arange(n, device=group.device) - starts[group[order]]
-    return absorb(heads.to(group.device)[group], pos)
+    pos = _positions(group, torch.bincount(group, minlength=heads.shape[0]))
+    return with_row(heads.to(group.device)[group], pos)
 
 
 class SharedAlphaNetwork(nn.Module):

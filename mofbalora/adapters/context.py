@@ -3,9 +3,15 @@
 Adapters read this context at forward time. Which rows belong to which structure comes from the named
 row sets of :mod:`mofbalora.rows` (a backbone names them; each adapter knows its set). Which numbers a
 structure draws comes from ``noise_seed`` and the structure's key (``structure_keys``: per structure of
-the batch, 32-bit words such as two words of its content digest and the pass index), through the
+the batch, 32-bit words: the first 64 bits of its content digest and the pass index), through the
 counter-based generator of :mod:`mofbalora.adapters.noise`. A structure therefore draws the same noise
 alone, in any batch, in any order, in any process and on any device.
+
+The content digest is the file's sha256 where the structure came from a file, else the canonical hash of
+its lattice, species and coordinates that every backbone's ``featurize`` attaches
+(:mod:`mofbalora.data.content_key`), so ``model.predict_inputs(model.backbone.featurize(structures))`` does
+not depend on the order of ``structures`` either. Only an input with no digest at all (a hand-built dict) is
+keyed by its position (``fallback``).
 """
 
 from __future__ import annotations
@@ -83,8 +89,9 @@ def draw(kind: str, shape: tuple[int, ...], *, device, dtype=None) -> torch.Tens
 
 def structure_keys(digests: list[str | None], pass_index: int | list[int] = 0,
                    fallback: list[int] | None = None) -> torch.Tensor:
-    """(n, 3) key words per structure: two words of its content digest and the pass (sample index, or 0).
-    A structure without a digest is keyed by ``fallback[k]`` (e.g. its index in the data set; default k)."""
+    """(n, 3) key words per structure: two words of its content digest (its first 64 bits) and the pass
+    (sample index, or 0). A structure without a digest is keyed by ``fallback[k]`` (e.g. its index in the data
+    set; default k) under the structure word ``0xFFFFFFFF``."""
     passes = [pass_index] * len(digests) if isinstance(pass_index, int) else list(pass_index)
     fallback = list(range(len(digests))) if fallback is None else list(fallback)
     rows = []

@@ -8,6 +8,7 @@ package lazily, so that ``import mofbalora`` never needs fairchem, moftransforme
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mofbalora.data.content_key import attach_content_digests
 from mofbalora.rows import first_match
 
 
@@ -55,6 +57,23 @@ class Backbone(nn.Module, ABC):
     #: ``(module-name pattern, row set)`` rules, first match wins: which named row set
     #: (:mod:`mofbalora.rows`) the input rows of each adaptable layer are; forward names the sets
     row_set_rules: list[tuple[str, str]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backbone's :meth:`featurize` gives each input dict a content key (``digest``): the canonical
+        hash of its structure (:func:`~mofbalora.data.content_key.structure_content_digest`), so that BaLoRA's
+        draws of a structure built in Python do not depend on its position in the list.
+        :func:`~mofbalora.featurize.featurize_files` replaces it by the file's digest where there is a file."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("featurize")
+        if own is not None and not getattr(own, "__isabstractmethod__", False) and \
+                not getattr(own, "_attaches_content_digests", False):
+
+            @functools.wraps(own)
+            def featurize(self, structures: list) -> list[Any]:
+                return attach_content_digests(structures, own(self, structures))
+
+            featurize._attaches_content_digests = True
+            cls.featurize = featurize
 
     def row_set_for(self, module_name: str) -> str | None:
         """The row set of ``module_name``'s input rows (None for a backbone without rules); an adapted

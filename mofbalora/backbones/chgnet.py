@@ -12,7 +12,9 @@ Adapter placement (``adapt``), a measured choice (see README and reports/):
   readout (T samples cost almost nothing more than one).
 - ``"last_block_cached"``: also the last atom-convolution block, trained from a cache of that block's
   inputs (atom and bond features, bond weights, graph indices: the *cut*), so a step runs one block and
-  the readout instead of the whole trunk; same adapters and outputs as ``last_block``.
+  the readout instead of the whole trunk; same adapters and outputs as ``last_block``. The block runs
+  without building its 192-wide edge messages (:mod:`mofbalora.backbones.chgnet_block`), and a batch that
+  repeats its inputs (the T stacked draws of a prediction) is collated once and shares the frozen work.
 - ``"last_block"``: also the last atom-convolution block; needs the full graph each step (no trunk cache).
 - ``"all"``: all atom, bond and angle blocks and the readout; full forward each step.
 """
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
+from mofbalora.backbones.chgnet_block import cut_block_forward, supports_gathered
 from mofbalora.backbones.chgnet_cache import CUT_NAMESPACES, run_trunk_pass
 from mofbalora.rows import frozen_pass, owners_from_sizes, row_sets
 
@@ -65,6 +68,15 @@ def _import_chgnet():
     return CHGNet, BatchedGraph
 
 
+def _copies(inputs: list) -> int:
+    """How many times ``inputs`` repeats its first part object for object (``chunk * T``: T stacked draws)."""
+    n = len(inputs)
+    period = next((j for j in range(1, n) if inputs[j] is inputs[0]), n)
+    if n % period or any(inputs[j] is not inputs[j % period] for j in range(period, n)):
+        return 1
+    return n // period
+
+
 def _collate_cut(inputs: list) -> dict:
     """Concatenate the cached inputs of the last block; graph indices shifted past earlier structures."""
     def cat(name, dtype=torch.float32):
@@ -88,6 +100,8 @@ class CHGNetBackbone(Backbone):
     descriptor_dim = 64
     target_presets = {"readout": _READOUT, "last_block_cached": _READOUT + _LAST, "last_block": _READOUT + _LAST,
                       "all": _READOUT + _ALL}
+    #: run the cut's last block without building its edge messages (False: CHGNet's own module, the reference)
+    fast_block = True
     #: input rows of each adaptable layer: messages of the atom convolutions are directed atom-graph
     #: edges, of the bond convolutions and angle updates bond-graph angles; their output MLPs act on atoms
     #: and undirected bonds; the readout on atoms
@@ -115,6 +129,11 @@ class CHGNetBackbone(Backbone):
             raise ValueError(f"unknown cut_dtype {cut_dtype!r}; choose from {list(CUT_DTYPES)}")
         self.cut_dtype = cut_dtype
         self.features = features
+        if adapt == "last_block_cached":
+            # the block's rows are directed edges (~76 per QMOF atom): 1,024 atoms keep each (edges, 64) float
+            # tensor near 20 MB, below glibc's 32 MB mmap ceiling, past which every allocation is fresh pages
+            # and page faults (prediction at 64 structures per pass spent a tenth of its time in the kernel)
+            self.max_batch_atoms = 1024
         self.embedding_dim = 64 if features == "readout" else 64 * 7
         CHGNet, _ = _import_chgnet()
         chgnet = CHGNet.load(model_name=model_name, use_device="cpu", verbose=False)
@@ -254,6 +273,26 @@ class CHGNetBackbone(Backbone):
                            "cut_directed2undirected": captured["cut_directed2undirected"].cpu().to(torch.int32).numpy()})
         return out
 
+    def _cut_block(self, batch: dict, sets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last atom convolution and the readout norm from the cut, for the batch's ``copies``: without
+        building the edge messages (:func:`~mofbalora.backbones.chgnet_block.cut_block_forward`) unless
+        :attr:`fast_block` is off or an adapter there cannot take gathered rows (then CHGNet's own module on the
+        stacked copies: the reference computation)."""
+        copies = batch.get("copies", 1)
+        n_structures = len(batch["n_atoms"]) // copies
+        owner = batch["edge_owner"]  # copy t of structure g is structure t · n_structures + g
+        sets["edge"] = owner if copies == 1 else (owner + n_structures * torch.arange(copies, device=owner.device)[:, None]).reshape(-1)
+        conv = self.trunk.atom_conv_layers[-1]
+        cut = {"atom_feas": batch["cut_atom_feas"], "bond_feas": batch["cut_bond_feas"],
+               "bond_weights": batch["cut_bond_weights"], "atom_graph": batch["cut_atom_graph"],
+               "directed2undirected": batch["cut_directed2undirected"]}
+        with row_sets(**sets):
+            if self.fast_block and supports_gathered(conv):
+                atom_feas = cut_block_forward(conv, **cut, copies=copies)
+            else:
+                atom_feas = conv(**(cut if copies == 1 else _stacked_cut(batch, copies)))
+            return self.trunk.readout_norm(atom_feas)
+
     def _run_trunk(self, graphs: list) -> torch.Tensor:
         _, BatchedGraph = _import_chgnet()
         device = next(self.trunk.parameters()).device
@@ -269,15 +308,22 @@ class CHGNetBackbone(Backbone):
 
     # -- batch -> embeddings ------------------------------------------------------------------------
     def collate(self, inputs: list[Any]) -> dict:
+        """A batch of ``inputs``. With ``last_block_cached``, inputs that repeat object for object (``chunk * T``,
+        the T stacked draws of a prediction) keep the cut of one copy (``copies`` = T): the block's frozen work
+        is done once for all copies; per-atom arrays and indices cover every copy, as for distinct inputs."""
         sizes = torch.tensor([x["n_atoms"] for x in inputs], dtype=torch.long)
         batch = {"n_atoms": sizes, "structure_index": torch.repeat_interleave(torch.arange(len(inputs)), sizes)}
+        copies = _copies(inputs) if self.adapt == "last_block_cached" else 1
+        one = inputs[:len(inputs) // copies]
         if self.adapt == "last_block_cached":
-            batch.update(_collate_cut(inputs))
+            batch.update(_collate_cut(one), copies=copies)
         if self.adapt in CACHED:
-            batch["atom_features"] = torch.cat([x["atom_features"] for x in inputs])
+            features = torch.cat([x["atom_features"] for x in one])
+            batch["atom_features"] = features.repeat(copies, 1) if copies > 1 else features
             if self.features == "all_layers":
-                layers = np.concatenate([np.asarray(x["atom_layers"])[:, :5] for x in inputs])
-                batch["atom_layers"] = torch.from_numpy(layers.astype(np.float32)).reshape(len(layers), -1)
+                layers = np.concatenate([np.asarray(x["atom_layers"])[:, :5] for x in one])
+                layers = torch.from_numpy(layers.astype(np.float32)).reshape(len(layers), -1)
+                batch["atom_layers"] = layers.repeat(copies, 1) if copies > 1 else layers
         else:
             batch["graphs"] = [x["graph"] for x in inputs]
         return batch
@@ -286,8 +332,13 @@ class CHGNetBackbone(Backbone):
         """Mean over atoms of the frozen trunk features (readout) or of the atom embeddings (graph modes)."""
         if self.adapt == "readout":
             feats = batch["atom_features"]
-        elif self.adapt == "last_block_cached":
+        elif self.adapt == "last_block_cached":  # the cut holds one copy of repeated inputs
+            copies = batch.get("copies", 1)
+            one = len(batch["n_atoms"]) // copies
             feats = batch["cut_atom_feas"]
+            mean = structure_mean(feats, {"n_atoms": batch["n_atoms"][:one],
+                                          "structure_index": batch["structure_index"][:len(feats)]})
+            return mean.repeat(copies, 1) if copies > 1 else mean
         else:
             z = torch.cat([g.atomic_number for g in batch["graphs"]]).long()
             feats = self.trunk.atom_embedding(z - 1)
@@ -299,13 +350,7 @@ class CHGNetBackbone(Backbone):
         if self.adapt == "readout":
             atom_feas = batch["atom_features"]
         elif self.adapt == "last_block_cached":  # the last block and the readout norm, from the cut
-            sets["edge"] = batch["edge_owner"]
-            with row_sets(**sets):
-                atom_feas = self.trunk.atom_conv_layers[-1](
-                    atom_feas=batch["cut_atom_feas"], bond_feas=batch["cut_bond_feas"],
-                    bond_weights=batch["cut_bond_weights"], atom_graph=batch["cut_atom_graph"],
-                    directed2undirected=batch["cut_directed2undirected"])
-                atom_feas = self.trunk.readout_norm(atom_feas)
+            atom_feas = self._cut_block(batch, sets)
         else:
             graphs = batch["graphs"]
             # rows of the trunk's layers: directed atom-graph edges, undirected bonds and bond-graph angles
@@ -320,6 +365,17 @@ class CHGNetBackbone(Backbone):
         if self.features == "all_layers":
             emb = torch.cat([emb, atom_feas, batch["atom_layers"].to(emb.dtype)], dim=1)
         return BackboneOutput(emb, index, len(batch["n_atoms"]), sets)
+
+
+def _stacked_cut(batch: dict, copies: int) -> dict[str, torch.Tensor]:
+    """The cut of ``copies`` stacked copies of a batch, built (CHGNet's own module needs them so)."""
+    n_atoms, n_bonds = len(batch["cut_atom_feas"]), len(batch["cut_bond_feas"])
+    graph, d2u = batch["cut_atom_graph"], batch["cut_directed2undirected"]
+    shift = torch.arange(copies, device=graph.device).repeat_interleave(len(graph))
+    return {"atom_feas": batch["cut_atom_feas"].repeat(copies, 1), "bond_feas": batch["cut_bond_feas"].repeat(copies, 1),
+            "bond_weights": batch["cut_bond_weights"].repeat(copies, 1),
+            "atom_graph": graph.repeat(copies, 1) + (shift * n_atoms)[:, None],
+            "directed2undirected": d2u.repeat(copies) + shift * n_bonds}
 
 
 def build_trunk_cache(paths, *, workers: int = 2, cut: bool = True, chunk: int = 16, model_name: str = "0.3.0",

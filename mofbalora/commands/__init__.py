@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def positive_int(text: str) -> int:
@@ -25,3 +26,10 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars for this command: on a terminal (stderr) and without ``--quiet`` (a piped log gets the
+    one-line summaries of the logs instead)."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+

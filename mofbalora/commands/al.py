@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from mofbalora.commands import positive_int
+from mofbalora.commands import positive_int, show_progress
 
 _positive_int = positive_int
 
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="run only this strategy (repeatable; default: all of benchmark.strategies)")
     run.add_argument("--seed", dest="seeds", action="append", type=int, default=None,
                      help="run only this seed (repeatable; default: benchmark.seeds)")
-    run.add_argument("--rounds", type=int, default=None, help="acquisition rounds (default: al.n_rounds)")
+    run.add_argument("--rounds", type=positive_int, default=None, help="acquisition rounds (default: al.n_rounds)")
     _trust_flag(run)
     run.set_defaults(func=_run)
 
@@ -85,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = campaign_config(load_campaign_config(args.config, args.overrides))
     dirs = run_benchmark(cfg, args.out, strategies=args.strategies, seeds=args.seeds, n_rounds=args.rounds,
-                         progress=not args.quiet, trust_checkpoint=args.trust_checkpoint)
+                         progress=show_progress(args), trust_checkpoint=args.trust_checkpoint)
     print(f"{len(dirs)} campaign(s) done in {args.out or cfg.benchmark.out}")
     return 0
 
@@ -94,10 +95,12 @@ def _suggest(args: argparse.Namespace) -> int:
     from mofbalora.al.config import load_campaign_config
     from mofbalora.al.real import suggest
 
+    if args.potcar_dir is not None and not Path(args.potcar_dir).is_dir():
+        raise ValueError(f"--potcar-dir {args.potcar_dir}: no such folder")
     # a new campaign takes --config/--set; an existing one keeps its stored configuration
     cfg = load_campaign_config(args.config, args.overrides) if args.config or args.overrides else None
     csv_path = suggest(args.state, args.candidates, args.batch, cfg=cfg, dft_inputs=args.dft_inputs,
-                       code=args.code, potcar_dir=args.potcar_dir, progress=not args.quiet,
+                       code=args.code, potcar_dir=args.potcar_dir, progress=show_progress(args),
                        trust_checkpoint=args.trust_checkpoint)
     print(f"batch: {csv_path}")
     if args.dft_inputs:
@@ -108,7 +111,11 @@ def _suggest(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from mofbalora.al.real import ingest
 
-    row = ingest(args.state, args.results, progress=not args.quiet, trust_checkpoint=args.trust_checkpoint)
+    if not Path(args.results).is_file():
+        raise ValueError(f"results CSV {args.results}: no such file")
+    if not Path(args.state).is_dir():
+        raise ValueError(f"--state {args.state}: no such campaign folder")
+    row = ingest(args.state, args.results, progress=show_progress(args), trust_checkpoint=args.trust_checkpoint)
     print(json.dumps({k: row[k] for k in ("round", "n_labelled", "n_acquired", "n_low_gap_found", "val_mae_ev",
                                           "test_mae_ev")}, indent=2))
     return 0

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lst = csub.add_parser(
         "list",
         help="print the CIF paths that files, folders and glob patterns expand to",
-        description="Expand inputs as the screen does; entries that do not exist are marked 'missing'.",
+        description="Expand inputs as the screen does; entries that do not exist are marked 'unreadable', the "
+                    "reason `mofbalora screen` gives them.",
     )
     lst.add_argument("inputs", nargs="+", help="CIF files, folders (searched recursively) or glob patterns")
     lst.set_defaults(func=_list)
@@ -50,12 +51,12 @@ def _list(args: argparse.Namespace) -> int:
     from mofbalora.data.candidates import expand_candidates
 
     paths = expand_candidates(args.inputs)
-    n_missing = 0
+    n_unreadable = 0
     for path in paths:
         if path.exists():
             print(path)
-        else:
-            n_missing += 1
-            print(f"{path}\tmissing")
-    print(f"{len(paths)} candidate(s), {n_missing} missing", flush=True)
+        else:  # the screen's reason for the same entry (mofbalora.data.structures.REASONS)
+            n_unreadable += 1
+            print(f"{path}\tunreadable")
+    print(f"{len(paths)} candidate(s), {n_unreadable} unreadable (no such file)", flush=True)
     return 0

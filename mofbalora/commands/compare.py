@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mofbalora.commands import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="report folder (created)")
     p.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
     p.add_argument("--split-name", default="qmof_v1", help="shipped split name or JSON path")
-    p.add_argument("--limit", type=int, default=None, help="first N structures of the split")
+    p.add_argument("--limit", "--test-size", dest="limit", type=positive_int, default=None, metavar="N",
+                   help="small run: the first N structures of the split (default: all)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the predictions")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of the third-party backbone checkpoint each model names, which can run "
@@ -30,6 +33,19 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mofbalora.compare import REPORT_JSON, REPORT_MD, compare_models
+
+    bad = [t for t in str(args.samples).split(",") if not t.strip().isdigit()]
+    if bad:
+        raise ValueError(f"--samples {args.samples}: {bad[0].strip()!r} is not a whole number; give comma-separated "
+                         "integers, e.g. 1,2,4,8")
+    samples = [int(t) for t in str(args.samples).split(",")]
+    if any(t < 1 for t in samples):
+        raise ValueError(f"--samples {args.samples}: every T must be >= 1 (stochastic passes)")
+    if max(samples) < 2:
+        raise ValueError(f"--samples {args.samples}: the largest T must be >= 2 (a spread needs two draws)")
+    for run_dir in args.run_dirs:
+        if run_dir != "default" and not Path(run_dir).is_dir():
+            raise ValueError(f"{run_dir}: no such run folder (give 'default' or a folder finetune wrote)")
 
     report = compare_models(args.run_dirs, data=args.data, split=args.split, split_name=args.split_name,
                             samples=args.samples, limit=args.limit, out_dir=args.out, seed=args.seed,

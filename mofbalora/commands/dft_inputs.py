@@ -56,12 +56,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def cli_words(message: str) -> str:
+    """The library's message in the CLI's words (``--overwrite``, not ``overwrite=True``)."""
+    return (message.replace("pass overwrite=True to replace", "give --overwrite to replace")
+            .replace("top must be", "--top must be"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``dft-inputs`` with parsed ``args``; return the exit status."""
     import pandas as pd
 
     from mofbalora.dft import write_dft_inputs
 
+    if not args.ranked_csv.is_file():
+        raise ValueError(f"ranked CSV {args.ranked_csv}: no such file (write one with `mofbalora screen --out`)")
+    if args.potcar_dir is not None and not args.potcar_dir.is_dir():
+        raise ValueError(f"--potcar-dir {args.potcar_dir}: no such folder")
     try:
         manifest = write_dft_inputs(
             args.ranked_csv,
@@ -71,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
             potcar_dir=args.potcar_dir,
             overwrite=args.overwrite,
         )
-    except FileExistsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {cli_words(str(exc))}", file=sys.stderr)
         return 2
     n = len(pd.read_csv(manifest))
+    # printed here once (the library logs it at DEBUG only)
     print(f"wrote {n} {args.code} input folder(s) to {manifest.parent}")
     print(f"manifest: {manifest}")
     print(f"quacc runner: {manifest.parent / 'run_quacc.py'}")

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 
+from mofbalora.commands import non_negative_int, positive_int, show_progress
+
 ADAPTER_FLAGS = {"balora": "balora", "lora": "lora", "mc-dropout": "mc_dropout", "lora-ensemble": "lora_ensemble",
                  "head-only": "head_only", "full": "full", "gbm": "gbm"}
 
@@ -17,13 +19,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set optim.epochs=5 (repeatable)")
     p.add_argument("--adapter", choices=sorted(ADAPTER_FLAGS), default=None, help="regime (model.regime)")
-    p.add_argument("--rank", type=int, default=None)
-    p.add_argument("--members", type=int, default=None, help="K for --adapter lora-ensemble")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--rank", type=positive_int, default=None)
+    p.add_argument("--members", type=positive_int, default=None, help="K for --adapter lora-ensemble")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"])
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="small run: at most N structures in each of train, val and test (data.train_size, "
+                        "data.val_size, data.test_size; the sizes below win)")
+    p.add_argument("--train-size", type=positive_int, default=None, metavar="N", help="first N train ids (data.train_size)")
+    p.add_argument("--val-size", type=positive_int, default=None, metavar="N", help="first N val ids (data.val_size)")
+    p.add_argument("--test-size", type=non_negative_int, default=None, metavar="N",
+                   help="first N test ids evaluated at the end (data.test_size; 0 = no test evaluation, "
+                        "run.eval_test=false); the whole test split (QMOF: 1,826) by default")
     p.add_argument("--data", default=None, help="dataset folder (data.path)")
     p.add_argument("--out", default=None, help="run folder (run.out)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -48,6 +58,13 @@ def resolve(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             extra.setdefault(section, {})[key] = value
+    for part in ("train", "val", "test"):
+        size = getattr(args, f"{part}_size", None)
+        size = args.limit if size is None else size
+        if size == 0:  # --test-size 0
+            extra.setdefault("run", {})["eval_test"] = False
+        elif size is not None:
+            extra.setdefault("data", {})[f"{part}_size"] = size
     cfg = load_run_config(args.config, args.overrides, extra)  # checks model.regime (gbm included) and the rest
     if not cfg.run.out:
         raise ValueError("no run folder: pass --out DIR or set run.out in the config")
@@ -58,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from mofbalora.train import finetune
 
     cfg = resolve(args)
-    result = finetune(cfg, cfg.run.out, resume=args.resume, progress=not args.quiet,
+    result = finetune(cfg, cfg.run.out, resume=args.resume, progress=show_progress(args),
                       trust_checkpoint=args.trust_checkpoint)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from mofbalora.commands import show_progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid of fine-tuning settings (resumable) and tabulate them")
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override applied to every setting, e.g. --set optim.epochs=10")
     p.add_argument("--collect-only", action="store_true", help="only collect finished runs into the table")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; logs show warnings only")
     p.set_defaults(func=run)
 
 
@@ -28,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     if args.collect_only:
         df = collect(args.out, args.only)
     else:
-        df = run_sweep(spec, args.out, only=args.only, extra_overrides=args.overrides, progress=not args.quiet)
+        df = run_sweep(spec, args.out, only=args.only, extra_overrides=args.overrides, progress=show_progress(args))
     print(to_markdown(df) if len(df) else "no finished runs")
     return 0

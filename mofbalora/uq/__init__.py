@@ -1,4 +1,5 @@
-"""Uncertainty quantification: metrics, std recalibration and plots for band-gap predictions (eV).
+"""Uncertainty quantification: the predictive distribution in its family, metrics, recalibration and plots
+for band-gap predictions (eV).
 
 Metrics and recalibration are imported eagerly; the plot functions are loaded on first use so
 that importing :mod:`mofbalora.uq` does not import matplotlib.
@@ -9,6 +10,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mofbalora.uq.distribution import (
+    FAMILIES,
+    INTERVAL_LEVELS,
+    GaussianPredictive,
+    LaplacePredictive,
+    MixturePredictive,
+    Predictive,
+    make_predictive,
+    predictive_intervals,
+)
 from mofbalora.uq.metrics import (
     ALL_METRICS_KEYS,
     DECOMPOSITION_KEYS,
@@ -37,7 +48,12 @@ from mofbalora.uq.metrics import (
 from mofbalora.uq.recalibration import (
     RECALIBRATION_METHODS,
     IsotonicStdRecalibrator,
+    LevelRecalibrator,
     apply_std_scale_floor,
+    calibrated_predictive,
+    compare_recalibrations,
+    fit_calibration,
+    fit_scale_floor,
     fit_std_scale,
     fit_std_scale_floor,
     recalibrated_metrics,
@@ -81,6 +97,19 @@ __all__ = [
     "fit_std_scale",
     "fit_std_scale_floor",
     "recalibrated_metrics",
+    "FAMILIES",
+    "INTERVAL_LEVELS",
+    "Predictive",
+    "GaussianPredictive",
+    "LaplacePredictive",
+    "MixturePredictive",
+    "make_predictive",
+    "predictive_intervals",
+    "LevelRecalibrator",
+    "calibrated_predictive",
+    "compare_recalibrations",
+    "fit_calibration",
+    "fit_scale_floor",
     *_PLOTS,
 ]
 

@@ -14,6 +14,18 @@ Three methods, all fitted on validation ``(y_pred, y_std, y_true)`` and applied 
 
 :func:`recalibrated_metrics` reports :func:`~mofbalora.uq.metrics.all_metrics` on the test split
 before and after.
+
+**In the model's family** (:mod:`mofbalora.uq.distribution`): a Gaussian recalibration cannot fix a
+Laplace shape, so the same forms are fitted to a :class:`~mofbalora.uq.distribution.Predictive`, on
+validation only:
+
+* :func:`fit_scale_floor`: ``std → sqrt((a·std)² + b²)`` by maximum likelihood *in the family*
+  (:meth:`~mofbalora.uq.distribution.Predictive.rescaled`); :func:`fit_calibration` stores it as a model's
+  ``calibration`` dict (with its ``family``) and :func:`calibrated_predictive` applies it;
+* :class:`LevelRecalibrator`: intervals only, the family's central interval at a nominal level mapped from
+  the wanted one, by an isotonic fit (``"isotonic"``) or split-conformal quantiles of the validation
+  levels (``"conformal"``: coverage >= the wanted level for exchangeable structures);
+* :func:`compare_recalibrations`: the test metrics of each, for a report.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from mofbalora.uq import distribution as D
 from mofbalora.uq.metrics import (
     _as_1d_float,
     _check_int,
@@ -38,15 +51,24 @@ from mofbalora.uq.metrics import (
 
 __all__ = [
     "RECALIBRATION_METHODS",
+    "LEVEL_METHODS",
     "fit_std_scale",
     "fit_std_scale_floor",
     "apply_std_scale_floor",
     "IsotonicStdRecalibrator",
     "recalibrated_metrics",
+    "fit_scale_floor",
+    "fit_calibration",
+    "calibrated_predictive",
+    "LevelRecalibrator",
+    "compare_recalibrations",
 ]
 
 RECALIBRATION_METHODS: tuple[str, ...] = ("scale", "scale_floor", "isotonic")
 """Valid values of ``method`` in :func:`recalibrated_metrics`."""
+
+LEVEL_METHODS: tuple[str, ...] = ("isotonic", "conformal")
+"""Valid values of ``method`` of :class:`LevelRecalibrator`."""
 
 _MAX_NOMINAL_LEVEL = 1.0 - 1e-9  # caps z at about 6.1 std when a level can only be reached at 1
 _MATCH_LEVELS = np.round(np.arange(0.05, 0.951, 0.05), 10)  # levels used to fit scale_
@@ -138,22 +160,9 @@ class IsotonicStdRecalibrator:
 
     def fit(self, y_pred: Any, y_std: Any, y_true: Any) -> IsotonicStdRecalibrator:
         """Fit on validation arrays (eV); returns ``self``."""
-        from sklearn.isotonic import IsotonicRegression
-
         pred, std, true = validate_arrays(y_pred, y_std, y_true)
-        # level of the smallest central interval containing each point, and the fraction of
-        # points whose level is <= it: one (expected, observed) pair per validation point
-        level_i = np.sort(2.0 * stats.norm.cdf(np.abs(pred - true) / std) - 1.0)
-        observed_i = np.arange(1, level_i.size + 1) / level_i.size
-        self.fit_expected_ = np.concatenate([[0.0], level_i, [1.0]])
-        self.fit_observed_ = np.concatenate([[0.0], observed_i, [1.0]])
-        self.isotonic_ = IsotonicRegression(
-            y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip"
-        ).fit(self.fit_expected_, self.fit_observed_)
-        self._x_knots = np.asarray(self.isotonic_.X_thresholds_, dtype=np.float64)
-        self._r_knots = np.maximum.accumulate(
-            np.asarray(self.isotonic_.y_thresholds_, dtype=np.float64)
-        )
+        # level of the smallest central interval containing each point
+        _fit_isotonic_levels(self, 2.0 * stats.norm.cdf(np.abs(pred - true) / std) - 1.0)
         z_target = central_interval_z(_MATCH_LEVELS)
         z_recal = central_interval_z(self.nominal_level(_MATCH_LEVELS))
         self.scale_ = float(np.dot(z_target, z_recal) / np.dot(z_target, z_target))
@@ -178,20 +187,7 @@ class IsotonicStdRecalibrator:
         Inverts the piecewise-linear isotonic fit exactly; capped at ``1 - 1e-9``.
         """
         self._check_fitted()
-        lv = np.asarray(level, dtype=np.float64)
-        if np.any(~np.isfinite(lv)) or np.any(lv < 0) or np.any(lv > 1):
-            raise ValueError(f"level(s) must lie in [0, 1], got {level!r}")
-        flat = np.atleast_1d(lv).ravel()
-        grid, r = self._x_knots, self._r_knots
-        hi = np.clip(np.searchsorted(r, flat, side="left"), 1, grid.size - 1)
-        lo = hi - 1
-        dr = r[hi] - r[lo]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.where(dr > 0, (flat - r[lo]) / dr, 1.0)
-        q = grid[lo] + np.clip(frac, 0.0, 1.0) * (grid[hi] - grid[lo])
-        q = np.where(flat <= r[0], 0.0, q)
-        q = np.minimum(q, _MAX_NOMINAL_LEVEL).reshape(lv.shape)
-        return float(q) if q.ndim == 0 else q
+        return _invert_isotonic(self._x_knots, self._r_knots, level)
 
     def std_factor(self, level: float) -> float:
         """Std factor whose Gaussian central interval at ``level`` equals the recalibrated one."""
@@ -237,6 +233,41 @@ class IsotonicStdRecalibrator:
         z_abs = np.sort(np.abs(pred - true) / std)
         observed = np.searchsorted(z_abs, central_interval_z(nominal), side="right") / z_abs.size
         return expected, observed.astype(np.float64)
+
+
+def _fit_isotonic_levels(target: Any, levels: np.ndarray) -> None:
+    """Fit ``observed = R(expected)`` on validation central ``levels`` (one per point: the probability of the
+    smallest central interval holding it) and set ``isotonic_``, ``fit_expected_``, ``fit_observed_`` and the
+    knots on ``target``: each point gives the pair (its level, the fraction of levels <= it), so the fit keeps
+    resolution near level 1."""
+    from sklearn.isotonic import IsotonicRegression
+
+    level_i = np.sort(np.asarray(levels, dtype=np.float64))
+    observed_i = np.arange(1, level_i.size + 1) / level_i.size
+    target.fit_expected_ = np.concatenate([[0.0], level_i, [1.0]])
+    target.fit_observed_ = np.concatenate([[0.0], observed_i, [1.0]])
+    target.isotonic_ = IsotonicRegression(
+        y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip"
+    ).fit(target.fit_expected_, target.fit_observed_)
+    target._x_knots = np.asarray(target.isotonic_.X_thresholds_, dtype=np.float64)
+    target._r_knots = np.maximum.accumulate(np.asarray(target.isotonic_.y_thresholds_, dtype=np.float64))
+
+
+def _invert_isotonic(grid: np.ndarray, r: np.ndarray, level: Any) -> np.ndarray | float:
+    """``R^-1(level)`` of a piecewise-linear increasing map with knots ``(grid, r)``; capped at ``1 - 1e-9``."""
+    lv = np.asarray(level, dtype=np.float64)
+    if np.any(~np.isfinite(lv)) or np.any(lv < 0) or np.any(lv > 1):
+        raise ValueError(f"level(s) must lie in [0, 1], got {level!r}")
+    flat = np.atleast_1d(lv).ravel()
+    hi = np.clip(np.searchsorted(r, flat, side="left"), 1, grid.size - 1)
+    lo = hi - 1
+    dr = r[hi] - r[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(dr > 0, (flat - r[lo]) / dr, 1.0)
+    q = grid[lo] + np.clip(frac, 0.0, 1.0) * (grid[hi] - grid[lo])
+    q = np.where(flat <= r[0], 0.0, q)
+    q = np.minimum(q, _MAX_NOMINAL_LEVEL).reshape(lv.shape)
+    return float(q) if q.ndim == 0 else q
 
 
 def _unpack(name: str, arrays: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -327,3 +358,182 @@ def recalibrated_metrics(
         "after_interval": after_interval,
     }
 
+
+
+# --------------------------------------------------------------------------------------------------------
+# in the model's family
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_dist(name: str, dist: Any, y_true: Any) -> np.ndarray:
+    if not isinstance(dist, D.Predictive):
+        raise TypeError(f"{name} must be a mofbalora.uq.distribution.Predictive, got {type(dist).__name__}")
+    y = _as_1d_float(f"{name} y_true", y_true)
+    if y.size != len(dist):
+        raise ValueError(f"{name}: {y.size} reference gaps for {len(dist)} predictions")
+    return y
+
+
+def fit_scale_floor(dist: D.Predictive, y_true: Any) -> tuple[float, float]:
+    """``(a, b)`` minimising the mean NLL of ``dist.rescaled(a, b)`` (std → ``sqrt((a·std)² + b²)``, ``b`` in eV)
+    in ``dist``'s own family, on validation ``y_true`` (eV).
+
+    A Gaussian gives :func:`fit_std_scale_floor` exactly; other families are fitted in log space by L-BFGS from
+    the Gaussian solution and from (1, a tenth of the RMS error), keeping the better.
+
+    Raises:
+        ValueError: every error is exactly zero, or the arrays do not match.
+    """
+    from scipy.optimize import minimize
+
+    y = _check_dist("dist", dist, y_true)
+    if isinstance(dist, D.GaussianPredictive):
+        return fit_std_scale_floor(dist.mean_ev, dist.std_ev, y)
+    rms = math.sqrt(float(np.mean((dist.mean_ev - y) ** 2)))
+    if rms == 0.0:
+        raise ValueError("all errors y_pred - y_true are zero; no std recalibration can be fitted")
+
+    def nll(theta: np.ndarray) -> float:
+        a, b = np.exp(theta)
+        return float(np.mean(dist.rescaled(a, b).nll(y)))
+
+    a0, b0 = fit_std_scale_floor(dist.mean_ev, dist.std_ev, y)
+    starts = [np.log([min(max(a0, 1e-6), 1e6), max(b0, 1e-3 * rms)]), np.log([1.0, 0.1 * rms])]
+    best = min((minimize(nll, x0, method="L-BFGS-B", bounds=[(-30, 30), (-30, 30)]) for x0 in starts),
+               key=lambda r: r.fun)
+    a, b = np.exp(best.x)
+    return float(a), float(b)
+
+
+def fit_calibration(dist: D.Predictive, y_true: Any, *, n_samples: int | None = None,
+                    fitted_on: str = "") -> dict[str, Any]:
+    """A model's ``calibration`` dict, fitted on validation in ``dist``'s family (:func:`fit_scale_floor`):
+    ``{"method": "scale_floor", "family", ["kernel",] "std_factor": a, "std_floor_ev": b, "n_samples",
+    "fitted_on"}``. :func:`calibrated_predictive` and :func:`mofbalora.uq.distribution.predictive_intervals`
+    apply it; :func:`apply_std_scale_floor` gives its std."""
+    a, b = fit_scale_floor(dist, y_true)
+    out: dict[str, Any] = {"method": "scale_floor", "family": dist.family}
+    if isinstance(dist, D.MixturePredictive):
+        out["kernel"] = dist.kernel
+    out.update({"std_factor": a, "std_floor_ev": b})
+    if n_samples is not None:
+        out["n_samples"] = int(n_samples)
+    if fitted_on:
+        out["fitted_on"] = fitted_on
+    return out
+
+
+def calibrated_predictive(dist: D.Predictive, calibration: Mapping | None) -> D.Predictive:
+    """``dist`` with a fitted ``calibration`` applied (itself when there is none).
+
+    Raises:
+        ValueError: the calibration was fitted in another family than ``dist``'s (a calibration without a
+            ``family`` was fitted as a Gaussian).
+    """
+    if not calibration:
+        return dist
+    family = D.family_of_calibration(calibration)
+    if family != dist.family:
+        raise ValueError(f"the calibration was fitted for the {family!r} family, the predictive is "
+                         f"{dist.family!r}; build the predictive in the calibration's family")
+    return dist.rescaled(calibration["std_factor"], calibration.get("std_floor_ev", 0.0))
+
+
+class LevelRecalibrator:
+    """Interval recalibration in the model's family, fitted on validation: the interval of wanted central
+    probability p is the family's central interval at a nominal level q(p).
+
+    Each validation structure gives its central level (the probability of the smallest central interval of
+    its predictive that holds the true gap, :meth:`~mofbalora.uq.distribution.Predictive.central_level`).
+
+    * ``"isotonic"``: ``q = R⁻¹(p)`` with ``R`` the isotonic fit of the observed against the expected
+      proportion (Kuleshov et al., 2018, on central intervals; as :class:`IsotonicStdRecalibrator`);
+    * ``"conformal"``: ``q`` = the ⌈(n + 1) p⌉-th smallest validation level (split conformal prediction
+      with the level as the score): coverage >= p on exchangeable new structures.
+
+    Nominal levels are capped at ``1 - 1e-9``. It gives intervals, coverage and a calibration curve, not a
+    density (no NLL or CRPS).
+    """
+
+    def __init__(self, method: str = "isotonic") -> None:
+        if method not in LEVEL_METHODS:
+            raise ValueError(f"unknown level recalibration {method!r}; choose from {list(LEVEL_METHODS)}")
+        self.method = method
+
+    def fit(self, dist: D.Predictive, y_true: Any) -> LevelRecalibrator:
+        """Fit on the validation predictive and gaps (eV); returns ``self``."""
+        y = _check_dist("dist", dist, y_true)
+        self.levels_ = np.sort(dist.central_level(y))
+        if self.method == "isotonic":
+            _fit_isotonic_levels(self, self.levels_)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "levels_"):
+            raise ValueError("LevelRecalibrator is not fitted; call fit(dist, y_true) first")
+
+    def nominal_level(self, level: Any) -> np.ndarray | float:
+        """The nominal level whose family interval covers ``level`` on validation (scalar or array in [0, 1])."""
+        self._check_fitted()
+        if self.method == "isotonic":
+            return _invert_isotonic(self._x_knots, self._r_knots, level)
+        lv = np.asarray(level, dtype=np.float64)
+        if np.any(~np.isfinite(lv)) or np.any(lv < 0) or np.any(lv > 1):
+            raise ValueError(f"level(s) must lie in [0, 1], got {level!r}")
+        n = self.levels_.size
+        k = np.ceil((n + 1) * lv - 1e-12).astype(np.int64)  # 1-based rank of the conformal quantile
+        q = np.where(k <= 0, 0.0, np.where(k > n, _MAX_NOMINAL_LEVEL, self.levels_[np.clip(k - 1, 0, n - 1)]))
+        q = np.minimum(q, _MAX_NOMINAL_LEVEL)
+        return float(q) if q.ndim == 0 else q
+
+    def interval(self, dist: D.Predictive, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Recalibrated central interval ``(lower, upper)`` (eV) of probability ``level``."""
+        return dist.interval(self.nominal_level(_check_level(level)))
+
+    def coverage(self, dist: D.Predictive, y_true: Any, level: float) -> float:
+        """Fraction of ``y_true`` inside the recalibrated interval of probability ``level``."""
+        y = _check_dist("dist", dist, y_true)
+        return float(np.mean(dist.central_level(y) <= self.nominal_level(_check_level(level))))
+
+    def calibration_curve(self, dist: D.Predictive, y_true: Any,
+                          n_levels: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """Calibration curve of the recalibrated intervals on new data: ``(expected, observed)``."""
+        y = _check_dist("dist", dist, y_true)
+        n_levels = _check_int("n_levels", n_levels, 2)
+        expected = np.linspace(0.0, 1.0, n_levels)
+        nominal = np.asarray(self.nominal_level(expected), dtype=np.float64)
+        nominal[-1] = 1.0  # the full interval covers everything
+        levels = np.sort(dist.central_level(y))
+        return expected, (np.searchsorted(levels, nominal, side="right") / levels.size).astype(np.float64)
+
+
+_INTERVAL_KEYS = ("miscalibration_area", "rms_calibration_error", "coverage_68", "coverage_95")
+
+
+def compare_recalibrations(val: D.Predictive, y_val: Any, test: D.Predictive, y_test: Any) -> dict[str, dict]:
+    """Test scores of each recalibration fitted on validation, all in the predictive's family.
+
+    Returns ``{method: scores}`` for ``none`` (the raw predictive), ``scale_floor`` (:func:`fit_scale_floor`;
+    with ``std_factor``, ``std_floor_ev``, ``nll``, ``crps_ev``), ``isotonic`` and ``conformal``
+    (:class:`LevelRecalibrator`: intervals only). Every entry has ``miscalibration_area``,
+    ``rms_calibration_error``, ``coverage_68`` and ``coverage_95``.
+    """
+    y_val = _check_dist("val", val, y_val)
+    y_test = _check_dist("test", test, y_test)
+    out: dict[str, dict] = {}
+    raw = D.all_metrics(test, y_test)
+    out["none"] = {k: raw[k] for k in (*_INTERVAL_KEYS, "nll", "crps_ev")}
+    a, b = fit_scale_floor(val, y_val)
+    fitted = D.all_metrics(test.rescaled(a, b), y_test)
+    out["scale_floor"] = {"std_factor": a, "std_floor_ev": b,
+                          **{k: fitted[k] for k in (*_INTERVAL_KEYS, "nll", "crps_ev")}}
+    for method in LEVEL_METHODS:
+        recal = LevelRecalibrator(method).fit(val, y_val)
+        expected, observed = recal.calibration_curve(test, y_test)
+        out[method] = {
+            "miscalibration_area": miscalibration_area_from_curve(expected, observed),
+            "rms_calibration_error": float(np.sqrt(np.mean((expected - observed) ** 2))),
+            "coverage_68": recal.coverage(test, y_test, D.ONE_SIGMA_LEVEL),
+            "coverage_95": recal.coverage(test, y_test, 0.95),
+        }
+    return out

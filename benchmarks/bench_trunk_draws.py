@@ -1,0 +1,94 @@
+"""Test-time cost of T draws through the last block (``backbone.adapt=last_block_cached``), against the CHGNet
+floor of benchmarks/bench_screen.py, in one run.
+
+The floor is what any screen of these files must do: parse each CIF, build its CHGNet graph and run one
+frozen CHGNet forward, file by file (bench_screen.py's ``_floor``). The trunk placement's screen does that
+too (featurization: the trunk pass that leaves the cut, into an empty cache), then T = 32 stochastic passes
+through the last block, the readout and the head (:meth:`~mofbalora.model.BandGapModel.predict_inputs`).
+Paths:
+
+- ``reference``: the block as CHGNet's own module (the path before issue 26), prediction's default chunks;
+- ``default chunks``: the block without built edge messages (mofbalora/backbones/chgnet_block.py) and
+  prediction's default chunks, which the backbone caps at 1,024 atoms per forward (``max_batch_atoms``;
+  about 10 QMOF structures, 78,000 edge rows): one copy per forward, each draw redoing the frozen work;
+- ``stacked draws``: the same in chunks of 2 structures, as many of the T copies per forward as the cap
+  allows (about 5): the collate and the frozen pre-activations are shared by the stacked draws.
+
+BaLoRA rank 8 with the shipped recipe's noise scope (``structure``) and all-layer head; the draws do not
+depend on the chunking (tests/test_chgnet_block.py). Prediction times are the best of ``--rounds``
+interleaved rounds; ``× floor`` is the floor's time over the path's (throughput ratio, ≥ 0.5 is the target).
+
+    python benchmarks/bench_trunk_draws.py [N] [--samples T] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import qmof_test_paths
+from bench_screen import _floor
+
+PATHS = {"reference": (False, {}), "default chunks": (True, {}),
+         "stacked draws": (True, {"batch_size": 2, "max_rows": 10**6})}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("n", nargs="?", type=int, default=24, help="QMOF test-split files (default 24)")
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from mofbalora.adapters import AdapterConfig
+    from mofbalora.featurize import featurize_files
+    from mofbalora.heads import HeadConfig
+    from mofbalora.model import build_model
+
+    paths = qmof_test_paths(args.n)
+    work = Path(tempfile.mkdtemp(prefix="bench-trunk-draws-"))
+    torch.manual_seed(0)
+    model = build_model("balora", backbone_options={"adapt": "last_block_cached", "features": "all_layers"},
+                        adapter=AdapterConfig(kind="balora", rank=8, prior_dropout=0.3, noise_scope="structure"),
+                        head=HeadConfig(hidden_dim=128, atom_mlp=128, pooling="mean_max_attention", aleatoric=True))
+    for name, p in model.named_parameters():
+        if "adapter_B" in name:  # a trained-looking update (θ_B starts at zero); the cost does not depend on it
+            p.data.normal_(std=0.05)
+    model.eval()
+    load_before = os.getloadavg()[0]
+    with torch.no_grad():
+        os.environ["MOFBALORA_CACHE"] = str(work / "cache-floor")
+        floor = _floor(paths)
+        os.environ["MOFBALORA_CACHE"] = str(work / "cache-trunk")  # cold: the trunk pass leaves the cut
+        t0 = time.perf_counter()
+        inputs, _ = featurize_files(model.backbone, paths, progress=False)
+        featurize = time.perf_counter() - t0
+    inputs = [x for x in inputs if x is not None]
+    best = dict.fromkeys(PATHS, float("inf"))
+    for _ in range(args.rounds):
+        for name, (fast, kwargs) in PATHS.items():
+            model.backbone.fast_block = fast
+            t0 = time.perf_counter()
+            model.predict_inputs(inputs, n_samples=args.samples, seed=0, **kwargs)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    model.backbone.fast_block = True
+    n = len(inputs)
+    print(f"{n} QMOF test-split files, T = {args.samples}, {torch.get_num_threads()} threads, cold cache; "
+          f"best of {args.rounds} rounds (load average {load_before:.1f} → {os.getloadavg()[0]:.1f})")
+    print("| path | seconds | files/s | × floor throughput | T draws alone, ms per structure per draw |")
+    print("|---|---|---|---|---|")
+    print(f"| CHGNet floor (graph + one forward) | {floor:.1f} | {n / floor:.2f} | 1.00 | |")
+    print(f"| featurize (graph + trunk + cut) | {featurize:.1f} | {n / featurize:.2f} | {floor / featurize:.2f} | |")
+    for name, sec in best.items():
+        total = featurize + sec
+        print(f"| featurize + {args.samples} draws, {name} | {total:.1f} | {n / total:.2f} | {floor / total:.2f} | "
+              f"{1000 * sec / (n * args.samples):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The cut's last block without built edge messages (mofbalora/backbones/chgnet_block.py) against CHGNet's own
+``AtomConv`` on the same cut (the reference computation): outputs, KL and gradients, with and without noise,
+for each noise scope; T stacked draws against one draw at a time; a batch against one structure at a time.
+(tests/test_cut_cache.py checks the cut against the full trunk.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mofbalora.adapters import AdapterConfig, total_kl
+from mofbalora.adapters.balora import BaLoRALinear
+from mofbalora.adapters.context import sampling, structure_keys
+
+DIGESTS = ["1a" * 32, "2b" * 32, "3c" * 32]
+
+
+@pytest.fixture(scope="module")
+def cut_model(qmof):
+    from mofbalora.data.structures import read_structure
+    from mofbalora.model import build_model
+
+    torch.manual_seed(0)
+    m = build_model("balora", backbone_options={"adapt": "last_block_cached"},
+                    adapter=AdapterConfig(kind="balora", rank=4, prior_dropout=0.3))
+    torch.manual_seed(1)
+    for n, p in m.named_parameters():
+        if "adapter_" in n:
+            p.data.normal_(std=0.1)
+    inputs = m.backbone.featurize([read_structure(p) for p in qmof.cif_paths[3:6]])
+    for x, d in zip(inputs, DIGESTS, strict=True):
+        x["digest"] = d
+    return m, inputs
+
+
+def _set_scope(model, scope: str) -> None:
+    for mod in model.modules():
+        if isinstance(mod, BaLoRALinear):
+            mod.noise_scope = scope
+
+
+def _run(model, inputs, *, fast: bool, stochastic: bool, passes: list[int] | None = None, grad: bool = False):
+    """(gaps, KL, gradients of the adapters) of one forward; ``passes``: the pass index of each input."""
+    model.backbone.fast_block = fast
+    model.zero_grad(set_to_none=True)
+    keys = structure_keys([x["digest"] for x in inputs], passes if passes is not None else 0)
+    try:
+        with torch.set_grad_enabled(grad), sampling(stochastic=stochastic, noise_seed=9, structure_keys=keys):
+            gap = model(model.backbone.collate(inputs))[0]
+            kl = total_kl(model)
+        if grad:
+            (gap.square().sum() + kl).backward()
+    finally:
+        model.backbone.fast_block = True
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None and "adapter_" in n}
+    return gap.detach(), kl.detach(), grads
+
+
+@pytest.mark.parametrize("scope", ["row", "structure", "rank_shared"])
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_fast_block_equals_chgnet_module(cut_model, scope, stochastic):
+    model, inputs = cut_model
+    _set_scope(model, scope)
+    try:
+        ref = _run(model, inputs, fast=False, stochastic=stochastic, grad=True)
+        fast = _run(model, inputs, fast=True, stochastic=stochastic, grad=True)
+    finally:
+        _set_scope(model, "row")
+    torch.testing.assert_close(fast[0], ref[0], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(fast[1], ref[1], rtol=1e-5, atol=0)
+    assert set(fast[2]) == set(ref[2]) and any(".atom_conv_layers.3." in n for n in fast[2])
+    for name, g in ref[2].items():  # to float round-off relative to the gradient's scale
+        torch.testing.assert_close(fast[2][name], g, atol=1e-5 * float(g.abs().max()), rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("scope", ["row", "structure"])
+def test_stacked_draws_equal_one_draw_at_a_time(cut_model, scope):
+    model, inputs = cut_model
+    _set_scope(model, scope)
+    try:
+        t = 3
+        passes = [p for p in range(t) for _ in inputs]
+        stacked = _run(model, inputs * t, fast=True, stochastic=True, passes=passes)[0].view(t, -1)
+        reference = _run(model, inputs * t, fast=False, stochastic=True, passes=passes)[0].view(t, -1)
+        alone = torch.stack([_run(model, inputs, fast=True, stochastic=True, passes=[p] * len(inputs))[0]
+                             for p in range(t)])
+    finally:
+        _set_scope(model, "row")
+    assert model.backbone.collate(inputs * t)["copies"] == t
+    torch.testing.assert_close(stacked, alone, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(stacked, reference, atol=2e-5, rtol=1e-5)
+    assert not torch.allclose(stacked[0], stacked[1], atol=1e-4)  # the passes draw differently
+
+
+def test_a_batch_equals_one_structure_at_a_time(cut_model):
+    model, inputs = cut_model
+    batched = _run(model, inputs, fast=True, stochastic=True)[0]
+    alone = torch.cat([_run(model, [x], fast=True, stochastic=True)[0] for x in inputs])
+    torch.testing.assert_close(batched, alone, atol=2e-5, rtol=1e-5)
+
+
+def test_prediction_draws_do_not_depend_on_how_copies_are_stacked(cut_model):
+    model, inputs = cut_model
+    model.eval()
+    one_copy = model.predict_inputs(inputs, n_samples=4, seed=3, max_rows=1)  # one draw per forward
+    all_copies = model.predict_inputs(inputs, n_samples=4, seed=3, max_rows=10**6)  # all four in one forward
+    assert one_copy.samples_ev.shape == (3, 4)
+    assert abs(one_copy.samples_ev - all_copies.samples_ev).max() < 1e-4
+    assert one_copy.epistemic_std_ev.min() > 0
+
+
+def test_collate_detects_only_object_for_object_repeats(cut_model):
+    model, inputs = cut_model
+    collate = model.backbone.collate
+    assert collate(inputs * 2)["copies"] == 2
+    assert collate([inputs[0], inputs[0]])["copies"] == 2
+    assert collate(inputs + inputs[:2])["copies"] == 1
+    assert collate([inputs[0], dict(inputs[0])])["copies"] == 1  # equal content, not the same object
+    batch = collate(inputs * 2)
+    assert len(batch["n_atoms"]) == 6 and len(batch["structure_index"]) == 2 * sum(x["n_atoms"] for x in inputs)
+    assert model.backbone.structure_descriptor(batch).shape == (6, 64)
