@@ -15,7 +15,7 @@ import pandas as pd
 
 from mofbalora.data.qmof import load_dataset
 from mofbalora.data.splits import load_split
-from mofbalora.featurize import load_inputs
+from mofbalora.featurize import announce_featurization, load_inputs
 from mofbalora.io import atomic_write_bytes, write_table
 from mofbalora.model import BandGapModel, load_model
 from mofbalora.prediction import Prediction, calibrated_std
@@ -98,6 +98,7 @@ def evaluate(model: str | Path = "default", *, data: str | Path | None = None, s
     m = load_model(model, device=device, trust_checkpoint=trust_checkpoint)
     ds = load_dataset(data, labels_csv=labels, id_column=id_column, target_column=target_column)
     ids = select_split_ids(ds, split, split_name, limit)
+    announce_featurization(m, ds, {split: ids})
     t0 = time.perf_counter()
     kept, inputs, y = load_inputs(m, ds, ids, f"{split} set")
     metrics, table = evaluate_inputs(m, kept, inputs, y.numpy(), n_samples=n_samples, seed=seed)

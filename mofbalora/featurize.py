@@ -164,3 +164,34 @@ def load_inputs(model, ds, ids: list[str], desc: str | bool):
         log.warning("%s: %d of %d structures failed featurization and are left out", desc, len(ids) - len(keep), len(ids))
     return ([ids[k] for k in keep], [inputs[k] for k in keep],
             torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32))
+
+
+#: rough CPU seconds to featurize one QMOF structure that is not cached (parse, CHGNet graph, frozen trunk)
+FEATURIZE_SECONDS_PER_STRUCTURE = 0.25
+
+
+def announce_featurization(model, ds, parts: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+    """Log, before any featurization, how many structures each part (train / val / test) holds, how many the
+    cache already has (by file content digest), and a rough time for the rest; returns ``{part: (n, cached)}``."""
+    cache = _cache_for(model.backbone)
+
+    def cached(digest: str) -> bool:
+        if hasattr(cache, "stores"):
+            return all(store.has(digest) for store, _ in cache.stores if isinstance(store, ArrayStore))
+        return cache._path(digest).exists()
+
+    counts: dict[str, tuple[int, int]] = {}
+    for part, ids in parts.items():
+        hits = 0
+        for i in ids:
+            try:
+                hits += cached(file_digest(ds.cif_paths[ds.index_of(i)]))
+            except (OSError, ValueError):
+                pass  # unreadable: load_inputs reports it
+        counts[part] = (len(ids), hits)
+    todo = sum(n - c for n, c in counts.values())
+    log.info("will featurize %s: %d to compute, about %.0f s on one CPU core (rough; data.*_size or --limit / "
+             "--test-size make a run smaller)",
+             ", ".join(f"{part} {n} ({c} cached)" for part, (n, c) in counts.items()), todo,
+             todo * FEATURIZE_SECONDS_PER_STRUCTURE)
+    return counts

@@ -38,7 +38,7 @@ from mofbalora.config import SCHEDULES, OptimConfig, RunConfig, check_choice, du
 from mofbalora.data.splits import split_dataset
 from mofbalora.domain import fit_domain
 from mofbalora.evaluate import evaluate_inputs
-from mofbalora.featurize import load_inputs
+from mofbalora.featurize import announce_featurization, load_inputs
 from mofbalora.gbm import GBMBandGapModel
 from mofbalora.io import MODEL_CONFIG, atomic_write_bytes, write_table
 from mofbalora.model import BandGapModel, build_model, load_weights
@@ -329,41 +329,6 @@ class Trainer:
         finished = self.epoch >= o.epochs or self.bad_epochs >= o.patience
         return {"finished": finished, "epoch": self.epoch, "best_epoch": self.best_epoch,
                 "best_val_mae_ev": self.best_val, "train_seconds": self.train_seconds}
-
-
-#: rough CPU seconds to featurize one QMOF structure that is not cached (parse, CHGNet graph, frozen trunk)
-FEATURIZE_SECONDS_PER_STRUCTURE = 0.25
-
-
-def announce_featurization(model, ds, parts: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
-    """Log, before any featurization, how many structures each part (train / val / test) holds, how many the
-    cache already has (by file content digest), and a rough time for the rest; returns ``{part: (n, cached)}``."""
-    from mofbalora.data.arrays import ArrayStore
-    from mofbalora.data.cache import file_digest
-    from mofbalora.featurize import _cache_for
-
-    cache = _cache_for(model.backbone)
-
-    def cached(digest: str) -> bool:
-        if hasattr(cache, "stores"):
-            return all(store.has(digest) for store, _ in cache.stores if isinstance(store, ArrayStore))
-        return cache._path(digest).exists()
-
-    counts: dict[str, tuple[int, int]] = {}
-    for part, ids in parts.items():
-        hits = 0
-        for i in ids:
-            try:
-                hits += cached(file_digest(ds.cif_paths[ds.index_of(i)]))
-            except (OSError, ValueError):
-                pass  # unreadable: load_inputs reports it
-        counts[part] = (len(ids), hits)
-    todo = sum(n - c for n, c in counts.values())
-    log.info("will featurize %s: %d to compute, about %.0f s on one CPU core (rough; data.*_size or --limit / "
-             "--test-size make a run smaller)",
-             ", ".join(f"{part} {n} ({c} cached)" for part, (n, c) in counts.items()), todo,
-             todo * FEATURIZE_SECONDS_PER_STRUCTURE)
-    return counts
 
 
 def _append_csv(path: Path, row: dict) -> None:

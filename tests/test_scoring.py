@@ -182,3 +182,14 @@ def test_a_runaway_draw_does_not_buy_a_batch_place():
     picks = select_rows(table, 3)
     assert 6 not in picks and table.loc[6, "physical_flag"] == "runaway_draws"
     assert [int(table.loc[i, "rank"]) for i in picks] == [1, 2, 3]
+
+
+def test_evaluate_announces_what_it_will_featurize(qmof_path, tmp_path, caplog):
+    import logging
+
+    from mofbalora.evaluate import evaluate
+
+    with caplog.at_level(logging.INFO, logger="mofbalora.featurize"):
+        evaluate("default", data=qmof_path, split="test", limit=2, n_samples=2, out=tmp_path / "e.json")
+    said = [r.getMessage() for r in caplog.records if r.name == "mofbalora.featurize"]
+    assert any(m.startswith("will featurize test 2 (") and "cached)" in m for m in said), said
