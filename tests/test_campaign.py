@@ -176,3 +176,7 @@ def test_report_names_the_strategy_with_most_discoveries_per_calculation(tmp_pat
     curves = pd.read_csv(md.parent / "curves.csv")
     last = curves[(curves["strategy"] == "random") & (curves["round"] == 2)].iloc[0]
     assert (last["n_low_gap_found"], last["n_seeds"]) == (5.0, 2)
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

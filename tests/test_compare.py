@@ -188,3 +188,7 @@ def test_verdict_calls_a_curve_equal_to_3_decimals_flat():
     assert v["flat_in_t"] is True
     assert "is flat in T (0.494 at every T from 1 to 8" in v["text"]
     assert "monotonically" not in v["text"]
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

@@ -178,3 +178,7 @@ def test_alpha_network_options_train_save_and_load(alpha_network, tiny_cfg, tmp_
         assert logits[:, 0].std() > 0
         with sampling(stochastic=True):
             model(batch)  # the layers read their column through the sampling context
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

@@ -157,3 +157,7 @@ def test_campaign_round_matches_golden(al_cfg, tmp_path, pool_prediction):
     # both ways of predicting the pool draw the same numbers (BaLoRA's draws are keyed by structure)
     _check_json({"history": history, "batches": batches, "labelled": c.labelled, "pool": c.pool},
                 "campaign_round.json")
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

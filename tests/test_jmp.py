@@ -394,3 +394,7 @@ def test_every_adapted_gemnet_layer_finds_its_row_set(structures, adapt):
         out = bb(bb.collate(bb.featurize(structures[:2])))
     used = {m.row_set for _, m in adapter_layers(bb)}
     assert used <= set(out.row_sets) and torch.isfinite(out.atom_embedding).all()
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

@@ -212,3 +212,7 @@ def test_shipped_workflow_builds_balora_on_every_block(checkpoint):
                                                                                  "mlp.fc2"}
     with pytest.raises(TypeError, match="unexpected keyword argument 'checkpoint_path'"):
         model_from_config(load_config(workflow, [f"backbone.checkpoint_path={checkpoint}"]))
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

@@ -41,3 +41,7 @@ def test_notebook_runs_top_to_bottom(name, qmof_path, tmp_path, monkeypatch):
     # the kernel inherits this process's environment, including the session's feature cache
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     assert EXPECTED_OUTPUT[name] in _outputs_text(nb)
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

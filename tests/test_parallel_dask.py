@@ -170,3 +170,7 @@ def test_jobqueue_configs_write_slurm_and_pbs_job_scripts(tmp_path):
     (tmp_path / "lsf.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="slurm"):
         jobqueue_cluster(tmp_path / "lsf.yaml")
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow

@@ -175,3 +175,7 @@ def test_so3_adapter_merges_exactly_and_its_noise_keeps_equivariance():
         assert (y - layer(x)).abs().max() > 1e-2  # the draw changed the output
     assert torch.allclose(y_rot[:, 0], y[:, 0], atol=1e-5)
     assert torch.allclose(y_rot[:, 1:4], torch.einsum("ab,nbi->nai", rot, y[:, 1:4]), atol=1e-5)
+
+
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+pytestmark = pytest.mark.slow
