@@ -349,8 +349,9 @@ class BaLoRALinear(LoRALinear):
 def _keyed_normal(heads: torch.Tensor, n: int, dtype) -> torch.Tensor:
     """:func:`~mofbalora.adapters.noise.keyed_normal`, its integer kernels on one CPU thread: a draw is some
     300 elementwise kernels over small int64 tensors, and with two threads each one forks and joins; where
-    the other core is busy every join waits for it (61,000 edge rows × 8 on a shared 2-core machine: 5.6 s
-    with two threads, 0.09 s with one). The numbers do not depend on the thread count."""
+    the other core is busy every join waits for it. 61,000 edge rows × 8 on a 2-core machine: 5.6 s with
+    two threads and 0.09 s with one while other work held the cores; 31 ms and 53 ms on a nearly idle one.
+    The numbers drawn do not depend on the thread count."""
     threads = torch.get_num_threads()
     if heads.device.type != "cpu" or threads == 1:
         return keyed_normal(heads, n, dtype=dtype)

@@ -132,7 +132,7 @@ class CHGNetBackbone(Backbone):
         if adapt == "last_block_cached":
             # the block's rows are directed edges (~76 per QMOF atom): 1,024 atoms keep each (edges, 64) float
             # tensor near 20 MB, below glibc's 32 MB mmap ceiling, past which every allocation is fresh pages
-            # and page faults (prediction at 64 structures per pass spent a tenth of its time in the kernel)
+            # and page faults (prediction at 64 structures per pass spent a fifth of its time in them)
             self.max_batch_atoms = 1024
         self.embedding_dim = 64 if features == "readout" else 64 * 7
         CHGNet, _ = _import_chgnet()

@@ -14,7 +14,8 @@ per structure, each part's best epoch):
 - ``readout MLP``, ``head``: the adapted readout and the band-gap head;
 - ``loss + KL``, ``backward``, ``optimizer``.
 
-``--path reference`` runs the block as CHGNet's own ``AtomConv`` module (the path before issue 26);
+``--path reference`` runs the block as CHGNet's own ``AtomConv`` module (as before issue 26; the adapters'
+own changes serve both paths);
 ``--path fast`` the cut path of :mod:`mofbalora.backbones.chgnet_block`; ``--path both`` (default) runs the
 two on one model, epochs interleaved, so that the before/after ratio is measured under the same load.
 
