@@ -6,26 +6,25 @@ import argparse
 import sys
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1, with a message naming the bad value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(low: int, what: str):
+    """An argparse type: an integer >= ``low``, with a message naming the bad value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0, with a message naming the bad value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+#: argparse type: an integer >= 1, with a message naming the bad value
+positive_int = _int_at_least(1, "a positive integer")
+#: argparse type: an integer >= 0, with a message naming the bad value
+non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def show_progress(args: argparse.Namespace) -> bool:
