@@ -31,6 +31,7 @@ from torch import nn
 from mofbalora.backbones.base import Backbone, BackboneOutput, FeaturizationError, structure_mean
 from mofbalora.backbones.chgnet_block import cut_block_forward, supports_gathered
 from mofbalora.backbones.chgnet_cache import CUT_NAMESPACES, run_trunk_pass
+from mofbalora.backbones.chgnet_graph import use_array_graphs
 from mofbalora.rows import frozen_pass, owners_from_sizes, row_sets
 
 Adapt = Literal["readout", "last_block_cached", "last_block", "all"]
@@ -148,6 +149,7 @@ class CHGNetBackbone(Backbone):
         self.readout_mlp = nn.Sequential(*[m for m in mlp_layers[:last_linear] if not isinstance(m, nn.Dropout)])
         chgnet.mlp = _NoEnergy()
         self.trunk = chgnet
+        use_array_graphs(chgnet.graph_converter)  # the same graphs, from arrays (chgnet_graph.py)
         self._captured: list[torch.Tensor] = []
         self.trunk.readout_norm.register_forward_hook(lambda _m, _i, out: self._captured.append(out))
         for p in self.parameters():
