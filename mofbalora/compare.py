@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 
 from mofbalora.data.qmof import load_dataset
-from mofbalora.evaluate import metrics_from_prediction, select_split_ids
+from mofbalora.evaluate import calibrated_metrics, metrics_from_prediction, select_split_ids
 from mofbalora.featurize import load_inputs
 from mofbalora.io import atomic_write_text, write_table
 from mofbalora.model import BandGapModel, load_model
 from mofbalora.prediction import Prediction
-from mofbalora.uq.metrics import calibration_curve, rejection_curve
+from mofbalora.uq import distribution as D
+from mofbalora.uq.metrics import rejection_curve
 
 log = logging.getLogger(__name__)
 
@@ -197,22 +198,30 @@ def compare_models(run_dirs: Sequence[str | Path], *, data: str | Path | None = 
 
 def _evaluate_model(e: _Entry, inputs: list, y_true: np.ndarray, t_values: tuple[int, ...],
                     seed: int) -> tuple[dict, Prediction]:
-    """Metrics at every T (one prediction with T_max passes), timings and run facts of one model."""
+    """Metrics at every T (one prediction with T_max passes), timings and run facts of one model. Coverage,
+    NLL, CRPS and the calibration curve are scored in the model's predictive family (the one its calibration
+    was fitted in, :func:`mofbalora.uq.distribution.family_of_calibration`; Gaussian without one) from the
+    predictive object, before recalibration; ``calibrated`` holds the recalibrated predictive's scores at T_max
+    (as ``evaluate`` reports them)."""
     model, t_max = e.model, t_values[-1]
+    family = D.family_of_calibration(model.calibration)
     model.predict_inputs(inputs[:2], n_samples=2, seed=seed)  # warm-up: one-off costs stay out of timings
     if model.is_stochastic:
         _, sec_t1 = _timed(model, inputs, 1, seed)
         pred, sec_tmax = _timed(model, inputs, t_max, seed)
-        by_samples = {t: metrics_from_prediction(subsample_prediction(pred, t), y_true, t) for t in t_values}
+        by_samples = {t: metrics_from_prediction(subsample_prediction(pred, t), y_true, t, family)
+                      for t in t_values}
     else:  # an ensemble runs its K members whatever T; a deterministic model runs once
         pred, sec_t1 = _timed(model, inputs, 1, seed)
         sec_tmax = sec_t1
-        by_samples = {pred.samples_ev.shape[1]: metrics_from_prediction(pred, y_true, 1)}
+        by_samples = {pred.samples_ev.shape[1]: metrics_from_prediction(pred, y_true, 1, family)}
     n_draws = pred.samples_ev.shape[1]
     params = e.run_metrics.get("trainable_parameters")
     if params is None:  # no metrics.json: count what the loaded model would train
         params = sum(p.numel() for p in model.trainable_parameters())
+    calibrated = calibrated_metrics(pred, model.calibration, y_true) if np.any(pred.std_ev > 0) else None
     return {"label": e.label, "regime": model.regime, "run_dir": e.run_dir, "stochastic": model.is_stochastic,
+            "family": family, "calibration": model.calibration, "calibrated": calibrated,
             "n_members": model.n_members, "n_samples": n_draws, "metrics": by_samples[n_draws],
             "by_samples": {str(t): m for t, m in by_samples.items()},
             "trainable_parameters": int(params), "train_seconds": e.run_metrics.get("train_seconds"),
@@ -292,8 +301,11 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 _TABLE = [("MAE (eV)", "mae_ev"), ("RMSE (eV)", "rmse_ev"), ("Spearman ρ(std,\\|err\\|)", "spearman_std_abs_error"),
           ("Pearson r(std,\\|err\\|)", "pearson_std_abs_error"), ("NLL", "nll"),
-          ("miscal. area", "miscalibration_area"), ("ENCE", "ence"), ("coverage 95%", "coverage_95"),
-          ("AUC rejection (eV)", "auc_rejection")]
+          ("miscal. area", "miscalibration_area"), ("ENCE", "ence"), ("coverage 68%", "coverage_68"),
+          ("coverage 95%", "coverage_95"), ("AUC rejection (eV)", "auc_rejection")]
+#: the recalibrated predictive's scores shown in the report's second table
+_CALIBRATED_TABLE = [("NLL", "nll"), ("CRPS (eV)", "crps_ev"), ("miscal. area", "miscalibration_area"),
+                     ("coverage 68%", "coverage_68"), ("coverage 95%", "coverage_95")]
 
 
 def markdown_report(report: dict) -> str:
@@ -302,15 +314,26 @@ def markdown_report(report: dict) -> str:
     lines = [f"# Model comparison: {report['split_name']}:{report['split']} ({report['n_structures']} structures)",
              "", f"Stochastic models: T = {t_max} passes (seed {report['seed']}); ensembles: their K members. Inference "
              "times are wall seconds per structure of one predict call; an ensemble or deterministic model runs "
-             "the same way whatever T, so both columns hold its one timing.", ""]
-    head = ["model", "regime", "T", *(h for h, _ in _TABLE), "trainable params", "training time (s)",
+             "the same way whatever T, so both columns hold its one timing. NLL, coverage and the calibration "
+             "curve are scored in each model's predictive family (`family`: the one its calibration was fitted "
+             "in; Gaussian without one), before recalibration; the second table scores the recalibrated "
+             "predictive.", ""]
+    head = ["model", "regime", "family", "T", *(h for h, _ in _TABLE), "trainable params", "training time (s)",
             "inference s/structure T=1", f"inference s/structure T={t_max}"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in report["models"]:
-        cells = [m["label"], m["regime"], str(m["n_samples"]), *(_fmt(m["metrics"][k]) for _, k in _TABLE),
+        cells = [m["label"], m["regime"], m["family"], str(m["n_samples"]), *(_fmt(m["metrics"][k]) for _, k in _TABLE),
                  _fmt(m["trainable_parameters"]), _fmt(m["train_seconds"], 1),
                  _fmt(m["inference_seconds_per_structure_t1"], 4), _fmt(m["inference_seconds_per_structure_tmax"], 4)]
         lines.append("| " + " | ".join(cells) + " |")
+    calibrated = [m for m in report["models"] if m.get("calibrated")]
+    if calibrated:
+        lines += ["", "## Recalibrated (validation-fitted, in the model's family)", "",
+                  "| model | family | " + " | ".join(h for h, _ in _CALIBRATED_TABLE) + " |",
+                  "|" + "---|" * (len(_CALIBRATED_TABLE) + 2)]
+        for m in calibrated:
+            lines.append(f"| {m['label']} | {m['family']} | "
+                         + " | ".join(_fmt(m["calibrated"][k]) for _, k in _CALIBRATED_TABLE) + " |")
     stochastic = [m for m in report["models"] if m["stochastic"]]
     if stochastic:
         ts = report["samples"]
@@ -351,7 +374,7 @@ def _write_figures(report: dict, preds: dict[str, Prediction], y_true: np.ndarra
                     title=f"{label} ({m['regime']}), MAE = {m['metrics']['mae_ev']:.3f} eV")
         error_vs_std_plot(y_true, pred.mean_ev, pred.std_ev, out_dir / f"error_vs_std_{name}.png", title=label)
         written += [f"parity_{name}.png", f"error_vs_std_{name}.png"]
-        calib[label] = calibration_curve(pred.mean_ev, pred.std_ev, y_true)
+        calib[f"{label} ({m['family']})"] = D.calibration_curve(pred.predictive(family=m["family"]), y_true)
         reject[label] = rejection_curve(pred.mean_ev, pred.std_ev, y_true)
     if calib:
         calibration_plot(calib, out_dir / "calibration.png")
@@ -361,7 +384,7 @@ def _write_figures(report: dict, preds: dict[str, Prediction], y_true: np.ndarra
     if stochastic:
         ts = report["samples"]
         for key, fname, ylabel in (("spearman_std_abs_error", "spearman_vs_T.png", "Spearman ρ(std, |error|)"),
-                                   ("nll", "nll_vs_T.png", "Gaussian NLL (nats)")):
+                                   ("nll", "nll_vs_T.png", "NLL in each model's family (nats)")):
             values = {m["label"]: [m["by_samples"][str(t)][key] for t in ts] for m in stochastic}
             reference = {f"{m['label']} (K={m['n_members']})": m["metrics"][key] for m in report["models"]
                          if m["regime"] == "lora_ensemble" and _finite(m["metrics"][key])}

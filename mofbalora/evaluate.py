@@ -84,9 +84,17 @@ def evaluate_inputs(model: BandGapModel, ids: list[str], inputs: list, y_true: n
         table["bandgap_std_calibrated_ev"] = calibrated
         for column, values in pred.intervals(calibration).items():
             table[column] = values
-        after = D.all_metrics(pred.predictive(calibration), np.asarray(y_true, dtype=float))
-        metrics["calibrated"] = {k: after[k] for k in CALIBRATED_METRICS}
+        metrics["calibrated"] = calibrated_metrics(pred, calibration, y_true)
     return metrics, table
+
+
+def calibrated_metrics(pred: Prediction, calibration: dict | None, y_true: np.ndarray) -> dict | None:
+    """:data:`CALIBRATED_METRICS` of the calibrated predictive (``pred`` in ``calibration``'s family, its
+    recalibration applied); None without a calibration."""
+    if not calibration:
+        return None
+    after = D.all_metrics(pred.predictive(calibration), np.asarray(y_true, dtype=float))
+    return {k: after[k] for k in CALIBRATED_METRICS}
 
 
 def evaluate(model: str | Path = "default", *, data: str | Path | None = None, split: str = "test",

@@ -80,6 +80,7 @@ def featurize_files(
     max_atoms: int = DEFAULT_MAX_ATOMS,
     progress: bool | str = True,
     digests: Sequence[str | None] | None = None,
+    parsed: dict[int, Any] | None = None,
 ) -> tuple[list[Any | None], list[FileError | None]]:
     """Featurize ``paths`` with ``backbone``; returns (inputs, errors), aligned with ``paths``.
 
@@ -87,6 +88,8 @@ def featurize_files(
     ``"digest"`` (sha256 of the file) and ``"formula"``. ``digests`` (aligned with ``paths``) passes
     content digests the caller already computed, so files are not read twice. ``batch_size``: structures
     per :meth:`~mofbalora.backbones.base.Backbone.featurize` call (default: the backbone's choice).
+    ``parsed``: when given, every structure parsed here (cache misses) is put in it under its position, so the
+    caller (the screen's chemistry checks) need not parse the file again.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"unknown on_error {on_error!r}; choose from ['raise', 'skip']")
@@ -147,6 +150,8 @@ def featurize_files(
             fail(k, exc.reason, exc.detail or str(exc))
             continue
         pending.append((k, digest, structure))
+        if parsed is not None:
+            parsed[k] = structure
         if len(pending) >= batch_size:
             flush()
     flush()

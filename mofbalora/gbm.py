@@ -4,7 +4,9 @@ What a user would try first with a frozen foundation model: pool every layer's p
 embedding, four atom convolutions, readout LayerNorm: 6 × 64) over each structure's atoms by mean, max
 and std (1,152 numbers), and fit scikit-learn's ``HistGradientBoostingRegressor``: one with the absolute
 error for the point prediction, and a quantile pair (16 % and 84 %) whose half-width is the reported
-std (a Gaussian's ±1σ interval). Trained, evaluated and compared through the same ``finetune`` /
+std (a Gaussian's ±1σ interval). Its predictive family is therefore **Gaussian**: its std is recalibrated
+(finetune, on validation) and its interval columns are computed as a Gaussian's (the central 68.27 % interval
+is mean ± the calibrated std). Trained, evaluated and compared through the same ``finetune`` /
 ``evaluate`` / ``compare`` commands as the adapter models (``model.regime=gbm``).
 
 Saved with skops (no pickles): loading accepts only scikit-learn's own tree types.
@@ -21,6 +23,7 @@ import torch
 from mofbalora.backbones import load_backbone
 from mofbalora.io import MODEL_CONFIG, atomic_write_bytes
 from mofbalora.prediction import MIN_STD_EV, Prediction, recalibrate, weights_fingerprint
+from mofbalora.scoring import PredictsStructures
 
 GBM_FILE = "gbm.skops"
 QUANTILES = (0.16, 0.84)
@@ -37,8 +40,9 @@ def pooled_layer_features(inputs: list) -> np.ndarray:
     return np.stack(rows)
 
 
-class GBMBandGapModel:
-    """Frozen CHGNet features + gradient boosting; the same prediction interface as a BandGapModel."""
+class GBMBandGapModel(PredictsStructures):
+    """Frozen CHGNet features + gradient boosting; the same prediction interface as a BandGapModel
+    (``predict``: :meth:`mofbalora.scoring.PredictsStructures.predict`)."""
 
     regime = "gbm"
     is_stochastic = False
@@ -85,19 +89,9 @@ class GBMBandGapModel:
         mean = np.maximum(self.models["median"].predict(X), 0.0)
         lo, hi = (self.models[f"q{int(q * 100)}"].predict(X) for q in QUANTILES)
         std = np.maximum((hi - lo) / 2.0, MIN_STD_EV)
-        samples = np.stack([np.maximum(lo, 0.0), mean, np.maximum(hi, 0.0)], 1)
-        return Prediction(mean, std, samples, std, None, X.astype(np.float32))
-
-    def predict(self, structures, *, n_samples: int = 1, seed: int = 0, **settings):
-        """Band gaps (eV) of pymatgen ``Structure``s, ASE ``Atoms`` or CIF paths in one call: a DataFrame, one row
-        per input in input order, with the mean, median, total / epistemic / aleatoric std, the calibrated std and
-        intervals, the applicability domain, flags and ``status`` / ``error`` (bad inputs get an error row). A
-        CIF path gives the same numbers as ``mofbalora screen`` for that file.
-        ``settings``: the other :class:`~mofbalora.scoring.ScoringConfig` fields (``max_atoms``, ``checks``, ...).
-        :func:`mofbalora.scoring.predict_structures`."""
-        from mofbalora.scoring import predict_structures
-
-        return predict_structures(self, structures, n_samples=n_samples, seed=seed, **settings)
+        # one "draw", the point prediction: the baseline is deterministic (its quantiles are not draws, and
+        # the screen's robust spread of a one-draw model is its std)
+        return Prediction(mean, std, mean[:, None].copy(), std, None, X.astype(np.float32))
 
     def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
         return recalibrate(self.calibration, std_ev)

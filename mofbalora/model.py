@@ -27,13 +27,17 @@ from mofbalora.gbm import GBMBandGapModel
 from mofbalora.heads import BandGapHead, HeadConfig
 from mofbalora.io import MODEL_CONFIG, MODEL_FILE, check_base_identity, read_checkpoint, save_checkpoint
 from mofbalora.prediction import Prediction, predict_inputs, recalibrate, weights_fingerprint
+from mofbalora.scoring import PredictsStructures
 
 REGIMES = ("balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full")
 STOCHASTIC_REGIMES = ("balora", "mc_dropout")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
 
 
-class BandGapModel(nn.Module):
+class BandGapModel(nn.Module, PredictsStructures):
+    """Backbone (frozen, with adapters) + head; ``predict`` (one call from structures to a table) is
+    :meth:`mofbalora.scoring.PredictsStructures.predict`."""
+
     def __init__(self, backbone: Backbone, head: BandGapHead, regime: str,
                  adapter: AdapterConfig | None = None, backbone_options: dict | None = None) -> None:
         super().__init__()
@@ -101,17 +105,6 @@ class BandGapModel(nn.Module):
         ensemble's members, or one pass)."""
         return predict_inputs(self, inputs, n_samples=n_samples, seed=seed, batch_size=batch_size,
                               max_rows=max_rows)
-
-    def predict(self, structures, *, n_samples: int = 32, seed: int = 0, **settings):
-        """Band gaps (eV) of pymatgen ``Structure``s, ASE ``Atoms`` or CIF paths in one call: a DataFrame, one row
-        per input in input order, with the mean, median, total / epistemic / aleatoric std, the calibrated std and
-        intervals, the applicability domain, flags and ``status`` / ``error`` (bad inputs get an error row). A
-        CIF path gives the same numbers as ``mofbalora screen`` for that file.
-        ``settings``: the other :class:`~mofbalora.scoring.ScoringConfig` fields (``max_atoms``, ``checks``, ...).
-        :func:`mofbalora.scoring.predict_structures`."""
-        from mofbalora.scoring import predict_structures
-
-        return predict_structures(self, structures, n_samples=n_samples, seed=seed, **settings)
 
     # -- persistence --------------------------------------------------------------------------------
     def trained_state(self) -> dict[str, torch.Tensor]:

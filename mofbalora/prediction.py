@@ -98,6 +98,13 @@ class Prediction:
         return replace(self, mean_ev=draws.mean(1), std_ev=total_std(epistemic, self.aleatoric_std_ev),
                        samples_ev=draws, epistemic_std_ev=epistemic)
 
+    def take(self, index: Sequence[int]) -> Prediction:
+        """The prediction of the structures ``index`` (positions, in that order)."""
+        index = np.asarray(index, dtype=np.int64)
+        alea = None if self.aleatoric_std_ev is None else self.aleatoric_std_ev[index]
+        return Prediction(self.mean_ev[index], self.std_ev[index], self.samples_ev[index],
+                          self.epistemic_std_ev[index], alea, self.embedding[index])
+
     def predictive(self, calibration: dict | None = None, family: str | None = None) -> Predictive:
         """The predictive distribution (:mod:`mofbalora.uq.distribution`) in ``family`` (default: the one
         ``calibration`` was fitted in; none: ``"gaussian"``), with ``calibration`` (a model's

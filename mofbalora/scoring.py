@@ -87,6 +87,14 @@ class Predictor(Protocol):
 
 
 # -- the typed row -------------------------------------------------------------------------------------
+#: how the interval columns' distribution is chosen (:func:`interval_columns`)
+_FAMILY_NOTE = ("family = the one the model's calibration was fitted in (finetune fits it in the family of the "
+                "training likelihood: Laplace, scale b = σ/√2, for the shipped default's laplace_nll, so ±0.81 σ "
+                "at 68 % and ±2.12 σ at 95 % of bandgap_std_calibrated_ev; Gaussian for the gradient-boosting "
+                "baseline, whose quantile half-width is a ±1σ; Gaussian for a model without a calibration, "
+                "then of the raw std); centred on bandgap_mean_ev; lower ends clipped at 0 eV")
+
+
 def _col(doc: str, *, unit: str = "", default: Any = None, kind: str = "str"):
     return field(default=default, metadata={"doc": doc, "unit": unit, "kind": kind})
 
@@ -111,10 +119,20 @@ class ScoredRow:
                                    "without such a head)", unit="eV", default=np.nan, kind="float")
     bandgap_std_calibrated_ev: float = _col("bandgap_std_ev recalibrated on the validation split "
                                             "(sqrt((a·σ)² + b²))", unit="eV", default=np.nan, kind="float")
+    bandgap_lo68_ev: float = _col(f"lower end of the central 68.27 % interval (a Gaussian's ±1σ) of the model's "
+                                  f"calibrated predictive distribution, in its family; {_FAMILY_NOTE}",
+                                  unit="eV", default=np.nan, kind="float")
+    bandgap_hi68_ev: float = _col("upper end of that central 68.27 % interval", unit="eV", default=np.nan,
+                                  kind="float")
+    bandgap_lo95_ev: float = _col("lower end of the central 95 % interval of the same distribution (clipped at 0)",
+                                  unit="eV", default=np.nan, kind="float")
+    bandgap_hi95_ev: float = _col("upper end of that central 95 % interval", unit="eV", default=np.nan,
+                                  kind="float")
     bandgap_median_ev: float = _col("median of the T draws: what the acquisitions rank by", unit="eV",
                                     default=np.nan, kind="float")
-    bandgap_spread_ev: float = _col("half the 16-84 % range of the draws, with the aleatoric std in "
-                                    "quadrature, capped at 3.5 eV: what the acquisitions rank by",
+    bandgap_spread_ev: float = _col("half the 16-84 % range of the draws, divided by its Gaussian consistency "
+                                    "factor (an unbiased σ of normal draws at any T), with the aleatoric std "
+                                    "in quadrature, capped at 3.5 eV: what the acquisitions rank by",
                                     unit="eV", default=np.nan, kind="float")
     physical_flag: str = _col("runaway_draws | spread_capped | gap_above_range (';'-joined)", default="")
     score: float = _col("the acquisition's score (higher = earlier); its meaning depends on --acquisition",
@@ -139,14 +157,18 @@ class ScoredRow:
 
 #: the screen's table, in order
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ScoredRow))
+#: the calibrated predictive's central intervals (:func:`interval_columns`), in every table's order
+INTERVAL_COLUMNS: tuple[str, ...] = ("bandgap_lo68_ev", "bandgap_hi68_ev", "bandgap_lo95_ev", "bandgap_hi95_ev")
 #: the campaign's batch file: the row's prediction and score, plus the round's own columns
-BATCH_COLUMNS: tuple[str, ...] = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev",
-                                  "epistemic_std_ev", "bandgap_median_ev", "bandgap_spread_ev", "physical_flag",
-                                  "score", "rank", "checks", "failed_checks", "in_domain", "domain_distance",
-                                  "status", "error", "round", "acquisition", "relative_dft_cost")
+BATCH_COLUMNS: tuple[str, ...] = ("path", "structure_id", "formula", "n_atoms", "bandgap_mean_ev",
+                                  "bandgap_std_ev", "epistemic_std_ev", *INTERVAL_COLUMNS,
+                                  "bandgap_median_ev", "bandgap_spread_ev", "physical_flag", "score", "rank",
+                                  "checks", "failed_checks", "in_domain", "domain_distance", "status", "error",
+                                  "round", "acquisition", "relative_dft_cost")
 #: the per-structure columns of the DFT manifest: why each structure was chosen
 MANIFEST_PREDICTION_COLUMNS: tuple[str, ...] = ("structure_id", "formula", "n_atoms", "bandgap_mean_ev",
-                                                "bandgap_std_ev", "bandgap_std_calibrated_ev", "bandgap_median_ev",
+                                                "bandgap_std_ev", "bandgap_std_calibrated_ev", *INTERVAL_COLUMNS,
+                                                "bandgap_median_ev",
                                                 "bandgap_spread_ev", "score", "physical_flag", "checks",
                                                 "failed_checks", "in_domain", "domain_distance", "unseen_elements",
                                                 "repeat_of")
@@ -287,8 +309,10 @@ def score_chunk(predictor: Predictor, paths: Sequence, keys: Sequence[str], ids:
     """
     paths = [str(p) for p in paths]
     ids = [Path(p).stem for p in paths] if ids is None else list(ids)
+    parsed: dict[int, Any] | None = {} if cfg.run_checks else None  # parsed once, for the checks too
     feats, errors = featurize_files(predictor.backbone, paths, max_atoms=cfg.max_atoms, progress=False,
-                                    digests=[None if key.startswith("path:") else key for key in keys])
+                                    digests=[None if key.startswith("path:") else key for key in keys],
+                                    parsed=parsed)
     ok = [k for k, f in enumerate(feats) if f is not None]
     preds: dict[int, tuple] = {}
     if batched and predictor.regime != "mc_dropout":
@@ -308,7 +332,8 @@ def score_chunk(predictor: Predictor, paths: Sequence, keys: Sequence[str], ids:
             rec.update(prediction_record(predictor, pred, j, formula=feat.get("formula"),
                                          n_atoms=feat["n_atoms"], digest=feat["digest"]))
         records.append(rec)
-    annotate(predictor, records, cfg, keep_embedding=with_embedding)
+    annotate(predictor, records, cfg, keep_embedding=with_embedding,
+             structures={paths[k]: s for k, s in (parsed or {}).items()})
     return records
 
 
@@ -320,11 +345,45 @@ def prediction_record(predictor: Predictor, pred: Prediction, j: int, *, formula
     calibrated = predictor.calibrated_std(floor_std(np.asarray(pred.std_ev[j:j + 1], dtype=float)))
     if calibrated is not None:
         rec["bandgap_std_calibrated_ev"] = float(calibrated[0])
+    rec.update({name: float(v[0]) for name, v in interval_columns(predictor, pred.take([j])).items()})
     return rec
 
 
-def annotate(predictor: Predictor, records: list[dict], cfg: ScoringConfig, *, keep_embedding: bool) -> None:
-    """Add the domain and check columns to ``ok`` records (in place); a failure stays per structure."""
+def interval_columns(predictor: Predictor, pred: Prediction) -> dict[str, np.ndarray]:
+    """:data:`INTERVAL_COLUMNS` (eV) of ``pred``: the central 68.27 % and 95 % intervals of the predictor's
+    calibrated predictive distribution in its family (:meth:`mofbalora.prediction.Prediction.intervals`, i.e.
+    :func:`mofbalora.uq.distribution.predictive_intervals`, the one function that ``evaluate`` uses too). The
+    family is the one the predictor's calibration was fitted in: finetune fits it in the family of the
+    training likelihood (:func:`~mofbalora.uq.distribution.family_of_likelihood`: Laplace for the shipped
+    default), Gaussian for the gradient-boosting baseline (its 16-84 % quantile half-width is a ±1σ); a
+    predictor without a calibration gets the Gaussian intervals of its raw std. Lower ends are clipped at 0."""
+    return pred.intervals(predictor.calibration)
+
+
+def add_intervals(predictor: Predictor, records: list[dict]) -> int:
+    """Give the ``ok`` records that lack them (rows written before the intervals were columns: a resumed
+    screen's partial rows) their :func:`interval_columns`, in place; returns how many were filled."""
+    todo = [r for r in records if r.get("status") == "ok" and any(c not in r for c in INTERVAL_COLUMNS)]
+    if todo:
+        pred = Prediction.from_records([{**r, "embedding": []} for r in todo])
+        for name, values in interval_columns(predictor, pred).items():
+            for rec, v in zip(todo, values, strict=True):
+                rec[name] = float(v)
+    return len(todo)
+
+
+def annotate(predictor: Predictor, records: list[dict], cfg: ScoringConfig, *, keep_embedding: bool,
+             structures: dict[str, Any] | None = None) -> None:
+    """Add the domain and check columns to ``ok`` records (in place); a failure stays per structure.
+    ``structures``: path → the structure already parsed from it (featurization's), so the checks do not read
+    the file again; a path missing there (its features came from the cache) is read only on a check-cache
+    miss."""
+    structures = structures or {}
+
+    def read(path: str):
+        got = structures.get(path)
+        return got if got is not None else read_structure(path, max_atoms=cfg.max_atoms)
+
     ok = [r for r in records if r["status"] == "ok"]
     domain = getattr(predictor, "training_domain", None)
     if domain is not None and ok:
@@ -343,9 +402,8 @@ def annotate(predictor: Predictor, records: list[dict], cfg: ScoringConfig, *, k
             continue
         key = rec.get("key") or ""
         try:
-            rec.update(checks_of_file(rec["path"], None if not key or key.startswith("path:") else key,
-                                      lambda p: read_structure(p, max_atoms=cfg.max_atoms), cache,
-                                      charges=cfg.check_charges))
+            rec.update(checks_of_file(rec["path"], None if not key or key.startswith("path:") else key, read,
+                                      cache, charges=cfg.check_charges))
         except Exception as exc:  # one structure's checker crash never stops the batch
             rec.update(checks="error", failed_checks="", checks_detail=f"{type(exc).__name__}: {exc}"[:200])
 
@@ -577,10 +635,11 @@ def row_flags(row: dict) -> str:
 # -- one-call prediction (model.predict) ---------------------------------------------------------------
 #: the columns of :func:`predict_structures`' table, in order (the intervals follow the calibrated std)
 PREDICT_COLUMNS: tuple[str, ...] = ("structure_id", "path", "formula", "n_atoms", "bandgap_mean_ev",
-                                    "bandgap_median_ev", "bandgap_std_ev", "epistemic_std_ev", "aleatoric_std_ev",
-                                    "bandgap_std_calibrated_ev", "bandgap_spread_ev", "physical_flag", "checks",
-                                    "failed_checks", "unseen_elements", "domain_distance", "in_domain", "status",
-                                    "error", "detail", "digest")
+                                    "bandgap_median_ev", "bandgap_std_ev", "epistemic_std_ev",
+                                    "aleatoric_std_ev", "bandgap_std_calibrated_ev", *INTERVAL_COLUMNS,
+                                    "bandgap_spread_ev", "physical_flag", "checks", "failed_checks",
+                                    "unseen_elements", "domain_distance", "in_domain", "status", "error",
+                                    "detail", "digest")
 
 
 def _as_pymatgen(item: Any):
@@ -663,9 +722,8 @@ def file_keys(paths: Sequence) -> tuple[list[str], list[str]]:
 def predict_structures(predictor: Predictor, structures: Sequence, cfg: ScoringConfig | None = None,
                        **settings) -> pd.DataFrame:
     """Band gaps of pymatgen ``Structure``s, ASE ``Atoms`` or CIF paths (mixed freely): one row per input, in
-    input order (:data:`PREDICT_COLUMNS`, with the calibrated interval columns ``bandgap_lo68_ev``,
-    ``bandgap_hi68_ev``, ``bandgap_lo95_ev``, ``bandgap_hi95_ev`` after ``bandgap_std_calibrated_ev``:
-    :func:`mofbalora.uq.distribution.predictive_intervals`).
+    input order (:data:`PREDICT_COLUMNS`, with the calibrated interval columns :data:`INTERVAL_COLUMNS`
+    after ``bandgap_std_calibrated_ev``: :func:`interval_columns`, as in the screen's table).
 
     ``cfg`` (or its fields as keywords: ``n_samples``, ``seed``, ``max_atoms``, ``checks``, ...) is the
     screen's :class:`ScoringConfig`. A CIF path is scored exactly as ``mofbalora screen`` scores it (the same
@@ -703,26 +761,23 @@ def predict_structures(predictor: Predictor, structures: Sequence, cfg: ScoringC
     ordered = [records[k] for k in range(len(structures))]
     table = rank(ordered, cfg) if ordered else pd.DataFrame(columns=list(COLUMNS))
     table = typed_table(table[list(PREDICT_COLUMNS)])
-    ok = (table["status"] == "ok").to_numpy()
-    intervals: dict[str, np.ndarray] = {}
-    if ok.any():
-        from mofbalora.uq.distribution import predictive_intervals
-
-        okr = [r for r, good in zip(ordered, ok, strict=True) if good]
-        aleatoric = (np.array([r["aleatoric_std_ev"] for r in okr]) if all("aleatoric_std_ev" in r for r in okr)
-                     else None)
-        got = predictive_intervals(table.loc[ok, "bandgap_mean_ev"].to_numpy(float),
-                                   table.loc[ok, "bandgap_std_ev"].to_numpy(float), predictor.calibration,
-                                   samples_ev=np.array([r["samples_ev"] for r in okr], dtype=float),
-                                   aleatoric_std_ev=aleatoric)
-        for name, values in got.items():
-            intervals[name] = np.full(len(table), np.nan)
-            intervals[name][ok] = values
-    at = table.columns.get_loc("bandgap_std_calibrated_ev") + 1
-    for offset, (name, values) in enumerate(intervals.items()):
-        table.insert(at + offset, name, values)
     table.attrs["samples_ev"] = [list(r.get("samples_ev", [])) for r in ordered]
     return table
+
+
+class PredictsStructures:
+    """The one-call ``predict`` that both model kinds (:class:`~mofbalora.model.BandGapModel` and
+    :class:`~mofbalora.gbm.GBMBandGapModel`) inherit: one definition, one docstring."""
+
+    def predict(self, structures, *, n_samples: int = 32, seed: int = 0, **settings) -> pd.DataFrame:
+        """Band gaps (eV) of pymatgen ``Structure``s, ASE ``Atoms`` or CIF paths in one call: a DataFrame, one row
+        per input in input order, with the mean, median, total / epistemic / aleatoric std, the calibrated std and
+        the calibrated 68 / 95 % intervals (in the model's family), the applicability domain, flags and
+        ``status`` / ``error`` (bad inputs get an error row). A CIF path gives the same numbers as
+        ``mofbalora screen`` for that file. ``n_samples``: stochastic passes T (a deterministic model, such as
+        the gradient-boosting baseline, predicts once whatever T). ``settings``: the other
+        :class:`ScoringConfig` fields (``max_atoms``, ``checks``, ...). :func:`predict_structures`."""
+        return predict_structures(self, structures, n_samples=n_samples, seed=seed, **settings)
 
 
 #: what each acquisition's ``score`` is, in a few words (the terminal table's and the plot's heading) and which
@@ -732,6 +787,7 @@ RANKED_BY: dict[str, tuple[str, str]] = {
     "epistemic": ("epistemic spread (eV)", "epistemic_std_ev"),
     "ucb": ("median+κ·spread", "bandgap_spread_ev"),
     "lcb": ("κ·spread−median", "bandgap_spread_ev"),
+    "lcb_epistemic": ("κ·epistemic−median", "epistemic_std_ev"),
     "target": ("P(in window)", "bandgap_spread_ev"),
     "ei": ("exp. improvement", "bandgap_spread_ev"),
     "thompson": ("one draw", "bandgap_spread_ev"),

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +47,7 @@ from mofbalora.scoring import (
     LocalExecutor,
     Predictor,
     ScoringConfig,
+    add_intervals,
     rank,
     row_flags,
     score_files,
@@ -125,20 +127,24 @@ def as_predictor(model, *, device: str = "cpu", trust_checkpoint: bool = False) 
 
 
 def make_executor(predictor: Predictor, *, workers: int = 1, dask=None, model_source=None,
-                  scratch: str | Path | None = None):
+                  scratch: str | Path | None = None, trust_checkpoint: bool = False):
     """The executor for a run: Dask when ``dask`` is given (:mod:`mofbalora.parallel.dask_screen`), local
     worker processes when ``workers`` > 1 on a CPU, else this process. ``model_source``: the folder (or
-    ``"default"``) the predictor was loaded from, so workers load it rather than a saved copy."""
+    ``"default"``) the predictor was loaded from, so workers load it rather than a saved copy.
+    ``trust_checkpoint``: the caller's trust decision, carried to every worker that loads the model (Dask
+    workers; spawned local workers); a forked worker inherits the model already loaded here."""
     if dask is not None:
         from mofbalora.parallel.dask_screen import DaskExecutor
 
-        return DaskExecutor(dask, predictor if model_source is None else model_source, scratch=scratch)
+        return DaskExecutor(dask, predictor if model_source is None else model_source, scratch=scratch,
+                            trust_checkpoint=trust_checkpoint)
     on_cpu = str(getattr(predictor, "device", "cpu")) == "cpu"
     if workers > 1 and on_cpu:
         model_dir = None
         if model_source is not None:
-                model_dir = resolve_model_dir(model_source)
-        return LocalExecutor(predictor, workers, model_dir=model_dir, loader=load_model)
+            model_dir = resolve_model_dir(model_source)
+        return LocalExecutor(predictor, workers, model_dir=model_dir,
+                             loader=partial(load_model, trust_checkpoint=trust_checkpoint))
     if workers > 1:
         log.warning("workers=%d ignored: the model runs on %s (one process)", workers, predictor.device)
     return InProcessExecutor(predictor)
@@ -210,6 +216,8 @@ def screen(inputs: list[str], *, model="default", config: ScoringConfig | None =
                                         "checks": check_namespace(cfg.check_charges) if cfg.run_checks else False},
                                resume)
         done = _load_partial(partial) if resume else {}
+        if add_intervals(m, list(done.values())):  # rows resumed from before the intervals were columns
+            log.info("added the interval columns to resumed rows written without them")
         if not resume and partial.exists():
             if cfg.run_checks and (before or {}).get("checks"):  # starting over (another model): keep the verdicts
                 # a namespace, or True from before check sets had names (those screens ran the charge check)
@@ -225,7 +233,8 @@ def screen(inputs: list[str], *, model="default", config: ScoringConfig | None =
     last_flush = time.monotonic()
     executor = make_executor(m, workers=workers if todo else 1, dask=dask,
                              model_source=None if isinstance(model, Predictor) else model,
-                             scratch=None if out is None else out.parent / f".{out.name}.model")
+                             scratch=None if out is None else out.parent / f".{out.name}.model",
+                             trust_checkpoint=trust_checkpoint)
     stats = getattr(executor, "stats", None)
     log_fh = open(partial, "a") if partial is not None else None  # noqa: SIM115 (closed in finally)
     try:

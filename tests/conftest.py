@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,30 @@ def al_cfg(tiny_cfg):
         return cfg
 
     return make
+
+
+class Payload:
+    """A planted pickle: unpickling it runs ``exec``, which writes ``marker`` (what an attacker would plant)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+@pytest.fixture()
+def payload() -> type[Payload]:
+    """The planted-pickle class: ``payload(marker)`` is an object whose unpickling writes ``marker``."""
+    return Payload
+
+
+@pytest.fixture()
+def marker(tmp_path, payload) -> Path:
+    """The payload's marker file; checked first to be live (unpickling the payload does write it), so the
+    refusals that assert it was never written are not vacuous."""
+    m = tmp_path / "payload-ran"
+    pickle.loads(pickle.dumps(payload(m)))
+    assert m.read_text() == "ran"
+    m.unlink()
+    return m

@@ -192,3 +192,28 @@ def test_verdict_calls_a_curve_equal_to_3_decimals_flat():
 
 #: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
 pytestmark = pytest.mark.slow
+
+
+def test_a_laplace_model_is_scored_in_its_family_as_evaluate_scores_it(qmof_path, tmp_path):
+    """The shipped default states a Laplace predictive: compare scores coverage, NLL and the calibration curve
+    in that family, from the predictive object, and its numbers at T = 4, seed 1, are evaluate's (its golden
+    file), before and after recalibration."""
+    from mofbalora.uq import distribution as D
+
+    golden = json.loads((Path(__file__).parent / "golden" / "evaluate_default.json").read_text())
+    report = compare_models(["default"], data=qmof_path, split="test", samples=(1, 4), limit=6,
+                            out_dir=tmp_path / "r", seed=1)
+    (m,) = report["models"]
+    assert m["family"] == "laplace" == golden["family"] and m["n_samples"] == 4
+    for key in ("nll", "crps_ev", "coverage_68", "coverage_95", "miscalibration_area", "nll_gaussian", "mae_ev"):
+        assert m["metrics"][key] == pytest.approx(golden[key], rel=1e-4, abs=1e-4), key
+    for key, value in golden["calibrated"].items():
+        assert m["calibrated"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+    # the Gaussian reading of the same std differs: the family is not a label only
+    table = pd.read_csv(tmp_path / "r" / m["predictions_csv"])
+    y, mean, std = (table[c].to_numpy(float) for c in ("bandgap_true_ev", "bandgap_mean_ev", "bandgap_std_ev"))
+    laplace, gauss = D.LaplacePredictive(mean, std), D.GaussianPredictive(mean, std)
+    assert m["metrics"]["nll"] == pytest.approx(D.nll(laplace, y), rel=1e-9)
+    assert D.nll(gauss, y) != pytest.approx(D.nll(laplace, y), rel=1e-3)
+    text = (tmp_path / "r" / "comparison.md").read_text()
+    assert "| default | balora | laplace |" in text and "## Recalibrated" in text

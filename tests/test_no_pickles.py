@@ -17,30 +17,10 @@ from mofbalora.data import plain
 from mofbalora.data.cache import ContentCache
 
 
-class Payload:
-    """Unpickling this runs ``exec``, which writes ``marker``: what an attacker would plant."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
-
-
-@pytest.fixture()
-def marker(tmp_path) -> Path:
-    """The payload's marker file; the fixture checks first that the payload really runs when unpickled."""
-    m = tmp_path / "payload-ran"
-    pickle.loads(pickle.dumps(Payload(m)))
-    assert m.read_text() == "ran"  # a live payload: the refusals below are not vacuous
-    m.unlink()
-    return m
-
-
 # ------------------------------------------------------------------------------------------------
 # the content cache
 # ------------------------------------------------------------------------------------------------
-def test_plain_values_round_trip_exactly_and_anything_else_is_refused(tmp_path):
+def test_plain_values_round_trip_exactly_and_anything_else_is_refused(tmp_path, payload):
     base = np.arange(12, dtype=np.int64).reshape(3, 4)
     value = {"z": np.array([6, 8], dtype=np.int16), "pos": torch.randn(2, 3, dtype=torch.float64),
              "graphs": {"main": {"s": base[:, 0], "t": base[:, 1], "empty": np.zeros((0, 3), np.float32)}},
@@ -56,7 +36,7 @@ def test_plain_values_round_trip_exactly_and_anything_else_is_refused(tmp_path):
     assert back["uni_idx"] == [[0, 1], [2]] and back["pair"] == (1, "a")
     assert type(back["scale"]) is np.float32 and type(back["n_atoms"]) is int and type(back["flag"]) is bool
     assert (back["volume"], back["digest"], back["none"]) == (1.5, "ab12", None)
-    for bad, where in [({"x": Payload(tmp_path / "m")}, r"value\['x'\]: .*Payload cannot be stored"),
+    for bad, where in [({"x": payload(tmp_path / "m")}, r"value\['x'\]: .*Payload cannot be stored"),
                        ({"x": np.array(["a", "b"])}, "dtype <U1 cannot be stored"),
                        ({"x": np.array([1, None], dtype=object)}, "dtype object"),
                        ({1: 2}, "dict keys must be str")]:
@@ -64,13 +44,13 @@ def test_plain_values_round_trip_exactly_and_anything_else_is_refused(tmp_path):
             plain.dumps(bad)
 
 
-def test_a_pickle_planted_as_a_cache_entry_is_a_miss_and_never_runs(tmp_path, marker, caplog):
+def test_a_pickle_planted_as_a_cache_entry_is_a_miss_and_never_runs(tmp_path, marker, caplog, payload):
     cache = ContentCache("test/plain", root=tmp_path)
     digest = "ab" + "0" * 62
     entry = cache._path(digest)
     entry.parent.mkdir(parents=True)
-    entry.write_bytes(pickle.dumps(Payload(marker)))
-    entry.with_suffix(".pkl").write_bytes(pickle.dumps(Payload(marker)))  # the earlier format's name too
+    entry.write_bytes(pickle.dumps(payload(marker)))
+    entry.with_suffix(".pkl").write_bytes(pickle.dumps(payload(marker)))  # the earlier format's name too
     with caplog.at_level("WARNING"):
         assert cache.get(digest) is None
     assert str(entry) in caplog.text and "not a safetensors file" in caplog.text
@@ -94,7 +74,7 @@ def test_a_safetensors_entry_with_a_bad_tree_is_a_miss(tmp_path):
         assert cache.get(digest) is None, meta
 
 
-def test_featurize_recomputes_over_a_planted_pickle(sample_cifs, tmp_path, marker, monkeypatch):
+def test_featurize_recomputes_over_a_planted_pickle(sample_cifs, tmp_path, marker, monkeypatch, payload):
     """CHGNet's uncached placements keep a CrystalGraph per input: cached as its tensors (to_plain), and a
     planted entry under a real CIF's digest is recomputed, giving the same graph as a fresh featurization."""
     from mofbalora.backbones import load_backbone
@@ -107,7 +87,7 @@ def test_featurize_recomputes_over_a_planted_pickle(sample_cifs, tmp_path, marke
     cache = _cache_for(chgnet)
     entry = cache._path(file_digest(cif))
     entry.parent.mkdir(parents=True)
-    entry.write_bytes(pickle.dumps(Payload(marker)))
+    entry.write_bytes(pickle.dumps(payload(marker)))
     (first,), (err,) = featurize_files(chgnet, [cif], progress=False)
     assert err is None and not marker.exists()
     (hit,), _ = featurize_files(chgnet, [cif], progress=False)  # now a real entry: read back from the cache
@@ -128,20 +108,20 @@ def _tiny_jmp(**kw):
         return JMPBackbone(size="tiny", cutoff=5.0, max_neighbors=8, **kw)
 
 
-def test_jmp_checkpoint_with_a_payload_is_refused(tmp_path, marker):
+def test_jmp_checkpoint_with_a_payload_is_refused(tmp_path, marker, payload):
     path = tmp_path / "jmp-evil.pt"
-    torch.save({"state_dict": _tiny_jmp(seed=1).state_dict(), "hyper_parameters": Payload(marker)}, path)
+    torch.save({"state_dict": _tiny_jmp(seed=1).state_dict(), "hyper_parameters": payload(marker)}, path)
     with pytest.raises(UntrustedCheckpointError, match=r"JMP checkpoint .*jmp-evil\.pt.*trust_checkpoint=true"):
         _tiny_jmp(checkpoint=str(path))
     assert not marker.exists()
 
 
-def test_uma_checkpoint_with_a_payload_is_refused(tmp_path, marker):
+def test_uma_checkpoint_with_a_payload_is_refused(tmp_path, marker, payload):
     pytest.importorskip("fairchem.core", reason="the UMA backbone needs fairchem-core")
     from mofbalora.backbones.uma import load_uma_backbone
 
     path = tmp_path / "uma-evil.pt"
-    torch.save({"model_config": Payload(marker)}, path)
+    torch.save({"model_config": payload(marker)}, path)
     with pytest.raises(UntrustedCheckpointError, match=r"UMA checkpoint .*uma-evil\.pt.*trust_checkpoint=true"):
         load_uma_backbone(path)
     assert not marker.exists()
@@ -170,12 +150,12 @@ def test_uma_config_naming_code_outside_fairchem_is_refused_and_a_real_one_loads
     assert safe.ema_state_dict.keys() == trusted.ema_state_dict.keys()
 
 
-def test_moftransformer_checkpoint_with_a_payload_is_refused_and_a_trusted_one_loads(tmp_path, marker):
+def test_moftransformer_checkpoint_with_a_payload_is_refused_and_a_trusted_one_loads(tmp_path, marker, payload):
     from mofbalora.backbones.moftransformer import read_checkpoint
 
     state = {"token_type_embeddings.weight": torch.zeros(3, 16)}
     path = tmp_path / "moft-evil.ckpt"
-    torch.save({"state_dict": state, "hyper_parameters": {"config": Payload(marker)}}, path)
+    torch.save({"state_dict": state, "hyper_parameters": {"config": payload(marker)}}, path)
     with pytest.raises(UntrustedCheckpointError, match=r"MOFTransformer checkpoint .*moft-evil\.ckpt.*trust_checkpoint=true"):
         read_checkpoint(path)
     assert not marker.exists()

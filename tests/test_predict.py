@@ -12,7 +12,8 @@ from mofbalora.scoring import PREDICT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARED = ["formula", "n_atoms", "bandgap_mean_ev", "bandgap_median_ev", "bandgap_std_ev", "epistemic_std_ev",
-            "aleatoric_std_ev", "bandgap_std_calibrated_ev", "bandgap_spread_ev", "physical_flag",
+            "aleatoric_std_ev", "bandgap_std_calibrated_ev", "bandgap_lo68_ev", "bandgap_hi68_ev", "bandgap_lo95_ev",
+            "bandgap_hi95_ev", "bandgap_spread_ev", "physical_flag",
             "domain_distance", "in_domain", "digest"]
 
 

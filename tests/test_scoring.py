@@ -8,7 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mofbalora.scoring import COLUMNS, Predictor, ScoringConfig, explain_columns, rank
+from mofbalora.scoring import (
+    BATCH_COLUMNS,
+    COLUMNS,
+    INTERVAL_COLUMNS,
+    MANIFEST_PREDICTION_COLUMNS,
+    Predictor,
+    ScoringConfig,
+    explain_columns,
+    rank,
+)
+
+#: the central probability of the "68" columns (a Gaussian's ±1σ) and of the "95" ones
+P68, P95 = 0.6826894921370859, 0.95
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +205,116 @@ def test_evaluate_announces_what_it_will_featurize(qmof_path, tmp_path, caplog):
         evaluate("default", data=qmof_path, split="test", limit=2, n_samples=2, out=tmp_path / "e.json")
     said = [r.getMessage() for r in caplog.records if r.name == "mofbalora.featurize"]
     assert any(m.startswith("will featurize test 2 (") and "cached)" in m for m in said), said
+
+
+def _ok(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["status"] == "ok"]
+
+
+def test_interval_columns_are_the_calibrated_laplace_of_the_default(cands):
+    """The shipped default states a Laplace predictive (trained with laplace_nll, calibration fitted in that
+    family): its 68.27 % interval is mean ± b·ln(1/(1−p)) with b = σ_cal/√2 (±0.81 σ_cal, not a Gaussian's
+    ±1 σ_cal), its 95 % one ±2.12 σ_cal; lower ends clipped at 0; error rows have none."""
+    from mofbalora.model import load_model
+    from mofbalora.screen import screen
+
+    model = load_model("default")
+    assert model.calibration["family"] == "laplace"
+    table = screen([str(cands)], model=model, n_samples=4, checks="off", seed=2, progress=False)
+    assert list(table.columns) == list(COLUMNS) and set(INTERVAL_COLUMNS) <= set(COLUMNS)
+    ok = _ok(table)
+    mean, sd = ok["bandgap_mean_ev"].to_numpy(float), ok["bandgap_std_calibrated_ev"].to_numpy(float)
+    b = sd / np.sqrt(2)
+    for level, p in (("68", P68), ("95", P95)):
+        half = b * np.log(1 / (1 - p))
+        np.testing.assert_allclose(ok[f"bandgap_hi{level}_ev"].to_numpy(float), mean + half, rtol=1e-12)
+        np.testing.assert_allclose(ok[f"bandgap_lo{level}_ev"].to_numpy(float), np.maximum(mean - half, 0),
+                                   rtol=1e-12, atol=1e-15)
+    assert not np.allclose(ok["bandgap_hi68_ev"].to_numpy(float) - mean, sd, rtol=0.05)  # not Gaussian ±1σ
+    errors = table[table["status"] == "error"]
+    assert len(errors) == 1 and errors[list(INTERVAL_COLUMNS)].isna().all().all()
+
+
+def test_interval_columns_of_the_gradient_boosting_run_are_gaussian(gbm_run, cands):
+    """The baseline's std is its 16-84 % quantile half-width, a Gaussian's ±1σ: its family is Gaussian (its
+    calibration says so) and its 68.27 % interval is mean ± σ_cal, its 95 % one mean ± 1.96 σ_cal. Its one
+    "draw" is its point prediction, so its robust spread is its std."""
+    from mofbalora.model import load_model
+    from mofbalora.screen import screen
+
+    gbm = load_model(gbm_run)
+    assert gbm.calibration["family"] == "gaussian"
+    ok = _ok(screen([str(cands)], model=gbm, checks="off", progress=False))
+    mean, sd = ok["bandgap_mean_ev"].to_numpy(float), ok["bandgap_std_calibrated_ev"].to_numpy(float)
+    np.testing.assert_allclose(ok["bandgap_hi68_ev"].to_numpy(float), mean + sd, rtol=1e-9)
+    np.testing.assert_allclose(ok["bandgap_lo68_ev"].to_numpy(float), np.maximum(mean - sd, 0), rtol=1e-9,
+                               atol=1e-15)
+    np.testing.assert_allclose(ok["bandgap_hi95_ev"].to_numpy(float), mean + 1.959963984540054 * sd, rtol=1e-9)
+    np.testing.assert_allclose(ok["bandgap_spread_ev"].to_numpy(float), ok["bandgap_std_ev"].to_numpy(float),
+                               rtol=1e-12)
+    np.testing.assert_allclose(ok["bandgap_median_ev"].to_numpy(float), mean, rtol=1e-12)
+
+
+def test_rows_resumed_without_intervals_get_the_same_ones(cands):
+    """A screen resumed from partial rows written before the intervals were columns fills them in
+    (``add_intervals``) with the numbers a fresh record gets."""
+    from mofbalora.model import load_model
+    from mofbalora.scoring import add_intervals, file_keys, score_chunk
+
+    model = load_model("default")
+    paths = sorted(cands.glob("*.cif"))
+    keys, ids = file_keys(paths)
+    cfg = ScoringConfig(n_samples=4, checks="off", seed=5)
+    fresh = score_chunk(model, paths, keys, ids, cfg)
+    assert sum(r["status"] == "ok" for r in fresh) == 5
+    old = [{k: v for k, v in r.items() if k not in INTERVAL_COLUMNS} for r in fresh]
+    assert add_intervals(model, old) == 5 and add_intervals(model, old) == 0
+    for a, b in zip(fresh, old, strict=True):
+        for col in INTERVAL_COLUMNS:
+            assert (col in a) == (col in b) and (col not in a or a[col] == pytest.approx(b[col], rel=1e-12))
+
+
+def test_every_table_view_carries_the_intervals_and_explains_them():
+    for view in (BATCH_COLUMNS, MANIFEST_PREDICTION_COLUMNS):
+        assert [c for c in view if c in INTERVAL_COLUMNS] == list(INTERVAL_COLUMNS)
+    from mofbalora.al.candidates import BATCH_COLUMNS as CAMPAIGN_BATCH
+    from mofbalora.dft import MANIFEST_COLUMNS
+
+    assert set(INTERVAL_COLUMNS) <= set(CAMPAIGN_BATCH) and set(INTERVAL_COLUMNS) <= set(MANIFEST_COLUMNS)
+    lines = {line.split()[0]: line for line in explain_columns().splitlines()}
+    for col in INTERVAL_COLUMNS:
+        assert lines[col].endswith("[eV]")
+    assert "Laplace" in lines["bandgap_lo68_ev"] and "Gaussian" in lines["bandgap_lo68_ev"]
+
+
+def test_the_checks_reuse_the_structure_featurization_parsed(cands, tmp_path, monkeypatch):
+    """With both caches empty, score_chunk parses each file once (featurization's structure goes to the
+    checks), and the verdicts are those of a fresh check of the file."""
+    import mofbalora.featurize
+    import mofbalora.scoring
+    from mofbalora.checks import checker_available, run_checks
+    from mofbalora.data.structures import read_structure
+    from mofbalora.model import load_model
+    from mofbalora.scoring import file_keys, score_chunk
+
+    if not checker_available():
+        pytest.skip("mofchecker-next is not installed")
+    monkeypatch.setenv("MOFBALORA_CACHE", str(tmp_path / "cache"))  # no cached features, no cached verdicts
+    reads: list[str] = []
+
+    def counted(path, **kw):  # the real parser, counted
+        reads.append(str(path))
+        return read_structure(path, **kw)
+
+    monkeypatch.setattr(mofbalora.featurize, "read_structure", counted)
+    monkeypatch.setattr(mofbalora.scoring, "read_structure", counted)
+    model = load_model("default")
+    paths = sorted(cands.glob("*.cif"))
+    keys, ids = file_keys(paths)
+    records = score_chunk(model, paths, keys, ids, ScoringConfig(n_samples=2, checks="flag"))
+    assert sorted(reads) == sorted(str(p) for p in paths)  # once each (the empty file fails at parse)
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(ok) == 5 and all(r["checks"] in ("ok", "failed") for r in ok)
+    for rec in ok:
+        fresh = run_checks(read_structure(rec["path"]), rec["path"], charges=False)
+        assert {k: rec[k] for k in fresh} == fresh

@@ -6,7 +6,6 @@ every read of saved weights checks the base model they were trained on. Real loa
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 from pathlib import Path
 
@@ -18,41 +17,22 @@ from mofbalora.backbones.checkpoint import UntrustedCheckpointError
 from mofbalora.cli import main
 
 
-class Payload:
-    """Unpickling this runs ``exec``, which writes ``marker``: what an attacker would plant."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
-
-
-@pytest.fixture()
-def marker(tmp_path) -> Path:
-    """The payload's marker file; checked first to be live (unpickling the payload does write it)."""
-    m = tmp_path / "payload-ran"
-    pickle.loads(pickle.dumps(Payload(m)))
-    assert m.read_text() == "ran"
-    m.unlink()
-    return m
-
-
-def _evil_checkpoint(tmp_path: Path, marker: Path) -> Path:
+def _evil_checkpoint(tmp_path: Path, planted) -> Path:
+    """A JMP checkpoint whose unpickling runs ``planted`` (a conftest ``payload``)."""
     path = tmp_path / "jmp-evil.pt"
-    torch.save({"hyper_parameters": Payload(marker)}, path)
+    torch.save({"hyper_parameters": planted}, path)
     return path
 
 
 @pytest.fixture()
-def evil_model(tmp_path, marker) -> Path:
+def evil_model(tmp_path, marker, payload) -> Path:
     """The folder of the issue: only ``model_config.json`` (backbone ``jmp``, ``checkpoint`` naming a pickle
     whose unpickling runs code, ``trust_checkpoint: true``) and an empty ``model.safetensors``."""
     folder = tmp_path / "evil-model"
     folder.mkdir()
     cfg = {"regime": "balora",
            "backbone": {"name": "jmp", "size": "tiny", "cutoff": 5.0, "max_neighbors": 8,
-                        "checkpoint": str(_evil_checkpoint(tmp_path, marker)), "trust_checkpoint": True},
+                        "checkpoint": str(_evil_checkpoint(tmp_path, payload(marker))), "trust_checkpoint": True},
            "adapter": {"kind": "balora", "rank": 2}, "head": {"hidden_dim": 8}, "base": {"backbone": "jmp-tiny"},
            "calibration": None}
     (folder / "model_config.json").write_text(json.dumps(cfg))
@@ -99,7 +79,7 @@ def test_screen_refuses_a_model_folder_that_asks_for_trust(evil_model, marker, s
     assert marker.exists()
 
 
-def test_the_al_commands_refuse_a_campaign_folder_that_asks_for_trust(al_cfg, tmp_path, marker, capsys):
+def test_the_al_commands_refuse_a_campaign_folder_that_asks_for_trust(al_cfg, tmp_path, marker, capsys, payload):
     """A campaign folder is an artifact too: its ``config.yaml`` cannot switch on unpickling."""
     from mofbalora.al.state import CONFIG_FILE, CampaignState
     from mofbalora.io import write_yaml
@@ -107,7 +87,7 @@ def test_the_al_commands_refuse_a_campaign_folder_that_asks_for_trust(al_cfg, tm
     state = tmp_path / "campaign"
     cfg = al_cfg()
     cfg["backbone"] = {"name": "jmp", "size": "tiny", "cutoff": 5.0, "max_neighbors": 8, "adapt": "blocks",
-                       "checkpoint": str(_evil_checkpoint(tmp_path, marker)), "trust_checkpoint": True}
+                       "checkpoint": str(_evil_checkpoint(tmp_path, payload(marker))), "trust_checkpoint": True}
     CampaignState.new(name="evil", mode="real", seed=0, rng_state=np.random.default_rng(0).bit_generator.state,
                       paths={}).write(state)  # round 0, about to train
     write_yaml(state / CONFIG_FILE, cfg)
@@ -179,3 +159,41 @@ def test_every_read_of_saved_weights_checks_the_base(tiny_model, tmp_path):
     cfg = load_config(run / "config.yaml")
     with pytest.raises(BaseModelMismatchError):
         Trainer(cfg, run, model=model).load_state()
+
+
+@pytest.mark.slow
+def test_dask_workers_load_a_folder_that_asks_for_trust_only_with_the_callers_flag(evil_model, marker, sample_cifs):
+    """The caller's trust decision travels to the Dask workers that load the model: without the flag a worker
+    refuses the folder (nothing unpickled); with it the worker does unpickle the checkpoint (the payload runs
+    there: this one then fails to load). A Dask screen of the folder is refused before any worker starts."""
+    distributed = pytest.importorskip("distributed")
+    from mofbalora.parallel.dask_screen import DaskExecutor, local_cluster
+    from mofbalora.scoring import ScoringConfig, file_keys
+    from mofbalora.screen import screen
+
+    paths = [str(sample_cifs[0])]
+    with pytest.raises(UntrustedCheckpointError, match="--trust-checkpoint"):
+        screen(paths, model=str(evil_model), dask="local:1", progress=False)
+    assert not marker.exists()
+    keys, ids = file_keys(paths)
+    cfg = ScoringConfig(n_samples=1, checks="off")
+    cluster = local_cluster(1)
+    client = distributed.Client(cluster)
+    try:
+        executor = DaskExecutor(client, str(evil_model))
+        try:
+            with pytest.raises(UntrustedCheckpointError, match=r"model_config\.json asks .*--trust-checkpoint"):
+                list(executor.map([[0]], paths, keys, ids, cfg))
+        finally:
+            executor.close()
+        assert not marker.exists()
+        executor = DaskExecutor(client, str(evil_model), trust_checkpoint=True)
+        try:
+            with pytest.raises(Exception):  # noqa: B017 (whatever the payload's leftovers make JMP raise)
+                list(executor.map([[0]], paths, keys, ids, cfg))
+        finally:
+            executor.close()
+        assert marker.exists()  # unpickled on the worker: the caller's trust reached it
+    finally:
+        client.close()
+        cluster.close()

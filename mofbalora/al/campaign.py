@@ -440,7 +440,7 @@ class Campaign(CandidatePool):
         if al.dask is not None:
             from mofbalora.parallel.dask_screen import DaskExecutor
 
-            executor = DaskExecutor(al.dask, str(self.model_dir(self.round)))
+            executor = DaskExecutor(al.dask, str(self.model_dir(self.round)), trust_checkpoint=self.trust_checkpoint)
             model = None
         else:
             self._load_round_model(self.round)

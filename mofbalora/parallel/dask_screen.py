@@ -107,27 +107,31 @@ _MODELS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
 
-def _worker_model(model_dir: str):
-    """The model of ``model_dir``, loaded once per worker process (reloaded if its weights file changed)."""
+def _worker_model(model_dir: str, trust_checkpoint: bool = False):
+    """The model of ``model_dir``, loaded once per worker process (reloaded if its weights file changed), with
+    the caller's trust decision (:func:`mofbalora.model.load_model`: a folder that asks for trust is refused
+    on the worker too unless the caller passed ``trust_checkpoint``)."""
     import torch
 
-    stamp = (model_dir, os.stat(Path(model_dir) / MODEL_FILE).st_mtime_ns)
+    stamp = (model_dir, os.stat(Path(model_dir) / MODEL_FILE).st_mtime_ns, bool(trust_checkpoint))
     with _LOCK:
         if stamp in _MODELS:
             return _MODELS[stamp], 0.0
         t0 = time.perf_counter()
         torch.set_num_threads(1)  # one Dask thread = one core
-        model = load_model(model_dir)
+        model = load_model(model_dir, trust_checkpoint=trust_checkpoint)
         _MODELS.clear()  # a new model (e.g. the next campaign round) replaces the old one
         _MODELS[stamp] = model
         return model, time.perf_counter() - t0
 
 
 def predict_chunk(model_dir: str, paths: Sequence[str], keys: Sequence[str], ids: Sequence[str] | None,
-                  cfg: dict, *, with_embedding: bool = False, batched: bool = True) -> dict:
+                  cfg: dict, *, with_embedding: bool = False, batched: bool = True,
+                  trust_checkpoint: bool = False) -> dict:
     """Run on a worker: records of one chunk (:func:`mofbalora.scoring.score_chunk` with the
-    :class:`~mofbalora.scoring.ScoringConfig` fields ``cfg``), and what it cost (model load, compute, size)."""
-    model, load_s = _worker_model(model_dir)
+    :class:`~mofbalora.scoring.ScoringConfig` fields ``cfg``), and what it cost (model load, compute, size).
+    ``trust_checkpoint``: the caller's decision, carried to the worker's :func:`~mofbalora.model.load_model`."""
+    model, load_s = _worker_model(model_dir, trust_checkpoint)
     t0 = time.perf_counter()
     records = score_chunk(model, list(paths), list(keys), None if ids is None else list(ids), ScoringConfig(**cfg),
                           with_embedding=with_embedding, batched=batched)
@@ -149,9 +153,11 @@ def model_dir_for_workers(model, scratch: str | Path | None) -> str:
 
 class DaskExecutor:
     """Maps :func:`predict_chunk` over chunks of files on a Dask cluster, yielding results as they finish
-    (the Dask form of :class:`mofbalora.scoring.LocalExecutor`)."""
+    (the Dask form of :class:`mofbalora.scoring.LocalExecutor`). ``trust_checkpoint``: the caller's trust
+    decision, passed to every worker's model load (never read from the model folder)."""
 
-    def __init__(self, cluster, model, *, scratch: str | Path | None = None) -> None:
+    def __init__(self, cluster, model, *, scratch: str | Path | None = None, trust_checkpoint: bool = False) -> None:
+        self.trust_checkpoint = bool(trust_checkpoint)
         self.client, self._cluster = connect(cluster)
         # an in-memory model is written to ``scratch`` for the workers and removed again by :meth:`close`
         self._scratch = Path(scratch) if isinstance(model, Predictor) and scratch is not None else None
@@ -173,7 +179,8 @@ class DaskExecutor:
         for chunk in chunks:
             fut = self.client.submit(predict_chunk, self.model_dir, [str(paths[k]) for k in chunk],
                                      [keys[k] for k in chunk], None if ids is None else [ids[k] for k in chunk],
-                                     cfg.to_dict(), with_embedding=with_embedding, batched=batched, pure=False)
+                                     cfg.to_dict(), with_embedding=with_embedding, batched=batched,
+                                     trust_checkpoint=self.trust_checkpoint, pure=False)
             futures[fut] = list(chunk)
         self._pending = list(futures)
         for fut in distributed.as_completed(futures):
