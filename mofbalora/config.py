@@ -18,12 +18,14 @@ Sections and their dataclasses (one per concept):
 - ``data``: :class:`~mofbalora.data.splits.DataConfig`;
 - ``backbone``: :class:`BackboneConfig`, ``name`` plus that backbone's constructor options (open: checked
   by the backbone itself);
-- ``model``: :class:`ModelConfig`: regime, likelihood, β-NLL, and the head
+- ``model``: :class:`ModelConfig`: regime, likelihood, β-NLL, the head
   (:class:`~mofbalora.heads.HeadConfig`, written as ``model.head_hidden``, ``model.pooling`` and
-  ``model.head_atom_mlp``; its ``aleatoric`` follows the likelihood);
+  ``model.head_atom_mlp``; its ``aleatoric`` follows the likelihood) and ``model.warm_start`` (a trained
+  model to start from, :mod:`mofbalora.warm_start`);
 - ``adapter``: :class:`~mofbalora.adapters.config.AdapterConfig` without ``kind``, which is ``model.regime``
   (:meth:`RunConfig.model_adapter`);
-- ``optim``: :class:`OptimConfig`; ``gbm``: open (the gradient-boosting baseline's options); ``run``:
+- ``optim``: :class:`OptimConfig` (with ``optim.lr_scale``, learning-rate factors per parameter group,
+  :data:`PARAM_GROUPS`); ``gbm``: open (the gradient-boosting baseline's options); ``run``:
   :class:`RunSection`.
 
 Campaigns add ``al`` and ``benchmark`` (:class:`mofbalora.al.config.CampaignConfig`).
@@ -64,7 +66,7 @@ from mofbalora.validation import (
 )
 
 __all__ = [
-    "ALEATORIC_LIKELIHOODS", "DEFAULTS", "LIKELIHOODS", "RUN_REGIMES", "SCHEDULES", "BackboneConfig",
+    "ALEATORIC_LIKELIHOODS", "DEFAULTS", "LIKELIHOODS", "PARAM_GROUPS", "RUN_REGIMES", "SCHEDULES", "BackboneConfig",
     "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunSection", "check_choice", "check_int",
     "check_number", "deep_update", "defaults", "dotted", "dump_config", "load_config", "load_run_config",
     "merge_config", "parse_override", "typed",
@@ -73,6 +75,10 @@ __all__ = [
 LIKELIHOODS = ("mse", "l1", "huber", "gaussian_nll", "laplace_nll")
 ALEATORIC_LIKELIHOODS = ("gaussian_nll", "laplace_nll")
 SCHEDULES = ("cosine", "constant")
+#: parameter groups of ``optim.lr_scale`` (:func:`mofbalora.train.parameter_group` sorts a model's parameters):
+#: the head, BaLoRA's α (probes and a shared α-network), the adapters of CHGNet's readout MLP, every other
+#: adapter (inside the trunk: CHGNet's last block), and the backbone's own weights (regime ``full``)
+PARAM_GROUPS = ("head", "alpha", "readout", "trunk", "backbone")
 #: every regime ``finetune`` trains: the model's regimes and the gradient-boosting baseline
 RUN_REGIMES = (*REGIMES, "gbm")
 #: the backbone option that grants trust (the caller's; never written back)
@@ -119,12 +125,20 @@ class ModelConfig:
 
     Written flat: ``model.head_hidden``, ``model.pooling`` and ``model.head_atom_mlp`` are :attr:`head`'s
     ``hidden_dim``, ``pooling`` and ``atom_mlp``; ``head.aleatoric`` follows the likelihood (the NLLs add an
-    aleatoric output)."""
+    aleatoric output).
+
+    ``warm_start``: a trained model to start from instead of fresh adapters and head: ``"default"`` (the
+    shipped model), a run folder or a model folder. Every tensor it trained is copied in bit for bit, the
+    tensors only this model has keep their initialisation (:func:`mofbalora.warm_start.warm_start`): a
+    trunk placement (``backbone.adapt=last_block_cached``) warm-started from a readout model starts as that
+    model (the block's θ_B = 0) and fine-tunes BaLoRA in the block. It needs the same regime, head and
+    head features as the source. A resumed run continues from its own checkpoint instead."""
 
     regime: Literal["balora", "lora", "mc_dropout", "lora_ensemble", "head_only", "full", "gbm"] = "balora"
     likelihood: Literal["mse", "l1", "huber", "gaussian_nll", "laplace_nll"] = "mse"
     nll_beta: float = 0.0             # β-NLL weight exponent in [0, 1] (NLL likelihoods; 0: the plain NLL)
     head: HeadConfig = field(default_factory=HeadConfig)
+    warm_start: str | None = None     # "default", a run folder or a model folder (None: fresh adapters and head)
 
     def __post_init__(self) -> None:
         check_choice("model.regime", self.regime, RUN_REGIMES)
@@ -136,6 +150,9 @@ class ModelConfig:
                              f"model.likelihood in {ALEATORIC_LIKELIHOODS}, got {self.likelihood!r}")
         if self.head.aleatoric != self.aleatoric:
             self.head = replace(self.head, aleatoric=self.aleatoric)
+        if self.warm_start is not None and not (isinstance(self.warm_start, str) and self.warm_start.strip()):
+            raise ValueError(f"model.warm_start must be 'default', a run folder or a model folder (a string), or "
+                             f"null for a fresh start; got {self.warm_start!r}")
 
     @property
     def aleatoric(self) -> bool:
@@ -145,14 +162,15 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Any) -> ModelConfig:
         data = check_mapping("model", data)
-        own = ("regime", "likelihood", "nll_beta")
+        own = ("regime", "likelihood", "nll_beta", "warm_start")
         check_keys(data, [*own, *HEAD_KEYS], "model.")
         head = HeadConfig(**{HEAD_KEYS[k]: v for k, v in data.items() if k in HEAD_KEYS})
         return cls(**{k: v for k, v in data.items() if k in own}, head=head)
 
     def to_dict(self) -> dict[str, Any]:
         return {"regime": self.regime, "likelihood": self.likelihood, "head_hidden": self.head.hidden_dim,
-                "pooling": self.head.pooling, "head_atom_mlp": self.head.atom_mlp, "nll_beta": self.nll_beta}
+                "pooling": self.head.pooling, "head_atom_mlp": self.head.atom_mlp, "nll_beta": self.nll_beta,
+                "warm_start": self.warm_start}
 
 
 #: the keys of the ``adapter`` section: every :class:`AdapterConfig` field but ``kind`` (= ``model.regime``)
@@ -182,9 +200,16 @@ class OptimConfig:
     kl_weight: float = 1.0            # β
     kl_warmup_epochs: int = 0
     grad_clip: float | None = 5.0
+    #: learning-rate factor per parameter group (:data:`PARAM_GROUPS`; a group not named: 1); 0 freezes the
+    #: group (e.g. ``{head: 0}``: a warm-started head kept as it is while the adapters train)
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_choice("optim.schedule", self.schedule, SCHEDULES)
+        check_mapping("optim.lr_scale", self.lr_scale)
+        for group, factor in self.lr_scale.items():
+            check_choice("optim.lr_scale group", group, PARAM_GROUPS)
+            check_number(f"optim.lr_scale.{group}", factor, 0)
         for key in ("lr", "weight_decay", "kl_weight"):
             check_number(f"optim.{key}", getattr(self, key), 0)
         check_number("optim.grad_clip", self.grad_clip, 0, optional=True)
@@ -324,8 +349,9 @@ def defaults() -> dict[str, dict[str, Any]]:
 DEFAULTS: dict[str, dict[str, Any]] = defaults()
 
 #: sections whose keys are not fixed: ``backbone`` holds ``name`` plus that backbone's constructor options
-#: (e.g. ``checkpoint`` and ``task`` for UMA), checked by the backbone itself
-OPEN_SECTIONS = ("backbone.", "gbm.")
+#: (e.g. ``checkpoint`` and ``task`` for UMA), checked by the backbone itself; ``optim.lr_scale`` names parameter
+#: groups, checked by :class:`OptimConfig`
+OPEN_SECTIONS = ("backbone.", "gbm.", "optim.lr_scale.")
 
 
 def deep_update(base: dict, changes: Mapping, where: str = "", open_sections=OPEN_SECTIONS) -> dict:

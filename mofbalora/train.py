@@ -8,6 +8,10 @@ Run folder layout::
     checkpoints/last/     model + trainer state (optimiser, scheduler, RNG states) after the last epoch
     metrics.json          final figures (validation and test metrics of the best model, timings)
 
+A run can start from a trained model instead of fresh adapters and head (``model.warm_start``,
+:mod:`mofbalora.warm_start`), and train parameter groups at their own learning rates (``optim.lr_scale``,
+:func:`parameter_group`; a factor 0 freezes a group).
+
 Resuming (``resume=True``) restarts from ``checkpoints/last`` at an epoch boundary; with the same seed the
 run ends in the same state as an uninterrupted one (shuffling and noise come from generators whose
 states are checkpointed; each step's noise generator is seeded by (seed, step)).
@@ -34,7 +38,7 @@ from tqdm.auto import tqdm
 from mofbalora.adapters import adapter_layers, kl_terms, seeded_generator, total_kl
 from mofbalora.adapters.context import sampling, structure_keys
 from mofbalora.backbones.base import atom_capped_batches, resolve_device
-from mofbalora.config import SCHEDULES, OptimConfig, RunConfig, check_choice, dump_config
+from mofbalora.config import PARAM_GROUPS, SCHEDULES, OptimConfig, RunConfig, check_choice, dump_config
 from mofbalora.data.splits import split_dataset
 from mofbalora.domain import fit_domain
 from mofbalora.evaluate import evaluate_inputs
@@ -46,6 +50,7 @@ from mofbalora.parallel.torch_ddp import SINGLE, DistContext, init_from_env, sha
 from mofbalora.prediction import floor_std, point_prediction
 from mofbalora.uq import distribution as D
 from mofbalora.uq.recalibration import fit_calibration
+from mofbalora.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 HUBER_DELTA_EV = 0.5
@@ -57,6 +62,43 @@ def model_from_config(cfg: RunConfig | dict) -> BandGapModel:
     return build_model(cfg.model.regime, backbone=cfg.backbone.name, backbone_options=cfg.backbone.options,
                        adapter=cfg.model_adapter(), head=cfg.model.head,
                        trust_checkpoint=cfg.backbone.trust_checkpoint)
+
+
+def parameter_group(name: str) -> str:
+    """The ``optim.lr_scale`` group (:data:`~mofbalora.config.PARAM_GROUPS`) of a model parameter, by its name
+    in ``model.named_parameters()``: ``head``, ``alpha`` (BaLoRA's α-probes and shared α-network), ``readout``
+    (adapters of CHGNet's readout MLP), ``trunk`` (every other adapter) or ``backbone`` (the backbone's own
+    weights, trained in the ``full`` regime)."""
+    if name.startswith("head."):
+        return "head"
+    if name.startswith("alpha_network.") or ".adapter_alpha" in name:
+        return "alpha"
+    if ".adapter_" in name:
+        return "readout" if name.startswith("backbone.readout_mlp.") else "trunk"
+    return "backbone"
+
+
+def parameter_groups(model: BandGapModel, lr_scale: dict[str, float]) -> list[dict]:
+    """The optimiser's parameter groups: the trainable parameters of each group of :data:`PARAM_GROUPS` with
+    its ``lr_scale`` factor (1 when not named). A group at factor 0 is frozen (``requires_grad`` off, left out
+    of the optimiser). ValueError when ``lr_scale`` names a group the model has no parameter in."""
+    members: dict[str, list[nn.Parameter]] = {g: [] for g in PARAM_GROUPS}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            members[parameter_group(name)].append(p)
+    empty = sorted(g for g in lr_scale if not members[g])
+    if empty:
+        raise ValueError(f"optim.lr_scale names {empty}, but this model trains no parameter there; its groups: "
+                         f"{[g for g in PARAM_GROUPS if members[g]]}")
+    groups = []
+    for g in PARAM_GROUPS:
+        factor = float(lr_scale.get(g, 1.0))
+        if factor == 0:
+            for p in members[g]:
+                p.requires_grad_(False)
+        elif members[g]:
+            groups.append({"params": members[g], "name": g, "lr_scale": factor})
+    return groups
 
 
 def split_ids(cfg: RunConfig | dict):
@@ -181,7 +223,16 @@ class Trainer:
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.device = dist.device if dist.enabled else resolve_device(cfg.run.device)
-        self.model = (model or model_from_config(cfg)).to(self.device)
+        #: what ``model.warm_start`` loaded (:func:`~mofbalora.warm_start.warm_start`'s report); None without it
+        self.warm_started: dict[str, list[str]] | None = None
+        if model is None:
+            model = model_from_config(cfg)
+            if cfg.model.warm_start is not None:  # a model passed in is the caller's to initialise
+                self.warm_started = warm_start(model, cfg.model.warm_start)
+                log.info("warm start from %s: %d tensors loaded, %d fresh", cfg.model.warm_start,
+                         len(self.warm_started["loaded"]), len(self.warm_started["fresh"]))
+        self.model = model.to(self.device)
+        groups = parameter_groups(self.model, cfg.optim.lr_scale)
         self.params = self.model.trainable_parameters()
         if not self.params:
             raise ValueError("nothing to train: the model has no trainable parameters")
@@ -195,7 +246,7 @@ class Trainer:
                 find_unused_parameters=True)
         else:
             self.step_objective = self.objective
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         seed = int(cfg.run.seed)
         self.seed = seed
         self.shuffle_gen = seeded_generator(seed)
@@ -274,7 +325,7 @@ class Trainer:
                 mine = idx[start:stop]
                 batch = self.model.backbone.collate([train_inputs[i] for i in mine]) if mine else None
                 for group in self.optimizer.param_groups:
-                    group["lr"] = o.lr * _lr_factor(o, self.step, steps_per_epoch)
+                    group["lr"] = o.lr * group["lr_scale"] * _lr_factor(o, self.step, steps_per_epoch)
                 self.optimizer.zero_grad(set_to_none=True)
                 # the step's noise comes from (seed, step) and each structure's key alone: a structure draws the
                 # same numbers in any process and in any batch, and a resumed run draws what it would have
@@ -298,7 +349,7 @@ class Trainer:
             self.train_seconds += seconds
             row = {"epoch": self.epoch, "loss": sums[0] / n_train, "data_loss": sums[1] / n_train,
                    "kl": sums[2] / n_train, "val_mae_ev": val_mae,
-                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds}
+                   "lr": o.lr * _lr_factor(o, self.step - 1, steps_per_epoch), "seconds": seconds}
             if self.dist.is_main:
                 _append_csv(metrics_csv, row)
             if val_mae < self.best_val:

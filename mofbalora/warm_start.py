@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mofbalora.io import MODEL_CONFIG, MODEL_FILE, read_checkpoint
+from mofbalora.model import resolve_model_dir
 
 
 def warm_start(model: Any, source: str | Path) -> dict[str, list[str]]:
@@ -25,9 +26,11 @@ def warm_start(model: Any, source: str | Path) -> dict[str, list[str]]:
     Refused with a ValueError naming what differs: another base backbone (its weights hash), another
     regime, or a source tensor that ``model`` lacks or holds in another shape (another head, feature set
     or adapter rank). The source's calibration and training domain are not carried over: they describe the
-    source's predictions, and are fitted again after the fine-tune."""
-    from mofbalora.model import resolve_model_dir
+    source's predictions, and are fitted again after the fine-tune.
 
+    Used by :class:`mofbalora.train.Trainer` when ``model.warm_start`` is set (a model the caller passes in is
+    the caller's to initialise: call this on it first). ``source`` may be ``"default"`` (the shipped model),
+    a run folder, or a model folder (:func:`mofbalora.model.resolve_model_dir`)."""
     directory = resolve_model_dir(source)
     config, tensors = read_checkpoint(directory, weights_file=MODEL_FILE, config_file=MODEL_CONFIG,
                                       what="model", base=model.base_identity)
