@@ -38,7 +38,8 @@ STD = np.array([0.5, 0.1, 0.2, 1.0])
 
 
 def test_registry_names() -> None:
-    assert set(ACQUISITIONS) == {"std", "epistemic", "ucb", "lcb", "target", "ei", "thompson", "mean", "random"}
+    assert set(ACQUISITIONS) == {"std", "epistemic", "ucb", "lcb", "lcb_epistemic", "target", "ei", "thompson",
+                                 "mean", "random"}
 
 
 def test_unknown_name_lists_choices() -> None:

@@ -132,8 +132,20 @@ def test_suggest_ingest_suggest_round_trip(al_cfg, qmof, tiny_split, tmp_path):
 def test_workflow_config_holds_the_benchmark():
     cfg = load_campaign_config(REPO / "workflows" / "al_qmof.yaml")
     assert cfg["benchmark"]["seeds"] == [0, 1, 2]
-    assert set(cfg["benchmark"]["strategies"]) == {"random", "greedy_mean", "balora_std", "balora_lcb", "ensemble_lcb"}
+    assert set(cfg["benchmark"]["strategies"]) == {"random", "greedy_mean", "balora_std", "balora_lcb",
+                                                   "balora_lcb_epistemic", "ensemble_lcb", "gbm_lcb"}
     assert (cfg["al"]["initial_labelled"], cfg["al"]["batch_size"], cfg["al"]["n_rounds"]) == (500, 100, 10)
+    # the benchmark trains the shipped recipe: the architecture of load_model("default")
+    from mofbalora.al.start import start_model_document
+
+    shipped = start_model_document("default")
+    for section in ("backbone", "adapter"):
+        assert {k: v for k, v in cfg[section].items() if k not in ("targets", "n_members")} == \
+            {k: v for k, v in shipped[section].items() if k not in ("targets", "n_members")}
+    assert {k: v for k, v in cfg["model"].items() if k != "warm_start"} == \
+        {k: v for k, v in shipped["model"].items() if k != "warm_start"}
+    assert {k: cfg["optim"][k] for k in ("lr", "epochs", "weight_decay")} == \
+        {k: shipped["optim"][k] for k in ("lr", "epochs", "weight_decay")}
     ens = strategy_config(cfg, "ensemble_lcb", 2)
     assert (ens.model.regime, ens.al.acquisition, ens.run.seed) == ("lora_ensemble", "lcb", 2)
     with pytest.raises(ValueError, match="unknown strategy 'ucb'; choose from"):

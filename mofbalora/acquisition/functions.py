@@ -32,6 +32,8 @@ name           score (higher = label first)
 ``ucb``        ``mean + kappa*std`` -- optimistic for *large* gaps (ignores ``goal``).
 ``lcb``        ``-(mean - kappa*std) = kappa*std - mean`` -- optimistic for *small* gaps;
                the sign is flipped so that higher is still better (ignores ``goal``).
+``lcb_epistemic``  ``kappa*e - mean`` with ``e`` the ``epistemic`` score of the draws: ``lcb`` on the
+               model's own uncertainty only (needs ``samples_ev`` with T >= 2; ignores ``goal``).
 ``target``     ``P(lo <= Y <= hi)`` with ``Y ~ N(mean, std^2)``; needs ``target_ev``.
 ``ei``         Expected improvement, closed form for a Gaussian ``Y ~ N(mean, std^2)``:
 
@@ -73,7 +75,8 @@ import numpy as np
 from scipy.special import ndtr
 
 Goal = Literal["min", "max"]
-AcquisitionName = Literal["std", "epistemic", "ucb", "lcb", "target", "ei", "thompson", "mean", "random"]
+AcquisitionName = Literal["std", "epistemic", "ucb", "lcb", "lcb_epistemic", "target", "ei", "thompson", "mean",
+                          "random"]
 RngLike = np.random.Generator | int | None
 
 GOALS: tuple[str, ...] = ("min", "max")
@@ -284,6 +287,13 @@ def _acq_lcb(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) ->
     return -(mean - kappa * std)
 
 
+def _acq_lcb_epistemic(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) -> np.ndarray:
+    # lcb on the draws' own spread only (the ``epistemic`` score), blind to the aleatoric part of ``std``
+    spread = _acq_epistemic(mean, std, samples, kappa=kappa, target_ev=target_ev, best_ev=best_ev, xi=xi,
+                            goal=goal, rng=rng)
+    return -(mean - kappa * spread)
+
+
 def _acq_target(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) -> np.ndarray:
     if target_ev is None:
         raise ValueError("acquisition 'target' needs target_ev=(lo, hi) in eV")
@@ -334,6 +344,7 @@ ACQUISITIONS: dict[str, AcquisitionFn] = {
     "epistemic": _acq_epistemic,
     "ucb": _acq_ucb,
     "lcb": _acq_lcb,
+    "lcb_epistemic": _acq_lcb_epistemic,
     "target": _acq_target,
     "ei": _acq_ei,
     "thompson": _acq_thompson,

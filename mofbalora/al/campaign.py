@@ -33,7 +33,9 @@ state, and training checkpoints every epoch. A campaign killed anywhere and resu
 Simulated mode: the labelled set and the pool are drawn from the split's train part, early
 stopping uses (a subset of) its val part, the learning curve is measured on (a subset of) its test
 part; val and test structures are never in the pool. Real mode: the same initial labelled set,
-val and test parts, and a pool of candidate CIFs (``mofbalora al suggest``).
+val and test parts, and a pool of candidate CIFs (``mofbalora al suggest``); or, with ``al.start_model``
+(the default of ``al suggest``, :mod:`mofbalora.al.start`), round 0 is that trained model, copied into
+``rounds/round_000``, and the labelled set its own training data.
 
 Configuration: :mod:`mofbalora.al.config`; the real-DFT steps (``suggest``, ``ingest``):
 :mod:`mofbalora.al.real`; the QMOF benchmark over strategies and seeds: :mod:`mofbalora.al.benchmark`; its
@@ -43,8 +45,10 @@ report: :mod:`mofbalora.al.report`.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -70,8 +74,11 @@ from mofbalora.al.state import (
 )
 from mofbalora.data.cache import file_digest
 from mofbalora.data.qmof import load_dataset
+from mofbalora.domain import ApplicabilityDomain
 from mofbalora.evaluate import metrics_from_prediction
 from mofbalora.featurize import featurize_files
+from mofbalora.gbm import GBMBandGapModel
+from mofbalora.io import MODEL_CONFIG, atomic_write_text
 from mofbalora.model import load_weights
 from mofbalora.scoring import (
     BATCH_COLUMNS,
@@ -83,10 +90,15 @@ from mofbalora.scoring import (
     score_files,
     select_rows,
 )
-from mofbalora.train import Trainer, model_from_config, split_ids
+from mofbalora.train import Trainer, model_from_config, split_ids, validation_mae
 
 log = logging.getLogger(__name__)
 
+#: a spread-aware batch is "ranked by the predicted gap alone" when what it adds to the score (κ × the median
+#: spread) is below this fraction of the std of the predicted gaps over the pool
+NEGLIGIBLE_SPREAD = 0.01
+#: a simulated campaign records its pool's this many smallest gaps (the report's recall of the best candidates)
+SMALLEST_GAPS = 100
 #: points at which :attr:`Campaign.hook` is called: before the commit of a step, and after each epoch
 HOOK_POINTS = ("select", "label", "epoch", "train")
 
@@ -109,13 +121,14 @@ class Campaign(CandidatePool):
     """
 
     def __init__(self, state_dir: str | Path, *, hook: Callable[[str, Campaign], None] | None = None,
-                 progress: bool = False, trust_checkpoint: bool = False) -> None:
-        self._setup(state_dir, hook, progress, trust_checkpoint)
+                 progress: bool = False, trust_checkpoint: bool = False, inputs: dict | None = None) -> None:
+        self._setup(state_dir, hook, progress, trust_checkpoint, inputs)
         if not (self.dir / STATE_FILE).is_file():
             raise FileNotFoundError(f"no campaign in {self.dir} (no {STATE_FILE}); create one first")
         self.load_state()
 
-    def _setup(self, state_dir: str | Path, hook, progress: bool, trust_checkpoint: bool) -> None:
+    def _setup(self, state_dir: str | Path, hook, progress: bool, trust_checkpoint: bool,
+               inputs: dict | None = None) -> None:
         self.dir = Path(state_dir)
         self.hook = hook
         self.progress = progress
@@ -124,7 +137,9 @@ class Campaign(CandidatePool):
         self._model = None
         self._initial_state: dict | None = None
         self._loaded_round: int | None = None
-        self._inputs: dict[str, Any] = {}
+        # id -> backbone input; ``inputs`` shares one dict between campaigns of the same backbone features (the
+        # benchmark's: its 17,000 structures are read from the cache once per process)
+        self._inputs: dict[str, Any] = {} if inputs is None else inputs
         self._digests: dict[str, str] = {}  # content digest of each structure's file, hashed once per process
         self.cfg = CampaignConfig()
 
@@ -135,7 +150,7 @@ class Campaign(CandidatePool):
                test_ids: Sequence[str] = (), mode: Mode = "simulated", paths: Mapping[str, str | Path] | None = None,
                name: str = "", rng: np.random.Generator | None = None, dataset=None,
                hook: Callable[[str, Campaign], None] | None = None, progress: bool = False,
-               trust_checkpoint: bool = False) -> Campaign:
+               trust_checkpoint: bool = False, inputs: dict | None = None) -> Campaign:
         """Write a new campaign into ``state_dir`` (round 0, about to train) and return it.
 
         ``cfg``: a :class:`~mofbalora.al.config.CampaignConfig` (or its document); ``trust_checkpoint`` (or
@@ -167,7 +182,7 @@ class Campaign(CandidatePool):
         if not cfg.al.eval_test:
             parts["test"] = []
         obj = cls.__new__(cls)
-        obj._setup(state_dir, hook, progress, trust_checkpoint)
+        obj._setup(state_dir, hook, progress, trust_checkpoint, inputs)
         # what a reopened campaign reads back (config.yaml holds no benchmark section and no trust)
         obj.cfg = CampaignConfig.from_stored(cfg.stored(), where=state_dir / CONFIG_FILE,
                                              trust_checkpoint=trust_checkpoint)
@@ -192,16 +207,46 @@ class Campaign(CandidatePool):
         if mode == "simulated":
             pool_gaps = np.array([ds.bandgaps_ev[ds.index_of(k)] for k in st.pool])
             thr = cfg.al.low_gap_ev
+            smallest = np.argsort(pool_gaps, kind="stable")[:SMALLEST_GAPS]
             st.pool_stats = {"n": len(st.pool), "n_low_gap": int((pool_gaps < thr).sum()),
-                             "low_gap_fraction": float((pool_gaps < thr).mean()) if len(pool_gaps) else None}
+                             "low_gap_fraction": float((pool_gaps < thr).mean()) if len(pool_gaps) else None,
+                             # the report's recall: how many of the pool's smallest gaps a campaign bought
+                             "smallest_gap_ids": [st.pool[i] for i in smallest],
+                             "n_below_0_5_ev": int((pool_gaps < 0.5).sum())}
         state_dir.mkdir(parents=True, exist_ok=True)
 
         write_campaign_config(state_dir, obj.cfg.stored())
+        if cfg.al.start_model:
+            obj._adopt_start_model(cfg.al.start_model)  # round 0 is that model: commit straight to "select"
         obj.save_state()
         log.info("campaign %s: %d labelled, %d in the pool, %d val, %d test, %d failed featurization",
                  state_dir, len(st.labelled), len(st.pool), len(st.val_ids), len(st.test_ids),
                  len(st.failed))
         return obj
+
+    def _adopt_start_model(self, model: str) -> None:
+        """Round 0 of a campaign that starts from a trained model (``al.start_model``): copy it into
+        ``rounds/round_000/checkpoints/best`` (atomically), record its history row (validation and test figures
+        of that model) and move to phase ``select``. Not committed here: :meth:`create` commits once."""
+        from mofbalora.io import atomic_directory
+        from mofbalora.model import resolve_model_dir
+
+        source = resolve_model_dir(model)
+        with atomic_directory(self.model_dir(0), replace=True) as tmp:
+            for f in source.iterdir():
+                if f.is_file() and f.suffix in (".json", ".safetensors"):
+                    shutil.copyfile(f, tmp / f.name)
+        self._load_round_model(0)
+        val_mae = validation_mae(self.model(), self.inputs_of(self.state.val_ids),
+                                 self._dataset_labels(self.state.val_ids))
+        row = self._history_row(val_mae, None)
+        row["seconds"] = {"select": 0.0, "train": 0.0, "evaluate": 0.0}
+        row["start_model"] = str(model)
+        st = self.state
+        st.history.append(row)
+        st.phase = "select"
+        log.info("campaign %s starts from %s: %d labelled (its training data), val MAE %.3f eV", self.dir, model,
+                 len(st.labelled), val_mae)
 
     # -- state --------------------------------------------------------------------------------------
     def save_state(self) -> None:
@@ -263,6 +308,9 @@ class Campaign(CandidatePool):
         if self._model is None:
             if self.cfg.run.threads:
                 torch.set_num_threads(int(self.cfg.run.threads))
+            if self.cfg.model.regime == "gbm":  # the gradient-boosting baseline: refitted each round
+                self._model = GBMBandGapModel(self.cfg.backbone.to_dict(), self.cfg.gbm)
+                return self._model
             with torch.random.fork_rng():
                 torch.manual_seed(self.state.seed)
                 self._model = model_from_config(self.cfg)
@@ -330,10 +378,22 @@ class Campaign(CandidatePool):
         return int(self.history[-1]["round"])
 
     def _load_round_model(self, round_: int) -> None:
-        model = self.model()
         if self._loaded_round != round_:
-            load_weights(model, self.model_dir(round_))  # through io.read_checkpoint, with the base check
+            self._load_model_from(self.model_dir(round_))
             self._loaded_round = round_
+
+    def _load_model_from(self, directory: Path) -> None:
+        """Load a saved round model into :meth:`model` (through io.read_checkpoint, with the base check), with
+        its calibration and training domain when the folder has them (a start model's, carried on by every round
+        warm-started from it: the domain stays that of the start model's training data)."""
+        if self.cfg.model.regime == "gbm":
+            self._model = GBMBandGapModel.load(directory, json.loads((directory / MODEL_CONFIG).read_text()))
+            return
+        model = self.model()
+        saved = load_weights(model, directory)
+        model.calibration = saved.get("calibration")
+        domain = saved.get("training_domain")
+        model.training_domain = ApplicabilityDomain.from_config(domain, directory) if domain else None
 
     def relative_dft_cost(self, n_atoms: Sequence[int]) -> np.ndarray:
         """DFT cost relative to a structure of the initial labelled set's median size (``~ N^exponent``)."""
@@ -393,7 +453,10 @@ class Campaign(CandidatePool):
             row.update(path=str(self.path_of(keys[i])), structure_id=keys[i], rank=position, round=self.round + 1,
                        acquisition=al.acquisition, relative_dft_cost=float(cost[i]))
             rows.append({col: row.get(col, "") for col in BATCH_COLUMNS})
-        self._warn_if_spread_negligible(table, picks)
+        warning = self._warn_if_spread_negligible(table, picks)
+        if self.mode == "real":  # what the score means, beside the batch CSV the user hands to DFT
+            atomic_write_text(self.dir / f"batch_{self.round + 1:03d}.md",
+                              self.batch_note(self.round + 1, rows, warning))
         self._hook("select")
         st = self.state
         st.phase, st.pending, st.rng_state = "label", rows, rng.bit_generator.state
@@ -401,18 +464,46 @@ class Campaign(CandidatePool):
         self.save_state()
         return rows
 
-    def _warn_if_spread_negligible(self, table, picks: list[int]) -> None:
-        """Say so when the spread a spread-aware acquisition ranks by is negligible next to the differences of
-        the predicted gaps: the batch is then picked by the predicted gap alone."""
-        if self.cfg.al.acquisition not in ("lcb", "ucb", "std", "epistemic", "ei", "target") or not picks:
-            return
+    def _warn_if_spread_negligible(self, table, picks: list[int]) -> str | None:
+        """Say so (log and return the warning) when the spread a spread-aware acquisition ranks by is negligible
+        next to the differences of the predicted gaps: the batch is then picked by the predicted gap alone."""
+        al = self.cfg.al
+        if al.acquisition not in ("lcb", "lcb_epistemic", "ucb", "std", "epistemic", "ei", "target") or not picks:
+            return None
         ok = table["rank"].notna().to_numpy()
-        spread = table.loc[ok, "bandgap_spread_ev"].to_numpy(float)
+        column = "epistemic_std_ev" if al.acquisition in ("epistemic", "lcb_epistemic") else "bandgap_spread_ev"
+        spread = table.loc[ok, column].to_numpy(float)
         median = table.loc[ok, "bandgap_median_ev"].to_numpy(float)
-        if len(median) > 1 and np.median(spread) < 0.01 * np.std(median):
-            log.warning("acquisition %r: the spreads (median %.2g eV) are negligible against the spread of the "
-                        "predicted gaps (%.2g eV); this batch is ranked by the predicted gap alone",
-                        self.cfg.al.acquisition, np.median(spread), np.std(median))
+        kappa = float(al.kappa) if al.acquisition in ("lcb", "lcb_epistemic", "ucb") else 1.0
+        ranked_by = kappa * np.median(spread)
+        if len(median) > 1 and ranked_by < NEGLIGIBLE_SPREAD * np.std(median):
+            message = (f"acquisition {al.acquisition!r}: the spreads it ranks by ({column}, median "
+                       f"{np.median(spread):.2g} eV) are negligible against the spread of the predicted gaps "
+                       f"({np.std(median):.2g} eV); this batch is ranked by the predicted gap alone")
+            log.warning("%s", message)
+            return message
+        return None
+
+    def batch_note(self, round_: int, rows: Sequence[dict], warning: str | None) -> str:
+        """The text of ``batch_NNN.md``: which model ranked the batch, what its ``score`` column means, and the
+        negligible-spread warning when there is one."""
+        al, st = self.cfg.al, self.state
+        start = f", warm-started from {al.start_model}" if al.start_model else ""
+        scores = [float(r["score"]) for r in rows if r.get("score") not in ("", None)]
+        lines = [f"# Batch {round_:03d} of campaign {self.dir.name}", "",
+                 f"- model: round {round_ - 1} ({len(st.labelled)} labelled structures{start})",
+                 f"- pool: {len(st.pool)} candidates; {len(rows)} picked",
+                 f"- `score` ({al.acquisition}{', per relative DFT cost' if al.cost_aware else ''}): "
+                 f"{score_meaning(al.acquisition, al.kappa, al.goal, al.target_window)}"
+                 + (" Divided by `relative_dft_cost`." if al.cost_aware else ""),
+                 "- higher score = sent to DFT first; `rank` 1 is the best; in-domain rows rank before "
+                 f"out-of-domain ones (domain policy `{al.domain}`)"]
+        if scores:
+            lines.append(f"- scores of this batch: {max(scores):.3g} (rank 1) to {min(scores):.3g}")
+        lines.append("")
+        lines.append(f"**Warning**: {warning}." if warning else
+                     "The spreads ranked by are not negligible against the differences of the predicted gaps.")
+        return "\n".join(lines) + "\n"
 
     def _score_pool(self, keys: list[str], cfg: ScoringConfig) -> list[dict]:
         """One scored record per pool structure (:func:`mofbalora.scoring.score_chunk`'s form, with the
@@ -542,20 +633,29 @@ class Campaign(CandidatePool):
     def train(self) -> dict:
         """Train the model of the current round (phase ``train`` → ``select``); returns its history row.
 
-        Round 0 starts from fresh adapters; later rounds from the previous round's best model
-        (``al.warm_start``). Interrupted training resumes from the round's last epoch checkpoint.
+        Round 0 starts from fresh adapters (a campaign with ``al.start_model`` never trains round 0: it is that
+        model); later rounds from the previous round's best model (``al.warm_start``), for at most
+        ``al.round_epochs`` epochs with patience ``al.round_patience``. Interrupted training resumes from the
+        round's last epoch checkpoint. The gradient-boosting baseline (``model.regime: gbm``) is refitted on the
+        labelled set each round (deterministic).
         """
         if self.phase != "train":
             raise ValueError(f"campaign {self.dir} has nothing to train (phase {self.phase!r})")
 
         r, al = self.round, self.cfg.al
-        # this round's training: its own seed, and al.round_epochs after round 0
+        if self.cfg.model.regime == "gbm":
+            best_val, best_epoch, seconds = self._fit_gbm(r)
+            return self._finish_round(r, best_val, best_epoch, seconds)
+        # this round's training: its own seed, and al.round_epochs / al.round_patience after round 0
         epochs = int(al.round_epochs) if r > 0 and al.round_epochs else self.cfg.optim.epochs
+        patience = int(al.round_patience) if r > 0 and al.round_patience else self.cfg.optim.patience
         cfg = replace(self.cfg, run=replace(self.cfg.run, seed=self._seed("train")),
-                      optim=replace(self.cfg.optim, epochs=epochs))
+                      optim=replace(self.cfg.optim, epochs=epochs, patience=patience))
         model = self.model()
         if r > 0 and al.warm_start:
-            load_weights(model, self.model_dir(self._last_trained_round()))  # with the base check
+            self._load_model_from(self.model_dir(self._last_trained_round()))  # with the base check
+        elif al.start_model:  # a campaign from a trained model restarts from it, never from fresh adapters
+            self._load_model_from(self.model_dir(0))
         else:
             model.load_trained_state(self._initial_state)
         self._loaded_round = None
@@ -569,10 +669,28 @@ class Campaign(CandidatePool):
         tr_y = torch.tensor([self.labelled[k] for k in keys], dtype=torch.float32)
         va_x, va_y = self.inputs_of(self.state.val_ids), self._dataset_labels(self.state.val_ids)
         trainer.fit(tr_x, tr_y, va_x, va_y, progress=False, on_epoch_end=lambda _: self._hook("epoch"))
+        return self._finish_round(r, float(trainer.best_val), trainer.best_epoch, trainer.train_seconds)
+
+    def _fit_gbm(self, r: int) -> tuple[float, None, float]:
+        """Fit the gradient-boosting baseline on the labelled set (deterministic: nothing to resume) and save it
+        as round ``r``'s model; (validation MAE, no epoch, seconds)."""
+        model = self.model()
+        keys = list(self.labelled)
+        t0 = time.perf_counter()
+        model.fit(self.inputs_of(keys), np.array([self.labelled[k] for k in keys]))
+        seconds = time.perf_counter() - t0
+        val = model.predict_inputs(self.inputs_of(self.state.val_ids))
+        val_mae = float(np.abs(val.mean_ev - self._dataset_labels(self.state.val_ids).double().numpy()).mean())
+        model.save(self.model_dir(r), metadata={"round": r, "val_mae_ev": val_mae, "train_seconds": seconds})
+        self._loaded_round = None
+        return val_mae, None, seconds
+
+    def _finish_round(self, r: int, best_val: float, best_epoch: int | None, train_seconds: float) -> dict:
+        """Measure round ``r``'s model, append its history row and commit phase ``select``."""
         self._load_round_model(r)
         t0 = time.perf_counter()
-        row = self._history_row(trainer)
-        row["seconds"] = {"select": self.state.select_seconds, "train": trainer.train_seconds,
+        row = self._history_row(best_val, best_epoch)
+        row["seconds"] = {"select": self.state.select_seconds, "train": train_seconds,
                           "evaluate": time.perf_counter() - t0}
         self._hook("train")
         self.state.history.append(row)
@@ -584,14 +702,14 @@ class Campaign(CandidatePool):
                  row["n_acquired"], "n/a" if row["test_mae_ev"] is None else f"{row['test_mae_ev']:.3f}")
         return row
 
-    def _history_row(self, trainer) -> dict:
+    def _history_row(self, best_val: float, best_epoch: int | None) -> dict:
         st, al = self.state, self.cfg.al
         acquired_gaps = [self.labelled[k] for k in st.acquired if k in self.labelled]
         row = {"round": self.round, "n_labelled": len(self.labelled), "n_acquired": len(st.acquired),
                "n_low_gap_found": int(sum(g < al.low_gap_ev for g in acquired_gaps)),
                "relative_dft_cost": float(self.relative_dft_cost(
                    [x["n_atoms"] for x in self.inputs_of(st.acquired)]).sum()) if st.acquired else 0.0,
-               "n_pool": len(self.pool), "val_mae_ev": float(trainer.best_val), "best_epoch": trainer.best_epoch,
+               "n_pool": len(self.pool), "val_mae_ev": float(best_val), "best_epoch": best_epoch,
                "test_mae_ev": None, "test_rmse_ev": None, "test_spearman_std_abs_error": None,
                "picked": list(st.round_picked), "picked_bandgaps_ev": [self.labelled[k] for k in st.round_picked],
                "dft_failed": list(st.round_failed)}
@@ -625,15 +743,41 @@ class Campaign(CandidatePool):
         return self.history
 
 
+def score_meaning(acquisition: str, kappa: float, goal: str = "min",
+                  target: tuple[float, float] | None = None) -> str:
+    """What a batch's ``score`` column means for ``acquisition`` (m: the median predicted gap,
+    ``bandgap_median_ev``; s: the capped spread, ``bandgap_spread_ev``; both eV)."""
+    k = f"{kappa:g}"
+    window = f"[{target[0]:g}, {target[1]:g}] eV" if target else "the window"
+    meanings = {
+        "lcb": f"κ·s − m with κ = {k}: minus the optimistic (lower-bound) gap m − κ·s, in eV; a score of −2.13 "
+               "means the candidate's optimistic gap is 2.13 eV, so the most negative scores are the least promising",
+        "ucb": f"m + κ·s with κ = {k}: the optimistic (upper-bound) gap, in eV",
+        "std": "s, the total predictive spread (eV): uncertainty sampling, blind to the gap itself",
+        "epistemic": "half the 16-84 % range of the T BaLoRA draws (eV), the model's own uncertainty",
+        "lcb_epistemic": f"κ·s_epi − m with κ = {k}, s_epi the half 16-84 % range of the draws: minus an optimistic "
+                         "gap that counts only the model's own uncertainty, in eV",
+        "target": f"the probability that the gap lies in {window} under N(m, s²)",
+        "ei": f"the expected improvement (eV) over the best labelled gap ({goal} goal) under N(m, s²)",
+        "thompson": "one posterior draw of the gap, signed so that higher is better for the goal (eV)",
+        "mean": ("−m: greedy, the smallest predicted gap first (eV)" if goal == "min" else
+                 "m: greedy, the largest predicted gap first (eV)"),
+        "random": "a uniform random number: no model information (the baseline)",
+    }
+    return meanings.get(acquisition, f"the {acquisition!r} acquisition score (mofbalora.acquisition)") + "."
+
+
 # ------------------------------------------------------------------------------------------------
 # making campaigns
 # ------------------------------------------------------------------------------------------------
 
 
-def initial_draw(cfg: CampaignConfig | Mapping[str, Any]):
-    """(dataset, split ids, initial labelled ids, rest of the train part, generator) for ``cfg``."""
+def initial_draw(cfg: CampaignConfig | Mapping[str, Any], dataset=None):
+    """(dataset, split ids, initial labelled ids, rest of the train part, generator) for ``cfg`` (``dataset``:
+    the one ``cfg.data`` names, already loaded)."""
     cfg = campaign_config(cfg)
     ds, ids = split_ids(cfg)
+    ds = dataset if dataset is not None else ds
     rng = np.random.default_rng(int(cfg.run.seed))
     train = list(ids["train"])
     n0 = int(cfg.al.initial_labelled)
@@ -645,14 +789,14 @@ def initial_draw(cfg: CampaignConfig | Mapping[str, Any]):
 
 def simulated_campaign(state_dir: str | Path, cfg: CampaignConfig | Mapping[str, Any], *, name: str = "",
                        progress: bool = False, hook: Callable[[str, Campaign], None] | None = None,
-                       trust_checkpoint: bool = False) -> Campaign:
+                       trust_checkpoint: bool = False, inputs: dict | None = None, dataset=None) -> Campaign:
     """A campaign on a labelled dataset with hidden labels: ``al.initial_labelled`` random structures of
     the split's train part are labelled, the rest is the pool; val and test parts stay outside."""
     cfg = campaign_config(cfg)
-    ds, ids, labelled, pool, rng = initial_draw(cfg)
+    ds, ids, labelled, pool, rng = initial_draw(cfg, dataset)
     return Campaign.create(state_dir, cfg, labelled=labelled, pool=pool, val_ids=ids["val"], test_ids=ids["test"],
                            mode="simulated", name=name, rng=rng, dataset=ds, hook=hook, progress=progress,
-                           trust_checkpoint=trust_checkpoint)
+                           trust_checkpoint=trust_checkpoint, inputs=inputs)
 
 
 def _plain(value):

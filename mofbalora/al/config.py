@@ -39,6 +39,7 @@ class ALSection:
     batch_size: int = 100
     n_rounds: int = 10
     round_epochs: int | None = None   # epochs of the warm-started rounds 1.. (None: optim.epochs)
+    round_patience: int | None = None  # early-stopping patience of rounds 1.. on validation (None: optim.patience)
     warm_start: bool = True           # False: every round restarts from the same fresh adapters
     n_samples: int = ScoringConfig.n_samples  # T stochastic passes per prediction
     low_gap_ev: float = 1.0           # a "discovery": PBE gap below this (eV)
@@ -56,6 +57,9 @@ class ALSection:
     checks: Literal["off", "flag", "exclude"] = "off"
     # out-of-domain candidates: ranked after every in-domain one (the screen's default), excluded, or ignored
     domain: Literal["rank-separately", "exclude", "ignore"] = ScoringConfig.domain
+    # a real campaign's round 0: a trained model ("default", a run folder or a model folder) whose own training
+    # data is the labelled set (mofbalora.al.start; `al suggest --model`); None: round 0 trains fresh adapters
+    start_model: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("al.acquisition", self.acquisition, sorted(ACQUISITIONS))
@@ -67,9 +71,13 @@ class ALSection:
         for key, low in (("initial_labelled", 1), ("batch_size", 1), ("n_rounds", 0), ("n_samples", 1)):
             check_int(f"al.{key}", getattr(self, key), low)
         check_int("al.round_epochs", self.round_epochs, 1, optional=True)
+        check_int("al.round_patience", self.round_patience, 1, optional=True)
         for key in ("kappa", "kcenter_weight", "cost_exponent"):
             check_number(f"al.{key}", getattr(self, key), 0)
         check_number("al.penalty_radius", self.penalty_radius, 0, optional=True)
+        if self.start_model is not None and not (isinstance(self.start_model, str) and self.start_model.strip()):
+            raise ValueError(f"al.start_model must be 'default', a run folder or a model folder, or null; "
+                             f"got {self.start_model!r}")
         if self.target_ev is not None and (not isinstance(self.target_ev, (list, tuple)) or len(self.target_ev) != 2):
             raise ValueError(f"al.target_ev must be null or a [lo, hi] window in eV, got {self.target_ev!r}")
 
@@ -93,6 +101,7 @@ class ALSection:
 @dataclass
 class BenchmarkSection:
     out: str = "runs/al_qmof"
+    report: str | None = None         # report folder rewritten after every round of the benchmark (None: none)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     strategies: dict[str, dict[str, Any]] | None = None  # name -> {"section.key": value}; None: STRATEGIES
 
@@ -137,9 +146,11 @@ AL_DEFAULTS: dict[str, dict[str, Any]] = {"al": asdict(ALSection()), "benchmark"
 STRATEGIES: dict[str, dict[str, Any]] = {
     "random": {"model.regime": "balora", "al.acquisition": "random"},
     "greedy_mean": {"model.regime": "balora", "al.acquisition": "mean"},
-    "balora_std": {"model.regime": "balora", "al.acquisition": "std"},
     "balora_lcb": {"model.regime": "balora", "al.acquisition": "lcb"},
+    "balora_lcb_epistemic": {"model.regime": "balora", "al.acquisition": "lcb_epistemic"},
+    "balora_std": {"model.regime": "balora", "al.acquisition": "std"},
     "ensemble_lcb": {"model.regime": "lora_ensemble", "al.acquisition": "lcb"},
+    "gbm_lcb": {"model.regime": "gbm", "al.acquisition": "lcb"},
 }
 
 

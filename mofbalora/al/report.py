@@ -1,4 +1,9 @@
-"""The benchmark's report: learning and discovery curves, tables and a verdict over strategies and seeds."""
+"""The benchmark's report: learning and discovery curves, tables and a verdict over strategies and seeds.
+
+Per strategy and number of labels (mean ± sample sd over seeds, and a bootstrap 95 % interval of the mean over
+seeds): structures found per DFT calculation below ``al.low_gap_ev`` and below 0.5 eV, the recall of the pool's
+100 smallest gaps, test MAE and test Spearman (total std against the absolute error), the labels each strategy
+needs to reach random's final test MAE, and the seconds per round (select + train + evaluate)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,11 @@ from mofbalora.al.state import CONFIG_FILE, STATE_FILE
 from mofbalora.io import atomic_write_bytes, read_yaml, write_table
 from mofbalora.uq.plots import new_figure, save_figure
 
+#: the second discovery threshold (eV) of the report, besides ``al.low_gap_ev``
+STRICT_GAP_EV = 0.5
+#: bootstrap resamples of the seeds for the 95 % intervals
+N_BOOTSTRAP = 2000
+
 
 def collect_runs(runs_dir: str | Path):
     """One row per (strategy, seed, round) of every campaign below ``runs_dir`` (a pandas DataFrame)."""
@@ -20,11 +30,22 @@ def collect_runs(runs_dir: str | Path):
     for path in sorted(Path(runs_dir).rglob(STATE_FILE)):
         st = json.loads(path.read_text())
         strategy = st.get("name") or path.parent.parent.name
-        base = (st.get("pool_stats") or {}).get("low_gap_fraction")
+        stats = st.get("pool_stats") or {}
+        base = stats.get("low_gap_fraction")
+        smallest = set(stats.get("smallest_gap_ids") or [])
+        bought: list[float] = []
+        bought_ids: set[str] = set()
         for h in st["history"]:
+            bought += [g for g in h.get("picked_bandgaps_ev") or [] if g is not None]
+            bought_ids |= set(h.get("picked") or [])
+            seconds = h.get("seconds") or {}
             rows.append({"strategy": strategy, "seed": st["seed"], "run": str(path.parent), "low_gap_base_rate": base,
                          **{k: h.get(k) for k in ("round", "n_labelled", "n_acquired", "relative_dft_cost",
-                                                  "n_low_gap_found", "test_mae_ev", "val_mae_ev")}})
+                                                  "n_low_gap_found", "test_mae_ev", "val_mae_ev")},
+                         "test_spearman": h.get("test_spearman_std_abs_error"),
+                         "n_found_strict": int(sum(g < STRICT_GAP_EV for g in bought)) if "picked" in h else None,
+                         "recall_smallest": (len(bought_ids & smallest) / len(smallest)) if smallest else None,
+                         "round_seconds": (sum(float(v or 0) for v in seconds.values()) if seconds else None)})
     if not rows:
         raise FileNotFoundError(f"no campaign ({STATE_FILE}) with a trained round below {runs_dir}")
     return pd.DataFrame(rows)
@@ -34,14 +55,54 @@ def _spread(x) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
+def _mean(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def bootstrap_interval(values, n: int = N_BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+    """The 95 % percentile-bootstrap interval of the mean of ``values`` (NaNs dropped; one value: itself)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return float("nan"), float("nan")
+    means = np.random.default_rng(seed).choice(x, size=(n, x.size), replace=True).mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
 def summarize_curves(table):
     """Mean and spread (sample standard deviation) over seeds per strategy and round."""
+    table = table.copy()
+    for col in ("test_spearman", "n_found_strict", "recall_smallest", "round_seconds"):
+        if col not in table:
+            table[col] = np.nan
+        table[col] = pd.to_numeric(table[col], errors="coerce")
     g = table.groupby(["strategy", "round"])
     out = g.agg(n_seeds=("seed", "nunique"), n_labelled=("n_labelled", "mean"), n_acquired=("n_acquired", "mean"),
                 relative_dft_cost=("relative_dft_cost", "mean"),
                 test_mae_ev=("test_mae_ev", "mean"), test_mae_ev_sd=("test_mae_ev", _spread),
-                n_low_gap_found=("n_low_gap_found", "mean"), n_low_gap_found_sd=("n_low_gap_found", _spread))
+                test_spearman=("test_spearman", "mean"), test_spearman_sd=("test_spearman", _spread),
+                n_low_gap_found=("n_low_gap_found", "mean"), n_low_gap_found_sd=("n_low_gap_found", _spread),
+                n_found_strict=("n_found_strict", "mean"), n_found_strict_sd=("n_found_strict", _spread),
+                recall_smallest=("recall_smallest", "mean"), recall_smallest_sd=("recall_smallest", _spread),
+                round_seconds=("round_seconds", "mean"))
     return out.reset_index()
+
+
+def labels_to_reach(curves, reference: str = "random") -> dict[str, float | None]:
+    """Per strategy, the fewest labels at which its mean test MAE is at or below ``reference``'s mean test MAE at
+    the last round every strategy reached (None: never; {} without the reference)."""
+    ref = curves[curves["strategy"] == reference].dropna(subset=["test_mae_ev"])
+    if ref.empty:
+        return {}
+    last = int(curves.groupby("strategy")["round"].max().min())
+    ref = ref[ref["round"] <= last]
+    goal = float(ref.sort_values("round")["test_mae_ev"].iloc[-1])
+    out: dict[str, float | None] = {}
+    for strategy, c in curves.groupby("strategy"):
+        hit = c[(c["round"] <= last) & (c["test_mae_ev"] <= goal + 1e-12)].sort_values("round")
+        out[strategy] = float(hit["n_labelled"].iloc[0]) if len(hit) else None
+    return out
 
 
 def final_summary(table):
@@ -53,11 +114,29 @@ def final_summary(table):
         per_calc = (f["n_low_gap_found"] / f["n_acquired"].where(f["n_acquired"] > 0)).to_numpy(dtype=float)
         per_cost = (f["n_low_gap_found"] / f["relative_dft_cost"].where(f["relative_dft_cost"] > 0)).to_numpy(dtype=float)
         mae = f["test_mae_ev"].dropna().to_numpy(dtype=float)
-        rows.append({"strategy": strategy, "n_seeds": int(f["seed"].nunique()), "round": int(last),
+        strict = pd.to_numeric(f.get("n_found_strict"), errors="coerce").to_numpy(dtype=float) \
+            if "n_found_strict" in f else np.full(len(f), np.nan)
+        strict_per_calc = strict / f["n_acquired"].where(f["n_acquired"] > 0).to_numpy(dtype=float)
+        recall = pd.to_numeric(f.get("recall_smallest"), errors="coerce").to_numpy(dtype=float) \
+            if "recall_smallest" in f else np.full(len(f), np.nan)
+        rho = pd.to_numeric(f.get("test_spearman"), errors="coerce").to_numpy(dtype=float) \
+            if "test_spearman" in f else np.full(len(f), np.nan)
+        secs = pd.to_numeric(t[t["round"] > 0].get("round_seconds"), errors="coerce").to_numpy(dtype=float) \
+            if "round_seconds" in t else np.array([])
+        extra = {"found_per_calculation_ci": bootstrap_interval(per_calc),
+                 "strict_per_calculation": _mean(strict_per_calc), "strict_per_calculation_sd": _spread(
+                     strict_per_calc[np.isfinite(strict_per_calc)]),
+                 "strict_per_calculation_ci": bootstrap_interval(strict_per_calc),
+                 "recall_smallest": _mean(recall), "recall_smallest_sd": _spread(recall[np.isfinite(recall)]),
+                 "recall_smallest_ci": bootstrap_interval(recall),
+                 "test_mae_ev_ci": bootstrap_interval(mae),
+                 "test_spearman": _mean(rho), "test_spearman_sd": _spread(rho[np.isfinite(rho)]),
+                 "seconds_per_round": _mean(secs)}
+        rows.append({"strategy": strategy, "n_seeds": int(f["seed"].nunique()), "round": int(last), **extra,
                      "n_acquired": float(f["n_acquired"].mean()),
                      "n_low_gap_found": float(f["n_low_gap_found"].mean()), "n_low_gap_found_sd": _spread(f["n_low_gap_found"]),
-                     "found_per_calculation": float(np.nanmean(per_calc)), "found_per_calculation_sd": _spread(per_calc),
-                     "found_per_relative_cost": float(np.nanmean(per_cost)),
+                     "found_per_calculation": _mean(per_calc), "found_per_calculation_sd": _spread(per_calc),
+                     "found_per_relative_cost": _mean(per_cost),
                      "test_mae_ev": float(mae.mean()) if mae.size else float("nan"), "test_mae_ev_sd": _spread(mae),
                      "low_gap_base_rate": f["low_gap_base_rate"].iloc[0]})
     return pd.DataFrame(rows).sort_values("found_per_calculation", ascending=False, kind="stable")
@@ -122,6 +201,19 @@ def discovery_statement(summary, low_gap_ev: float = 1.0) -> str:
     return text
 
 
+def _num(x, digits: int = 3) -> str:
+    return "n/a" if x is None or not np.isfinite(float(x)) else f"{float(x):.{digits}f}"
+
+
+def _cell(row, key: str, digits: int = 3, *, ci: bool = True) -> str:
+    """``mean ± sd [lo, hi]`` of a summary column (n/a when missing)."""
+    text = f"{_num(row.get(key), digits)} ± {_num(row.get(f'{key}_sd'), digits)}"
+    lo_hi = row.get(f"{key}_ci")
+    if ci and isinstance(lo_hi, tuple) and all(np.isfinite(lo_hi)):
+        text += f" [{lo_hi[0]:.{digits}f}, {lo_hi[1]:.{digits}f}]"
+    return text
+
+
 def write_report(runs_dir: str | Path, out: str | Path) -> Path:
     """Learning and discovery curves (PNG), tables (CSV) and ``report.md`` for the campaigns below
     ``runs_dir``; returns the markdown path."""
@@ -155,6 +247,21 @@ def write_report(runs_dir: str | Path, out: str | Path) -> Path:
         lines.append(f"| {r['strategy']} | {r['n_seeds']} | {r['n_acquired']:.0f} | {r['n_low_gap_found']:.1f} ± "
                      f"{r['n_low_gap_found_sd']:.1f} | {r['found_per_calculation']:.3f} ± {r['found_per_calculation_sd']:.3f}"
                      f" | {r['found_per_relative_cost']:.3f} | {r['test_mae_ev']:.3f} ± {r['test_mae_ev_sd']:.3f} |")
+    reach = labels_to_reach(curves)
+    lines += ["", f"Per strategy at its last common round (mean ± sd over seeds; [95 % bootstrap interval of the mean "
+              f"over seeds]): found per DFT calculation below {al['low_gap_ev']:g} eV and below {STRICT_GAP_EV:g} "
+              "eV, recall of the pool's 100 smallest gaps, test MAE and test Spearman (total std against the "
+              "absolute error), the labels at which the strategy's mean test MAE first reaches random's final one, "
+              "and the mean seconds of a round after round 0 (select + train + evaluate).", "",
+              f"| strategy | found/calc < {al['low_gap_ev']:g} eV | found/calc < {STRICT_GAP_EV:g} eV | recall of "
+              "the 100 smallest | test MAE (eV) | test Spearman | labels to random's final MAE | s / round |",
+              "|---|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        need = reach.get(r["strategy"])
+        lines.append(f"| {r['strategy']} | {_cell(r, 'found_per_calculation')} | {_cell(r, 'strict_per_calculation')}"
+                     f" | {_cell(r, 'recall_smallest', 2)} | {_cell(r, 'test_mae_ev')} | "
+                     f"{_cell(r, 'test_spearman', 3, ci=False)} | "
+                     f"{'not reached' if need is None else f'{need:.0f}'} | {_num(r['seconds_per_round'], 0)} |")
     lines += ["", "![learning curves](learning_curves.png)", "", "![discovery curves](discovery_curves.png)", ""]
     md = out / "report.md"
     atomic_write_bytes(md, "\n".join(lines).encode())

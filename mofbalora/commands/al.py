@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mofbalora.commands import positive_int, show_progress
@@ -31,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     run = asub.add_parser(
         "run", help="run (or resume) the simulated benchmark: strategies x seeds on QMOF with hidden labels",
-        description="One resumable campaign per strategy and seed in OUT/<strategy>/seed_<seed>.")
+        description=("One resumable campaign per strategy and seed in OUT/<strategy>/seed_<seed>, advanced round "
+                     "by round together; every step is committed, so the same command resumes after a kill. "
+                     "With --report (or benchmark.report) the report is rewritten after every round."))
     _config_flags(run)
     run.add_argument("--out", default=None, help="runs folder (default: benchmark.out)")
     run.add_argument("--strategy", dest="strategies", action="append", default=None,
@@ -39,18 +42,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", dest="seeds", action="append", type=int, default=None,
                      help="run only this seed (repeatable; default: benchmark.seeds)")
     run.add_argument("--rounds", type=positive_int, default=None, help="acquisition rounds (default: al.n_rounds)")
+    run.add_argument("--report", default=None,
+                     help="report folder rewritten after every round (default: benchmark.report; none if unset)")
     _trust_flag(run)
     run.set_defaults(func=_run)
 
     sug = asub.add_parser(
         "suggest", help="write the next batch of candidates for DFT (CSV + dft-inputs hand-off)",
-        description=("Open the campaign in --state (or create a real one from --config), add --candidates to "
-                     "its pool, and write batch_NNN.csv and dft_inputs/batch_NNN/. Asked again before "
-                     "`al ingest`, it rewrites the same batch."))
+        description=("Open the campaign in --state, or create a real one: from --model (default: the shipped "
+                     "model; its own training data is the labelled set, --config/--set apply over its recipe), "
+                     "or from --config alone (fresh adapters on al.initial_labelled structures). Add "
+                     "--candidates to its pool and write batch_NNN.csv, batch_NNN.md (what its score means) "
+                     "and dft_inputs/batch_NNN/. Asked again before `al ingest`, it rewrites the same batch."))
     sug.add_argument("--state", required=True, help="campaign folder")
     sug.add_argument("--candidates", nargs="+", default=[], metavar="PATH",
                      help="candidate CIFs, folders or glob patterns to add to the pool")
     sug.add_argument("--batch", type=_positive_int, default=None, help="batch size (default: al.batch_size)")
+    sug.add_argument("--model", default=None,
+                     help="a new campaign starts from this trained model: 'default' (the shipped one, used when "
+                          "neither --model nor --config is given), a run folder or a model folder")
     _config_flags(sug)
     sug.add_argument("--code", choices=["vasp", "ase"], default="vasp", help="DFT input flavour")
     sug.add_argument("--potcar-dir", default=None, help="pymatgen POTCAR directory (see dft-inputs)")
@@ -86,23 +96,35 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = campaign_config(load_campaign_config(args.config, args.overrides))
     dirs = run_benchmark(cfg, args.out, strategies=args.strategies, seeds=args.seeds, n_rounds=args.rounds,
-                         progress=show_progress(args), trust_checkpoint=args.trust_checkpoint)
+                         report=args.report or cfg.benchmark.report, progress=show_progress(args),
+                         trust_checkpoint=args.trust_checkpoint)
     print(f"{len(dirs)} campaign(s) done in {args.out or cfg.benchmark.out}")
+    if args.report or cfg.benchmark.report:
+        print(f"report: {Path(args.report or cfg.benchmark.report) / 'report.md'}")
     return 0
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    from mofbalora.al.config import load_campaign_config
-    from mofbalora.al.real import suggest
+    from mofbalora.al.real import campaign_document, suggest
+    from mofbalora.al.state import has_campaign
 
     if args.potcar_dir is not None and not Path(args.potcar_dir).is_dir():
         raise ValueError(f"--potcar-dir {args.potcar_dir}: no such folder")
-    # a new campaign takes --config/--set; an existing one keeps its stored configuration
-    cfg = load_campaign_config(args.config, args.overrides) if args.config or args.overrides else None
+    # a new campaign takes --model/--config/--set; an existing one keeps its stored configuration
+    cfg = None
+    if args.config or args.overrides or args.model:
+        if has_campaign(args.state):
+            print(f"{args.state} holds a campaign: --model/--config/--set are ignored (its stored configuration "
+                  "is used)", file=sys.stderr)
+        else:
+            cfg = campaign_document(args.config, args.overrides, args.model)
     csv_path = suggest(args.state, args.candidates, args.batch, cfg=cfg, dft_inputs=args.dft_inputs,
                        code=args.code, potcar_dir=args.potcar_dir, progress=show_progress(args),
                        trust_checkpoint=args.trust_checkpoint)
     print(f"batch: {csv_path}")
+    note = csv_path.with_suffix(".md")
+    if note.is_file():
+        print(note.read_text().rstrip())
     if args.dft_inputs:
         print(f"DFT inputs: {csv_path.parent / 'dft_inputs' / csv_path.stem}")
     return 0
