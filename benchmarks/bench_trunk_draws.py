@@ -12,11 +12,14 @@ Paths:
   prediction's default chunks, which the backbone caps at 1,024 atoms per forward (``max_batch_atoms``;
   about 10 QMOF structures, 78,000 edge rows): one copy per forward, each draw redoing the frozen work;
 - ``stacked draws``: the same in chunks of 2 structures, as many of the T copies per forward as the cap
-  allows (about 5): the collate and the frozen pre-activations are shared by the stacked draws.
+  allows (about 5): the collate and the frozen pre-activations are shared by the stacked draws;
+- ``..., subnormals kept``: the same two without flushing subnormal floats in the block
+  (``chgnet_block.FLUSH_DENORMALS = False``, the code before this switch): what the flush is worth.
 
 BaLoRA rank 8 with the shipped recipe's noise scope (``structure``) and all-layer head; the draws do not
-depend on the chunking (tests/test_chgnet_block.py). Prediction times are the best of ``--rounds``
-interleaved rounds; ``× floor`` is the floor's time over the path's (throughput ratio, ≥ 0.5 is the target).
+depend on the chunking (tests/test_chgnet_block.py). Each round runs the floor, the featurization into an
+empty cache and every path, in turn; each is the best of ``--rounds`` rounds (the machine is shared);
+``× floor`` is the floor's time over the path's (throughput ratio, ≥ 0.5 is the target).
 
     python benchmarks/bench_trunk_draws.py [N] [--samples T] [--threads 2]
 """
@@ -33,8 +36,11 @@ import torch
 from _common import qmof_test_paths
 from bench_screen import _floor
 
-PATHS = {"reference": (False, {}), "default chunks": (True, {}),
-         "stacked draws": (True, {"batch_size": 2, "max_rows": 10**6})}
+STACKED = {"batch_size": 2, "max_rows": 10**6}
+#: path name: (fast block, flush subnormals, predict_inputs settings)
+PATHS = {"reference": (False, True, {}), "default chunks, subnormals kept": (True, False, {}),
+         "default chunks": (True, True, {}), "stacked draws, subnormals kept": (True, False, STACKED),
+         "stacked draws": (True, True, STACKED)}
 
 
 def main() -> None:
@@ -46,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from mofbalora.adapters import AdapterConfig
+    from mofbalora.backbones import chgnet_block as block
     from mofbalora.featurize import featurize_files
     from mofbalora.heads import HeadConfig
     from mofbalora.model import build_model
@@ -61,25 +68,30 @@ def main() -> None:
             p.data.normal_(std=0.05)
     model.eval()
     load_before = os.getloadavg()[0]
-    with torch.no_grad():
-        os.environ["MOFBALORA_CACHE"] = str(work / "cache-floor")
-        floor = _floor(paths)
-        os.environ["MOFBALORA_CACHE"] = str(work / "cache-trunk")  # cold: the trunk pass leaves the cut
-        t0 = time.perf_counter()
-        inputs, _ = featurize_files(model.backbone, paths, progress=False)
-        featurize = time.perf_counter() - t0
-    inputs = [x for x in inputs if x is not None]
-    best = dict.fromkeys(PATHS, float("inf"))
-    for _ in range(args.rounds):
-        for name, (fast, kwargs) in PATHS.items():
-            model.backbone.fast_block = fast
+    best = dict.fromkeys(["floor", "featurize", *PATHS], float("inf"))
+    inputs = None
+    for r in range(args.rounds):
+        with torch.no_grad():
+            os.environ["MOFBALORA_CACHE"] = str(work / f"cache-floor-{r}")
+            best["floor"] = min(best["floor"], _floor(paths))
+            os.environ["MOFBALORA_CACHE"] = str(work / f"cache-trunk-{r}")  # cold: the trunk pass leaves the cut
             t0 = time.perf_counter()
-            model.predict_inputs(inputs, n_samples=args.samples, seed=0, **kwargs)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    model.backbone.fast_block = True
+            featurized, _ = featurize_files(model.backbone, paths, progress=False)
+            best["featurize"] = min(best["featurize"], time.perf_counter() - t0)
+        if inputs is None:
+            inputs = [x for x in featurized if x is not None]
+        for name, (fast, flush, kwargs) in PATHS.items():
+            model.backbone.fast_block, block.FLUSH_DENORMALS = fast, flush
+            try:
+                t0 = time.perf_counter()
+                model.predict_inputs(inputs, n_samples=args.samples, seed=0, **kwargs)
+                best[name] = min(best[name], time.perf_counter() - t0)
+            finally:
+                model.backbone.fast_block, block.FLUSH_DENORMALS = True, True
     n = len(inputs)
+    floor, featurize = best.pop("floor"), best.pop("featurize")
     print(f"{n} QMOF test-split files, T = {args.samples}, {torch.get_num_threads()} threads, cold cache; "
-          f"best of {args.rounds} rounds (load average {load_before:.1f} → {os.getloadavg()[0]:.1f})")
+          f"best of {args.rounds} interleaved rounds (load average {load_before:.1f} → {os.getloadavg()[0]:.1f})")
     print("| path | seconds | files/s | × floor throughput | T draws alone, ms per structure per draw |")
     print("|---|---|---|---|---|")
     print(f"| CHGNet floor (graph + one forward) | {floor:.1f} | {n / floor:.2f} | 1.00 | |")

@@ -119,3 +119,38 @@ def test_collate_detects_only_object_for_object_repeats(cut_model):
     batch = collate(inputs * 2)
     assert len(batch["n_atoms"]) == 6 and len(batch["structure_index"]) == 2 * sum(x["n_atoms"] for x in inputs)
     assert model.backbone.structure_descriptor(batch).shape == (6, 64)
+
+
+def test_denormals_are_flushed_inside_the_block_and_the_mode_restored_after():
+    from mofbalora.backbones.chgnet_block import denormals_flushed
+
+    def flushing() -> bool:
+        return bool(torch.tensor(1e-30) * 1e-10 == 0)
+
+    assert not flushing()
+    with denormals_flushed():
+        assert flushing()
+    assert not flushing()
+    torch.set_flush_denormal(True)
+    try:
+        with denormals_flushed():
+            assert flushing()
+        assert flushing()  # a mode the caller set stays set
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_flushing_denormals_does_not_change_the_draws(cut_model):
+    """The block's first SiLUs run deep into exp's underflow (the pretrained pre-activations are large);
+    flushing the subnormals there changes the draws only below float round-off."""
+    import mofbalora.backbones.chgnet_block as block
+
+    model, inputs = cut_model
+    passes = [p for p in range(3) for _ in inputs]
+    flushed = _run(model, inputs * 3, fast=True, stochastic=True, passes=passes)[0]
+    block.FLUSH_DENORMALS = False
+    try:
+        plain = _run(model, inputs * 3, fast=True, stochastic=True, passes=passes)[0]
+    finally:
+        block.FLUSH_DENORMALS = True
+    torch.testing.assert_close(flushed, plain, atol=1e-6, rtol=1e-6)

@@ -134,3 +134,22 @@ def test_merged_balora_adds_only_its_noise():
     with torch.no_grad():
         _, merged, _, _ = _both(layer, parts, index, owner, 1, stochastic=True)
     torch.testing.assert_close(merged, built, atol=1e-5, rtol=1e-5)
+
+
+def test_copies_noise_equals_the_product_on_repeated_rows():
+    """The structure scope's product for a prediction's stacked copies (each part row times its structure's
+    weights of every copy in one product) equals the per-row product on the parts repeated per copy; a part
+    row no edge reads (the last bond) changes nothing."""
+    from mofbalora.adapters.balora import _copies_noise, grouped_matmul
+
+    parts, index, owner = _graph(3)
+    keep = index[1] != 5  # no edge reads bond 5 (structure 2)
+    index, owner = tuple(i[keep] for i in index), owner[keep]
+    copies, n = 4, len(owner)
+    weights = torch.randn(copies, 3, 2, 13, generator=torch.Generator().manual_seed(1))
+    got = _copies_noise(parts, index, owner, weights)
+    x = gathered_rows(parts, index).repeat(copies, 1)
+    group = (owner + 3 * torch.arange(copies)[:, None]).reshape(-1)
+    want = grouped_matmul(x, group, weights.reshape(copies * 3, 2, 13))
+    assert got.shape == (copies * n, 2)
+    torch.testing.assert_close(got, want)

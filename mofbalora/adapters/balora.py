@@ -288,8 +288,9 @@ class BaLoRALinear(LoRALinear):
             return repeat_rows(pre if self.merged else self.add_update(pre, h, inplace=True), copies)
         noise = self._gathered_noise(parts, index, A, alpha, copies)
         # one projection of mean and noise together (the mean is already in W0 when merged)
-        return self.add_update(repeat_rows(pre, copies), noise if self.merged else repeat_rows(h, copies) + noise,
-                               inplace=True)
+        if not self.merged:  # θ_A x, added into each copy's fresh noise rows (no stacked copy of h)
+            noise = noise.view(copies, n, -1).add_(h).view(copies * n, -1)
+        return self.add_update(repeat_rows(pre, copies), noise, inplace=True)
 
     def _gathered_noise(self, parts: Sequence[torch.Tensor], index: Sequence[torch.Tensor], A: torch.Tensor,
                         alpha: torch.Tensor, copies: int) -> torch.Tensor:
@@ -304,6 +305,10 @@ class BaLoRALinear(LoRALinear):
             return torch.sqrt((alpha * var).clamp_min(1e-24)) * self._rank_eps(heads, group, alpha.dtype)
         weights = A.abs() * self._weight_eps(heads, A, alpha.dtype)  # |θ_A| ⊙ E_g, (structures, r, in)
         by_copy = group.view(copies, n)
+        per_copy = int(by_copy[0].max()) + 1 if n else 0
+        if copies > 1 and n and bool((by_copy == by_copy[0] + per_copy * torch.arange(
+                copies, device=group.device)[:, None]).all()):
+            return alpha.sqrt() * _copies_noise(parts, index, by_copy[0], weights.view(copies, per_copy, *A.shape))
         products, bags, start, offset = [], [], 0, 0
         for p, i in zip(parts, index, strict=True):
             part_group = by_copy.new_full((copies, p.shape[0]), -1)
@@ -344,6 +349,33 @@ class BaLoRALinear(LoRALinear):
             d = a * ((rows * rows) @ (A * A).T)  # (rows, r): variance of ω_A x
             noise = torch.sqrt(d.clamp_min(1e-24)) * self._rank_eps(heads, group, x.dtype)
         return noise.reshape(*lead, self.rank)
+
+
+def _copies_noise(parts: Sequence[torch.Tensor], index: Sequence[torch.Tensor], group: torch.Tensor,
+                  weights: torch.Tensor) -> torch.Tensor:
+    """The ``structure`` scope's noise product of gathered rows for ``copies`` stacked draws that lay their
+    structures out alike (copy t's group of a row is t · G + its group in copy 0: a prediction's copies):
+    (copies · n_rows, r), copy-major. ``group``: (n_rows,) each row's group in copy 0; ``weights``:
+    (copies, G, r, in), |θ_A| ⊙ E of each copy and group.
+
+    Each part row is multiplied by its structure's weights of every copy in one product (rows × copies · r),
+    on the part's own rows: the parts are never repeated per copy (that copy cost more than the products)."""
+    copies, r = weights.shape[0], weights.shape[2]
+    tables, bags, start, offset = [], [], 0, 0
+    steps = torch.arange(copies, device=group.device)
+    for p, i in zip(parts, index, strict=True):
+        part_group = group.new_full((p.shape[0],), -1)
+        part_group[i] = group  # the structure of each part row
+        # a row no edge reads gets its predecessor's group (the groups stay in runs; it is never read)
+        part_group = torch.cummax(part_group, dim=0).values.clamp_min(0)
+        sizes = torch.bincount(part_group, minlength=weights.shape[1]).tolist()
+        w = weights[:, :, :, start:start + p.shape[1]]
+        tables.extend(rows @ w[:, g].reshape(copies * r, -1).T
+                      for g, rows in enumerate(torch.split(p, sizes)) if sizes[g])
+        # row e of copy t reads row index[e] · copies + t of this part's (rows, copies, r) table
+        bags.append((offset + i * copies + steps[:, None]).reshape(-1))
+        start, offset = start + p.shape[1], offset + copies * p.shape[0]
+    return bag_sum(torch.cat(tables).view(-1, r), torch.stack(bags, 1))
 
 
 def _keyed_normal(heads: torch.Tensor, n: int, dtype) -> torch.Tensor:
