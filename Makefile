@@ -36,16 +36,18 @@ demo: install
 	$(BIN)/mofbalora candidates coremof --set 2019-ASR --limit 40 --seed 1 --out demo/candidates
 	$(BIN)/mofbalora screen demo/candidates --top 10 --samples 32 --out demo/ranked.csv --plot demo/screen.png
 
-# ruff (pyproject.toml [tool.ruff]), then lint-imports (the layer contracts in pyproject.toml
+# ruff (pyproject.toml [tool.ruff]: line length 100, and the code as `ruff format` writes it), then lint-imports (the layer contracts in pyproject.toml
 # [tool.importlinter]; docs/architecture.md), then the whole test suite: what CI runs
 test: install-dev
 	$(BIN)/ruff check mofbalora tests benchmarks scripts
+	$(BIN)/ruff format --check mofbalora tests benchmarks scripts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # the same checks and the quick tests only (tests marked `slow` are left out)
 test-fast: install-dev
 	$(BIN)/ruff check mofbalora tests benchmarks scripts
+	$(BIN)/ruff format --check mofbalora tests benchmarks scripts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow"
 
@@ -54,6 +56,7 @@ bench: install-dev
 
 lint:
 	$(BIN)/ruff check mofbalora tests benchmarks scripts
+	$(BIN)/ruff format --check mofbalora tests benchmarks scripts
 	$(BIN)/lint-imports
 
 clean:

@@ -1,6 +1,6 @@
 """Reading QMOF CIFs cold versus from the content-keyed cache, as a ratio from one run.
 
-    python benchmarks/bench_data.py [N]       (default N = 1000 test-split CIFs)
+python benchmarks/bench_data.py [N]       (default N = 1000 test-split CIFs)
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def main(n: int = 1000) -> None:
     from mofbalora.data.structures import read_structure
 
     paths = qmof_test_paths(n)
-    cache = ContentCache("structures/v2", to_plain=Structure.as_dict, from_plain=Structure.from_dict)
+    cache = ContentCache(
+        "structures/v2", to_plain=Structure.as_dict, from_plain=Structure.from_dict
+    )
     t0 = time.perf_counter()
     for p in paths:
         cache.get_or_compute(p, read_structure)  # cold: parse + validate + store
@@ -34,8 +36,11 @@ def main(n: int = 1000) -> None:
     for p in paths[:200]:
         read_structure(p)
     parse_only = (time.perf_counter() - t0) / min(200, len(paths))
-    print(f"{len(paths)} QMOF CIFs: cold {len(paths) / cold:.0f} structures/s, cached {len(paths) / warm:.0f} "
-          f"structures/s, ratio cached/cold = {cold / warm:.1f}x (parse+validate alone: {parse_only * 1e3:.1f} ms)")
+    print(
+        f"{len(paths)} QMOF CIFs: cold {len(paths) / cold:.0f} structures/s, cached "
+        f"{len(paths) / warm:.0f} structures/s, ratio cached/cold = {cold / warm:.1f}x "
+        f"(parse+validate alone: {parse_only * 1e3:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":

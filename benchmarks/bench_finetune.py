@@ -1,8 +1,8 @@
-"""Fine-tuning and inference throughput of the CHGNet backbone, as ratios to one frozen CHGNet forward
-pass measured in the same run.
+"""Fine-tuning and inference throughput of the CHGNet backbone, as ratios to one frozen CHGNet
+forward pass measured in the same run.
 
-- fine-tune: structures/s per epoch with the frozen-trunk cache (adapters on the readout) versus without it
-  (graph + trunk + readout every step, as adapters inside the trunk require);
+- fine-tune: structures/s per epoch with the frozen-trunk cache (adapters on the readout) versus
+  without it (graph + trunk + readout every step, as adapters inside the trunk require);
 - inference from CIF (what `screen` does): T = 1 and T = 32 stochastic passes;
 - inference from cached trunk features (evaluation, active learning): T = 1 and T = 32.
 
@@ -37,13 +37,16 @@ def main(n: int = 64) -> None:
         if hasattr(layer, "adapter_B"):
             layer.adapter_B.data.normal_(std=0.05)
 
-    # the baseline: one frozen CHGNet forward pass (graph construction + trunk + readout), batched by 8
+    # the baseline: one frozen CHGNet forward pass (graph construction + trunk + readout), batched
+    # by 8
     t0 = time.perf_counter()
     for s in range(0, n, 8):
         with torch.no_grad():
-            bb.featurize(structures[s:s + 8])
+            bb.featurize(structures[s : s + 8])
     frozen_fwd = (time.perf_counter() - t0) / n
-    print(f"frozen CHGNet forward (graph + trunk), per structure: {frozen_fwd * 1e3:.0f} ms = 1.00x")
+    print(
+        f"frozen CHGNet forward (graph + trunk), per structure: {frozen_fwd * 1e3:.0f} ms = 1.00x"
+    )
 
     inputs, _ = featurize_files(bb, paths, progress=False)
     y = torch.rand(n) * 4
@@ -57,15 +60,21 @@ def main(n: int = 64) -> None:
     def uncached_epoch():
         t0 = time.perf_counter()
         for s in range(0, n, 16):
-            feats = bb.featurize(structures[s:s + 16])
+            feats = bb.featurize(structures[s : s + 16])
             batch = bb.collate(feats)
             gap, _, _ = model(batch)
             gap.sum().backward()
         return (time.perf_counter() - t0) / n
 
     uncached = uncached_epoch()
-    print(f"fine-tune, cached trunk:   {1 / cached_epoch:8.1f} structures/s  ({cached_epoch / frozen_fwd:.3f}x a frozen forward)")
-    print(f"fine-tune, no cache:       {1 / uncached:8.1f} structures/s  ({uncached / frozen_fwd:.3f}x a frozen forward)")
+    print(
+        f"fine-tune, cached trunk:   {1 / cached_epoch:8.1f} structures/s  "
+        f"({cached_epoch / frozen_fwd:.3f}x a frozen forward)"
+    )
+    print(
+        f"fine-tune, no cache:       {1 / uncached:8.1f} structures/s  "
+        f"({uncached / frozen_fwd:.3f}x a frozen forward)"
+    )
     print(f"cache speed-up per epoch:  {uncached / cached_epoch:.0f}x")
 
     for T in (1, 32):
@@ -74,10 +83,13 @@ def main(n: int = 64) -> None:
         t_cached = (time.perf_counter() - t0) / n
         t0 = time.perf_counter()
         for s in range(0, n, 8):
-            model.predict_inputs(bb.featurize(structures[s:s + 8]), n_samples=T, seed=0)
+            model.predict_inputs(bb.featurize(structures[s : s + 8]), n_samples=T, seed=0)
         t_cif = (time.perf_counter() - t0) / n
-        print(f"inference T={T:>2}: from structures {1 / t_cif:7.1f}/s ({t_cif / frozen_fwd:.2f}x a frozen forward); "
-              f"from cached trunk {1 / t_cached:8.1f}/s ({t_cached / frozen_fwd:.4f}x)")
+        print(
+            f"inference T={T:>2}: from structures {1 / t_cif:7.1f}/s ({t_cif / frozen_fwd:.2f}x a "
+            f"frozen forward); from cached trunk {1 / t_cached:8.1f}/s "
+            f"({t_cached / frozen_fwd:.4f}x)"
+        )
 
 
 if __name__ == "__main__":

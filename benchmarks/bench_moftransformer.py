@@ -1,15 +1,17 @@
-"""CPU cost per structure of the MOFTransformer backbone (full-size architecture: 12 layers, 768 wide,
-up to 519 tokens), as ratios to one frozen CHGNet forward pass (graph + trunk) measured in the same run.
+"""CPU cost per structure of the MOFTransformer backbone (full-size architecture: 12 layers, 768
+wide, up to 519 tokens), as ratios to one frozen CHGNet forward pass (graph + trunk) measured in the
+same run.
 
 - preparation: the package's graph + GRIDAY energy grid (once per structure; cached afterwards);
 - frozen forward (batch of 8, no gradient): what evaluation costs per stochastic pass;
-- forward + backward with BaLoRA (rank 8) on the attention and MLP layers of all 12 blocks: a training step;
+- forward + backward with BaLoRA (rank 8) on the attention and MLP layers of all 12 blocks: a
+  training step;
 - T = 4 stochastic passes (``predict_inputs``): T full forwards, nothing is shared between passes.
 
-Timing does not depend on the weights, so the package's default architecture is used with random weights
-(``checkpoint=None``); pass a checkpoint path to time a real one.
+Timing does not depend on the weights, so the package's default architecture is used with random
+weights (``checkpoint=None``); pass a checkpoint path to time a real one.
 
-    python benchmarks/bench_moftransformer.py [N] [CHECKPOINT]     (default N = 8 QMOF test-split structures)
+    python benchmarks/bench_moftransformer.py [N] [CHECKPOINT]  (default N = 8 QMOF test structures)
 """
 
 from __future__ import annotations
@@ -35,19 +37,31 @@ def main(n: int = 8, checkpoint: str | None = None) -> None:
     chgnet = load_backbone("chgnet")
     with torch.no_grad():
         base = best_time(lambda: chgnet.featurize(structures), repeat=2) / n
-    print(f"threads {torch.get_num_threads()}; {n} QMOF test structures, "
-          f"median {sorted(len(s) for s in structures)[n // 2]} atoms")
-    print(f"baseline: frozen CHGNet forward (graph + trunk), per structure: {base * 1e3:7.0f} ms = 1.00x")
+    print(
+        f"threads {torch.get_num_threads()}; {n} QMOF test structures, "
+        f"median {sorted(len(s) for s in structures)[n // 2]} atoms"
+    )
+    print(
+        "baseline: frozen CHGNet forward (graph + trunk), "
+        f"per structure: {base * 1e3:7.0f} ms = 1.00x"
+    )
 
-    model = build_model("balora", backbone="moftransformer", backbone_options={"checkpoint": checkpoint},
-                        adapter=AdapterConfig(kind="balora", rank=8))
+    model = build_model(
+        "balora",
+        backbone="moftransformer",
+        backbone_options={"checkpoint": checkpoint},
+        adapter=AdapterConfig(kind="balora", rank=8),
+    )
     bb = model.backbone
     for _, layer in adapter_layers(bb):
         layer.adapter_B.data.normal_(std=0.02)
     n_adapter = sum(p.numel() for p in model.trainable_parameters())
     n_base = sum(p.numel() for name, p in bb.named_parameters() if "adapter_" not in name)
-    print(f"MOFTransformer: {n_base / 1e6:.1f} M frozen weights, {bb.n_tokens} tokens, "
-          f"{len(adapter_layers(bb))} BaLoRA layers, {n_adapter / 1e6:.2f} M trainable (adapters + head)")
+    print(
+        f"MOFTransformer: {n_base / 1e6:.1f} M frozen weights, {bb.n_tokens} tokens, "
+        f"{len(adapter_layers(bb))} BaLoRA layers, "
+        f"{n_adapter / 1e6:.2f} M trainable (adapters + head)"
+    )
 
     inputs, failed, t0 = [], 0, time.perf_counter()
     for s in structures:
@@ -57,7 +71,10 @@ def main(n: int = 8, checkpoint: str | None = None) -> None:
             failed += 1
             print(f"  preparation failed: {exc}")
     prep = (time.perf_counter() - t0) / n
-    print(f"preparation (graph + GRIDAY energy grid):     {prep * 1e3:7.0f} ms = {prep / base:6.2f}x  ({failed} failed)")
+    print(
+        f"preparation (graph + GRIDAY energy grid):     {prep * 1e3:7.0f} ms = "
+        f"{prep / base:6.2f}x  ({failed} failed)"
+    )
     k = len(inputs)
     batch = bb.collate(inputs)
     model.eval()
@@ -67,7 +84,9 @@ def main(n: int = 8, checkpoint: str | None = None) -> None:
             model(batch)
 
     fwd = best_time(forward, repeat=1) / k
-    print(f"frozen forward (batch {k}):                    {fwd * 1e3:7.0f} ms = {fwd / base:6.2f}x")
+    print(
+        f"frozen forward (batch {k}):                    {fwd * 1e3:7.0f} ms = {fwd / base:6.2f}x"
+    )
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -77,13 +96,17 @@ def main(n: int = 8, checkpoint: str | None = None) -> None:
 
     model.train()
     train = best_time(step, repeat=1) / k
-    print(f"forward + backward, BaLoRA on all blocks:     {train * 1e3:7.0f} ms = {train / base:6.2f}x "
-          f"({train / fwd:.1f}x the frozen forward)")
+    print(
+        f"forward + backward, BaLoRA on all blocks:     {train * 1e3:7.0f} ms = "
+        f"{train / base:6.2f}x ({train / fwd:.1f}x the frozen forward)"
+    )
     t0 = time.perf_counter()
     model.predict_inputs(inputs, n_samples=4, seed=0)
     t4 = (time.perf_counter() - t0) / k
-    print(f"prediction, T = 4 stochastic passes:          {t4 * 1e3:7.0f} ms = {t4 / base:6.2f}x "
-          f"({t4 / fwd:.1f}x the frozen forward)")
+    print(
+        f"prediction, T = 4 stochastic passes:          {t4 * 1e3:7.0f} ms = {t4 / base:6.2f}x "
+        f"({t4 / fwd:.1f}x the frozen forward)"
+    )
 
 
 if __name__ == "__main__":

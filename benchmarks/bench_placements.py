@@ -1,23 +1,26 @@
-"""Training cost per epoch for each CHGNet adapter placement, against the arithmetic floor, in one run.
+"""Training cost per epoch of each CHGNet adapter placement, against the arithmetic floor, one run.
 
 - ``readout``: BaLoRA on the readout MLP, from cached trunk activations (the shipped default);
-- ``last_block_cached``: also the last atom convolution, from the cached inputs of that block (the cut), with
-  the adapters' default noise scope (``row``: a rank-space draw per edge row);
-- ``last_block_cached, structure noise``: the same with one weight draw per structure (``noise_scope:
-  structure``, the shipped recipe's scope, workflows/finetune_chgnet_structure.yaml);
+- ``last_block_cached``: also the last atom convolution, from the cached inputs of that block (the
+  cut), with the adapters' default noise scope (``row``: a rank-space draw per edge row);
+- ``last_block_cached, structure noise``: the same with one weight draw per structure
+  (``noise_scope: structure``, the shipped recipe's scope,
+  workflows/finetune_chgnet_structure.yaml);
 - ``last_block``: the same adapters, recomputing the whole frozen trunk from the graph every step;
-- ``floor``: the bare loop of the last block's arithmetic with this code's shapes (issue 26), on the same
-  structures' cut, collated once outside the timing: per batch of 8, the edge messages built from the atom
-  and bond features (192 wide), the two gated MLPs' first linear layers as their frozen pre-activations
-  (cached, computed outside the timing) plus rank-8 LoRA (θ_A x on the messages, θ_B), SiLU, the frozen
-  64 → 64 second layers, SiLU · sigmoid gating, the bond weights, the index_add onto atoms; backward
-  through all of it and an AdamW step on the LoRA weights. It has no LayerNorm, no noise, no KL, no
-  ``mlp_out``, readout or head, and reads no cache: strictly less than what ``last_block_cached`` computes.
+- ``floor``: the bare loop of the last block's arithmetic with this code's shapes (issue 26), on the
+  same structures' cut, collated once outside the timing: per batch of 8, the edge messages built
+  from the atom and bond features (192 wide), the two gated MLPs' first linear layers as their
+  frozen pre-activations (cached, computed outside the timing) plus rank-8 LoRA (θ_A x on the
+  messages, θ_B), SiLU, the frozen 64 → 64 second layers, SiLU · sigmoid gating, the bond weights,
+  the index_add onto atoms; backward through all of it and an AdamW step on the LoRA weights. It has
+  no LayerNorm, no noise, no KL, no ``mlp_out``, readout or head, and reads no cache: strictly less
+  than what ``last_block_cached`` computes.
 
-One epoch = forward + backward + AdamW step over N QMOF test-split structures in batches of 8, BaLoRA noise on
-(featurization, the one-off cache, is excluded). The placements and the floor run in interleaved rounds (one
-epoch of each per round, after a warm-up epoch each) and each shows its best round, so that a machine shared
-with other work loads them alike; the ``× floor`` column is the ratio to the floor measured in the same run.
+One epoch = forward + backward + AdamW step over N QMOF test-split structures in batches of 8,
+BaLoRA noise on (featurization, the one-off cache, is excluded). The placements and the floor run in
+interleaved rounds (one epoch of each per round, after a warm-up epoch each) and each shows its best
+round, so that a machine shared with other work loads them alike; the ``× floor`` column is the
+ratio to the floor measured in the same run.
 
     python benchmarks/bench_placements.py [N] [--rounds R] [--threads T] [--no-full-trunk]
 """
@@ -31,25 +34,32 @@ import time
 import torch
 from _common import qmof_test_paths
 
-PLACEMENTS = {"readout": ("readout", "row"), "last_block_cached": ("last_block_cached", "row"),
-              "last_block_cached, structure noise": ("last_block_cached", "structure"),
-              "last_block": ("last_block", "row")}
+PLACEMENTS = {
+    "readout": ("readout", "row"),
+    "last_block_cached": ("last_block_cached", "row"),
+    "last_block_cached, structure noise": ("last_block_cached", "structure"),
+    "last_block": ("last_block", "row"),
+}
 
 
 def placement_epoch(adapt: str, scope: str, paths):
-    """A function that runs one training epoch of ``adapt`` over ``paths``; and the number of structures."""
+    """A function that runs one training epoch of ``adapt`` over ``paths``; and the number of
+    structures."""
     from mofbalora.adapters import AdapterConfig, total_kl
     from mofbalora.adapters.context import sampling, structure_keys
     from mofbalora.featurize import featurize_files
     from mofbalora.model import build_model
 
     torch.manual_seed(0)
-    m = build_model("balora", backbone_options={"adapt": adapt},
-                    adapter=AdapterConfig(kind="balora", rank=8, noise_scope=scope))
+    m = build_model(
+        "balora",
+        backbone_options={"adapt": adapt},
+        adapter=AdapterConfig(kind="balora", rank=8, noise_scope=scope),
+    )
     inputs, _ = featurize_files(m.backbone, paths, progress=False)
     inputs = [x for x in inputs if x is not None]
     opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-3)
-    batches = [inputs[i:i + 8] for i in range(0, len(inputs), 8)]
+    batches = [inputs[i : i + 8] for i in range(0, len(inputs), 8)]
 
     def epoch():
         m.train()
@@ -83,11 +93,26 @@ def floor_epoch(paths, rank: int = 8):
     batches = []
     with torch.no_grad():
         for i in range(0, len(inputs), 8):
-            c = bb.collate(inputs[i:i + 8])
-            src, dst, d2u = c["cut_atom_graph"][:, 0], c["cut_atom_graph"][:, 1], c["cut_directed2undirected"]
-            messages = torch.cat([c["cut_atom_feas"][src], c["cut_bond_feas"][d2u], c["cut_atom_feas"][dst]], 1)
-            batches.append((c["cut_atom_feas"], c["cut_bond_feas"], c["cut_bond_weights"], src, dst, d2u,
-                            messages @ w1.T + b1))  # the frozen pre-activations, cached
+            c = bb.collate(inputs[i : i + 8])
+            src, dst, d2u = (
+                c["cut_atom_graph"][:, 0],
+                c["cut_atom_graph"][:, 1],
+                c["cut_directed2undirected"],
+            )
+            messages = torch.cat(
+                [c["cut_atom_feas"][src], c["cut_bond_feas"][d2u], c["cut_atom_feas"][dst]], 1
+            )
+            batches.append(
+                (
+                    c["cut_atom_feas"],
+                    c["cut_bond_feas"],
+                    c["cut_bond_weights"],
+                    src,
+                    dst,
+                    d2u,
+                    messages @ w1.T + b1,
+                )
+            )  # the frozen pre-activations, cached
     a = torch.nn.Parameter(torch.randn(2 * rank, 192) * 0.05)  # θ_A of core and gate
     b_core = torch.nn.Parameter(torch.randn(64, rank) * 0.05)
     b_gate = torch.nn.Parameter(torch.randn(64, rank) * 0.05)
@@ -113,10 +138,16 @@ def floor_epoch(paths, rank: int = 8):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("n", nargs="?", type=int, default=48, help="QMOF test-split structures (default 48)")
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (each placement's best is shown)")
+    ap.add_argument(
+        "n", nargs="?", type=int, default=48, help="QMOF test-split structures (default 48)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="timed rounds (each placement's best is shown)"
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-full-trunk", action="store_true", help="leave out last_block (the slowest by far)")
+    ap.add_argument(
+        "--no-full-trunk", action="store_true", help="leave out last_block (the slowest by far)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     paths = qmof_test_paths(args.n)
@@ -133,14 +164,22 @@ def main() -> None:
             epoch()
             best[name] = min(best[name], (time.perf_counter() - t0) / n)
     n = epochs["floor"][1]
-    print(f"{n} QMOF test-split structures, batch 8, BaLoRA rank 8, {torch.get_num_threads()} threads; best of "
-          f"{args.rounds} interleaved rounds (load average {load_before:.1f} → {os.getloadavg()[0]:.1f})")
+    print(
+        f"{n} QMOF test-split structures, batch 8, BaLoRA rank 8, {torch.get_num_threads()} "
+        f"threads; best of {args.rounds} interleaved rounds (load "
+        f"average {load_before:.1f} → {os.getloadavg()[0]:.1f})"
+    )
     print("| placement | ms per structure per epoch | × readout | × floor |")
     print("|---|---|---|---|")
     for name, sec in best.items():
-        print(f"| {name} | {1000 * sec:.1f} | {sec / best['readout']:.1f} | {sec / best['floor']:.2f} |")
+        print(
+            f"| {name} | {1000 * sec:.1f} | {sec / best['readout']:.1f} | "
+            f"{sec / best['floor']:.2f} |"
+        )
     for name in ("last_block_cached", "last_block_cached, structure noise"):
-        print(f"{name} on all 14,609 training structures: {best[name] * 14609 / 60:.1f} min per epoch")
+        print(
+            f"{name} on all 14,609 training structures: {best[name] * 14609 / 60:.1f} min per epoch"
+        )
 
 
 if __name__ == "__main__":

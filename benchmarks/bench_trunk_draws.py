@@ -1,25 +1,28 @@
-"""Test-time cost of T draws through the last block (``backbone.adapt=last_block_cached``), against the CHGNet
+"""Test-time cost of T draws through the last block (``adapt=last_block_cached``), against CHGNet's
 floor of benchmarks/bench_screen.py, in one run.
 
-The floor is what any screen of these files must do: parse each CIF, build its CHGNet graph and run one
-frozen CHGNet forward, file by file (bench_screen.py's ``_floor``). The trunk placement's screen does that
-too (featurization: the trunk pass that leaves the cut, into an empty cache), then T = 32 stochastic passes
-through the last block, the readout and the head (:meth:`~mofbalora.model.BandGapModel.predict_inputs`).
-Paths:
+The floor is what any screen of these files must do: parse each CIF, build its CHGNet graph and run
+one frozen CHGNet forward, file by file (bench_screen.py's ``_floor``). The trunk placement's screen
+does that too (featurization: the trunk pass that leaves the cut, into an empty cache), then T = 32
+stochastic passes through the last block, the readout and the head
+(:meth:`~mofbalora.model.BandGapModel.predict_inputs`). Paths:
 
-- ``reference``: the block as CHGNet's own module (the path before issue 26), prediction's default chunks;
-- ``default chunks``: the block without built edge messages (mofbalora/backbones/chgnet_block.py) and
-  prediction's default chunks, which the backbone caps at 1,024 atoms per forward (``max_batch_atoms``;
-  about 10 QMOF structures, 78,000 edge rows): one copy per forward, each draw redoing the frozen work;
-- ``stacked draws``: the same in chunks of 2 structures, as many of the T copies per forward as the cap
-  allows (about 5): the collate and the frozen pre-activations are shared by the stacked draws;
+- ``reference``: the block as CHGNet's own module (the path before issue 26), prediction's default
+  chunks;
+- ``default chunks``: the block without built edge messages (mofbalora/backbones/chgnet_block.py)
+  and prediction's default chunks, which the backbone caps at 1,024 atoms per forward
+  (``max_batch_atoms``; about 10 QMOF structures, 78,000 edge rows): one copy per forward, each draw
+  redoing the frozen work;
+- ``stacked draws``: the same in chunks of 2 structures, as many of the T copies per forward as the
+  cap allows (about 5): the collate and the frozen pre-activations are shared by the stacked draws;
 - ``..., subnormals kept``: the same two without flushing subnormal floats in the block
   (``chgnet_block.FLUSH_DENORMALS = False``, the code before this switch): what the flush is worth.
 
-BaLoRA rank 8 with the shipped recipe's noise scope (``structure``) and all-layer head; the draws do not
-depend on the chunking (tests/test_chgnet_block.py). Each round runs the floor, the featurization into an
-empty cache and every path, in turn; each is the best of ``--rounds`` rounds (the machine is shared);
-``× floor`` is the floor's time over the path's (throughput ratio, ≥ 0.5 is the target).
+BaLoRA rank 8 with the shipped recipe's noise scope (``structure``) and all-layer head; the draws do
+not depend on the chunking (tests/test_chgnet_block.py). Each round runs the floor, the
+featurization into an empty cache and every path, in turn; each is the best of ``--rounds`` rounds
+(the machine is shared); ``× floor`` is the floor's time over the path's (throughput ratio, ≥ 0.5 is
+the target).
 
     python benchmarks/bench_trunk_draws.py [N] [--samples T] [--threads 2]
 """
@@ -38,9 +41,13 @@ from bench_screen import _floor
 
 STACKED = {"batch_size": 2, "max_rows": 10**6}
 #: path name: (fast block, flush subnormals, predict_inputs settings)
-PATHS = {"reference": (False, True, {}), "default chunks, subnormals kept": (True, False, {}),
-         "default chunks": (True, True, {}), "stacked draws, subnormals kept": (True, False, STACKED),
-         "stacked draws": (True, True, STACKED)}
+PATHS = {
+    "reference": (False, True, {}),
+    "default chunks, subnormals kept": (True, False, {}),
+    "default chunks": (True, True, {}),
+    "stacked draws, subnormals kept": (True, False, STACKED),
+    "stacked draws": (True, True, STACKED),
+}
 
 
 def main() -> None:
@@ -60,11 +67,15 @@ def main() -> None:
     paths = qmof_test_paths(args.n)
     work = Path(tempfile.mkdtemp(prefix="bench-trunk-draws-"))
     torch.manual_seed(0)
-    model = build_model("balora", backbone_options={"adapt": "last_block_cached", "features": "all_layers"},
-                        adapter=AdapterConfig(kind="balora", rank=8, prior_dropout=0.3, noise_scope="structure"),
-                        head=HeadConfig(hidden_dim=128, atom_mlp=128, pooling="mean_max_attention", aleatoric=True))
+    model = build_model(
+        "balora",
+        backbone_options={"adapt": "last_block_cached", "features": "all_layers"},
+        adapter=AdapterConfig(kind="balora", rank=8, prior_dropout=0.3, noise_scope="structure"),
+        head=HeadConfig(hidden_dim=128, atom_mlp=128, pooling="mean_max_attention", aleatoric=True),
+    )
     for name, p in model.named_parameters():
-        if "adapter_B" in name:  # a trained-looking update (θ_B starts at zero); the cost does not depend on it
+        # a trained-looking update (θ_B starts at zero); the cost does not depend on it
+        if "adapter_B" in name:
             p.data.normal_(std=0.05)
     model.eval()
     load_before = os.getloadavg()[0]
@@ -74,7 +85,8 @@ def main() -> None:
         with torch.no_grad():
             os.environ["MOFBALORA_CACHE"] = str(work / f"cache-floor-{r}")
             best["floor"] = min(best["floor"], _floor(paths))
-            os.environ["MOFBALORA_CACHE"] = str(work / f"cache-trunk-{r}")  # cold: the trunk pass leaves the cut
+            # cold: the trunk pass leaves the cut
+            os.environ["MOFBALORA_CACHE"] = str(work / f"cache-trunk-{r}")
             t0 = time.perf_counter()
             featurized, _ = featurize_files(model.backbone, paths, progress=False)
             best["featurize"] = min(best["featurize"], time.perf_counter() - t0)
@@ -90,16 +102,27 @@ def main() -> None:
                 model.backbone.fast_block, block.FLUSH_DENORMALS = True, True
     n = len(inputs)
     floor, featurize = best.pop("floor"), best.pop("featurize")
-    print(f"{n} QMOF test-split files, T = {args.samples}, {torch.get_num_threads()} threads, cold cache; "
-          f"best of {args.rounds} interleaved rounds (load average {load_before:.1f} → {os.getloadavg()[0]:.1f})")
-    print("| path | seconds | files/s | × floor throughput | T draws alone, ms per structure per draw |")
+    print(
+        f"{n} QMOF test-split files, T = {args.samples}, {torch.get_num_threads()} threads, cold "
+        f"cache; best of {args.rounds} interleaved rounds (load "
+        f"average {load_before:.1f} → {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        "| path | seconds | files/s | × floor throughput "
+        "| T draws alone, ms per structure per draw |"
+    )
     print("|---|---|---|---|---|")
     print(f"| CHGNet floor (graph + one forward) | {floor:.1f} | {n / floor:.2f} | 1.00 | |")
-    print(f"| featurize (graph + trunk + cut) | {featurize:.1f} | {n / featurize:.2f} | {floor / featurize:.2f} | |")
+    print(
+        f"| featurize (graph + trunk + cut) | {featurize:.1f} | {n / featurize:.2f} | "
+        f"{floor / featurize:.2f} | |"
+    )
     for name, sec in best.items():
         total = featurize + sec
-        print(f"| featurize + {args.samples} draws, {name} | {total:.1f} | {n / total:.2f} | {floor / total:.2f} | "
-              f"{1000 * sec / (n * args.samples):.2f} |")
+        print(
+            f"| featurize + {args.samples} draws, {name} | {total:.1f} | {n / total:.2f} | "
+            f"{floor / total:.2f} | {1000 * sec / (n * args.samples):.2f} |"
+        )
 
 
 if __name__ == "__main__":

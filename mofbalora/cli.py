@@ -1,9 +1,11 @@
-"""Command-line entry point. Thin: each subcommand parses its arguments and calls one library function.
+"""Command-line entry point. Thin: each subcommand parses its arguments and calls one library
+function.
 
 Subcommands live in ``mofbalora.commands.<name>``; each module defines ``register(subparsers)``
-which adds its parser and sets ``func`` to a callable ``func(args) -> int``. The command modules import
-most of the library inside ``func``: a convention of thin commands, not a way around import cycles (the
-layers, checked by ``lint-imports``, put ``mofbalora.commands`` above everything but this module).
+which adds its parser and sets ``func`` to a callable ``func(args) -> int``. The command modules
+import most of the library inside ``func``: a convention of thin commands, not a way around import
+cycles (the layers, checked by ``lint-imports``, put ``mofbalora.commands`` above everything but
+this module).
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ import logging
 import sys
 
 from mofbalora import __version__
-from mofbalora.commands import al, candidates, compare, data, dft_inputs, evaluate, finetune, screen, sweep
+from mofbalora.commands import (
+    al,
+    candidates,
+    compare,
+    data,
+    dft_inputs,
+    evaluate,
+    finetune,
+    screen,
+    sweep,
+)
 
 # Order is the order shown in ``mofbalora --help``.
 COMMANDS = [data, candidates, finetune, evaluate, compare, screen, dft_inputs, al, sweep]
@@ -38,21 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:
-    """Give every (sub)command that lacks one a ``--quiet`` flag: no progress bars, warnings-only logs."""
+    """Give every (sub)command that lacks one a ``--quiet`` flag: no progress bars, warnings-only
+    logs."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
                 if any(isinstance(a, argparse._SubParsersAction) for a in child._actions):
                     _add_quiet(child)
                 elif "--quiet" not in child._option_string_actions:
-                    child.add_argument("--quiet", action="store_true",
-                                       help="no progress bars; logs show warnings only")
+                    child.add_argument(
+                        "--quiet",
+                        action="store_true",
+                        help="no progress bars; logs show warnings only",
+                    )
 
 
 @contextlib.contextmanager
 def _progress_bars(show: bool):
-    """Within the block, every tqdm bar of this process is off unless ``show`` (``--quiet``, or stderr is not a
-    terminal: a piped log would fill with carriage-return lines; each stage logs a one-line summary instead)."""
+    """Within the block, every tqdm bar of this process is off unless ``show`` (``--quiet``, or
+    stderr is not a terminal: a piped log would fill with carriage-return lines; each stage logs
+    a one-line summary instead)."""
     from tqdm import std
 
     original = std.tqdm.__init__

@@ -61,7 +61,8 @@ RUN_QUACC_FILE = "dft_files/run_quacc.py"
 
 
 def run_quacc_script() -> str:
-    """The text of ``run_quacc.py``, the runner of a DFT hand-off (package data of ``mofbalora``)."""
+    """The text of ``run_quacc.py``, the runner of a DFT hand-off (package data of
+    ``mofbalora``)."""
     from importlib.resources import files
 
     return files("mofbalora").joinpath(RUN_QUACC_FILE).read_text()
@@ -72,17 +73,28 @@ CODES: tuple[str, ...] = ("vasp", "ase")
 
 #: Per-structure prediction columns shared by the ranked CSV and the manifest.
 _PREDICTION_COLUMNS: tuple[str, ...] = (
-    "structure_id", "formula", "n_atoms", "bandgap_mean_ev", "bandgap_std_ev", "score",
+    "structure_id",
+    "formula",
+    "n_atoms",
+    "bandgap_mean_ev",
+    "bandgap_std_ev",
+    "score",
 )
 
 #: Columns the ranked CSV must have (extra columns are ignored).
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", *_PREDICTION_COLUMNS, "rank", "status")
 
-#: Columns of ``manifest.csv``, in order: the rank, the ranked table's columns that explain the choice
-#: (:data:`mofbalora.scoring.MANIFEST_PREDICTION_COLUMNS`: prediction, calibrated std, robust spread, score,
-#: checks, domain, repeats; empty where the ranked CSV lacks them), then the hand-off's own columns.
-MANIFEST_COLUMNS: tuple[str, ...] = ("rank", *dict.fromkeys((*_PREDICTION_COLUMNS, *MANIFEST_PREDICTION_COLUMNS)),
-                                     "folder", "kpoints", "source_path")
+#: Columns of ``manifest.csv``, in order: the rank, the ranked table's columns that explain the
+#: choice (:data:`mofbalora.scoring.MANIFEST_PREDICTION_COLUMNS`: prediction, calibrated std, robust
+#: spread, score, checks, domain, repeats; empty where the ranked CSV lacks them), then the
+#: hand-off's own columns.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "rank",
+    *dict.fromkeys((*_PREDICTION_COLUMNS, *MANIFEST_PREDICTION_COLUMNS)),
+    "folder",
+    "kpoints",
+    "source_path",
+)
 
 #: INCAR of the production PBE-D3(BJ) relaxation (cell and positions), QMOF's settings.
 #: The static single point that yields the band gap applies :data:`QMOF_STATIC_UPDATES` on top.
@@ -90,8 +102,10 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("rank", *dict.fromkeys((*_PREDICTION_COLUMN
 QMOF_INCAR: dict[str, Any] = {
     # --- level of theory -------------------------------------------------------------
     "GGA": "PE",  # PBE exchange-correlation: QMOF's band gaps are PBE gaps
-    "IVDW": 12,  # Grimme D3 with Becke-Johnson damping: MOF cells are held together partly by dispersion
-    "ENCUT": 520,  # eV; 1.3 x the largest ENMAX of the PAW set, so cell relaxations avoid Pulay stress
+    # Grimme D3 with Becke-Johnson damping: MOF cells are held together partly by dispersion
+    "IVDW": 12,
+    # eV; 1.3 x the largest ENMAX of the PAW set, so cell relaxations avoid Pulay stress
+    "ENCUT": 520,
     "PREC": "Accurate",  # FFT grids fine enough for accurate forces and stresses
     "LASPH": False,  # QMOF kept VASP's default (no aspherical gradient corrections) for consistency
     # --- smearing: MOFs are mostly insulators ------------------------------------------
@@ -224,7 +238,9 @@ def potcar_symbols(elements: list[str]) -> list[str]:
     """PAW potential symbols (QMOF's PBE.54 choices) for ``elements``, in the same order."""
     missing = [e for e in elements if e not in QMOF_POTCARS]
     if missing:
-        raise ValueError(f"no QMOF PAW potential for element(s) {missing}; supported: {sorted(QMOF_POTCARS)}")
+        raise ValueError(
+            f"no QMOF PAW potential for element(s) {missing}; supported: {sorted(QMOF_POTCARS)}"
+        )
     return [QMOF_POTCARS[e] for e in elements]
 
 
@@ -264,7 +280,8 @@ def write_dft_inputs(
     potcar_dir: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write DFT inputs for the best-ranked ``ok`` structures of ``ranked_csv``; return the manifest.
+    """Write DFT inputs for the best-ranked ``ok`` structures of ``ranked_csv``; return the
+    manifest.
 
     Args:
         ranked_csv: CSV from the screening step with at least :data:`REQUIRED_COLUMNS`. Rows with
@@ -304,7 +321,8 @@ def write_dft_inputs(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes it private; give it normal folder rights
+        # mkdtemp makes it private; give it normal folder rights
+        tmp.chmod(0o777 & ~_current_umask())
         manifest_rows = []
         for row in rows:
             manifest_rows.append(_write_one(row, ranked_csv, tmp, code=code, psp_dir=psp_dir))
@@ -316,7 +334,8 @@ def write_dft_inputs(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    LOGGER.debug("wrote %d %s input folder(s) to %s", len(manifest_rows), code, out_dir)  # the CLI prints it
+    # the CLI prints it
+    LOGGER.debug("wrote %d %s input folder(s) to %s", len(manifest_rows), code, out_dir)
     return out_dir / "manifest.csv"
 
 
@@ -336,7 +355,8 @@ def _select_rows(ranked_csv: Path, top: int | None) -> list[dict[str, Any]]:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
-            f"{ranked_csv}: missing column(s) {missing}; a ranked CSV needs {list(REQUIRED_COLUMNS)}"
+            f"{ranked_csv}: missing column(s) {missing}; "
+            f"a ranked CSV needs {list(REQUIRED_COLUMNS)}"
         )
     ok = df[df["status"].fillna("").astype(str).str.strip().str.lower() == "ok"].copy()
     if ok.empty:
@@ -378,7 +398,8 @@ def _resolve_potcar_dir(potcar_dir: str | Path | None) -> Path | None:
         path = Path(configured).expanduser()
         if not (path / sub).is_dir():
             LOGGER.warning(
-                "PMG_VASP_PSP_DIR=%s has no %s/ folder (the PBE.54 set QMOF used): writing POTCAR.spec only",
+                "PMG_VASP_PSP_DIR=%s has no %s/ folder (the "
+                "PBE.54 set QMOF used): writing POTCAR.spec only",
                 path,
                 sub,
             )
@@ -390,7 +411,8 @@ def _resolve_potcar_dir(potcar_dir: str | Path | None) -> Path | None:
     if not (path / sub).is_dir():
         raise FileNotFoundError(
             f"POTCAR directory {path} has no {sub}/ subfolder; expected pymatgen's layout "
-            f"{path}/{sub}/POTCAR.<symbol> (pymatgen's `pmg config -p <folder holding potpaw_PBE.54> {path}` builds it)"
+            f"{path}/{sub}/POTCAR.<symbol> (pymatgen's `pmg config -p <folder holding "
+            f"potpaw_PBE.54> {path}` builds it)"
         )
     return path
 
@@ -403,8 +425,10 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if not any(out_dir.iterdir()):
         return
     if not overwrite:
-        raise FileExistsError(f"output folder {out_dir} is not empty; choose another folder, or pass "
-                              "overwrite=True to replace its earlier hand-off")
+        raise FileExistsError(
+            f"output folder {out_dir} is not empty; choose another folder, or pass "
+            "overwrite=True to replace its earlier hand-off"
+        )
     if not (out_dir / "manifest.csv").is_file():
         raise FileExistsError(
             f"refusing to overwrite {out_dir}: it is not empty and holds no manifest.csv "
@@ -471,7 +495,11 @@ def _write_one(
     structure = _read_sorted_structure(cif)
     if _is_number(row.get("n_atoms")) and int(row["n_atoms"]) != len(structure):
         LOGGER.warning(
-            "%s: ranked CSV says %s atoms but %s has %d", structure_id, row["n_atoms"], cif, len(structure)
+            "%s: ranked CSV says %s atoms but %s has %d",
+            structure_id,
+            row["n_atoms"],
+            cif,
+            len(structure),
         )
     folder = root / _folder_name(rank, structure_id)
     if folder.exists():
@@ -484,7 +512,11 @@ def _write_one(
         _write_vasp_folder(folder, structure, kpoints, structure_id, psp_dir)
     else:
         _write_ase_folder(folder, structure, kpoints, structure_id)
-    explained = {c: row.get(c, "") for c in MANIFEST_COLUMNS if c not in ("rank", "folder", "kpoints", "source_path")}
+    explained = {
+        c: row.get(c, "")
+        for c in MANIFEST_COLUMNS
+        if c not in ("rank", "folder", "kpoints", "source_path")
+    }
     return {
         **explained,
         "rank": rank,
@@ -551,23 +583,28 @@ def _write_potcar(path: Path, symbols: list[str], psp_dir: Path) -> None:
 
 def _vasp_readme(structure_id: str, symbols: list[str], *, potcar_written: bool) -> str:
     if potcar_written:
-        potcar_line = f"POTCAR: written by pymatgen from the configured PAW PBE.54 set ({' '.join(symbols)})."
+        potcar_line = (
+            f"POTCAR: written by pymatgen from the configured PAW PBE.54 set ({' '.join(symbols)})."
+        )
     else:
         potcar_line = (
             "POTCAR: NOT included (VASP licence). Supply it yourself: concatenate the PAW PBE.54 "
             f"potentials listed in POTCAR.spec, in that order ({' '.join(symbols)}), e.g. "
-            "`for s in $(cat POTCAR.spec); do cat $VASP_PSP/potpaw_PBE.54/$s/POTCAR; done > POTCAR`."
+            "`for s in $(cat POTCAR.spec); do cat "
+            "$VASP_PSP/potpaw_PBE.54/$s/POTCAR; done > POTCAR`."
         )
     return (
-        f"{structure_id}: VASP inputs for a PBE-D3(BJ) relaxation with QMOF's settings (mofbalora).\n"
-        f"{potcar_line}\n"
+        f"{structure_id}: VASP inputs for a PBE-D3(BJ) relaxation with QMOF's settings "
+        f"(mofbalora).\n{potcar_line}\n"
         "Run: 1) VASP here with INCAR (full relaxation, ISIF=3); 2) cp CONTCAR POSCAR; "
-        "cp INCAR.static INCAR; run VASP again: the static run's band gap is the QMOF-comparable PBE gap.\n"
-        "Set NCORE/KPAR for your machine. See docs/dft_handoff.md.\n"
+        "cp INCAR.static INCAR; run VASP again: the static run's band gap is the QMOF-comparable "
+        "PBE gap.\nSet NCORE/KPAR for your machine. See docs/dft_handoff.md.\n"
     )
 
 
-def _write_ase_folder(folder: Path, structure: Structure, kpoints: Kpoints, structure_id: str) -> None:
+def _write_ase_folder(
+    folder: Path, structure: Structure, kpoints: Kpoints, structure_id: str
+) -> None:
     from ase.io import write
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -603,8 +640,8 @@ def _ase_settings(
             "QMOF-compatible periodic PBE-D3(BJ) settings written by mofbalora. 'ase_vasp_kwargs' "
             "are keyword arguments for ase.calculators.vasp.Vasp (full relaxation); apply "
             "'static_updates' (null removes a key) for the single point that gives the band gap. "
-            "Initial magnetic moments are stored per atom in structure.extxyz. Users of other codes: "
-            "reproduce 'settings'."
+            "Initial magnetic moments are stored per atom in structure.extxyz. Users of other "
+            "codes: reproduce 'settings'."
         ),
         "settings": {
             "functional": "PBE",
@@ -628,8 +665,9 @@ def _ase_settings(
     }
 
 
-#: INCAR tags whose value is written as given: pymatgen's ``Incar`` capitalizes string values (``GGA = Pe``);
-#: VASP's documentation and QMOF write ``GGA = PE`` (VASP compares the first two letters, either case works)
+#: INCAR tags whose value is written as given: pymatgen's ``Incar`` capitalizes string values (``GGA
+#: = Pe``); VASP's documentation and QMOF write ``GGA = PE`` (VASP compares the first two letters,
+#: either case works)
 _VERBATIM_TAGS: tuple[str, ...] = ("GGA",)
 
 

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 class _ArrayCache:
     """A backbone's inputs as plain arrays (:class:`ArrayStore`) for backbones that say how
-    (``array_namespaces``, ``to_arrays``, ``from_arrays``); the same get/put as :class:`ContentCache`. An
-    input may span several namespaces (e.g. activations + the cut of one block); all must hold it."""
+    (``array_namespaces``, ``to_arrays``, ``from_arrays``); the same get/put as
+    :class:`ContentCache`. An input may span several namespaces (e.g. activations + the cut of
+    one block); all must hold it."""
 
     def __init__(self, backbone: Backbone) -> None:
         self.backbone = backbone
@@ -38,19 +39,24 @@ class _ArrayCache:
     def get(self, digest: str) -> dict | None:
         arrays: dict = {}
         for k, (store, names) in enumerate(self.stores):
-            got = store.get(digest, [*names, "digest", "formula"] if k == 0 else list(names), mmap=k > 0)
+            got = store.get(
+                digest, [*names, "digest", "formula"] if k == 0 else list(names), mmap=k > 0
+            )
             if got is None:
                 return None
             arrays.update(got)
         x = self.backbone.from_arrays(arrays)
-        # np.ascontiguousarray in ArrayStore.put stores a 0-d string as shape (1,): take the element, not str(array)
+        # np.ascontiguousarray in ArrayStore.put stores a 0-d string as shape (1,): take the
+        # element, not str(array)
         x["digest"], x["formula"] = digest, str(np.asarray(arrays["formula"]).reshape(-1)[0])
         return x
 
     def put(self, digest: str, x: dict) -> None:
         arrays = self.backbone.to_arrays(x)
         for k, (store, names) in enumerate(self.stores):
-            extra = {"digest": np.array(digest), "formula": np.array(x["formula"])} if k == 0 else {}
+            extra = (
+                {"digest": np.array(digest), "formula": np.array(x["formula"])} if k == 0 else {}
+            )
             store.put(digest, {**{n: arrays[n] for n in names}, **extra})
 
 
@@ -58,7 +64,9 @@ def _cache_for(backbone: Backbone) -> ContentCache | _ArrayCache:
     namespace = getattr(backbone, "array_namespace", lambda: None)()
     if namespace:
         return _ArrayCache(backbone)
-    return ContentCache(backbone.featurize_namespace(), to_plain=backbone.to_plain, from_plain=backbone.from_plain)
+    return ContentCache(
+        backbone.featurize_namespace(), to_plain=backbone.to_plain, from_plain=backbone.from_plain
+    )
 
 
 @dataclass
@@ -86,10 +94,11 @@ def featurize_files(
 
     Exactly one of ``inputs[k]`` and ``errors[k]`` is not None. Each featurized input also carries
     ``"digest"`` (sha256 of the file) and ``"formula"``. ``digests`` (aligned with ``paths``) passes
-    content digests the caller already computed, so files are not read twice. ``batch_size``: structures
-    per :meth:`~mofbalora.backbones.base.Backbone.featurize` call (default: the backbone's choice).
-    ``parsed``: when given, every structure parsed here (cache misses) is put in it under its position, so the
-    caller (the screen's chemistry checks) need not parse the file again.
+    content digests the caller already computed, so files are not read twice. ``batch_size``:
+    structures per :meth:`~mofbalora.backbones.base.Backbone.featurize` call (default: the
+    backbone's choice). ``parsed``: when given, every structure parsed here (cache misses) is put in
+    it under its position, so the caller (the screen's chemistry checks) need not parse the file
+    again.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"unknown on_error {on_error!r}; choose from ['raise', 'skip']")
@@ -101,8 +110,11 @@ def featurize_files(
 
     def fail(k: int, reason: str, message: str) -> None:
         if on_error == "raise":
-            raise StructureError(reason, paths[k], message) if reason != "featurization_failed" else \
-                FeaturizationError(f"{paths[k]}: {message}")
+            raise (
+                StructureError(reason, paths[k], message)
+                if reason != "featurization_failed"
+                else FeaturizationError(f"{paths[k]}: {message}")
+            )
         errors[k] = FileError(str(paths[k]), reason, message)
 
     def flush() -> None:
@@ -130,8 +142,13 @@ def featurize_files(
             inputs[k] = f
         pending.clear()
 
-    bar = tqdm(total=len(paths), desc=progress if isinstance(progress, str) else "featurize",
-               disable=not progress, unit="cif", leave=False)
+    bar = tqdm(
+        total=len(paths),
+        desc=progress if isinstance(progress, str) else "featurize",
+        disable=not progress,
+        unit="cif",
+        leave=False,
+    )
     for k, path in enumerate(paths):
         bar.update(1)
         try:
@@ -160,29 +177,41 @@ def featurize_files(
 
 
 def load_inputs(model, ds, ids: list[str], desc: str | bool):
-    """(kept ids, featurized inputs, band gaps in eV as a float32 tensor) of dataset ``ids`` for ``model``'s
-    backbone; files that fail featurization are dropped with a warning."""
+    """(kept ids, featurized inputs, band gaps in eV as a float32 tensor) of dataset ``ids`` for
+    ``model``'s backbone; files that fail featurization are dropped with a warning."""
     paths = [ds.cif_paths[ds.index_of(i)] for i in ids]
     inputs, errors = featurize_files(model.backbone, paths, progress=desc)
     keep = [k for k, e in enumerate(errors) if e is None]
     if len(keep) < len(ids):
-        log.warning("%s: %d of %d structures failed featurization and are left out", desc, len(ids) - len(keep), len(ids))
-    return ([ids[k] for k in keep], [inputs[k] for k in keep],
-            torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32))
+        log.warning(
+            "%s: %d of %d structures failed featurization and are left out",
+            desc,
+            len(ids) - len(keep),
+            len(ids),
+        )
+    return (
+        [ids[k] for k in keep],
+        [inputs[k] for k in keep],
+        torch.tensor(ds.bandgaps_ev[[ds.index_of(ids[k]) for k in keep]], dtype=torch.float32),
+    )
 
 
-#: rough CPU seconds to featurize one QMOF structure that is not cached (parse, CHGNet graph, frozen trunk)
+#: rough CPU seconds to featurize one QMOF structure that is not cached (parse, CHGNet graph, frozen
+#: trunk)
 FEATURIZE_SECONDS_PER_STRUCTURE = 0.25
 
 
 def announce_featurization(model, ds, parts: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
-    """Log, before any featurization, how many structures each part (train / val / test) holds, how many the
-    cache already has (by file content digest), and a rough time for the rest; returns ``{part: (n, cached)}``."""
+    """Log, before any featurization, how many structures each part (train / val / test) holds, how
+    many the cache already has (by file content digest), and a rough time for the rest; returns
+    ``{part: (n, cached)}``."""
     cache = _cache_for(model.backbone)
 
     def cached(digest: str) -> bool:
         if hasattr(cache, "stores"):
-            return all(store.has(digest) for store, _ in cache.stores if isinstance(store, ArrayStore))
+            return all(
+                store.has(digest) for store, _ in cache.stores if isinstance(store, ArrayStore)
+            )
         return cache._path(digest).exists()
 
     counts: dict[str, tuple[int, int]] = {}
@@ -195,8 +224,11 @@ def announce_featurization(model, ds, parts: dict[str, list[str]]) -> dict[str, 
                 pass  # unreadable: load_inputs reports it
         counts[part] = (len(ids), hits)
     todo = sum(n - c for n, c in counts.values())
-    log.info("will featurize %s: %d to compute, about %.0f s on one CPU core (rough; data.*_size or --limit / "
-             "--test-size make a run smaller)",
-             ", ".join(f"{part} {n} ({c} cached)" for part, (n, c) in counts.items()), todo,
-             todo * FEATURIZE_SECONDS_PER_STRUCTURE)
+    log.info(
+        "will featurize %s: %d to compute, about %.0f s on one CPU core (rough; data.*_size or "
+        "--limit / --test-size make a run smaller)",
+        ", ".join(f"{part} {n} ({c} cached)" for part, (n, c) in counts.items()),
+        todo,
+        todo * FEATURIZE_SECONDS_PER_STRUCTURE,
+    )
     return counts

@@ -1,13 +1,14 @@
 """The gradient-boosting baseline: frozen multi-layer CHGNet features + HistGradientBoosting.
 
 What a user would try first with a frozen foundation model: pool every layer's per-atom output (atom
-embedding, four atom convolutions, readout LayerNorm: 6 × 64) over each structure's atoms by mean, max
-and std (1,152 numbers), and fit scikit-learn's ``HistGradientBoostingRegressor``: one with the absolute
-error for the point prediction, and a quantile pair (16 % and 84 %) whose half-width is the reported
-std (a Gaussian's ±1σ interval). Its predictive family is therefore **Gaussian**: its std is recalibrated
-(finetune, on validation) and its interval columns are computed as a Gaussian's (the central 68.27 % interval
-is mean ± the calibrated std). Trained, evaluated and compared through the same ``finetune`` /
-``evaluate`` / ``compare`` commands as the adapter models (``model.regime=gbm``).
+embedding, four atom convolutions, readout LayerNorm: 6 × 64) over each structure's atoms by mean,
+max and std (1,152 numbers), and fit scikit-learn's ``HistGradientBoostingRegressor``: one with the
+absolute error for the point prediction, and a quantile pair (16 % and 84 %) whose half-width is the
+reported std (a Gaussian's ±1σ interval). Its predictive family is therefore **Gaussian**: its std
+is recalibrated (finetune, on validation) and its interval columns are computed as a Gaussian's (the
+central 68.27 % interval is mean ± the calibrated std). Trained, evaluated and compared through the
+same ``finetune`` / ``evaluate`` / ``compare`` commands as the adapter models
+(``model.regime=gbm``).
 
 Saved with skops (no pickles): loading accepts only scikit-learn's own tree types.
 """
@@ -53,9 +54,19 @@ class GBMBandGapModel(PredictsStructures):
         opts = {k: v for k, v in self.backbone_options.items() if k != "name"}
         self.backbone = load_backbone(self.backbone_options["name"], **opts)
         if not hasattr(self.backbone, "array_namespace") or self.backbone.array_namespace() is None:
-            raise ValueError("the gbm baseline reads cached per-layer activations: backbone chgnet with adapt=readout")
-        self.params = {"max_iter": 600, "learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20,
-                       "l2_regularization": 1.0, "early_stopping": False, **(params or {})}
+            raise ValueError(
+                "the gbm baseline reads cached per-layer "
+                "activations: backbone chgnet with adapt=readout"
+            )
+        self.params = {
+            "max_iter": 600,
+            "learning_rate": 0.05,
+            "max_leaf_nodes": 31,
+            "min_samples_leaf": 20,
+            "l2_regularization": 1.0,
+            "early_stopping": False,
+            **(params or {}),
+        }
         self.models: dict = {}
         self.calibration: dict | None = None
         #: the gradient-boosting baseline records no training domain (every row's domain is unknown)
@@ -84,13 +95,15 @@ class GBMBandGapModel(PredictsStructures):
             self.models[f"q{int(q * 100)}"] = self._regressor(loss="quantile", quantile=q).fit(X, y)
         return self
 
-    def predict_inputs(self, inputs: list, *, n_samples: int = 1, seed: int | None = 0, **_) -> Prediction:
+    def predict_inputs(
+        self, inputs: list, *, n_samples: int = 1, seed: int | None = 0, **_
+    ) -> Prediction:
         X = pooled_layer_features(inputs)
         mean = np.maximum(self.models["median"].predict(X), 0.0)
         lo, hi = (self.models[f"q{int(q * 100)}"].predict(X) for q in QUANTILES)
         std = np.maximum((hi - lo) / 2.0, MIN_STD_EV)
-        # one "draw", the point prediction: the baseline is deterministic (its quantiles are not draws, and
-        # the screen's robust spread of a one-draw model is its std)
+        # one "draw", the point prediction: the baseline is deterministic (its quantiles are not
+        # draws, and the screen's robust spread of a one-draw model is its std)
         return Prediction(mean, std, mean[:, None].copy(), std, None, X.astype(np.float32))
 
     def calibrated_std(self, std_ev: np.ndarray) -> np.ndarray | None:
@@ -100,8 +113,8 @@ class GBMBandGapModel(PredictsStructures):
         return []
 
     def fingerprint(self) -> str:
-        """sha256 (hex, first 16) of the fitted trees (each tree's node table and the baseline) and the
-        calibration (skops' bytes would not do: its zip records a time stamp)."""
+        """sha256 (hex, first 16) of the fitted trees (each tree's node table and the baseline) and
+        the calibration (skops' bytes would not do: its zip records a time stamp)."""
 
         def arrays():
             for name, model in sorted(self.models.items()):
@@ -113,9 +126,17 @@ class GBMBandGapModel(PredictsStructures):
         return weights_fingerprint(arrays(), self.calibration)
 
     def config_dict(self) -> dict:
-        return {"regime": "gbm", "backbone": self.backbone_options, "gbm": {"params": self.params,
-                "quantiles": list(QUANTILES), "features": "mean, max, std over atoms of 6 CHGNet layers (1152)"},
-                "base": self.backbone.identity(), "calibration": self.calibration}
+        return {
+            "regime": "gbm",
+            "backbone": self.backbone_options,
+            "gbm": {
+                "params": self.params,
+                "quantiles": list(QUANTILES),
+                "features": "mean, max, std over atoms of 6 CHGNet layers (1152)",
+            },
+            "base": self.backbone.identity(),
+            "calibration": self.calibration,
+        }
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         import skops.io as sio

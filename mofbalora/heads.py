@@ -1,12 +1,13 @@
 """Band-gap heads: per-atom embeddings → PBE band gap (eV), optionally with an aleatoric variance.
 
-The head optionally transforms each atom first (``atom_mlp`` > 0: LayerNorm, then a two-layer SiLU MLP of
-that width; what lets it read wide, unnormalised multi-layer features), pools per structure, then a small
-MLP. Poolings (torch-geometric's aggregation modules):
+The head optionally transforms each atom first (``atom_mlp`` > 0: LayerNorm, then a two-layer SiLU
+MLP of that width; what lets it read wide, unnormalised multi-layer features), pools per structure,
+then a small MLP. Poolings (torch-geometric's aggregation modules):
 
 - ``mean_max`` (default): mean and max over atoms, concatenated: a band gap is set by the frontier
   states, which a max over atoms can pick out where a mean would dilute them;
-- ``mean``; ``mean_max_std``; ``mean_max_attention`` (adds a learned softmax-attention sum over atoms).
+- ``mean``; ``mean_max_std``; ``mean_max_attention`` (adds a learned softmax-attention sum over
+  atoms).
 
 Outputs go through softplus so that predicted gaps (and variances) are positive: band gaps are ≥ 0.
 """
@@ -27,9 +28,10 @@ POOLINGS = ("mean_max", "mean", "mean_max_std", "mean_max_attention")
 
 @dataclass
 class HeadConfig:
-    """The head's settings: the one dataclass of them, saved in ``model_config.json`` (``head``) and built from
-    a run configuration's ``model`` section (``model.head_hidden``, ``model.pooling``, ``model.head_atom_mlp``;
-    ``aleatoric`` follows ``model.likelihood``; see :class:`mofbalora.config.ModelConfig`)."""
+    """The head's settings: the one dataclass of them, saved in ``model_config.json`` (``head``) and
+    built from a run configuration's ``model`` section (``model.head_hidden``, ``model.pooling``,
+    ``model.head_atom_mlp``; ``aleatoric`` follows ``model.likelihood``; see
+    :class:`mofbalora.config.ModelConfig`)."""
 
     hidden_dim: int = 64
     pooling: Literal["mean_max", "mean", "mean_max_std", "mean_max_attention"] = "mean_max"
@@ -48,8 +50,8 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadConfig:
-        """From a saved mapping (``model_config.json``'s ``head``); an unknown key is refused, naming it and the
-        valid ones."""
+        """From a saved mapping (``model_config.json``'s ``head``); an unknown key is refused,
+        naming it and the valid ones."""
         return strict(cls, data, "head.", what="head option")
 
 
@@ -62,8 +64,12 @@ class Pooling(nn.Module):
 
         if how not in POOLINGS:
             raise ValueError(f"unknown pooling {how!r}; choose from {list(POOLINGS)}")
-        parts = {"mean": aggr.MeanAggregation(), "max": aggr.MaxAggregation(), "std": aggr.StdAggregation(),
-                 "attention": aggr.AttentionalAggregation(nn.Linear(dim, 1))}
+        parts = {
+            "mean": aggr.MeanAggregation(),
+            "max": aggr.MaxAggregation(),
+            "std": aggr.StdAggregation(),
+            "attention": aggr.AttentionalAggregation(nn.Linear(dim, 1)),
+        }
         self.names = how.split("_")
         self.parts = nn.ModuleList([parts[n] for n in self.names])
         self.width = dim * len(self.names)
@@ -72,7 +78,9 @@ class Pooling(nn.Module):
         return torch.cat([p(x, index, dim_size=n_structures) for p in self.parts], dim=1)
 
 
-def pool(atom_embedding: torch.Tensor, structure_index: torch.Tensor, n_structures: int, how: str) -> torch.Tensor:
+def pool(
+    atom_embedding: torch.Tensor, structure_index: torch.Tensor, n_structures: int, how: str
+) -> torch.Tensor:
     """Parameter-free pooling (``mean`` / ``mean_max`` / ``mean_max_std``) of (n_atoms, d) rows."""
     if how == "mean_max_attention":
         raise ValueError("attention pooling has weights: use the Pooling module")
@@ -80,7 +88,8 @@ def pool(atom_embedding: torch.Tensor, structure_index: torch.Tensor, n_structur
 
 
 class BandGapHead(nn.Module):
-    """Pooled MLP head. ``forward`` returns (gap_ev (B,), aleatoric_var_ev2 (B,) or None, pooled (B, p))."""
+    """Pooled MLP head. ``forward`` returns (gap_ev (B,), aleatoric_var_ev2 (B,) or None, pooled
+    (B, p))."""
 
     def __init__(self, embedding_dim: int, config: HeadConfig | None = None) -> None:
         super().__init__()
@@ -89,16 +98,26 @@ class BandGapHead(nn.Module):
         self.atom_mlp = None
         dim = embedding_dim
         if c.atom_mlp:
-            self.atom_mlp = nn.Sequential(nn.LayerNorm(embedding_dim), nn.Linear(embedding_dim, c.atom_mlp), nn.SiLU(),
-                                          nn.Linear(c.atom_mlp, c.atom_mlp), nn.SiLU())
+            self.atom_mlp = nn.Sequential(
+                nn.LayerNorm(embedding_dim),
+                nn.Linear(embedding_dim, c.atom_mlp),
+                nn.SiLU(),
+                nn.Linear(c.atom_mlp, c.atom_mlp),
+                nn.SiLU(),
+            )
             dim = c.atom_mlp
         self.pooling = Pooling(c.pooling, dim)
-        self.mlp = nn.Sequential(nn.Linear(self.pooling.width, c.hidden_dim), nn.SiLU(),
-                                 nn.Linear(c.hidden_dim, 2 if c.aleatoric else 1))
+        self.mlp = nn.Sequential(
+            nn.Linear(self.pooling.width, c.hidden_dim),
+            nn.SiLU(),
+            nn.Linear(c.hidden_dim, 2 if c.aleatoric else 1),
+        )
         # start near the QMOF mean gap (about 2 eV): softplus(1.9) ≈ 2.04
         nn.init.constant_(self.mlp[-1].bias, 1.9)
 
-    def forward(self, atom_embedding: torch.Tensor, structure_index: torch.Tensor, n_structures: int):
+    def forward(
+        self, atom_embedding: torch.Tensor, structure_index: torch.Tensor, n_structures: int
+    ):
         x = self.atom_mlp(atom_embedding) if self.atom_mlp is not None else atom_embedding
         pooled = self.pooling(x, structure_index, n_structures)
         out = self.mlp(pooled)

@@ -1,21 +1,22 @@
 """The one prediction layer: T stochastic passes, ensemble members, and what a spread means.
 
-Everything that turns a model's forward passes into band gaps with an uncertainty lives here, and every
-caller (evaluate, compare, screen, the campaign, fine-tuning's validation) goes through it:
+Everything that turns a model's forward passes into band gaps with an uncertainty lives here, and
+every caller (evaluate, compare, screen, the campaign, fine-tuning's validation) goes through it:
 
-* :func:`predict_inputs` runs the passes: a stochastic model (BaLoRA, MC dropout) draws ``n_samples``
-  passes, stacked so that T copies of a batch share one forward; an ensemble runs each member; a
-  deterministic model runs once;
+* :func:`predict_inputs` runs the passes: a stochastic model (BaLoRA, MC dropout) draws
+  ``n_samples`` passes, stacked so that T copies of a batch share one forward; an ensemble runs each
+  member; a deterministic model runs once;
 * :class:`Prediction` holds the result (eV) and combines the spreads: the total std is
-  ``sqrt(epistemic² + aleatoric²)`` (:func:`total_std`), the epistemic part the spread of the draws and the
-  aleatoric part the model's predicted noise (a ``gaussian_nll`` or ``laplace_nll`` head), averaged over the draws;
+  ``sqrt(epistemic² + aleatoric²)`` (:func:`total_std`), the epistemic part the spread of the draws
+  and the aleatoric part the model's predicted noise (a ``gaussian_nll`` or ``laplace_nll`` head),
+  averaged over the draws;
 * :data:`MIN_STD_EV` floors a std before anything divides by it (:func:`floor_std`), and
   :func:`calibrated_std` applies a model's validation-fitted recalibration to the floored std;
-* :meth:`Prediction.predictive` states the prediction as a distribution in its family (Gaussian, Laplace, or
-  the mixture over the T draws; :mod:`mofbalora.uq.distribution`), recalibrated by a model's calibration, and
-  :meth:`Prediction.intervals` gives its central 68 % / 95 % intervals;
-* :meth:`Prediction.to_record` / :meth:`Prediction.from_records` carry a prediction through JSON records
-  (the screen's rows, Dask workers, the campaign's pool) without losing its aleatoric part.
+* :meth:`Prediction.predictive` states the prediction as a distribution in its family (Gaussian,
+  Laplace, or the mixture over the T draws; :mod:`mofbalora.uq.distribution`), recalibrated by a
+  model's calibration, and :meth:`Prediction.intervals` gives its central 68 % / 95 % intervals;
+* :meth:`Prediction.to_record` / :meth:`Prediction.from_records` carry a prediction through JSON
+  records (the screen's rows, Dask workers, the campaign's pool) without losing its aleatoric part.
 """
 
 from __future__ import annotations
@@ -32,19 +33,25 @@ import torch
 from mofbalora.adapters import sampling, seeded_generator
 from mofbalora.adapters.context import structure_keys
 from mofbalora.backbones.base import atom_capped_batches
-from mofbalora.uq.distribution import Predictive, family_of_calibration, make_predictive, predictive_intervals
+from mofbalora.uq.distribution import (
+    Predictive,
+    family_of_calibration,
+    make_predictive,
+    predictive_intervals,
+)
 from mofbalora.uq.recalibration import apply_std_scale_floor, calibrated_predictive
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-#: smallest std (eV) a prediction is scored or recalibrated with: a structure whose every draw saturated at a
-#: 0 eV gap has a std of exactly 0, which must not void a model's uncertainty metrics
+#: smallest std (eV) a prediction is scored or recalibrated with: a structure whose every draw
+#: saturated at a 0 eV gap has a std of exactly 0, which must not void a model's uncertainty metrics
 MIN_STD_EV = 1e-6
 
 
 def total_std(epistemic, aleatoric=None):
-    """``sqrt(epistemic² + aleatoric²)`` (either numpy arrays or torch tensors); ``aleatoric`` None: none."""
+    """``sqrt(epistemic² + aleatoric²)`` (either numpy arrays or torch tensors); ``aleatoric``
+    None: none."""
     if aleatoric is None:
         aleatoric = 0.0
     total = epistemic**2 + aleatoric**2
@@ -57,15 +64,16 @@ def floor_std(std_ev: np.ndarray) -> np.ndarray:
 
 
 def recalibrate(calibration: dict | None, std_ev: np.ndarray) -> np.ndarray | None:
-    """``sqrt((a·σ)² + b²)`` with a fitted ``{"std_factor": a, "std_floor_ev": b, ...}`` (eV); None without one."""
+    """``sqrt((a·σ)² + b²)`` with a fitted ``{"std_factor": a, "std_floor_ev": b, ...}`` (eV);
+    None without one."""
     if not calibration:
         return None
     return apply_std_scale_floor(std_ev, calibration["std_factor"], calibration["std_floor_ev"])
 
 
 def calibrated_std(model: Any, std_ev: np.ndarray) -> np.ndarray | None:
-    """The model's recalibrated std (``sqrt((a·σ)² + b²)`` on the floored ``std_ev``, eV); None when the model
-    has no fitted calibration."""
+    """The model's recalibrated std (``sqrt((a·σ)² + b²)`` on the floored ``std_ev``, eV); None when
+    the model has no fitted calibration."""
     return model.calibrated_std(floor_std(np.asarray(std_ev, dtype=float)))
 
 
@@ -84,50 +92,86 @@ class Prediction:
         return len(self.mean_ev)
 
     def subsample(self, n_samples: int) -> Prediction:
-        """The prediction of the first ``n_samples`` columns of :attr:`samples_ev` (mean and spread of those
-        draws, ddof = 1 as in :func:`predict_inputs`, so the T-curve of :mod:`mofbalora.compare` does not change
-        definition at its last point; the aleatoric part stays the average over all draws). All columns: ``self``.
+        """The prediction of the first ``n_samples`` columns of :attr:`samples_ev` (mean and spread
+        of those draws, ddof = 1 as in :func:`predict_inputs`, so the T-curve of
+        :mod:`mofbalora.compare` does not change definition at its last point; the aleatoric part
+        stays the average over all draws). All columns: ``self``.
         """
         total = self.samples_ev.shape[1]
         if not 1 <= n_samples <= total:
-            raise ValueError(f"n_samples must be in [1, {total}] (the columns of samples_ev), got {n_samples}")
+            raise ValueError(
+                f"n_samples must be in [1, {total}] (the columns of samples_ev), got {n_samples}"
+            )
         if n_samples == total:
             return self
         draws = self.samples_ev[:, :n_samples]
         epistemic = draws.std(1, ddof=1) if n_samples > 1 else np.zeros(len(draws))
-        return replace(self, mean_ev=draws.mean(1), std_ev=total_std(epistemic, self.aleatoric_std_ev),
-                       samples_ev=draws, epistemic_std_ev=epistemic)
+        return replace(
+            self,
+            mean_ev=draws.mean(1),
+            std_ev=total_std(epistemic, self.aleatoric_std_ev),
+            samples_ev=draws,
+            epistemic_std_ev=epistemic,
+        )
 
     def take(self, index: Sequence[int]) -> Prediction:
         """The prediction of the structures ``index`` (positions, in that order)."""
         index = np.asarray(index, dtype=np.int64)
         alea = None if self.aleatoric_std_ev is None else self.aleatoric_std_ev[index]
-        return Prediction(self.mean_ev[index], self.std_ev[index], self.samples_ev[index],
-                          self.epistemic_std_ev[index], alea, self.embedding[index])
+        return Prediction(
+            self.mean_ev[index],
+            self.std_ev[index],
+            self.samples_ev[index],
+            self.epistemic_std_ev[index],
+            alea,
+            self.embedding[index],
+        )
 
     def predictive(self, calibration: dict | None = None, family: str | None = None) -> Predictive:
-        """The predictive distribution (:mod:`mofbalora.uq.distribution`) in ``family`` (default: the one
-        ``calibration`` was fitted in; none: ``"gaussian"``), with ``calibration`` (a model's
-        :attr:`~mofbalora.model.BandGapModel.calibration`) applied when given. ``gaussian`` / ``laplace`` use the
-        mean and the total std (floored at :data:`MIN_STD_EV`); ``mixture`` the draws with the aleatoric std as
-        each draw's kernel (a ValueError without an aleatoric head)."""
+        """The predictive distribution (:mod:`mofbalora.uq.distribution`) in ``family`` (default:
+        the one ``calibration`` was fitted in; none: ``"gaussian"``), with ``calibration`` (a
+        model's :attr:`~mofbalora.model.BandGapModel.calibration`) applied when given. ``gaussian``
+        / ``laplace`` use the mean and the total std (floored at :data:`MIN_STD_EV`); ``mixture``
+        the draws with the aleatoric std as each draw's kernel (a ValueError without an aleatoric
+        head)."""
         fam = family or family_of_calibration(calibration)
-        dist = make_predictive(fam, self.mean_ev, floor_std(self.std_ev), samples_ev=self.samples_ev,
-                               aleatoric_std_ev=self.aleatoric_std_ev,
-                               kernel=(calibration or {}).get("kernel", "laplace"))
+        dist = make_predictive(
+            fam,
+            self.mean_ev,
+            floor_std(self.std_ev),
+            samples_ev=self.samples_ev,
+            aleatoric_std_ev=self.aleatoric_std_ev,
+            kernel=(calibration or {}).get("kernel", "laplace"),
+        )
         return calibrated_predictive(dist, calibration)
 
-    def intervals(self, calibration: dict | None = None, family: str | None = None) -> dict[str, np.ndarray]:
-        """``bandgap_lo68_ev``, ``bandgap_hi68_ev``, ``bandgap_lo95_ev``, ``bandgap_hi95_ev`` (eV) of the
-        calibrated predictive (:func:`mofbalora.uq.distribution.predictive_intervals`; lower bounds >= 0)."""
-        return predictive_intervals(self.mean_ev, floor_std(self.std_ev), calibration, samples_ev=self.samples_ev,
-                                    aleatoric_std_ev=self.aleatoric_std_ev, family=family)
+    def intervals(
+        self, calibration: dict | None = None, family: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """``bandgap_lo68_ev``, ``bandgap_hi68_ev``, ``bandgap_lo95_ev``, ``bandgap_hi95_ev`` (eV)
+        of the calibrated predictive (:func:`mofbalora.uq.distribution.predictive_intervals`;
+        lower bounds >= 0)."""
+        return predictive_intervals(
+            self.mean_ev,
+            floor_std(self.std_ev),
+            calibration,
+            samples_ev=self.samples_ev,
+            aleatoric_std_ev=self.aleatoric_std_ev,
+            family=family,
+        )
 
     def table(self, ids: Sequence[str], y_true: np.ndarray) -> pd.DataFrame:
-        """One row per structure: id, true and predicted gap, std, absolute error (and the two parts of the
-        std when the model has an aleatoric head)."""
-        table = pd.DataFrame({"id": ids, "bandgap_true_ev": y_true, "bandgap_mean_ev": self.mean_ev,
-                              "bandgap_std_ev": self.std_ev, "abs_error_ev": np.abs(self.mean_ev - y_true)})
+        """One row per structure: id, true and predicted gap, std, absolute error (and the two parts
+        of the std when the model has an aleatoric head)."""
+        table = pd.DataFrame(
+            {
+                "id": ids,
+                "bandgap_true_ev": y_true,
+                "bandgap_mean_ev": self.mean_ev,
+                "bandgap_std_ev": self.std_ev,
+                "abs_error_ev": np.abs(self.mean_ev - y_true),
+            }
+        )
         if self.aleatoric_std_ev is not None:
             table["epistemic_std_ev"] = self.epistemic_std_ev
             table["aleatoric_std_ev"] = self.aleatoric_std_ev
@@ -135,38 +179,63 @@ class Prediction:
 
     def to_record(self, j: int) -> dict:
         """Structure ``j`` as plain JSON values (the screen's per-file record fields)."""
-        rec = {"bandgap_mean_ev": float(self.mean_ev[j]), "bandgap_std_ev": float(self.std_ev[j]),
-               "samples_ev": self.samples_ev[j].tolist(), "epistemic_std_ev": float(self.epistemic_std_ev[j])}
+        rec = {
+            "bandgap_mean_ev": float(self.mean_ev[j]),
+            "bandgap_std_ev": float(self.std_ev[j]),
+            "samples_ev": self.samples_ev[j].tolist(),
+            "epistemic_std_ev": float(self.epistemic_std_ev[j]),
+        }
         if self.aleatoric_std_ev is not None:
             rec["aleatoric_std_ev"] = float(self.aleatoric_std_ev[j])
         return rec
 
     @classmethod
     def from_records(cls, records: Sequence[dict]) -> Prediction:
-        """The prediction back from :meth:`to_record` records (with an ``embedding`` each). Records written
-        before they carried ``epistemic_std_ev`` get the (ddof = 1) spread of their draws."""
+        """The prediction back from :meth:`to_record` records (with an ``embedding`` each). Records
+        written before they carried ``epistemic_std_ev`` get the (ddof = 1) spread of their
+        draws."""
         samples = np.array([r["samples_ev"] for r in records], dtype=np.float64)
-        epistemic = (np.array([r["epistemic_std_ev"] for r in records], dtype=np.float64)
-                     if all("epistemic_std_ev" in r for r in records) else samples.std(1, ddof=1))
-        aleatoric = (np.array([r["aleatoric_std_ev"] for r in records], dtype=np.float64)
-                     if records and all("aleatoric_std_ev" in r for r in records) else None)
-        return cls(np.array([r["bandgap_mean_ev"] for r in records]), np.array([r["bandgap_std_ev"] for r in records]),
-                   samples, epistemic, aleatoric, np.array([r["embedding"] for r in records], dtype=np.float32))
+        epistemic = (
+            np.array([r["epistemic_std_ev"] for r in records], dtype=np.float64)
+            if all("epistemic_std_ev" in r for r in records)
+            else samples.std(1, ddof=1)
+        )
+        aleatoric = (
+            np.array([r["aleatoric_std_ev"] for r in records], dtype=np.float64)
+            if records and all("aleatoric_std_ev" in r for r in records)
+            else None
+        )
+        return cls(
+            np.array([r["bandgap_mean_ev"] for r in records]),
+            np.array([r["bandgap_std_ev"] for r in records]),
+            samples,
+            epistemic,
+            aleatoric,
+            np.array([r["embedding"] for r in records], dtype=np.float32),
+        )
 
 
 @torch.no_grad()
-def predict_inputs(model: Any, inputs: list, *, n_samples: int = 32, seed: int | None = 0, batch_size: int = 64,
-                   max_rows: int = 8192) -> Prediction:
+def predict_inputs(
+    model: Any,
+    inputs: list,
+    *,
+    n_samples: int = 32,
+    seed: int | None = 0,
+    batch_size: int = 64,
+    max_rows: int = 8192,
+) -> Prediction:
     """Predict featurized inputs with a :class:`~mofbalora.model.BandGapModel`.
 
-    Stochastic regimes draw ``n_samples`` passes (batched: the T copies of a batch are stacked, each copy its
-    own set of structures), an ensemble runs each member; deterministic regimes give std 0 (or the aleatoric
-    std). BaLoRA's draw t of a structure is keyed by (``seed``, the structure's content digest, t), so a
-    structure gets the same samples alone or in any batch (MC-dropout masks come from a generator seeded by
-    ``seed`` and do depend on the batch). The std over samples uses T − 1 (ddof = 1). ``max_rows``: most
-    atom rows in one stacked pass (T copies of a chunk are split to fit). 8,192 is measured: on the
-    all-layer default, 64 structures at T = 32 took 0.79 s with it, 1.43 s with all copies stacked
-    (1,000,000) and 1.01 s one structure at a time (2 CPU threads); the draws do not change.
+    Stochastic regimes draw ``n_samples`` passes (batched: the T copies of a batch are stacked, each
+    copy its own set of structures), an ensemble runs each member; deterministic regimes give std 0
+    (or the aleatoric std). BaLoRA's draw t of a structure is keyed by (``seed``, the structure's
+    content digest, t), so a structure gets the same samples alone or in any batch (MC-dropout masks
+    come from a generator seeded by ``seed`` and do depend on the batch). The std over samples uses
+    T − 1 (ddof = 1). ``max_rows``: most atom rows in one stacked pass (T copies of a chunk are
+    split to fit). 8,192 is measured: on the all-layer default, 64 structures at T = 32 took 0.79 s
+    with it, 1.43 s with all copies stacked (1,000,000) and 1.01 s one structure at a time (2 CPU
+    threads); the draws do not change.
     """
     model.eval()
     gen = seeded_generator(seed)
@@ -187,28 +256,41 @@ def predict_inputs(model: Any, inputs: list, *, n_samples: int = 32, seed: int |
         if model.regime == "lora_ensemble":
             draw, var_draw = member_passes(model, model.backbone.collate(chunk))
         elif model.is_stochastic:
-            draw, var_draw = _stacked_passes(model, chunk, digests, fallback, n_samples, max_rows, gen, noise_seed,
-                                             var is not None)
+            draw, var_draw = _stacked_passes(
+                model,
+                chunk,
+                digests,
+                fallback,
+                n_samples,
+                max_rows,
+                gen,
+                noise_seed,
+                var is not None,
+            )
         else:
             draw, var_draw = gap.unsqueeze(1), (var.unsqueeze(1) if var is not None else None)
         samples.append(draw)
-        # the posterior-mean pass is the point prediction of deterministic regimes; stochastic ones use
-        # the sample mean (a Monte Carlo estimate of the predictive mean)
+        # the posterior-mean pass is the point prediction of deterministic regimes; stochastic ones
+        # use the sample mean (a Monte Carlo estimate of the predictive mean)
         means.append(draw.mean(1) if draw.shape[1] > 1 else gap)
         alea.append(var_draw.mean(1) if var_draw is not None else None)
     samples_t = torch.cat(samples).cpu()
     epi = samples_t.std(1, unbiased=True) if samples_t.shape[1] > 1 else torch.zeros(len(inputs))
     alea_std = torch.cat(alea).sqrt().cpu() if alea and alea[0] is not None else None
     total = total_std(epi, alea_std)
-    return Prediction(torch.cat(means).cpu().numpy().astype(np.float64), total.numpy().astype(np.float64),
-                      samples_t.numpy().astype(np.float64), epi.numpy().astype(np.float64),
-                      None if alea_std is None else alea_std.numpy().astype(np.float64),
-                      torch.cat(embs).cpu().numpy())
+    return Prediction(
+        torch.cat(means).cpu().numpy().astype(np.float64),
+        total.numpy().astype(np.float64),
+        samples_t.numpy().astype(np.float64),
+        epi.numpy().astype(np.float64),
+        None if alea_std is None else alea_std.numpy().astype(np.float64),
+        torch.cat(embs).cpu().numpy(),
+    )
 
 
 def member_passes(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, K) gaps and aleatoric variances (None without an aleatoric head) of the K ensemble members on a
-    collated batch, each member's noise-free pass."""
+    """(B, K) gaps and aleatoric variances (None without an aleatoric head) of the K ensemble
+    members on a collated batch, each member's noise-free pass."""
     draws, dvars = [], []
     for k in range(model.n_members):
         with sampling(stochastic=False, member=k):
@@ -219,17 +301,27 @@ def member_passes(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor | 
 
 
 def point_prediction(model: Any, batch: Any) -> torch.Tensor:
-    """(B,) gaps of the posterior-mean (noise-free) pass on a collated batch; an ensemble's member mean."""
+    """(B,) gaps of the posterior-mean (noise-free) pass on a collated batch; an ensemble's
+    member mean."""
     if model.n_members > 1:
         return member_passes(model, batch)[0].mean(1)
     with sampling(stochastic=False):
         return model(batch)[0]
 
 
-def _stacked_passes(model: Any, chunk: list, digests: list, fallback: list[int], n_samples: int, max_rows: int,
-                    gen: torch.Generator, noise_seed: int, with_var: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, T) gaps and aleatoric variances of T stochastic passes, as many copies stacked per forward as
-    ``max_rows`` atom rows allow."""
+def _stacked_passes(
+    model: Any,
+    chunk: list,
+    digests: list,
+    fallback: list[int],
+    n_samples: int,
+    max_rows: int,
+    gen: torch.Generator,
+    noise_seed: int,
+    with_var: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T) gaps and aleatoric variances of T stochastic passes, as many copies stacked per
+    forward as ``max_rows`` atom rows allow."""
     b = len(chunk)
     n_atoms = sum(x["n_atoms"] for x in chunk)
     per = max(1, min(n_samples, max_rows // max(n_atoms, 1)))
@@ -252,6 +344,8 @@ def weights_fingerprint(named_arrays: Iterable[tuple[str, Any]], calibration: di
         h.update(name.encode())
         if hasattr(value, "detach"):
             value = value.detach().cpu().contiguous().numpy()
-        h.update(np.ascontiguousarray(value).tobytes() if isinstance(value, np.ndarray) else bytes(value))
+        h.update(
+            np.ascontiguousarray(value).tobytes() if isinstance(value, np.ndarray) else bytes(value)
+        )
     h.update(json.dumps(calibration, sort_keys=True).encode())
     return h.hexdigest()[:16]

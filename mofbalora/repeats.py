@@ -1,16 +1,18 @@
 """Repeated structures among a screen's best-ranked rows: one compound given more than once.
 
-Real databases hold the same crystal several times: CoRE MOF 2019 has redeterminations of one compound at
-other temperatures or by other groups (``DUNXUH01`` … ``DUNXUH21``), and its ASR and FSR sets overlap. A
-model gives such copies nearly the same prediction, so they sit together at the top of a ranking and a DFT
-list built from it spends several calculations on one compound. :func:`mark_repeats` names, for each of the
-best-ranked rows, the better-ranked row it repeats: the same reduced formula and the same structure by
-pymatgen's ``StructureMatcher`` (its default tolerances: lattice 0.2, sites 0.3, angles 5°, which cover
-thermal expansion between redeterminations). Only rows of equal reduced formula are compared, and each row
-only against the distinct structures above it, so the cost is a few comparisons per repeat.
+Real databases hold the same crystal several times: CoRE MOF 2019 has redeterminations of one
+compound at other temperatures or by other groups (``DUNXUH01`` … ``DUNXUH21``), and its ASR and FSR
+sets overlap. A model gives such copies nearly the same prediction, so they sit together at the top
+of a ranking and a DFT list built from it spends several calculations on one compound.
+:func:`mark_repeats` names, for each of the best-ranked rows, the better-ranked row it repeats: the
+same reduced formula and the same structure by pymatgen's ``StructureMatcher`` (its default
+tolerances: lattice 0.2, sites 0.3, angles 5°, which cover thermal expansion between
+redeterminations). Only rows of equal reduced formula are compared, and each row only against the
+distinct structures above it, so the cost is a few comparisons per repeat.
 
-The screen fills the ``repeat_of`` column for its ``repeats_top`` best-ranked rows when it completes; it
-flags and does not re-rank (which copy to compute is the chemist's call: the first is the best-scored).
+The screen fills the ``repeat_of`` column for its ``repeats_top`` best-ranked rows when it
+completes; it flags and does not re-rank (which copy to compute is the chemist's call: the first is
+the best-scored).
 """
 
 from __future__ import annotations
@@ -37,12 +39,18 @@ def reduced_formula(formula: str) -> str | None:
         return None
 
 
-def mark_repeats(table: pd.DataFrame, *, top: int = DEFAULT_REPEATS_TOP,
-                 read: Callable | None = None, matcher=None) -> pd.Series:
-    """For the ``top`` best-ranked rows of a ranked screen ``table``: the ``structure_id`` of the best-ranked row
-    above it that is the same structure, else ``""``; other rows get ``""`` too. ``read(path)`` parses a file
-    (default :func:`mofbalora.data.structures.read_structure`); a file that no longer reads is compared with
-    nothing. ``matcher``: a pymatgen ``StructureMatcher`` (default tolerances)."""
+def mark_repeats(
+    table: pd.DataFrame,
+    *,
+    top: int = DEFAULT_REPEATS_TOP,
+    read: Callable | None = None,
+    matcher=None,
+) -> pd.Series:
+    """For the ``top`` best-ranked rows of a ranked screen ``table``: the ``structure_id`` of the
+    best-ranked row above it that is the same structure, else ``""``; other rows get ``""`` too.
+    ``read(path)`` parses a file (default :func:`mofbalora.data.structures.read_structure`); a file
+    that no longer reads is compared with nothing. ``matcher``: a pymatgen ``StructureMatcher``
+    (default tolerances)."""
 
     if top < 0:
         raise ValueError(f"top must be >= 0 (rows checked for repeats), got {top}")
@@ -58,7 +66,8 @@ def mark_repeats(table: pd.DataFrame, *, top: int = DEFAULT_REPEATS_TOP,
         matcher = StructureMatcher()
     formulas = {i: reduced_formula(f) for i, f in ranked["formula"].items()}
     counts = pd.Series(list(formulas.values())).value_counts()
-    distinct: dict[str, list[tuple[str, object]]] = {}  # reduced formula -> (structure_id, structure) above
+    # reduced formula -> (structure_id, structure) above
+    distinct: dict[str, list[tuple[str, object]]] = {}
     for i, row in ranked.iterrows():
         formula = formulas[i]
         if formula is None or counts.get(formula, 0) < 2:

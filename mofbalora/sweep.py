@@ -1,4 +1,5 @@
-"""Sweeps: train and evaluate a grid of settings (one run folder each, resumable) and collect one table.
+"""Sweeps: train and evaluate a grid of settings (one run folder each, resumable) and collect one
+table.
 
 A sweep file names a base run configuration, a list of seeds and named settings (dotted overrides)::
 
@@ -8,8 +9,8 @@ A sweep file names a base run configuration, a list of seeds and named settings 
       default: {}
       lora: {model.regime: lora}
 
-Each (setting, seed) trains into ``OUT/<setting>/seed<k>``; finished runs (with ``metrics.json``) are
-skipped and interrupted ones resumed, so rerunning a sweep continues it.
+Each (setting, seed) trains into ``OUT/<setting>/seed<k>``; finished runs (with ``metrics.json``)
+are skipped and interrupted ones resumed, so rerunning a sweep continues it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ TABLE_METRICS = ["mae_ev", "rmse_ev", "spearman_std_abs_error", "nll", "miscalib
 
 @dataclass
 class SweepSpec:
-    """A sweep file: the base run configuration, the named settings (``{"section.key": value}`` each; None or
-    ``{}`` for the base as it is) and the seeds."""
+    """A sweep file: the base run configuration, the named settings (``{"section.key": value}``
+    each; None or ``{}`` for the base as it is) and the seeds."""
 
     base: Path
     settings: dict[str, dict[str, Any] | None]
@@ -44,21 +45,29 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, dict) or not self.settings:
-            raise ValueError(f"sweep settings must be a non-empty mapping name -> changes, got {self.settings!r}")
+            raise ValueError(
+                f"sweep settings must be a non-empty mapping name -> changes, got {self.settings!r}"
+            )
         for name, changes in self.settings.items():
             if changes is not None and not isinstance(changes, dict):
-                raise ValueError(f"sweep setting {name!r} must be a mapping section.key -> value, got {changes!r}")
+                raise ValueError(
+                    f"sweep setting {name!r} must be a mapping "
+                    f"section.key -> value, got {changes!r}"
+                )
         for seed in self.seeds:
             check_int("sweep seeds[]", seed, 0)
 
     def overrides(self, name: str) -> list[str]:
         """The ``section.key=value`` overrides of setting ``name``."""
-        return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
-                for k, v in (self.settings[name] or {}).items()]
+        return [
+            f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+            for k, v in (self.settings[name] or {}).items()
+        ]
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """The sweep in the YAML file ``path`` (``base`` relative to the file's folder); unknown keys refused."""
+    """The sweep in the YAML file ``path`` (``base`` relative to the file's folder); unknown keys
+    refused."""
     path = Path(path)
     data = read_yaml(path, what="sweep")
     check_keys(data, ("base", "settings", "seeds"), what="sweep key")
@@ -66,12 +75,21 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if key not in data:
             raise ValueError(f"{path}: a sweep needs {key!r}")
     base = Path(data["base"])
-    return SweepSpec(base=base if base.is_absolute() else path.parent / base, settings=data["settings"],
-                     seeds=list(data.get("seeds", [0])))
+    return SweepSpec(
+        base=base if base.is_absolute() else path.parent / base,
+        settings=data["settings"],
+        seeds=list(data.get("seeds", [0])),
+    )
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, *, only: list[str] | None = None,
-              extra_overrides: list[str] | None = None, progress: bool = True) -> pd.DataFrame:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    only: list[str] | None = None,
+    extra_overrides: list[str] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     out = Path(out)
     names = list(spec.settings)
     if only:
@@ -85,16 +103,22 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, only: list[str] | None = None
             if (run_dir / "metrics.json").exists():
                 continue
             # sweep-wide overrides first, so that a setting can still change what they set
-            cfg = load_run_config(spec.base, [*(extra_overrides or []), *spec.overrides(name), f"run.seed={seed}"])
+            cfg = load_run_config(
+                spec.base, [*(extra_overrides or []), *spec.overrides(name), f"run.seed={seed}"]
+            )
             log.info("sweep: %s seed %s", name, seed)
-            finetune(cfg, run_dir, resume=(run_dir / "checkpoints" / "last").exists(), progress=progress)
+            finetune(
+                cfg, run_dir, resume=(run_dir / "checkpoints" / "last").exists(), progress=progress
+            )
     return collect(out, names)
 
 
 def collect(out: str | Path, names: list[str] | None = None) -> pd.DataFrame:
-    """One row per setting: mean and std over seeds of the test metrics, parameters and training time.
+    """One row per setting: mean and std over seeds of the test metrics, parameters and training
+    time.
 
-    ``sweep.csv`` / ``sweep.md`` always hold every finished setting; the returned table only ``names``.
+    ``sweep.csv`` / ``sweep.md`` always hold every finished setting; the returned table only
+    ``names``.
     """
     out = Path(out)
     rows = []
@@ -102,9 +126,14 @@ def collect(out: str | Path, names: list[str] | None = None) -> pd.DataFrame:
         runs = [json.loads(p.read_text()) for p in sorted(setting_dir.glob("seed*/metrics.json"))]
         if not runs:
             continue
-        row = {"setting": setting_dir.name, "seeds": len(runs), "regime": runs[0]["regime"],
-               "n_train": runs[0]["n_train"], "trainable_parameters": runs[0]["trainable_parameters"],
-               "train_seconds": float(np.mean([r["train_seconds"] for r in runs]))}
+        row = {
+            "setting": setting_dir.name,
+            "seeds": len(runs),
+            "regime": runs[0]["regime"],
+            "n_train": runs[0]["n_train"],
+            "trainable_parameters": runs[0]["trainable_parameters"],
+            "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
+        }
         for m in TABLE_METRICS:
             vals = np.array([r.get("test", {}).get(m, np.nan) for r in runs], dtype=float)
             row[m] = float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
@@ -120,8 +149,10 @@ def collect(out: str | Path, names: list[str] | None = None) -> pd.DataFrame:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    head = ("| setting | regime | seeds | n_train | MAE (eV) | RMSE (eV) | Spearman ρ(σ, abs. err.) (T=32) | NLL | "
-            "miscal. area | trainable params | train time (s) |\n|" + "---|" * 11 + "\n")
+    head = (
+        "| setting | regime | seeds | n_train | MAE (eV) | RMSE (eV) | Spearman ρ(σ, abs. err.) "
+        "(T=32) | NLL | miscal. area | trainable params | train time (s) |\n|" + "---|" * 11 + "\n"
+    )
 
     def pm(row, m, fmt="{:.3f}"):
         v, sd = row[m], row.get(f"{m}_sd", np.nan)
@@ -129,8 +160,11 @@ def to_markdown(df: pd.DataFrame) -> str:
             return "—"
         return fmt.format(v) + (f" ± {sd:.3f}" if np.isfinite(sd) else "")
 
-    lines = [f"| {r['setting']} | {r['regime']} | {r['seeds']} | {r['n_train']} | {pm(r, 'mae_ev')} | "
-             f"{pm(r, 'rmse_ev')} | {pm(r, 'spearman_std_abs_error')} | {pm(r, 'nll')} | "
-             f"{pm(r, 'miscalibration_area')} | {r['trainable_parameters']:,} | {r['train_seconds']:.0f} |"
-             for r in df.to_dict("records")]
+    lines = [
+        f"| {r['setting']} | {r['regime']} | {r['seeds']} | {r['n_train']} | {pm(r, 'mae_ev')} | "
+        f"{pm(r, 'rmse_ev')} | {pm(r, 'spearman_std_abs_error')} | {pm(r, 'nll')} | "
+        f"{pm(r, 'miscalibration_area')} | "
+        f"{r['trainable_parameters']:,} | {r['train_seconds']:.0f} |"
+        for r in df.to_dict("records")
+    ]
     return head + "\n".join(lines) + "\n"

@@ -35,7 +35,8 @@ def sample_cifs(qmof_path) -> list[Path]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tests featurize from scratch into their own cache (as on a fresh machine), shared within the session."""
+    """Tests featurize from scratch into their own cache (as on a fresh machine), shared within
+    the session."""
     old = os.environ.get("MOFBALORA_CACHE")
     os.environ["MOFBALORA_CACHE"] = str(tmp_path_factory.mktemp("mofbalora-cache"))
     yield
@@ -47,7 +48,8 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_split(tmp_path_factory, qmof) -> Path:
-    """A split of 16 train / 8 val / 8 test QMOF ids, each drawn from the same part of the documented split."""
+    """A split of 16 train / 8 val / 8 test QMOF ids, each drawn from the same part of the
+    documented split."""
     from mofbalora.data.splits import load_split, save_split
 
     full = load_split("qmof_v1")
@@ -61,9 +63,19 @@ def tiny_cfg(tiny_split, qmof_path):
     from mofbalora.config import load_config
 
     def make(*overrides: str) -> dict:
-        return load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
-                                  "optim.batch_size=8", "run.eval_samples=4", "run.threads=1",
-                                  "adapter.n_members=2", *overrides])
+        return load_config(
+            None,
+            [
+                f"data.path={qmof_path}",
+                f"data.split={tiny_split}",
+                "optim.epochs=2",
+                "optim.batch_size=8",
+                "run.eval_samples=4",
+                "run.threads=1",
+                "adapter.n_members=2",
+                *overrides,
+            ],
+        )
 
     return make
 
@@ -74,8 +86,18 @@ def tiny_model(tmp_path_factory, tiny_split, qmof_path):
     from mofbalora.config import load_config
     from mofbalora.train import finetune
 
-    cfg = load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
-                             "optim.batch_size=8", "run.eval_samples=4", "run.threads=1", "run.eval_test=false"])
+    cfg = load_config(
+        None,
+        [
+            f"data.path={qmof_path}",
+            f"data.split={tiny_split}",
+            "optim.epochs=2",
+            "optim.batch_size=8",
+            "run.eval_samples=4",
+            "run.threads=1",
+            "run.eval_test=false",
+        ],
+    )
     out = tmp_path_factory.mktemp("model") / "run"
     finetune(cfg, out, progress=False)
     return out
@@ -86,7 +108,8 @@ TINY_AL = {"initial_labelled": 6, "batch_size": 3, "n_rounds": 2, "n_samples": 4
 
 @pytest.fixture()
 def al_cfg(tiny_cfg):
-    """Campaign configuration on the tiny split: 6 labelled, pool of 10, batches of 3, 2 rounds, 2 epochs."""
+    """Campaign configuration on the tiny split: 6 labelled, pool of 10, batches of 3, 2 rounds,
+    2 epochs."""
 
     def make(*overrides: str, **al) -> dict:
         cfg = tiny_cfg("data.val_size=4", *overrides)
@@ -100,7 +123,8 @@ def al_cfg(tiny_cfg):
 
 
 class Payload:
-    """A planted pickle: unpickling it runs ``exec``, which writes ``marker`` (what an attacker would plant)."""
+    """A planted pickle: unpickling it runs ``exec``, which writes ``marker`` (what an attacker
+    would plant)."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -111,14 +135,15 @@ class Payload:
 
 @pytest.fixture()
 def payload() -> type[Payload]:
-    """The planted-pickle class: ``payload(marker)`` is an object whose unpickling writes ``marker``."""
+    """The planted-pickle class: ``payload(marker)`` is an object whose unpickling writes
+    ``marker``."""
     return Payload
 
 
 @pytest.fixture()
 def marker(tmp_path, payload) -> Path:
-    """The payload's marker file; checked first to be live (unpickling the payload does write it), so the
-    refusals that assert it was never written are not vacuous."""
+    """The payload's marker file; checked first to be live (unpickling the payload does write it),
+    so the refusals that assert it was never written are not vacuous."""
     m = tmp_path / "payload-ran"
     pickle.loads(pickle.dumps(payload(m)))
     assert m.read_text() == "ran"

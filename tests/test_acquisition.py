@@ -1,4 +1,5 @@
-"""Tests for mofbalora.acquisition.functions: the math of each acquisition on hand-made inputs (eV)."""
+"""Tests for mofbalora.acquisition.functions: the math of each acquisition on hand-made inputs
+(eV)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def _Phi(z: float) -> float:
 
 def _gauss_expectation(f, mu: float, sd: float) -> float:
     """E[f(Y)] for Y ~ N(mu, sd^2) by quadrature (independent of the closed forms under test)."""
-    val, _ = integrate.quad(lambda y: f(y) * _phi((y - mu) / sd) / sd, mu - 12 * sd, mu + 12 * sd, limit=200)
+    val, _ = integrate.quad(
+        lambda y: f(y) * _phi((y - mu) / sd) / sd, mu - 12 * sd, mu + 12 * sd, limit=200
+    )
     return val
 
 
@@ -38,8 +41,18 @@ STD = np.array([0.5, 0.1, 0.2, 1.0])
 
 
 def test_registry_names() -> None:
-    assert set(ACQUISITIONS) == {"std", "epistemic", "ucb", "lcb", "lcb_epistemic", "target", "ei", "thompson",
-                                 "mean", "random"}
+    assert set(ACQUISITIONS) == {
+        "std",
+        "epistemic",
+        "ucb",
+        "lcb",
+        "lcb_epistemic",
+        "target",
+        "ei",
+        "thompson",
+        "mean",
+        "random",
+    }
 
 
 def test_unknown_name_lists_choices() -> None:
@@ -89,7 +102,9 @@ def test_ei_closed_form_by_hand() -> None:
     expected = (best - mu) * _Phi(z) + sd * _phi(z)
     ei = acquisition_scores("ei", [mu], [sd], best_ev=best)
     assert ei[0] == pytest.approx(expected, rel=1e-12)
-    assert ei[0] == pytest.approx(_gauss_expectation(lambda y: max(best - y, 0.0), mu, sd), rel=1e-6)
+    assert ei[0] == pytest.approx(
+        _gauss_expectation(lambda y: max(best - y, 0.0), mu, sd), rel=1e-6
+    )
     # xi shifts the incumbent
     ei_xi = acquisition_scores("ei", [mu], [sd], best_ev=best, xi=0.1)
     z2 = (best - 0.1 - mu) / sd
@@ -148,7 +163,9 @@ def test_thompson_reproducible_and_gaussian() -> None:
     # goal min: score is minus the draw, draw = mean + std * N(0, 1)
     z = np.random.default_rng(7).standard_normal(4)
     np.testing.assert_allclose(a, -(MEAN + STD * z))
-    np.testing.assert_allclose(acquisition_scores("thompson", MEAN, STD, rng=7, goal="max"), MEAN + STD * z)
+    np.testing.assert_allclose(
+        acquisition_scores("thompson", MEAN, STD, rng=7, goal="max"), MEAN + STD * z
+    )
 
 
 def test_thompson_with_samples_picks_a_column_value() -> None:
@@ -156,7 +173,9 @@ def test_thompson_with_samples_picks_a_column_value() -> None:
     s = acquisition_scores("thompson", MEAN, STD, samples, rng=3, goal="max")
     for i in range(4):
         assert s[i] in samples[i]
-    np.testing.assert_array_equal(s, acquisition_scores("thompson", MEAN, STD, samples, rng=3, goal="max"))
+    np.testing.assert_array_equal(
+        s, acquisition_scores("thompson", MEAN, STD, samples, rng=3, goal="max")
+    )
     # window goal: minus the distance of the drawn value
     sw = acquisition_scores("thompson", MEAN, STD, samples, rng=3, target_ev=(5.0, 6.0))
     np.testing.assert_allclose(sw, -window_distance(s, 5.0, 6.0))
@@ -225,7 +244,8 @@ def test_epistemic_ranks_by_the_draws_spread_not_the_predicted_noise():
     from mofbalora.acquisition import acquisition_scores
 
     rng = np.random.default_rng(0)
-    # candidate 0: wide draws, little predicted noise; candidate 1: narrow draws, large predicted noise
+    # candidate 0: wide draws, little predicted noise; candidate 1: narrow draws, large predicted
+    # noise
     samples = np.stack([rng.normal(1.0, 0.5, 4000), rng.normal(1.0, 0.05, 4000)])
     aleatoric = np.array([0.1, 2.0])
     std = np.sqrt(samples.std(1, ddof=1) ** 2 + aleatoric**2)

@@ -9,13 +9,16 @@ from mofbalora.acquisition.batch import DIVERSITY_RULES, select_batch, standardi
 
 
 def _two_clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Cluster A (indices 0-4) scores highest, cluster B (5-9) slightly lower, background (10-29) low."""
+    """Cluster A (indices 0-4) scores highest, cluster B (5-9) slightly lower, background (10-29)
+    low."""
     rng = np.random.default_rng(seed)
     a = np.array([5.0, 0.0]) + 0.01 * rng.standard_normal((5, 2))
     b = np.array([-5.0, 0.0]) + 0.01 * rng.standard_normal((5, 2))
     bg = rng.uniform(-3, 3, size=(20, 2)) + np.array([0.0, 8.0])
     emb = np.vstack([a, b, bg])
-    scores = np.concatenate([1.0 - 0.01 * np.arange(5), 0.9 - 0.01 * np.arange(5), 0.1 * rng.random(20)])
+    scores = np.concatenate(
+        [1.0 - 0.01 * np.arange(5), 0.9 - 0.01 * np.arange(5), 0.1 * rng.random(20)]
+    )
     return emb, scores, np.arange(5), np.arange(5, 10)
 
 

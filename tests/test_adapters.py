@@ -1,4 +1,5 @@
-"""Adapter math: exact equalities, distributions against explicit weight sampling, KL against Monte Carlo."""
+"""Adapter math: exact equalities, distributions against explicit weight sampling, KL against
+Monte Carlo."""
 
 from __future__ import annotations
 
@@ -42,15 +43,21 @@ def _pair(in_f=12, out_f=7, rank=4, seed=0):
 class ToyMLP(nn.Module):
     def __init__(self, d_in=6, hidden=16, d_out=1):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, d_out))
+        self.net = nn.Sequential(
+            nn.Linear(d_in, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, d_out),
+        )
 
     def forward(self, x):
         return self.net(x)
 
 
 class ToyMessagePassing(nn.Module):
-    """Atoms on a ring per graph: embed, one message-passing step, per-atom readout, mean pool per graph."""
+    """Atoms on a ring per graph: embed, one message-passing step, per-atom readout, mean pool
+    per graph."""
 
     def __init__(self, d=8):
         super().__init__()
@@ -62,11 +69,18 @@ class ToyMessagePassing(nn.Module):
         index = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         h = torch.tanh(self.embed(x))
         offsets = torch.cumsum(torch.tensor([0] + sizes[:-1]), 0)
-        nbr = torch.cat([torch.roll(torch.arange(n), 1) + o for n, o in zip(sizes, offsets.tolist(), strict=True)])
+        nbr = torch.cat(
+            [
+                torch.roll(torch.arange(n), 1) + o
+                for n, o in zip(sizes, offsets.tolist(), strict=True)
+            ]
+        )
         with row_sets(atom=index):
             h = h + torch.tanh(self.message(torch.cat([h, h[nbr]], dim=1)))
             per_atom = self.readout(h).squeeze(-1)
-        return torch.zeros(len(sizes)).index_add(0, index, per_atom) / torch.tensor(sizes, dtype=torch.float)
+        return torch.zeros(len(sizes)).index_add(0, index, per_atom) / torch.tensor(
+            sizes, dtype=torch.float
+        )
 
 
 def test_deterministic_balora_equals_lora_exactly():
@@ -106,7 +120,8 @@ def test_merge_equals_unmerged_and_unmerge_restores_base():
 
 
 def test_local_reparameterisation_matches_explicit_weight_sampling():
-    """Output mean and variance of the rank-space sampling equal those from sampling ω_A ~ N(θ_A, αθ_A²)."""
+    """Output mean and variance of the rank-space sampling equal those from sampling ω_A ~ N(θ_A,
+    αθ_A²)."""
     torch.manual_seed(1)
     base = nn.Linear(9, 3)
     bal = BaLoRALinear(base, 4, noise_scope="row")
@@ -169,8 +184,8 @@ def test_layer_kl_sums_weights_and_averages_rows_and_reaches_alpha_network():
 
 
 def test_kl_starts_at_its_minimum_over_alpha():
-    """α starts at α0, the minimiser of the KL over α; the minimum is 1/(2 α0) per weight, not 0, because the
-    prior is centred at 0 while q is centred at θ."""
+    """α starts at α0, the minimiser of the KL over α; the minimum is 1/(2 α0) per weight, not 0,
+    because the prior is centred at 0 while q is centred at θ."""
     bal = BaLoRALinear(nn.Linear(4, 2), 3, prior_dropout=0.1)
     bal(torch.randn(5, 4))
     assert torch.allclose(bal.kl(), torch.tensor(12 * 0.5 / (0.1 / 0.9)))
@@ -179,8 +194,8 @@ def test_kl_starts_at_its_minimum_over_alpha():
 
 
 def test_alpha_becomes_input_dependent_on_a_heteroscedastic_toy_problem():
-    """Inputs along e0 need the adapter (target 3): noise there hurts the fit, so α(e0) must drop; inputs
-    along e1 have target 0 the base already fits, so the KL keeps α(e1) near α0."""
+    """Inputs along e0 need the adapter (target 3): noise there hurts the fit, so α(e0) must drop;
+    inputs along e1 have target 0 the base already fits, so the KL keeps α(e1) near α0."""
     torch.manual_seed(0)
     base = nn.Linear(4, 1)
     with torch.no_grad():
@@ -207,21 +222,35 @@ def test_alpha_becomes_input_dependent_on_a_heteroscedastic_toy_problem():
 
 @pytest.mark.parametrize("identical_atoms", [True, False])
 def test_noise_scopes_on_graphs_of_growing_size(identical_atoms):
-    """Pool (mean) a per-atom BaLoRA readout over graphs of 4, 16 and 64 atoms. Per-row noise averages out
-    like 1/sqrt(n_atoms). With one weight sample per structure the pooled spread keeps its size when the
-    atoms are alike (they are then perfectly correlated); for unlike, mixed-sign atoms the rows of one
-    weight sample are less than perfectly correlated and the spread may fall (less than per row): what the
-    weight posterior says. Only the
-    rank-shared approximation keeps the spread whatever the atoms (its rows are forced to correlation +1)."""
+    """Pool (mean) a per-atom BaLoRA readout over graphs of 4, 16 and 64 atoms. Per-row noise
+    averages out like 1/sqrt(n_atoms). With one weight sample per structure the pooled spread keeps
+    its size when the atoms are alike (they are then perfectly correlated); for unlike, mixed-sign
+    atoms the rows of one weight sample are less than perfectly correlated and the spread may fall
+    (less than per row): what the weight posterior says. Only the
+    rank-shared approximation keeps the spread whatever the atoms (its rows are forced to
+    correlation +1)."""
     sizes = [4, 16, 64]
     torch.manual_seed(0)
-    x = torch.cat([torch.ones(n, 3) for n in sizes]) if identical_atoms else torch.randn(sum(sizes), 3)
+    x = (
+        torch.cat([torch.ones(n, 3) for n in sizes])
+        if identical_atoms
+        else torch.randn(sum(sizes), 3)
+    )
     spreads = {}
     for scope in ("structure", "row", "rank_shared"):
         torch.manual_seed(0)
         model = ToyMessagePassing()
-        inject_adapters(model, AdapterConfig(kind="balora", targets=["readout", "message"], rank=4, noise_scope=scope,
-                                             prior_dropout=0.5), row_set_for=lambda name: "atom")
+        inject_adapters(
+            model,
+            AdapterConfig(
+                kind="balora",
+                targets=["readout", "message"],
+                rank=4,
+                noise_scope=scope,
+                prior_dropout=0.5,
+            ),
+            row_set_for=lambda name: "atom",
+        )
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "adapter_B" in n:
@@ -242,8 +271,8 @@ def test_noise_scopes_on_graphs_of_growing_size(identical_atoms):
 
 
 def _explicit_structure_outputs(layer, x, n_draws, seed):
-    """Pooled (mean over rows) output of ``layer`` on one structure ``x`` with explicitly sampled weights:
-    one E (r × in) per draw, ω_A(x_i) = θ_A + sqrt(α(x_i)) |θ_A| ⊙ E."""
+    """Pooled (mean over rows) output of ``layer`` on one structure ``x`` with explicitly sampled
+    weights: one E (r × in) per draw, ω_A(x_i) = θ_A + sqrt(α(x_i)) |θ_A| ⊙ E."""
     g = seeded_generator(seed)
     A, B = layer.adapter_A[0], layer.adapter_B[0]
     alpha = layer.alpha(x)[:, 0]  # (rows,)
@@ -256,8 +285,9 @@ def _explicit_structure_outputs(layer, x, n_draws, seed):
 
 
 def test_structure_noise_matches_explicit_per_structure_weight_sampling():
-    """Mixed-sign, unlike rows of one structure: the pooled output's mean and covariance from the layer
-    equal those from sampling one ω_A per structure explicitly (means within 5 s.e., variances within 5 %)."""
+    """Mixed-sign, unlike rows of one structure: the pooled output's mean and covariance from the
+    layer equal those from sampling one ω_A per structure explicitly (means within 5 s.e.,
+    variances within 5 %)."""
     torch.manual_seed(3)
     base = nn.Linear(16, 3)
     layer = BaLoRALinear(base, 4, noise_scope="structure", prior_dropout=0.3)
@@ -268,7 +298,13 @@ def test_structure_noise_matches_explicit_per_structure_weight_sampling():
     x = torch.randn(10, 16)
     m = 40_000
     with torch.no_grad():
-        y = sample_forward(layer, x, m, seed=0, owner=torch.zeros(10, dtype=torch.long), row_set="atom").double().mean(1)
+        y = (
+            sample_forward(
+                layer, x, m, seed=0, owner=torch.zeros(10, dtype=torch.long), row_set="atom"
+            )
+            .double()
+            .mean(1)
+        )
         explicit = _explicit_structure_outputs(layer, x, m, seed=1)
     se = explicit.std(0) / math.sqrt(m)
     assert torch.all((y.mean(0) - explicit.mean(0)).abs() < 5 * math.sqrt(2) * se)
@@ -278,27 +314,33 @@ def test_structure_noise_matches_explicit_per_structure_weight_sampling():
     assert torch.allclose(cov_y, cov_e, rtol=0.08, atol=0.03 * cov_e.diagonal().max().item())
 
 
-@pytest.mark.parametrize(("scope", "expected"), [("structure", -1.0), ("rank_shared", 1.0), ("row", 0.0)])
+@pytest.mark.parametrize(
+    ("scope", "expected"), [("structure", -1.0), ("rank_shared", 1.0), ("row", 0.0)]
+)
 def test_rows_x_and_minus_2x_of_one_structure(scope, expected):
-    """Constant α, rows x0 and −2·x0 of one structure: one shared ω_A gives their noise correlation −1; the
-    rank-shared draw gives +1 (not a weight sample); per-row draws give 0."""
+    """Constant α, rows x0 and −2·x0 of one structure: one shared ω_A gives their noise correlation
+    −1; the rank-shared draw gives +1 (not a weight sample); per-row draws give 0."""
     torch.manual_seed(0)
-    layer = BaLoRALinear(nn.Linear(8, 1, bias=False), 3, alpha_network="constant", noise_scope=scope)
+    layer = BaLoRALinear(
+        nn.Linear(8, 1, bias=False), 3, alpha_network="constant", noise_scope=scope
+    )
     with torch.no_grad():
         layer.adapter_B.normal_()
     x0 = torch.randn(1, 8)
     x = torch.cat([x0, -2 * x0])
     layer.row_set = "atom"
     with torch.no_grad():
-        y = sample_forward(layer, x, 4000, seed=0, owner=torch.zeros(2, dtype=torch.long), row_set="atom")[..., 0]
+        y = sample_forward(
+            layer, x, 4000, seed=0, owner=torch.zeros(2, dtype=torch.long), row_set="atom"
+        )[..., 0]
     corr = torch.corrcoef(y.T)[0, 1].item()
     assert abs(corr - expected) < (1e-4 if expected else 0.06), corr
 
 
 def test_two_row_sets_of_equal_count_keep_their_own_owners():
-    """Atoms [0,0,0,0,0,0,1,1] and edges [0,0,1,1,1,1,1,1]: 8 rows each. With identical inputs and exact
-    structure noise, two rows draw the same noise exactly when they belong to the same structure, so each
-    layer's equal-output pattern reveals which owners it used."""
+    """Atoms [0,0,0,0,0,0,1,1] and edges [0,0,1,1,1,1,1,1]: 8 rows each. With identical inputs and
+    exact structure noise, two rows draw the same noise exactly when they belong to the same
+    structure, so each layer's equal-output pattern reveals which owners it used."""
     torch.manual_seed(0)
     atom_layer = BaLoRALinear(nn.Linear(4, 2), 2, noise_scope="structure")
     edge_layer = BaLoRALinear(nn.Linear(4, 2), 2, noise_scope="structure")
@@ -321,7 +363,9 @@ def test_a_missing_or_wrongly_sized_row_set_raises_naming_the_layer():
     layer.set_identity("trunk.block.edge_mlp", "edge")
     x = torch.randn(5, 4)
     with sampling(stochastic=True), row_sets(atom=torch.zeros(5, dtype=torch.long)):
-        with pytest.raises(ValueError, match=r"trunk\.block\.edge_mlp.*'edge'.*did not name.*\['atom'\]"):
+        with pytest.raises(
+            ValueError, match=r"trunk\.block\.edge_mlp.*'edge'.*did not name.*\['atom'\]"
+        ):
             layer(x)
     with sampling(stochastic=True), row_sets(edge=torch.zeros(7, dtype=torch.long)):
         with pytest.raises(ValueError, match=r"trunk\.block\.edge_mlp.*7 rows.*has 5"):
@@ -336,7 +380,8 @@ def test_a_backbone_layer_without_a_row_set_rule_is_an_error():
 
 
 def test_draws_do_not_depend_on_batch_composition_or_order():
-    """Keyed draws: a structure's noise is a function of (seed, its key, pass, layer), not of its batch."""
+    """Keyed draws: a structure's noise is a function of (seed, its key, pass, layer), not of its
+    batch."""
     from mofbalora.adapters.context import structure_keys
 
     torch.manual_seed(0)
@@ -350,10 +395,18 @@ def test_draws_do_not_depend_on_batch_composition_or_order():
 
         def run(order, xs=xs, sizes=sizes, digests=digests, layer=layer):
             x = torch.cat([xs[k] for k in order])
-            owner = torch.repeat_interleave(torch.arange(len(order)), torch.tensor([sizes[k] for k in order]))
+            owner = torch.repeat_interleave(
+                torch.arange(len(order)), torch.tensor([sizes[k] for k in order])
+            )
             keys = structure_keys([digests[k] for k in order], 5)
-            with torch.no_grad(), sampling(stochastic=True, noise_seed=11, structure_keys=keys), row_sets(atom=owner):
-                return dict(zip(order, torch.split(layer(x), [sizes[k] for k in order]), strict=True))
+            with (
+                torch.no_grad(),
+                sampling(stochastic=True, noise_seed=11, structure_keys=keys),
+                row_sets(atom=owner),
+            ):
+                return dict(
+                    zip(order, torch.split(layer(x), [sizes[k] for k in order]), strict=True)
+                )
 
         together, reordered = run([0, 1, 2, 3]), run([3, 1, 0, 2])
         for k in range(4):
@@ -365,13 +418,26 @@ def test_draws_do_not_depend_on_batch_composition_or_order():
 def test_keyed_normals_are_standard_normal_and_independent_across_keys():
     from mofbalora.adapters.noise import keyed_normal, stream_heads
 
-    words = torch.stack([torch.zeros(2000, dtype=torch.long), torch.arange(2000), torch.zeros(2000, dtype=torch.long)], 1)
+    words = torch.stack(
+        [
+            torch.zeros(2000, dtype=torch.long),
+            torch.arange(2000),
+            torch.zeros(2000, dtype=torch.long),
+        ],
+        1,
+    )
     z = keyed_normal(stream_heads(3, words, 7), 256, dtype=torch.float64)
     assert abs(z.mean().item()) < 5 / math.sqrt(z.numel())
     assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / z.numel())
     # no correlation between neighbouring keys or neighbouring elements
-    assert abs(torch.corrcoef(torch.stack([z[:-1].reshape(-1), z[1:].reshape(-1)]))[0, 1].item()) < 0.01
-    assert abs(torch.corrcoef(torch.stack([z[:, :-1].reshape(-1), z[:, 1:].reshape(-1)]))[0, 1].item()) < 0.01
+    assert (
+        abs(torch.corrcoef(torch.stack([z[:-1].reshape(-1), z[1:].reshape(-1)]))[0, 1].item())
+        < 0.01
+    )
+    assert (
+        abs(torch.corrcoef(torch.stack([z[:, :-1].reshape(-1), z[:, 1:].reshape(-1)]))[0, 1].item())
+        < 0.01
+    )
     # tails: P(|z| > 3) = 0.27 %
     assert abs((z.abs() > 3).double().mean().item() - 0.0027) < 0.0006
     other = keyed_normal(stream_heads(4, words, 7), 256, dtype=torch.float64)
@@ -411,15 +477,21 @@ def test_a_layer_called_twice_in_one_forward_adds_its_kl():
     with sampling(kl_scope=object()):
         layer(x1)
         layer(x2)
-    both = layer.adapter_A[0].numel() * kl_per_weight(layer.alpha(torch.cat([x1, x2])), 1 / 4).mean()
+    both = (
+        layer.adapter_A[0].numel() * kl_per_weight(layer.alpha(torch.cat([x1, x2])), 1 / 4).mean()
+    )
     assert torch.allclose(layer.kl(), both)
     layer(x1)  # outside a scope each call starts afresh
-    assert torch.allclose(layer.kl(), layer.adapter_A[0].numel() * kl_per_weight(layer.alpha(x1), 1 / 4).mean())
+    assert torch.allclose(
+        layer.kl(), layer.adapter_A[0].numel() * kl_per_weight(layer.alpha(x1), 1 / 4).mean()
+    )
 
 
 def test_injection_patterns_excludes_and_summary():
     model = ToyMLP()
-    summary = inject_adapters(model, AdapterConfig(kind="balora", targets=["re:net\\.[0-9]$"], exclude=["net.4"], rank=2))
+    summary = inject_adapters(
+        model, AdapterConfig(kind="balora", targets=["re:net\\.[0-9]$"], exclude=["net.4"], rank=2)
+    )
     assert summary.adapted == ["net.0", "net.2"]
     assert isinstance(model.net[0], BaLoRALinear) and isinstance(model.net[4], nn.Linear)
     expected_adapter = sum(2 * (i + o) for i, o in [(6, 16), (16, 16)])
@@ -430,7 +502,8 @@ def test_injection_patterns_excludes_and_summary():
     assert all(not p.requires_grad for n, p in model.named_parameters() if "adapter_" not in n)
     assert "α-network" in str(summary)
     m2 = ToyMLP()
-    assert inject_adapters(m2, AdapterConfig(kind="lora", targets=["2"])).adapted == ["net.2"]  # suffix
+    # suffix
+    assert inject_adapters(m2, AdapterConfig(kind="lora", targets=["2"])).adapted == ["net.2"]
 
 
 def test_injection_without_match_lists_patterns_and_names():
@@ -450,7 +523,9 @@ def test_unknown_options_are_rejected_with_choices():
 def test_mc_dropout_and_ensemble_baselines():
     torch.manual_seed(0)
     model = ToyMLP()
-    inject_adapters(model, AdapterConfig(kind="mc_dropout", targets=["net.0", "net.2"], mc_dropout=0.3))
+    inject_adapters(
+        model, AdapterConfig(kind="mc_dropout", targets=["net.0", "net.2"], mc_dropout=0.3)
+    )
     for n, p in model.named_parameters():
         if "adapter_B" in n:
             p.data.normal_()
@@ -476,7 +551,9 @@ def test_mc_dropout_and_ensemble_baselines():
 def test_sample_forward_is_reproducible_and_centred_on_the_mean():
     torch.manual_seed(0)
     model = ToyMLP()
-    inject_adapters(model, AdapterConfig(kind="balora", targets=["net.2"], rank=4, prior_dropout=0.2))
+    inject_adapters(
+        model, AdapterConfig(kind="balora", targets=["net.2"], rank=4, prior_dropout=0.2)
+    )
     model.net[2].adapter_B.data.normal_(std=0.3)
     x = torch.randn(5, 6)
     with torch.no_grad():
@@ -494,7 +571,9 @@ def test_sample_forward_is_reproducible_and_centred_on_the_mean():
 
 def test_total_kl_sums_layers():
     model = ToyMLP()
-    inject_adapters(model, AdapterConfig(kind="balora", targets=["net.0", "net.2"], prior_dropout=0.3))
+    inject_adapters(
+        model, AdapterConfig(kind="balora", targets=["net.0", "net.2"], prior_dropout=0.3)
+    )
     for n, p in model.named_parameters():
         if "alpha_w" in n:
             p.data.normal_()
@@ -506,8 +585,12 @@ def test_total_kl_sums_layers():
 def _base_identity(model):
     from mofbalora.backbones.base import state_dict_digest
 
-    return {"backbone": "toy", "weights_sha256": state_dict_digest(
-        {k: v for k, v in model.state_dict().items() if "adapter_" not in k})}
+    return {
+        "backbone": "toy",
+        "weights_sha256": state_dict_digest(
+            {k: v for k, v in model.state_dict().items() if "adapter_" not in k}
+        ),
+    }
 
 
 def test_save_load_round_trip_bit_for_bit_and_draw_for_draw(tmp_path):
@@ -553,9 +636,13 @@ def test_plain_lora_matches_peft_on_the_same_weights():
     ours = ToyMLP()
     theirs = ToyMLP()
     theirs.load_state_dict(ours.state_dict())
-    inject_adapters(ours, AdapterConfig(kind="lora", targets=["net.0", "net.2"], rank=4, lora_alpha=8))
-    pm = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["net.0", "net.2"],
-                                                     lora_dropout=0.0))
+    inject_adapters(
+        ours, AdapterConfig(kind="lora", targets=["net.0", "net.2"], rank=4, lora_alpha=8)
+    )
+    pm = peft.get_peft_model(
+        theirs,
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=["net.0", "net.2"], lora_dropout=0.0),
+    )
     sd = pm.state_dict()
     for name in ("net.0", "net.2"):
         layer = ours.get_submodule(name)
@@ -571,7 +658,8 @@ def test_plain_lora_matches_peft_on_the_same_weights():
 
 
 def test_extension_point_for_linear_like_layers():
-    """A layer type that is not nn.Linear is refused until an adapter factory is registered for it."""
+    """A layer type that is not nn.Linear is refused until an adapter factory is registered for
+    it."""
     from mofbalora.adapters import register_adapter_type
     from mofbalora.adapters.inject import ADAPTER_FACTORIES
 

@@ -1,5 +1,6 @@
-"""The benchmark driver (``mofbalora al run``): strategies advance round by round, a kill anywhere resumes to the
-same campaigns, and the report is regenerated with the discovery, recall and learning tables."""
+"""The benchmark driver (``mofbalora al run``): strategies advance round by round, a kill anywhere
+resumes to the same campaigns, and the report is regenerated with the discovery, recall and
+learning tables."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from mofbalora.al.campaign import Campaign
 
 pytestmark = pytest.mark.slow
 
-STRATEGIES = {"balora_lcb_epistemic": {"model.regime": "balora", "al.acquisition": "lcb_epistemic"},
-              "gbm_lcb": {"model.regime": "gbm", "al.acquisition": "lcb"}}
+STRATEGIES = {
+    "balora_lcb_epistemic": {"model.regime": "balora", "al.acquisition": "lcb_epistemic"},
+    "gbm_lcb": {"model.regime": "gbm", "al.acquisition": "lcb"},
+}
 
 
 class Killed(Exception):
@@ -31,10 +34,15 @@ def test_benchmark_resumes_after_kills_and_regenerates_the_report(al_cfg, tmp_pa
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_benchmark(cfg, straight, report=tmp_path / "report_straight")
 
-    # kills before commits and inside a training, in both strategies and in different rounds (in the order the
-    # campaigns meet them: every campaign's round 0, then every campaign's round 1, ...)
-    kills = [("train", "balora_lcb_epistemic", 0), ("epoch", "balora_lcb_epistemic", 1), ("select", "gbm_lcb", 0),
-             ("label", "gbm_lcb", 1), ("train", "gbm_lcb", 2)]
+    # kills before commits and inside a training, in both strategies and in different rounds (in the
+    # order the campaigns meet them: every campaign's round 0, then every campaign's round 1, ...)
+    kills = [
+        ("train", "balora_lcb_epistemic", 0),
+        ("epoch", "balora_lcb_epistemic", 1),
+        ("select", "gbm_lcb", 0),
+        ("label", "gbm_lcb", 1),
+        ("train", "gbm_lcb", 2),
+    ]
 
     def hook(point, campaign):
         if kills and (point, campaign.state.name, campaign.round) == kills[0]:
@@ -59,16 +67,34 @@ def test_benchmark_resumes_after_kills_and_regenerates_the_report(al_cfg, tmp_pa
         assert [row["n_labelled"] for row in ca.history] == [6, 9, 12]
         assert all(row["test_mae_ev"] > 0 for row in ca.history)
     for r in range(3):  # the BaLoRA models of every round are the same tensors
-        ta, tb = (load_file(str(Campaign(s / "balora_lcb_epistemic" / "seed_0").model_dir(r) / "model.safetensors"))
-                  for s in (straight, resumed))
+        ta, tb = (
+            load_file(
+                str(
+                    Campaign(s / "balora_lcb_epistemic" / "seed_0").model_dir(r)
+                    / "model.safetensors"
+                )
+            )
+            for s in (straight, resumed)
+        )
         assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     assert (Campaign(resumed / "gbm_lcb" / "seed_0").model_dir(2) / "gbm.skops").is_file()
 
-    # the report: both strategies, every round, the new columns; the same numbers as the uninterrupted run
+    # the report: both strategies, every round, the new columns; the same numbers as the
+    # uninterrupted run
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert set(runs["strategy"]) == set(STRATEGIES) and sorted(set(runs["round"])) == [0, 1, 2]
     assert runs["recall_smallest"].between(0, 1).all() and runs["n_found_strict"].notna().all()
     text = (tmp_path / "report" / "report.md").read_text()
     assert "recall of the 100 smallest" in text and "labels to random's final MAE" in text
-    cols = ["strategy", "round", "n_labelled", "n_low_gap_found", "n_found_strict", "recall_smallest", "test_mae_ev"]
-    pd.testing.assert_frame_equal(runs[cols], pd.read_csv(tmp_path / "report_straight" / "runs.csv")[cols])
+    cols = [
+        "strategy",
+        "round",
+        "n_labelled",
+        "n_low_gap_found",
+        "n_found_strict",
+        "recall_smallest",
+        "test_mae_ev",
+    ]
+    pd.testing.assert_frame_equal(
+        runs[cols], pd.read_csv(tmp_path / "report_straight" / "runs.csv")[cols]
+    )

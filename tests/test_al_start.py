@@ -1,5 +1,6 @@
-"""The real loop starts from what ships: ``al suggest --candidates`` with no configuration starts from the
-shipped model (its training data labelled, the candidates as the pool) and fine-tunes it warm each round."""
+"""The real loop starts from what ships: ``al suggest --candidates`` with no configuration starts
+from the shipped model (its training data labelled, the candidates as the pool) and fine-tunes it
+warm each round."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ class Killed(Exception):
 
 
 def _weights(state: Path, round_: int) -> dict[str, torch.Tensor]:
-    return load_file(str(state / "rounds" / f"round_{round_:03d}" / "checkpoints" / "best" / "model.safetensors"))
+    return load_file(
+        str(state / "rounds" / f"round_{round_:03d}" / "checkpoints" / "best" / "model.safetensors")
+    )
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -34,21 +37,43 @@ def _same(a: dict, b: dict) -> bool:
 def coremof_files(tmp_path_factory) -> list[Path]:
     from mofbalora.data.candidates import export_coremof
 
-    return export_coremof("2019-ASR", tmp_path_factory.mktemp("coremof"), limit=6, seed=3, include_disordered=False)
+    return export_coremof(
+        "2019-ASR", tmp_path_factory.mktemp("coremof"), limit=6, seed=3, include_disordered=False
+    )
 
 
 def _results(path: Path, batch: pd.DataFrame, gaps: list[float]) -> Path:
-    pd.DataFrame({"structure_id": batch["structure_id"], "bandgap_ev": gaps}).to_csv(path, index=False)
+    pd.DataFrame({"structure_id": batch["structure_id"], "bandgap_ev": gaps}).to_csv(
+        path, index=False
+    )
     return path
 
 
 def test_two_real_rounds_from_the_shipped_model(coremof_files, qmof, qmof_path, tmp_path):
     state = tmp_path / "campaign"
-    # the shipped model's own recipe and training data, capped so the test featurizes a handful of structures
-    sizes = [f"data.path={qmof_path}", "data.train_size=16", "data.val_size=4", "data.test_size=4",
-             "al.round_epochs=2", "al.n_samples=4", "al.batch_size=2", "run.threads=1"]
-    args = ["al", "suggest", "--state", str(state), "--candidates", str(coremof_files[0].parent), "--quiet",
-            "--no-dft-inputs", *(a for s in sizes for a in ("--set", s))]
+    # the shipped model's own recipe and training data, capped so the test featurizes a handful of
+    # structures
+    sizes = [
+        f"data.path={qmof_path}",
+        "data.train_size=16",
+        "data.val_size=4",
+        "data.test_size=4",
+        "al.round_epochs=2",
+        "al.n_samples=4",
+        "al.batch_size=2",
+        "run.threads=1",
+    ]
+    args = [
+        "al",
+        "suggest",
+        "--state",
+        str(state),
+        "--candidates",
+        str(coremof_files[0].parent),
+        "--quiet",
+        "--no-dft-inputs",
+        *(a for s in sizes for a in ("--set", s)),
+    ]
     assert main(args) == 0
 
     c = Campaign(state)
@@ -56,13 +81,19 @@ def test_two_real_rounds_from_the_shipped_model(coremof_files, qmof, qmof_path, 
     assert (c.round, c.phase, c.mode) == (0, "label", "real")
     assert c.cfg.al.start_model == "default" and c.history[0]["start_model"] == "default"
     assert _same(_weights(state, 0), shipped)  # round 0 is the shipped model, not a fresh one
-    assert c.cfg.backbone.options["features"] == "all_layers" and c.cfg.model.likelihood == "laplace_nll"
-    # its labelled set is its own training data (the train part of qmof_v1, here the first 16), with QMOF's gaps
+    assert (
+        c.cfg.backbone.options["features"] == "all_layers"
+        and c.cfg.model.likelihood == "laplace_nll"
+    )
+    # its labelled set is its own training data (the train part of qmof_v1, here the first 16), with
+    # QMOF's gaps
     from mofbalora.data.splits import load_split
 
     train = load_split("qmof_v1")["train"][:16]
     assert sorted(c.labelled) == sorted(train)
-    assert all(c.labelled[i] == pytest.approx(float(qmof.bandgaps_ev[qmof.index_of(i)])) for i in train)
+    assert all(
+        c.labelled[i] == pytest.approx(float(qmof.bandgaps_ev[qmof.index_of(i)])) for i in train
+    )
     pool0 = list(c.pool)
     assert len(pool0) >= 4 and not set(pool0) & set(c.labelled)  # the CoRE MOF candidates
     assert {Path(c.path_of(k)).parent for k in pool0} == {coremof_files[0].parent.resolve()}
@@ -71,19 +102,38 @@ def test_two_real_rounds_from_the_shipped_model(coremof_files, qmof, qmof_path, 
     assert len(batch1) == 2 and set(batch1["structure_id"]) <= set(pool0)
     assert batch1["in_domain"].notna().all()
     note = (state / "batch_001.md").read_text()
-    assert "κ·s − m with κ = 2" in note and "warm-started from default" in note and "16 labelled" in note
+    assert (
+        "κ·s − m with κ = 2" in note
+        and "warm-started from default" in note
+        and "16 labelled" in note
+    )
 
     # round 1: fake DFT labels, warm-started fine-tune of the shipped model
-    assert main(["al", "ingest", "--state", str(state), str(_results(tmp_path / "r1.csv", batch1, [0.4, 2.2])),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "al",
+                "ingest",
+                "--state",
+                str(state),
+                str(_results(tmp_path / "r1.csv", batch1, [0.4, 2.2])),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     c = Campaign(state)
     first = set(batch1["structure_id"])
     assert (c.round, c.phase, len(c.labelled)) == (1, "select", 18)
     assert not first & set(c.pool) and len(c.pool) == len(pool0) - 2
-    assert {k: c.labelled[k] for k in batch1["structure_id"]} == dict(zip(batch1["structure_id"], [0.4, 2.2], strict=True))
+    assert {k: c.labelled[k] for k in batch1["structure_id"]} == dict(
+        zip(batch1["structure_id"], [0.4, 2.2], strict=True)
+    )
     r1 = _weights(state, 1)
     assert not _same(r1, shipped)
-    assert c.history[1]["n_labelled"] == 18 and c.history[1]["picked"] == list(batch1["structure_id"])
+    assert c.history[1]["n_labelled"] == 18 and c.history[1]["picked"] == list(
+        batch1["structure_id"]
+    )
 
     # round 2, killed in its first epoch; ingesting the same file again finishes it
     assert main(["al", "suggest", "--state", str(state), "--quiet", "--no-dft-inputs"]) == 0
@@ -110,6 +160,9 @@ def test_two_real_rounds_from_the_shipped_model(coremof_files, qmof, qmof_path, 
     assert len(c.pool) == len(pool0) - 4 and not (first | set(batch2["structure_id"])) & set(c.pool)
     r2 = _weights(state, 2)
     assert not _same(r2, r1) and not _same(r2, shipped)
-    # a round model carries the start model's training domain and calibration (the screen's ranking needs them)
-    saved = (state / "rounds" / "round_002" / "checkpoints" / "best" / "model_config.json").read_text()
+    # a round model carries the start model's training domain and calibration (the screen's ranking
+    # needs them)
+    saved = (
+        state / "rounds" / "round_002" / "checkpoints" / "best" / "model_config.json"
+    ).read_text()
     assert '"training_domain"' in saved and '"calibration"' in saved

@@ -1,5 +1,5 @@
-"""Honest baselines: a trained head over frozen all-layer features, and gradient boosting, through the
-same finetune / load / predict path as the adapter models."""
+"""Honest baselines: a trained head over frozen all-layer features, and gradient boosting, through
+the same finetune / load / predict path as the adapter models."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from mofbalora.heads import BandGapHead, HeadConfig
 
 @pytest.mark.parametrize("pooling", ["mean_max", "mean_max_attention"])
 def test_head_learns_a_gap_linear_in_the_features(pooling):
-    """Per-atom features of two scales (one 100× the other); the gap is linear in the mean feature. A head
-    with its per-atom LayerNorm + MLP learns it to a small fraction of the target's spread."""
+    """Per-atom features of two scales (one 100× the other); the gap is linear in the mean feature.
+    A head with its per-atom LayerNorm + MLP learns it to a small fraction of the target's
+    spread."""
     torch.manual_seed(0)
     n_struct, d = 256, 12
     sizes = torch.randint(5, 30, (n_struct,))
@@ -26,7 +27,8 @@ def test_head_learns_a_gap_linear_in_the_features(pooling):
     y = y.clamp_min(0.05)
     head = BandGapHead(d, HeadConfig(hidden_dim=64, pooling=pooling, atom_mlp=64))
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
-    for _ in range(1000):  # 600 steps ended at 0.350 of the baseline on one CPU, a hair above the bound
+    # 600 steps ended at 0.350 of the baseline on one CPU, a hair above the bound
+    for _ in range(1000):
         opt.zero_grad()
         gap, _, _ = head(x, index, n_struct)
         loss = (gap - y).abs().mean()
@@ -35,7 +37,8 @@ def test_head_learns_a_gap_linear_in_the_features(pooling):
     with torch.no_grad():
         mae = (head(x, index, n_struct)[0] - y).abs().mean().item()
     baseline = (y - y.median()).abs().mean().item()
-    assert mae < 0.35 * baseline, (mae, baseline)  # a head that does not learn stays near the baseline
+    # a head that does not learn stays near the baseline
+    assert mae < 0.35 * baseline, (mae, baseline)
 
 
 def test_head_only_all_layers_model_has_live_inputs(qmof):
@@ -44,7 +47,9 @@ def test_head_only_all_layers_model_has_live_inputs(qmof):
     from mofbalora.featurize import featurize_files
     from mofbalora.model import build_model
 
-    m = build_model("head_only", backbone_options={"features": "all_layers"}, head=HeadConfig(atom_mlp=32))
+    m = build_model(
+        "head_only", backbone_options={"features": "all_layers"}, head=HeadConfig(atom_mlp=32)
+    )
     inputs, _ = featurize_files(m.backbone, qmof.cif_paths[:6], progress=False)
     out = m.backbone(m.backbone.collate(inputs))
     assert out.atom_embedding.shape[1] == 7 * 64
@@ -65,11 +70,13 @@ def test_gbm_baseline_through_finetune_load_and_predict(tiny_cfg, tmp_path):
     assert np.isfinite(result["test"]["mae_ev"])
     model = load_model(tmp_path / "gbm")
     assert model.regime == "gbm"
-    # the saved file is skops, loaded with an explicit list of trusted types: no arbitrary unpickling
+    # the saved file is skops, loaded with an explicit list of trusted types: no arbitrary
+    # unpickling
     import skops.io as sio
 
-    assert sio.get_untrusted_types(file=str(tmp_path / "gbm" / "checkpoints" / "best" / "gbm.skops")) == \
-        ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+    assert sio.get_untrusted_types(
+        file=str(tmp_path / "gbm" / "checkpoints" / "best" / "gbm.skops")
+    ) == ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
     from mofbalora.featurize import featurize_files
     from mofbalora.train import split_ids
 
@@ -80,5 +87,7 @@ def test_gbm_baseline_through_finetune_load_and_predict(tiny_cfg, tmp_path):
     assert np.all(pred.mean_ev >= 0) and np.all(pred.std_ev > 0)
     again = load_model(tmp_path / "gbm").predict_inputs(inputs)
     np.testing.assert_array_equal(pred.mean_ev, again.mean_ev)
-    metrics, table = evaluate_inputs(model, ids["test"], inputs, ds.bandgaps_ev[[ds.index_of(i) for i in ids["test"]]])
+    metrics, table = evaluate_inputs(
+        model, ids["test"], inputs, ds.bandgaps_ev[[ds.index_of(i) for i in ids["test"]]]
+    )
     assert "bandgap_std_calibrated_ev" in table.columns or model.calibration is None

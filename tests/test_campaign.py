@@ -15,6 +15,8 @@ from mofbalora.al.report import collect_runs, final_summary, write_report
 from mofbalora.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 class Killed(Exception):
     """Stands in for a kill at a hook point."""
 
@@ -80,8 +82,14 @@ def test_create_refuses_a_test_structure_in_the_pool(al_cfg, tmp_path, tiny_spli
 
     split = load_split(tiny_split)
     with pytest.raises(ValueError, match="in both pool and test"):
-        Campaign.create(tmp_path / "c", al_cfg(), labelled=split["train"][:4],
-                        pool=split["train"][4:8] + split["test"][:1], val_ids=split["val"], test_ids=split["test"])
+        Campaign.create(
+            tmp_path / "c",
+            al_cfg(),
+            labelled=split["train"][:4],
+            pool=split["train"][4:8] + split["test"][:1],
+            val_ids=split["val"],
+            test_ids=split["test"],
+        )
 
 
 def test_suggest_ingest_suggest_round_trip(al_cfg, qmof, tiny_split, tmp_path):
@@ -92,10 +100,25 @@ def test_suggest_ingest_suggest_round_trip(al_cfg, qmof, tiny_split, tmp_path):
     state = tmp_path / "campaign"
     candidates = [str(qmof.cif_paths[qmof.index_of(i)]) for i in load_split(tiny_split)["train"]]
 
-    assert main(["al", "suggest", "--state", str(state), "--candidates", *candidates, "--config", str(config),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "al",
+                "suggest",
+                "--state",
+                str(state),
+                "--candidates",
+                *candidates,
+                "--config",
+                str(config),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     c = Campaign(state)
-    # the 6 initial labelled structures come from the same train part: their files are not added again
+    # the 6 initial labelled structures come from the same train part: their files are not added
+    # again
     assert len(c.pool) == 10 and not set(c.pool) & set(c.labelled)
     batch1 = pd.read_csv(state / "batch_001.csv")
     assert list(batch1["rank"]) == [1, 2] and set(batch1["status"]) == {"ok"}
@@ -109,8 +132,12 @@ def test_suggest_ingest_suggest_round_trip(al_cfg, qmof, tiny_split, tmp_path):
     gap = {i: float(qmof.bandgaps_ev[qmof.index_of(i)]) for i in batch1["structure_id"]}
     first, second = batch1["structure_id"]
     results = tmp_path / "results.csv"  # one row matched by id, one by path only
-    pd.DataFrame([{"structure_id": first, "path": "", "bandgap_ev": gap[first]},
-                  {"structure_id": "", "path": batch1["path"][1], "bandgap_ev": gap[second]}]).to_csv(results, index=False)
+    pd.DataFrame(
+        [
+            {"structure_id": first, "path": "", "bandgap_ev": gap[first]},
+            {"structure_id": "", "path": batch1["path"][1], "bandgap_ev": gap[second]},
+        ]
+    ).to_csv(results, index=False)
     assert main(["al", "ingest", "--state", str(state), str(results), "--quiet"]) == 0
     c = Campaign(state)
     assert (c.round, c.phase, len(c.history)) == (1, "select", 2)
@@ -120,10 +147,15 @@ def test_suggest_ingest_suggest_round_trip(al_cfg, qmof, tiny_split, tmp_path):
     # ingesting the same file again changes nothing; a contradicting label is refused
     assert main(["al", "ingest", "--state", str(state), str(results), "--quiet"]) == 0
     assert Campaign(state).round == 1
-    pd.DataFrame([{"structure_id": first, "bandgap_ev": gap[first] + 1.0}]).to_csv(results, index=False)
+    pd.DataFrame([{"structure_id": first, "bandgap_ev": gap[first] + 1.0}]).to_csv(
+        results, index=False
+    )
     assert main(["al", "ingest", "--state", str(state), str(results), "--quiet"]) == 2
 
-    assert main(["al", "suggest", "--state", str(state), "--batch", "2", "--no-dft-inputs", "--quiet"]) == 0
+    assert (
+        main(["al", "suggest", "--state", str(state), "--batch", "2", "--no-dft-inputs", "--quiet"])
+        == 0
+    )
     batch2 = pd.read_csv(state / "batch_002.csv")
     assert len(batch2) == 2 and not set(batch2["structure_id"]) & (set(gap) | set(c.state.initial))
     assert set(batch2["round"]) == {2}
@@ -132,20 +164,34 @@ def test_suggest_ingest_suggest_round_trip(al_cfg, qmof, tiny_split, tmp_path):
 def test_workflow_config_holds_the_benchmark():
     cfg = load_campaign_config(REPO / "workflows" / "al_qmof.yaml")
     assert cfg["benchmark"]["seeds"] == [0, 1, 2]
-    assert set(cfg["benchmark"]["strategies"]) == {"random", "greedy_mean", "balora_std", "balora_lcb",
-                                                   "balora_lcb_epistemic", "ensemble_lcb", "gbm_lcb"}
-    assert (cfg["al"]["initial_labelled"], cfg["al"]["batch_size"], cfg["al"]["n_rounds"]) == (500, 100, 10)
+    assert set(cfg["benchmark"]["strategies"]) == {
+        "random",
+        "greedy_mean",
+        "balora_std",
+        "balora_lcb",
+        "balora_lcb_epistemic",
+        "ensemble_lcb",
+        "gbm_lcb",
+    }
+    assert (cfg["al"]["initial_labelled"], cfg["al"]["batch_size"], cfg["al"]["n_rounds"]) == (
+        500,
+        100,
+        10,
+    )
     # the benchmark trains the shipped recipe: the architecture of load_model("default")
     from mofbalora.al.start import start_model_document
 
     shipped = start_model_document("default")
     for section in ("backbone", "adapter"):
-        assert {k: v for k, v in cfg[section].items() if k not in ("targets", "n_members")} == \
-            {k: v for k, v in shipped[section].items() if k not in ("targets", "n_members")}
-    assert {k: v for k, v in cfg["model"].items() if k != "warm_start"} == \
-        {k: v for k, v in shipped["model"].items() if k != "warm_start"}
-    assert {k: cfg["optim"][k] for k in ("lr", "epochs", "weight_decay")} == \
-        {k: shipped["optim"][k] for k in ("lr", "epochs", "weight_decay")}
+        assert {k: v for k, v in cfg[section].items() if k not in ("targets", "n_members")} == {
+            k: v for k, v in shipped[section].items() if k not in ("targets", "n_members")
+        }
+    assert {k: v for k, v in cfg["model"].items() if k != "warm_start"} == {
+        k: v for k, v in shipped["model"].items() if k != "warm_start"
+    }
+    assert {k: cfg["optim"][k] for k in ("lr", "epochs", "weight_decay")} == {
+        k: shipped["optim"][k] for k in ("lr", "epochs", "weight_decay")
+    }
     ens = strategy_config(cfg, "ensemble_lcb", 2)
     assert (ens.model.regime, ens.al.acquisition, ens.run.seed) == ("lora_ensemble", "lcb", 2)
     with pytest.raises(ValueError, match="unknown strategy 'ucb'; choose from"):
@@ -160,11 +206,29 @@ def _fake_run(root: Path, strategy: str, seed: int, found: list[int], mae: list[
     """A finished campaign folder with a given discovery and learning curve (batches of 10)."""
     folder = root / strategy / f"seed_{seed}"
     folder.mkdir(parents=True)
-    cfg = {"data": {"split": "qmof_v1"}, "al": {**AL_DEFAULTS["al"], "initial_labelled": 20, "batch_size": 10}}
+    cfg = {
+        "data": {"split": "qmof_v1"},
+        "al": {**AL_DEFAULTS["al"], "initial_labelled": 20, "batch_size": 10},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
-    history = [{"round": r, "n_labelled": 20 + 10 * r, "n_acquired": 10 * r, "relative_dft_cost": 10.0 * r,
-                "n_low_gap_found": f, "test_mae_ev": m, "val_mae_ev": m} for r, (f, m) in enumerate(zip(found, mae, strict=True))]
-    state = {"name": strategy, "seed": seed, "pool_stats": {"low_gap_fraction": 0.2}, "history": history}
+    history = [
+        {
+            "round": r,
+            "n_labelled": 20 + 10 * r,
+            "n_acquired": 10 * r,
+            "relative_dft_cost": 10.0 * r,
+            "n_low_gap_found": f,
+            "test_mae_ev": m,
+            "val_mae_ev": m,
+        }
+        for r, (f, m) in enumerate(zip(found, mae, strict=True))
+    ]
+    state = {
+        "name": strategy,
+        "seed": seed,
+        "pool_stats": {"low_gap_fraction": 0.2},
+        "history": history,
+    }
     (folder / "campaign.json").write_text(json.dumps(state))
 
 
@@ -181,7 +245,10 @@ def test_report_names_the_strategy_with_most_discoveries_per_calculation(tmp_pat
 
     md = write_report(runs, tmp_path / "report")
     text = md.read_text()
-    assert "**balora_lcb** finds the most MOFs with a PBE band gap below 1 eV per DFT calculation: 0.650" in text
+    assert (
+        "**balora_lcb** finds the most MOFs with a PBE "
+        "band gap below 1 eV per DFT calculation: 0.650" in text
+    )
     assert "2.6× random" in text  # 0.65 / 0.25
     for name in ("learning_curves.png", "discovery_curves.png", "curves.csv", "summary.csv"):
         assert (md.parent / name).stat().st_size > 0
@@ -190,5 +257,6 @@ def test_report_names_the_strategy_with_most_discoveries_per_calculation(tmp_pat
     assert (last["n_low_gap_found"], last["n_seeds"]) == (5.0, 2)
 
 
-#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs
+#: it
 pytestmark = pytest.mark.slow

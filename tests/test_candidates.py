@@ -60,7 +60,16 @@ def test_expand_directory_recursive_sorted(tree: Path) -> None:
 
 def test_expand_file_glob_missing_order_and_dedup(tree: Path) -> None:
     got = expand_candidates(
-        ["two.cif", "*.cif", "plain.txt", "nowhere/*.cif", "missing.cif", "lib/*", "lib/a.cif", "./one.cif"]
+        [
+            "two.cif",
+            "*.cif",
+            "plain.txt",
+            "nowhere/*.cif",
+            "missing.cif",
+            "lib/*",
+            "lib/a.cif",
+            "./one.cif",
+        ]
     )
     assert got == [
         Path("two.cif"),  # given first, keeps its place
@@ -105,10 +114,13 @@ def test_export_first_five(tmp_path: Path) -> None:
     assert len(paths) == 5
     names = [p.stem for p in paths]
     assert names == sorted(names)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*(p.name for p in paths), MANIFEST_NAME])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(p.name for p in paths), MANIFEST_NAME]
+    )
     for path in paths:
-        # Readable CIFs: they parse. Content checks may still reject some (the first entry by name is
-        # flagged DISORDER in the csv and holds alternative positions 0.44 Å apart), so relax them here.
+        # Readable CIFs: they parse. Content checks may still reject some (the first entry by name
+        # is flagged DISORDER in the csv and holds alternative positions 0.44 Å apart), so relax
+        # them here.
         structure = read_structure(path, min_distance_a=0, max_atoms=100_000)
         assert len(structure) > 0
 
@@ -163,13 +175,16 @@ def test_cli_coremof_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     from mofbalora.cli import main
 
     out = tmp_path / "cands"
-    assert main(["candidates", "coremof", "--set", "2019-ASR", "--limit", "2", "--out", str(out)]) == 0
+    assert (
+        main(["candidates", "coremof", "--set", "2019-ASR", "--limit", "2", "--out", str(out)]) == 0
+    )
     assert "wrote 2 " in capsys.readouterr().out
     assert len(list(out.glob("*.cif"))) == 2 and (out / MANIFEST_NAME).is_file()
 
     assert main(["candidates", "list", str(out), str(tmp_path / "gone.cif")]) == 0
     printed = capsys.readouterr().out
-    assert "gone.cif\tunreadable" in printed  # the screen's reason for a missing path: one vocabulary
+    # the screen's reason for a missing path: one vocabulary
+    assert "gone.cif\tunreadable" in printed
     assert "3 candidate(s), 1 unreadable (no such file)" in printed
 
     with pytest.raises(SystemExit):

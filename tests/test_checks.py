@@ -1,5 +1,5 @@
-"""MOF chemistry checks (mofchecker-next + pymatgen's CIF check): each column on structures with and without
-the problem, per-structure crash handling, and the screen's exclude policy."""
+"""MOF chemistry checks (mofchecker-next + pymatgen's CIF check): each column on structures with and
+without the problem, per-structure crash handling, and the screen's exclude policy."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def _by_name(sample_cifs, name):
 
 
 def _strip_aromatic_h(structure):
-    """Remove one H bonded to a three-coordinated (sp2) C: that C is left with two neighbours (missing H)."""
+    """Remove one H bonded to a three-coordinated (sp2) C: that C is left with two neighbours
+    (missing H)."""
     s = structure.copy()
     for i, site in enumerate(s):
         if site.specie.symbol != "H":
@@ -33,7 +34,9 @@ def _strip_aromatic_h(structure):
 
 def _add_water_in_largest_void(structure):
     s = structure.copy()
-    grid = np.stack(np.meshgrid(*[np.linspace(0, 1, 12, endpoint=False)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    grid = np.stack(
+        np.meshgrid(*[np.linspace(0, 1, 12, endpoint=False)] * 3, indexing="ij"), -1
+    ).reshape(-1, 3)
     centre = grid[np.argmax(s.lattice.get_all_distances(grid, s.frac_coords).min(1))]
     o = s.lattice.get_cartesian_coords(centre)
     for species, offset in (("O", [0, 0, 0]), ("H", [0.96, 0, 0]), ("H", [-0.24, 0.93, 0])):
@@ -95,25 +98,53 @@ def test_screen_exclude_gives_error_rows_and_the_rest_still_rank(tiny_model, sam
     for p in sample_cifs[:3]:
         shutil.copy(p, cands / p.name)
     CifWriter(_strip_aromatic_h(read_structure(_by_name(sample_cifs, "qmof-00019ff")))).write_file(
-        cands / "missing_h.cif")
-    flagged = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "f.csv", progress=False,
-                     checks="flag", domain="ignore")
-    excluded = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "e.csv", progress=False,
-                      checks="exclude", domain="ignore")
-    row = {t: tab.set_index("structure_id").loc["missing_h"] for t, tab in (("f", flagged), ("e", excluded))}
-    assert row["f"]["status"] == "ok" and row["f"]["checks"] == "failed" and pd.notna(row["f"]["rank"])
+        cands / "missing_h.cif"
+    )
+    flagged = screen(
+        [str(cands)],
+        model=tiny_model,
+        n_samples=4,
+        out=tmp_path / "f.csv",
+        progress=False,
+        checks="flag",
+        domain="ignore",
+    )
+    excluded = screen(
+        [str(cands)],
+        model=tiny_model,
+        n_samples=4,
+        out=tmp_path / "e.csv",
+        progress=False,
+        checks="exclude",
+        domain="ignore",
+    )
+    row = {
+        t: tab.set_index("structure_id").loc["missing_h"]
+        for t, tab in (("f", flagged), ("e", excluded))
+    }
+    assert (
+        row["f"]["status"] == "ok" and row["f"]["checks"] == "failed" and pd.notna(row["f"]["rank"])
+    )
     assert "undercoordinated_c" in row["f"]["failed_checks"]
     assert row["e"]["status"] == "error" and row["e"]["error"] == "failed_checks"
     assert "undercoordinated_c" in row["e"]["detail"] and pd.isna(row["e"]["rank"])
     rest = excluded[excluded["structure_id"] != "missing_h"]
     assert (rest["status"] == "ok").all() and (rest["checks"] == "ok").all()
     assert sorted(rest["rank"].astype(int)) == [1, 2, 3]
-    off = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "o.csv", progress=False, checks="off")
+    off = screen(
+        [str(cands)],
+        model=tiny_model,
+        n_samples=4,
+        out=tmp_path / "o.csv",
+        progress=False,
+        checks="off",
+    )
     assert (off["checks"] == "not_run").all()
 
 
-def test_check_verdicts_are_cached_by_content_and_kept_when_a_screen_starts_over(tiny_model, sample_cifs, tmp_path,
-                                                                                 monkeypatch):
+def test_check_verdicts_are_cached_by_content_and_kept_when_a_screen_starts_over(
+    tiny_model, sample_cifs, tmp_path, monkeypatch
+):
     import json
 
     import mofbalora.checks as checks_module
@@ -126,27 +157,65 @@ def test_check_verdicts_are_cached_by_content_and_kept_when_a_screen_starts_over
     cands.mkdir()
     for p in sample_cifs[:2]:
         shutil.copy(p, cands / p.name)
-    first = screen([str(cands)], model=tiny_model, n_samples=4, out=tmp_path / "a.csv", progress=False,
-                   checks="flag", domain="ignore")
+    first = screen(
+        [str(cands)],
+        model=tiny_model,
+        n_samples=4,
+        out=tmp_path / "a.csv",
+        progress=False,
+        checks="flag",
+        domain="ignore",
+    )
     digests = {Path(p).stem: file_digest(p) for p in cands.iterdir()}
     for sid, digest in digests.items():  # the screen stored every verdict under the file's digest
         row = first.set_index("structure_id").loc[sid]
-        assert check_cache().get(digest) == {c: ("" if pd.isna(row[c]) else row[c]) for c in CHECK_COLUMNS}
+        assert check_cache().get(digest) == {
+            c: ("" if pd.isna(row[c]) else row[c]) for c in CHECK_COLUMNS
+        }
 
-    # a partial screen under another model, whose rows say the first file failed a check: starting over
-    # (resume=False) discards the rows but keeps their verdicts, and no check runs again
+    # a partial screen under another model, whose rows say the first file failed a check: starting
+    # over (resume=False) discards the rows but keeps their verdicts, and no check runs again
     sid, digest = next(iter(digests.items()))
     out = tmp_path / "b.csv"
-    out.with_name("b.csv.partial.signature.json").write_text(json.dumps({"model": "another", "checks": True}))
-    out.with_name("b.csv.partial.jsonl").write_text(json.dumps(
-        {"key": digest, "status": "ok", "checks": "failed", "failed_checks": "lone_molecule",
-         "checks_detail": "from the earlier screen"}) + "\n")
+    out.with_name("b.csv.partial.signature.json").write_text(
+        json.dumps({"model": "another", "checks": True})
+    )
+    out.with_name("b.csv.partial.jsonl").write_text(
+        json.dumps(
+            {
+                "key": digest,
+                "status": "ok",
+                "checks": "failed",
+                "failed_checks": "lone_molecule",
+                "checks_detail": "from the earlier screen",
+            }
+        )
+        + "\n"
+    )
     with pytest.raises(ValueError, match="checks already run are kept"):
-        screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, checks="flag", domain="ignore")
+        screen(
+            [str(cands)],
+            model=tiny_model,
+            n_samples=4,
+            out=out,
+            progress=False,
+            checks="flag",
+            domain="ignore",
+        )
     calls = []
     monkeypatch.setattr(checks_module, "run_checks", lambda *a, **k: calls.append(a) or {})
-    again = screen([str(cands)], model=tiny_model, n_samples=4, out=out, progress=False, checks="flag",
-                   domain="ignore", resume=False).set_index("structure_id")
+    again = screen(
+        [str(cands)],
+        model=tiny_model,
+        n_samples=4,
+        out=out,
+        progress=False,
+        checks="flag",
+        domain="ignore",
+        resume=False,
+    ).set_index("structure_id")
     assert calls == []
-    assert again.loc[sid, "failed_checks"] == "lone_molecule" and again.loc[sid, "checks"] == "failed"
+    assert (
+        again.loc[sid, "failed_checks"] == "lone_molecule" and again.loc[sid, "checks"] == "failed"
+    )
     assert not out.with_name("b.csv.partial.jsonl").exists()

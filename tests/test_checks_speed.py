@@ -1,6 +1,7 @@
-"""The checks' speed-ups (mofbalora.checks: C YAML loader, one neighbour search per structure, the graph's
-answers made once) give exactly what the libraries' own paths give, on real CoRE MOF and QMOF files and on
-structures made to hit the edge cases; and the optional charge check keeps its verdicts apart."""
+"""The checks' speed-ups (mofbalora.checks: C YAML loader, one neighbour search per structure, the
+graph's answers made once) give exactly what the libraries' own paths give, on real CoRE MOF and
+QMOF files and on structures made to hit the edge cases; and the optional charge check keeps its
+verdicts apart."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pytest
 from mofbalora import checks
 from mofbalora.data.structures import read_structure
 
-pytestmark = [pytest.mark.skipif(not checks.checker_available(), reason=checks.INSTALL_HINT), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.skipif(not checks.checker_available(), reason=checks.INSTALL_HINT),
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,8 @@ def checker():
 
 @pytest.fixture(scope="module")
 def coremof_structures(tmp_path_factory):
-    """Five CoRE MOF 2019-ASR structures of at most 300 atoms (a fixed random draw), with their files."""
+    """Five CoRE MOF 2019-ASR structures of at most 300 atoms (a fixed random draw), with their
+    files."""
     from mofbalora.data.candidates import export_coremof
     from mofbalora.data.structures import StructureError
 
@@ -44,9 +49,23 @@ def coremof_structures(tmp_path_factory):
 
 
 def _nn_key(all_nn_info):
-    return [[(d["site_index"], d["image"], d["weight"], d["site"], tuple(d["site"].frac_coords),
-              tuple(d["site"].coords), d["site"].nn_distance, d["site"].label, type(d["image"][0]))
-             for d in nn] for nn in all_nn_info]
+    return [
+        [
+            (
+                d["site_index"],
+                d["image"],
+                d["weight"],
+                d["site"],
+                tuple(d["site"].frac_coords),
+                tuple(d["site"].coords),
+                d["site"].nn_distance,
+                d["site"].label,
+                type(d["image"][0]),
+            )
+            for d in nn
+        ]
+        for nn in all_nn_info
+    ]
 
 
 def _everything(structure, path, graph_module, geometry, subgraph_rx, charges):
@@ -56,16 +75,34 @@ def _everything(structure, path, graph_module, geometry, subgraph_rx, charges):
 
     strategy = create.get_local_env_method("vesta")
     graph = graph_module.build_structure_graph(structure)
-    edges = [(u, v, k, tuple(int(x) for x in d["to_jimage"])) for u, v, k, d in graph.graph.edges(keys=True, data=True)]
-    connected = [[(c.index, c.jimage, c.dist, c.site, tuple(c.site.coords)) for c in graph.get_connected_sites(i)]
-                 for i in range(len(structure))]
+    edges = [
+        (u, v, k, tuple(int(x) for x in d["to_jimage"]))
+        for u, v, k, d in graph.graph.edges(keys=True, data=True)
+    ]
+    connected = [
+        [
+            (c.index, c.jimage, c.dist, c.site, tuple(c.site.coords))
+            for c in graph.get_connected_sites(i)
+        ]
+        for i in range(len(structure))
+    ]
     mc = MOFChecker(structure)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        indices = {name: getattr(mc, name) for name in (
-            "overvalent_c_indices", "overcoordinated_n_indices", "overvalent_h_indices", "undercoordinated_c_indices",
-            "undercoordinated_n_indices", "undercoordinated_rare_earth_indices",
-            "_undercoordinated_alkali_alkaline_indices", "lone_molecule_indices", "suspicious_terminal_oxo_indices")}
+        indices = {
+            name: getattr(mc, name)
+            for name in (
+                "overvalent_c_indices",
+                "overcoordinated_n_indices",
+                "overvalent_h_indices",
+                "undercoordinated_c_indices",
+                "undercoordinated_n_indices",
+                "undercoordinated_rare_earth_indices",
+                "_undercoordinated_alkali_alkaline_indices",
+                "lone_molecule_indices",
+                "suspicious_terminal_oxo_indices",
+            )
+        }
     return {
         "nn_info": _nn_key(strategy.get_all_nn_info(structure)),
         "edges": edges,
@@ -92,9 +129,13 @@ def test_c_yaml_loader_reads_the_same_cutoff_tables(checker):
     import structuregraph_helpers.create as create
     import yaml
 
-    assert yaml.UnsafeLoader is not getattr(yaml, "CUnsafeLoader", None)  # the stand-in was put back
-    tables = {"tuned_vesta.yml": create._VESTA_CUTOFFS, "atom_typing_radii.yml": create._ATOM_TYPING_CUTOFFS,
-              "li_radii.yml": create._LI_TYPING_CUTOFFS}
+    # the stand-in was put back
+    assert yaml.UnsafeLoader is not getattr(yaml, "CUnsafeLoader", None)
+    tables = {
+        "tuned_vesta.yml": create._VESTA_CUTOFFS,
+        "atom_typing_radii.yml": create._ATOM_TYPING_CUTOFFS,
+        "li_radii.yml": create._LI_TYPING_CUTOFFS,
+    }
     for name, loaded in tables.items():
         text = (Path(create.__file__).parent / "data" / name).read_text(encoding="utf8")
         plain = yaml.load(text, Loader=yaml.UnsafeLoader)  # noqa: S506 (the library's own files)
@@ -105,7 +146,8 @@ def test_c_yaml_loader_reads_the_same_cutoff_tables(checker):
 
 
 def test_speedups_give_the_same_graph_and_columns_on_qmof(checker, sample_cifs):
-    for path in sample_cifs[:3]:  # with EQeq on both paths: the full sample is in benchmarks/bench_checks.py
+    # with EQeq on both paths: the full sample is in benchmarks/bench_checks.py
+    for path in sample_cifs[:3]:
         _assert_same_with_and_without(read_structure(path), path, checker, charges=True)
 
 
@@ -118,8 +160,9 @@ def test_speedups_give_the_same_graph_and_columns_on_coremof(checker, coremof_st
 
 
 def test_speedups_keep_pymatgen_order_and_filters_on_awkward_structures(checker, sample_cifs):
-    """A site stored outside the cell, a skewed supercell, an atom doubled on atom 0 (pymatgen's one-site
-    neighbour search drops index 0 at zero distance, and get_all_neighbors the centre itself), a lone water."""
+    """A site stored outside the cell, a skewed supercell, an atom doubled on atom 0 (pymatgen's
+    one-site neighbour search drops index 0 at zero distance, and get_all_neighbors the centre
+    itself), a lone water."""
     path = next(p for p in sample_cifs if p.stem == "qmof-000dce3")
     base = read_structure(path)
     shifted = base.copy()
@@ -137,17 +180,22 @@ def test_speedups_keep_pymatgen_order_and_filters_on_awkward_structures(checker,
 
 
 def test_a_wrong_neighbour_order_would_be_caught(checker, sample_cifs, monkeypatch):
-    """The comparison above is sharp: the graph built from the same neighbours in another order differs."""
+    """The comparison above is sharp: the graph built from the same neighbours in another order
+    differs."""
     path = sample_cifs[0]
     structure = read_structure(path)
     with checks.speedups(False):
         plain = _everything(structure, path, *checker, charges=False)
     real = checks._fast_all_nn_info
-    monkeypatch.setattr(checks, "_fast_all_nn_info", lambda strategy, s: [nn[::-1] for nn in real(strategy, s)])
+    monkeypatch.setattr(
+        checks, "_fast_all_nn_info", lambda strategy, s: [nn[::-1] for nn in real(strategy, s)]
+    )
     import structuregraph_helpers.create as create
 
     strategy = create.get_local_env_method("vesta")
-    monkeypatch.setattr(strategy, "get_all_nn_info", lambda s: checks._fast_all_nn_info(strategy, s))
+    monkeypatch.setattr(
+        strategy, "get_all_nn_info", lambda s: checks._fast_all_nn_info(strategy, s)
+    )
     with checks.speedups(True):
         reversed_ = _everything(structure, path, *checker, charges=False)
     assert reversed_["nn_info"] != plain["nn_info"]
@@ -168,25 +216,46 @@ def test_charges_are_optional_and_cached_apart(sample_cifs):
     assert "high_charges" in checks.diagnostics(charges=True)
     assert checks.check_namespace(True) != checks.check_namespace(False)
     cone = "cone" if checks.has_cone_angle() else "no-cone"
-    assert checks.check_namespace(True) == f"checks/mofchecker-next-0.1.2-{cone}-v1"  # the verdicts cached so far
+    # the verdicts cached so far
+    assert checks.check_namespace(True) == f"checks/mofchecker-next-0.1.2-{cone}-v1"
 
 
 def test_without_charges_drops_only_the_charge_verdict():
-    cols = {"checks": "failed", "failed_checks": "lone_molecule;high_charges",
-            "checks_detail": "has_high_charges: ValueError: x; cif_composition: Missing elements H"}
-    assert checks.without_charges(cols) == {"checks": "failed", "failed_checks": "lone_molecule",
-                                            "checks_detail": "cif_composition: Missing elements H"}
+    cols = {
+        "checks": "failed",
+        "failed_checks": "lone_molecule;high_charges",
+        "checks_detail": "has_high_charges: ValueError: x; cif_composition: Missing elements H",
+    }
+    assert checks.without_charges(cols) == {
+        "checks": "failed",
+        "failed_checks": "lone_molecule",
+        "checks_detail": "cif_composition: Missing elements H",
+    }
     only = {"checks": "failed", "failed_checks": "high_charges", "checks_detail": ""}
-    assert checks.without_charges(only) == {"checks": "ok", "failed_checks": "", "checks_detail": ""}
+    assert checks.without_charges(only) == {
+        "checks": "ok",
+        "failed_checks": "",
+        "checks_detail": "",
+    }
 
 
 def test_remembered_verdicts_never_mix_check_sets(tmp_path, monkeypatch):
     monkeypatch.setenv("MOFBALORA_CACHE", str(tmp_path / "cache"))
-    rows = [{"key": "a" * 64, "status": "ok", "checks": "failed", "failed_checks": "high_charges",
-             "checks_detail": ""}]
+    rows = [
+        {
+            "key": "a" * 64,
+            "status": "ok",
+            "checks": "failed",
+            "failed_checks": "high_charges",
+            "checks_detail": "",
+        }
+    ]
     assert checks.remember_checks(rows, charges=False) == 1
-    assert checks.check_cache(charges=False).get("a" * 64) == {"checks": "ok", "failed_checks": "",
-                                                                 "checks_detail": ""}
+    assert checks.check_cache(charges=False).get("a" * 64) == {
+        "checks": "ok",
+        "failed_checks": "",
+        "checks_detail": "",
+    }
     # rows of an unknown check set may lack high_charges: never stored where it counts
     assert checks.remember_checks(rows, charges=True) == 0
     assert checks.check_cache(charges=True).get("a" * 64) is None

@@ -1,7 +1,7 @@
-"""The cut's last block without built edge messages (mofbalora/backbones/chgnet_block.py) against CHGNet's own
-``AtomConv`` on the same cut (the reference computation): outputs, KL and gradients, with and without noise,
-for each noise scope; T stacked draws against one draw at a time; a batch against one structure at a time.
-(tests/test_cut_cache.py checks the cut against the full trunk.)"""
+"""The cut's last block without built edge messages (mofbalora/backbones/chgnet_block.py) against
+CHGNet's own ``AtomConv`` on the same cut (the reference computation): outputs, KL and gradients,
+with and without noise, for each noise scope; T stacked draws against one draw at a time; a batch
+against one structure at a time. (tests/test_cut_cache.py checks the cut against the full trunk.)"""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ def cut_model(qmof):
     from mofbalora.model import build_model
 
     torch.manual_seed(0)
-    m = build_model("balora", backbone_options={"adapt": "last_block_cached"},
-                    adapter=AdapterConfig(kind="balora", rank=4, prior_dropout=0.3))
+    m = build_model(
+        "balora",
+        backbone_options={"adapt": "last_block_cached"},
+        adapter=AdapterConfig(kind="balora", rank=4, prior_dropout=0.3),
+    )
     torch.manual_seed(1)
     for n, p in m.named_parameters():
         if "adapter_" in n:
@@ -39,20 +42,36 @@ def _set_scope(model, scope: str) -> None:
             mod.noise_scope = scope
 
 
-def _run(model, inputs, *, fast: bool, stochastic: bool, passes: list[int] | None = None, grad: bool = False):
-    """(gaps, KL, gradients of the adapters) of one forward; ``passes``: the pass index of each input."""
+def _run(
+    model,
+    inputs,
+    *,
+    fast: bool,
+    stochastic: bool,
+    passes: list[int] | None = None,
+    grad: bool = False,
+):
+    """(gaps, KL, gradients of the adapters) of one forward; ``passes``: the pass index of each
+    input."""
     model.backbone.fast_block = fast
     model.zero_grad(set_to_none=True)
     keys = structure_keys([x["digest"] for x in inputs], passes if passes is not None else 0)
     try:
-        with torch.set_grad_enabled(grad), sampling(stochastic=stochastic, noise_seed=9, structure_keys=keys):
+        with (
+            torch.set_grad_enabled(grad),
+            sampling(stochastic=stochastic, noise_seed=9, structure_keys=keys),
+        ):
             gap = model(model.backbone.collate(inputs))[0]
             kl = total_kl(model)
         if grad:
             (gap.square().sum() + kl).backward()
     finally:
         model.backbone.fast_block = True
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None and "adapter_" in n}
+    grads = {
+        n: p.grad.clone()
+        for n, p in model.named_parameters()
+        if p.grad is not None and "adapter_" in n
+    }
     return gap.detach(), kl.detach(), grads
 
 
@@ -70,7 +89,9 @@ def test_fast_block_equals_chgnet_module(cut_model, scope, stochastic):
     torch.testing.assert_close(fast[1], ref[1], rtol=1e-5, atol=0)
     assert set(fast[2]) == set(ref[2]) and any(".atom_conv_layers.3." in n for n in fast[2])
     for name, g in ref[2].items():  # to float round-off relative to the gradient's scale
-        torch.testing.assert_close(fast[2][name], g, atol=1e-5 * float(g.abs().max()), rtol=1e-4, msg=name)
+        torch.testing.assert_close(
+            fast[2][name], g, atol=1e-5 * float(g.abs().max()), rtol=1e-4, msg=name
+        )
 
 
 @pytest.mark.parametrize("scope", ["row", "structure"])
@@ -81,9 +102,15 @@ def test_stacked_draws_equal_one_draw_at_a_time(cut_model, scope):
         t = 3
         passes = [p for p in range(t) for _ in inputs]
         stacked = _run(model, inputs * t, fast=True, stochastic=True, passes=passes)[0].view(t, -1)
-        reference = _run(model, inputs * t, fast=False, stochastic=True, passes=passes)[0].view(t, -1)
-        alone = torch.stack([_run(model, inputs, fast=True, stochastic=True, passes=[p] * len(inputs))[0]
-                             for p in range(t)])
+        reference = _run(model, inputs * t, fast=False, stochastic=True, passes=passes)[0].view(
+            t, -1
+        )
+        alone = torch.stack(
+            [
+                _run(model, inputs, fast=True, stochastic=True, passes=[p] * len(inputs))[0]
+                for p in range(t)
+            ]
+        )
     finally:
         _set_scope(model, "row")
     assert model.backbone.collate(inputs * t)["copies"] == t
@@ -103,7 +130,8 @@ def test_prediction_draws_do_not_depend_on_how_copies_are_stacked(cut_model):
     model, inputs = cut_model
     model.eval()
     one_copy = model.predict_inputs(inputs, n_samples=4, seed=3, max_rows=1)  # one draw per forward
-    all_copies = model.predict_inputs(inputs, n_samples=4, seed=3, max_rows=10**6)  # all four in one forward
+    # all four in one forward
+    all_copies = model.predict_inputs(inputs, n_samples=4, seed=3, max_rows=10**6)
     assert one_copy.samples_ev.shape == (3, 4)
     assert abs(one_copy.samples_ev - all_copies.samples_ev).max() < 1e-4
     assert one_copy.epistemic_std_ev.min() > 0
@@ -115,9 +143,12 @@ def test_collate_detects_only_object_for_object_repeats(cut_model):
     assert collate(inputs * 2)["copies"] == 2
     assert collate([inputs[0], inputs[0]])["copies"] == 2
     assert collate(inputs + inputs[:2])["copies"] == 1
-    assert collate([inputs[0], dict(inputs[0])])["copies"] == 1  # equal content, not the same object
+    # equal content, not the same object
+    assert collate([inputs[0], dict(inputs[0])])["copies"] == 1
     batch = collate(inputs * 2)
-    assert len(batch["n_atoms"]) == 6 and len(batch["structure_index"]) == 2 * sum(x["n_atoms"] for x in inputs)
+    assert len(batch["n_atoms"]) == 6 and len(batch["structure_index"]) == 2 * sum(
+        x["n_atoms"] for x in inputs
+    )
     assert model.backbone.structure_descriptor(batch).shape == (6, 64)
 
 
@@ -141,8 +172,8 @@ def test_denormals_are_flushed_inside_the_block_and_the_mode_restored_after():
 
 
 def test_flushing_denormals_does_not_change_the_draws(cut_model):
-    """The block's first SiLUs run deep into exp's underflow (the pretrained pre-activations are large);
-    flushing the subnormals there changes the draws only below float round-off."""
+    """The block's first SiLUs run deep into exp's underflow (the pretrained pre-activations are
+    large); flushing the subnormals there changes the draws only below float round-off."""
     import mofbalora.backbones.chgnet_block as block
 
     model, inputs = cut_model

@@ -1,4 +1,5 @@
-"""The array-built bond graph (mofbalora/backbones/chgnet_graph.py) equals CHGNet's own, row for row."""
+"""The array-built bond graph (mofbalora/backbones/chgnet_graph.py) equals CHGNet's own, row for
+row."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-GRAPH_FIELDS = ("atomic_number", "atom_frac_coord", "atom_graph", "neighbor_image", "directed2undirected",
-                "undirected2directed", "bond_graph", "lattice")
+GRAPH_FIELDS = (
+    "atomic_number",
+    "atom_frac_coord",
+    "atom_graph",
+    "neighbor_image",
+    "directed2undirected",
+    "undirected2directed",
+    "bond_graph",
+    "lattice",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +37,9 @@ def structures(sample_cifs, tmp_path_factory):
     from mofbalora.data.structures import StructureError, read_structure
 
     out = []
-    paths = list(sample_cifs[:8]) + export_coremof("2019-ASR", tmp_path_factory.mktemp("coremof"), limit=16, seed=5)
+    paths = list(sample_cifs[:8]) + export_coremof(
+        "2019-ASR", tmp_path_factory.mktemp("coremof"), limit=16, seed=5
+    )
     for path in paths:
         try:
             out.append((path, read_structure(path)))
@@ -39,13 +50,19 @@ def structures(sample_cifs, tmp_path_factory):
 
 
 def small_cells():
-    """Cells smaller than the cutoffs: bonds to an atom's own periodic images, several bonds per atom pair."""
+    """Cells smaller than the cutoffs: bonds to an atom's own periodic images, several bonds per
+    atom pair."""
     from pymatgen.core import Lattice, Structure
 
-    fcc = Structure(Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    fcc = Structure(
+        Lattice.cubic(3.6), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+    )
     rock_salt = Structure(Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    tilted = Structure(Lattice.from_parameters(2.9, 3.1, 5.0, 80, 95, 110), ["Zn", "O", "C"],
-                       [[0, 0, 0], [0.4, 0.45, 0.3], [0.7, 0.2, 0.8]])
+    tilted = Structure(
+        Lattice.from_parameters(2.9, 3.1, 5.0, 80, 95, 110),
+        ["Zn", "O", "C"],
+        [[0, 0, 0], [0.4, 0.45, 0.3], [0.7, 0.2, 0.8]],
+    )
     return [("fcc Cu", fcc), ("rock salt MgO", rock_salt), ("triclinic ZnOC", tilted)]
 
 
@@ -70,7 +87,10 @@ def test_a_structure_without_short_bonds_gives_an_empty_bond_graph_like_chgnet(c
     sparse = Structure(Lattice.cubic(4.0), ["Cu"], [[0, 0, 0]])
     want, got = chgnet_own(sparse), fast(sparse)
     assert want.bond_graph.numel() == 0
-    assert torch.equal(want.bond_graph, got.bond_graph) and want.bond_graph.shape == got.bond_graph.shape
+    assert (
+        torch.equal(want.bond_graph, got.bond_graph)
+        and want.bond_graph.shape == got.bond_graph.shape
+    )
     assert torch.equal(want.undirected2directed, got.undirected2directed)
 
 
@@ -82,8 +102,11 @@ def test_the_backbone_uses_it_and_its_trunk_output_is_unchanged(structures):
 
     bb = CHGNetBackbone()
     assert isinstance(bb.trunk.graph_converter.create_graph, _ArrayGraphs)
-    own = CrystalGraphConverter(atom_graph_cutoff=bb.trunk.graph_converter.atom_graph_cutoff,
-                                bond_graph_cutoff=bb.trunk.graph_converter.bond_graph_cutoff, algorithm="fast")
+    own = CrystalGraphConverter(
+        atom_graph_cutoff=bb.trunk.graph_converter.atom_graph_cutoff,
+        bond_graph_cutoff=bb.trunk.graph_converter.bond_graph_cutoff,
+        algorithm="fast",
+    )
     _, structure = structures[0]
     with torch.no_grad():
         fast = bb.trunk_activations([bb._graph(structure)])[0]

@@ -1,4 +1,5 @@
-"""Model comparison: end to end through the CLI on tiny real fine-tunes, the nested T-curve, the verdict."""
+"""Model comparison: end to end through the CLI on tiny real fine-tunes, the nested T-curve, the
+verdict."""
 
 from __future__ import annotations
 
@@ -20,16 +21,28 @@ REGIMES = {"balora": "balora", "ensemble": "lora_ensemble", "mcdrop": "mc_dropou
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_split, qmof_path) -> dict[str, Path]:
-    """One tiny fine-tune per regime (trained once for the module); keys are the run folder names."""
+    """One tiny fine-tune per regime (trained once for the module); keys are the run folder
+    names."""
     from mofbalora.config import load_config
     from mofbalora.train import finetune
 
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for name, regime in REGIMES.items():
-        cfg = load_config(None, [f"data.path={qmof_path}", f"data.split={tiny_split}", "optim.epochs=2",
-                                 "optim.batch_size=8", "run.eval_samples=4", "run.threads=1",
-                                 "adapter.n_members=2", "run.eval_test=false", f"model.regime={regime}"])
+        cfg = load_config(
+            None,
+            [
+                f"data.path={qmof_path}",
+                f"data.split={tiny_split}",
+                "optim.epochs=2",
+                "optim.batch_size=8",
+                "run.eval_samples=4",
+                "run.threads=1",
+                "adapter.n_members=2",
+                "run.eval_test=false",
+                f"model.regime={regime}",
+            ],
+        )
         finetune(cfg, root / name, progress=False)
         out[name] = root / name
     return out
@@ -38,8 +51,22 @@ def runs(tmp_path_factory, tiny_split, qmof_path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def report_dir(runs, tmp_path_factory, tiny_split, qmof_path) -> Path:
     out = tmp_path_factory.mktemp("compare") / "report"
-    rc = main(["compare", *map(str, runs.values()), "--data", str(qmof_path), "--split-name", str(tiny_split),
-               "--samples", ",".join(map(str, SAMPLES)), "--out", str(out), "--seed", "3"])
+    rc = main(
+        [
+            "compare",
+            *map(str, runs.values()),
+            "--data",
+            str(qmof_path),
+            "--split-name",
+            str(tiny_split),
+            "--samples",
+            ",".join(map(str, SAMPLES)),
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -53,7 +80,8 @@ def _cells(row: str) -> int:
 
 
 def _same(a, b) -> bool:
-    """Equal to tolerance, with JSON null standing for NaN (text, e.g. the scoring family, exactly)."""
+    """Equal to tolerance, with JSON null standing for NaN (text, e.g. the scoring family,
+    exactly)."""
     if isinstance(a, str) or isinstance(b, str):
         return a == b
     a = float("nan") if a is None else a
@@ -97,14 +125,22 @@ def test_json_has_the_t_curves_and_run_facts(report_dir, runs):
     assert models["balora"]["train_seconds"] == pytest.approx(run_metrics["train_seconds"])
     assert models["balora"]["trainable_parameters"] == run_metrics["trainable_parameters"]
     for m in models.values():
-        assert m["inference_seconds_per_structure_t1"] > 0 and m["inference_seconds_per_structure_tmax"] > 0
+        assert (
+            m["inference_seconds_per_structure_t1"] > 0
+            and m["inference_seconds_per_structure_tmax"] > 0
+        )
     assert report["verdict"]["best_ensemble"] == "ensemble"
 
 
 def test_every_listed_figure_and_prediction_table_exists(report_dir):
     report = _report(report_dir)
-    expected = {"calibration.png", "rejection.png", "spearman_vs_T.png", "nll_vs_T.png",
-                *(f"{kind}_{name}.png" for name in REGIMES for kind in ("parity", "error_vs_std"))}
+    expected = {
+        "calibration.png",
+        "rejection.png",
+        "spearman_vs_T.png",
+        "nll_vs_T.png",
+        *(f"{kind}_{name}.png" for name in REGIMES for kind in ("parity", "error_vs_std")),
+    }
     assert expected <= set(report["figures"])
     for name in report["figures"]:
         path = report_dir / name
@@ -125,7 +161,8 @@ def test_t_curve_is_the_first_t_columns_of_one_prediction(report_dir, runs, qmof
     curve = {m["label"]: m for m in _report(report_dir)["models"]}["balora"]["by_samples"]
     model = load_model(runs["balora"])
     kept, inputs, _ = load_inputs(model, qmof, load_split(tiny_split)["test"], "test")
-    y = qmof.bandgaps_ev[[qmof.index_of(i) for i in kept]].astype(np.float64)  # labels as stored, not float32
+    # labels as stored, not float32
+    y = qmof.bandgaps_ev[[qmof.index_of(i) for i in kept]].astype(np.float64)
     pred = model.predict_inputs(inputs, n_samples=max(SAMPLES), seed=3)
     assert subsample_prediction(pred, max(SAMPLES)) is pred
     direct = metrics_from_prediction(pred, y, max(SAMPLES))
@@ -134,7 +171,8 @@ def test_t_curve_is_the_first_t_columns_of_one_prediction(report_dir, runs, qmof
     sub = subsample_prediction(pred, 4)
     np.testing.assert_array_equal(sub.samples_ev, pred.samples_ev[:, :4])
     np.testing.assert_allclose(sub.mean_ev, pred.samples_ev[:, :4].mean(1))
-    np.testing.assert_allclose(sub.std_ev, pred.samples_ev[:, :4].std(1, ddof=1))  # as the full prediction
+    # as the full prediction
+    np.testing.assert_allclose(sub.std_ev, pred.samples_ev[:, :4].std(1, ddof=1))
     assert all(_same(curve["4"][k], v) for k, v in metrics_from_prediction(sub, y, 4).items())
 
 
@@ -147,7 +185,10 @@ def test_bad_samples_name_the_value(runs, tmp_path, capsys):
     for bad in ([2, -1], [True], [2.0]):
         with pytest.raises(ValueError, match=repr(bad[-1])):
             compare_models([runs["balora"]], samples=bad, out_dir=tmp_path)
-    assert main(["compare", str(runs["balora"]), "--samples", "2,x", "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["compare", str(runs["balora"]), "--samples", "2,x", "--out", str(tmp_path / "r")])
+        == 2
+    )
     assert "'x'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
@@ -162,9 +203,15 @@ def test_run_dir_without_a_model_gives_load_models_message(runs, tmp_path, capsy
 
 def _model(label, regime, spearman_by_t):
     by = {str(t): {"spearman_std_abs_error": r} for t, r in spearman_by_t.items()}
-    return {"label": label, "regime": regime, "stochastic": regime in ("balora", "mc_dropout"),
-            "n_members": 5 if regime == "lora_ensemble" else 1, "n_samples": max(spearman_by_t),
-            "by_samples": by, "metrics": by[str(max(spearman_by_t))]}
+    return {
+        "label": label,
+        "regime": regime,
+        "stochastic": regime in ("balora", "mc_dropout"),
+        "n_members": 5 if regime == "lora_ensemble" else 1,
+        "n_samples": max(spearman_by_t),
+        "by_samples": by,
+        "metrics": by[str(max(spearman_by_t))],
+    }
 
 
 def test_verdict_states_both_outcomes():
@@ -177,7 +224,11 @@ def test_verdict_states_both_outcomes():
     down = _model("m", "mc_dropout", {2: 0.2, 4: 0.1, 8: 0.25})
     v = verdict({"n_structures": 10, "split": "test", "models": [ens, down]})
     assert v["beats_ensemble"] is False and v["monotonic_in_t"] is False and v["drops"] == [(2, 4)]
-    assert "does not beat" in v["text"] and "does not rise monotonically" in v["text"] and "noisy" in v["text"]
+    assert (
+        "does not beat" in v["text"]
+        and "does not rise monotonically" in v["text"]
+        and "noisy" in v["text"]
+    )
     v = verdict({"n_structures": 10, "split": "test", "models": [ens]})
     assert v["best_stochastic"] is None and "No stochastic model" in v["text"]
 
@@ -190,28 +241,46 @@ def test_verdict_calls_a_curve_equal_to_3_decimals_flat():
     assert "monotonically" not in v["text"]
 
 
-#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs
+#: it
 pytestmark = pytest.mark.slow
 
 
 def test_a_laplace_model_is_scored_in_its_family_as_evaluate_scores_it(qmof_path, tmp_path):
-    """The shipped default states a Laplace predictive: compare scores coverage, NLL and the calibration curve
-    in that family, from the predictive object, and its numbers at T = 4, seed 1, are evaluate's (its golden
-    file), before and after recalibration."""
+    """The shipped default states a Laplace predictive: compare scores coverage, NLL and the
+    calibration curve in that family, from the predictive object, and its numbers at T = 4, seed 1,
+    are evaluate's (its golden file), before and after recalibration."""
     from mofbalora.uq import distribution as D
 
     golden = json.loads((Path(__file__).parent / "golden" / "evaluate_default.json").read_text())
-    report = compare_models(["default"], data=qmof_path, split="test", samples=(1, 4), limit=6,
-                            out_dir=tmp_path / "r", seed=1)
+    report = compare_models(
+        ["default"],
+        data=qmof_path,
+        split="test",
+        samples=(1, 4),
+        limit=6,
+        out_dir=tmp_path / "r",
+        seed=1,
+    )
     (m,) = report["models"]
     assert m["family"] == "laplace" == golden["family"] and m["n_samples"] == 4
-    for key in ("nll", "crps_ev", "coverage_68", "coverage_95", "miscalibration_area", "nll_gaussian", "mae_ev"):
+    for key in (
+        "nll",
+        "crps_ev",
+        "coverage_68",
+        "coverage_95",
+        "miscalibration_area",
+        "nll_gaussian",
+        "mae_ev",
+    ):
         assert m["metrics"][key] == pytest.approx(golden[key], rel=1e-4, abs=1e-4), key
     for key, value in golden["calibrated"].items():
         assert m["calibrated"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
     # the Gaussian reading of the same std differs: the family is not a label only
     table = pd.read_csv(tmp_path / "r" / m["predictions_csv"])
-    y, mean, std = (table[c].to_numpy(float) for c in ("bandgap_true_ev", "bandgap_mean_ev", "bandgap_std_ev"))
+    y, mean, std = (
+        table[c].to_numpy(float) for c in ("bandgap_true_ev", "bandgap_mean_ev", "bandgap_std_ev")
+    )
     laplace, gauss = D.LaplacePredictive(mean, std), D.GaussianPredictive(mean, std)
     assert m["metrics"]["nll"] == pytest.approx(D.nll(laplace, y), rel=1e-9)
     assert D.nll(gauss, y) != pytest.approx(D.nll(laplace, y), rel=1e-3)

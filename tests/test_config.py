@@ -1,4 +1,5 @@
-"""Run configurations: every shipped workflow loads; bad keys and values fail at load, naming key and choices."""
+"""Run configurations: every shipped workflow loads; bad keys and values fail at load, naming key
+and choices."""
 
 from __future__ import annotations
 
@@ -23,9 +24,15 @@ def test_every_workflow_file_loads(path):
 
         spec = load_sweep(path)
         cfg = load_config(spec.base)
-        for overrides in spec.settings.values():  # every setting of the grid is a valid configuration
-            load_config(spec.base, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
-                                    for k, v in (overrides or {}).items()])
+        # every setting of the grid is a valid configuration
+        for overrides in spec.settings.values():
+            load_config(
+                spec.base,
+                [
+                    f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                    for k, v in (overrides or {}).items()
+                ],
+            )
     elif kind == "dask":
         data = yaml.safe_load(path.read_text())
         assert data["kind"] in ("slurm", "pbs") and isinstance(data["cluster"], dict)
@@ -41,18 +48,27 @@ def test_every_workflow_file_loads(path):
     assert typed(cfg).to_dict() == cfg
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("optim.schedule=linear", "unknown optim.schedule 'linear'; choose from ['cosine', 'constant']"),
-    ("optim.shedule=cosine", "unknown config key 'optim.shedule'; choose from"),
-    ("model.regime=bayes", "unknown model.regime 'bayes'; choose from ['balora', 'lora'"),
-    ("model.likelihood=l2", "unknown model.likelihood 'l2'"),
-    ("adapter.noise_scope=atom", "unknown adapter.noise_scope 'atom'"),
-    ("adapter.rank=0", "adapter.rank must be an integer >= 1, got 0"),
-    ("optim.lr=1e-3", "optim.lr must be a number >= 0, got '1e-3'"),  # YAML reads 1e-3 as a string
-    ("run.device=tpu", "unknown run.device 'tpu'"),
-    ("backbone.name=mace", "unknown backbone.name 'mace'"),
-    ("data.train_size=0", "data.train_size must be an integer >= 1 or null, got 0"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "optim.schedule=linear",
+            "unknown optim.schedule 'linear'; choose from ['cosine', 'constant']",
+        ),
+        ("optim.shedule=cosine", "unknown config key 'optim.shedule'; choose from"),
+        ("model.regime=bayes", "unknown model.regime 'bayes'; choose from ['balora', 'lora'"),
+        ("model.likelihood=l2", "unknown model.likelihood 'l2'"),
+        ("adapter.noise_scope=atom", "unknown adapter.noise_scope 'atom'"),
+        ("adapter.rank=0", "adapter.rank must be an integer >= 1, got 0"),
+        (
+            "optim.lr=1e-3",
+            "optim.lr must be a number >= 0, got '1e-3'",
+        ),  # YAML reads 1e-3 as a string
+        ("run.device=tpu", "unknown run.device 'tpu'"),
+        ("backbone.name=mace", "unknown backbone.name 'mace'"),
+        ("data.train_size=0", "data.train_size must be an integer >= 1 or null, got 0"),
+    ],
+)
 def test_bad_values_fail_at_load_naming_key_and_choices(override, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(None, [override])
@@ -89,20 +105,42 @@ def test_finetune_command_accepts_every_regime_the_config_does():
     args = build_parser().parse_args(["finetune", "--adapter", "gbm", "--out", "runs/gbm"])
     assert resolve(args).model.regime == "gbm"
     with pytest.raises(ValueError, match="unknown model.regime 'bayes'"):
-        resolve(build_parser().parse_args(["finetune", "--set", "model.regime=bayes", "--out", "x"]))
+        resolve(
+            build_parser().parse_args(["finetune", "--set", "model.regime=bayes", "--out", "x"])
+        )
 
 
-# -- typed end to end ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("override", "message"), [
-    ("adapter.kind=lora", "unknown config key 'adapter.kind'; choose from ['alpha_network', 'exclude'"),
-    ("model.head_hidden=0", r"head.hidden_dim (model.head_hidden) must be an integer >= 1, got 0"),
-    ("model.pooling=sum", "unknown head.pooling (model.pooling) 'sum'; choose from ['mean_max'"),
-    ("model.head_size=3", "unknown config key 'model.head_size'; choose from ['head_atom_mlp', 'head_hidden'"),
-    ("adapter.prior_dropout=1.5", "adapter.prior_dropout must be a probability in [0, 1), got 1.5"),
-    ("gbm=3", "config section 'gbm' must be a mapping, got 3"),
-])
+# -- typed end to end ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "adapter.kind=lora",
+            "unknown config key 'adapter.kind'; choose from ['alpha_network', 'exclude'",
+        ),
+        (
+            "model.head_hidden=0",
+            r"head.hidden_dim (model.head_hidden) must be an integer >= 1, got 0",
+        ),
+        (
+            "model.pooling=sum",
+            "unknown head.pooling (model.pooling) 'sum'; choose from ['mean_max'",
+        ),
+        (
+            "model.head_size=3",
+            "unknown config key 'model.head_size'; choose from ['head_atom_mlp', 'head_hidden'",
+        ),
+        (
+            "adapter.prior_dropout=1.5",
+            "adapter.prior_dropout must be a probability in [0, 1), got 1.5",
+        ),
+        ("gbm=3", "config section 'gbm' must be a mapping, got 3"),
+    ],
+)
 def test_every_section_refuses_unknown_keys_and_bad_values(override, message):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
         load_config(None, [override])
 
 
@@ -116,10 +154,21 @@ def test_one_dataclass_per_concept_head_and_adapter_are_the_models_own():
     from mofbalora.adapters import AdapterConfig
     from mofbalora.heads import HeadConfig
 
-    cfg = typed(load_config(None, ["model.likelihood=laplace_nll", "model.head_hidden=16", "model.pooling=mean",
-                                   "adapter.rank=4", "model.regime=mc_dropout"]))
+    cfg = typed(
+        load_config(
+            None,
+            [
+                "model.likelihood=laplace_nll",
+                "model.head_hidden=16",
+                "model.pooling=mean",
+                "adapter.rank=4",
+                "model.regime=mc_dropout",
+            ],
+        )
+    )
     assert cfg.model.head == HeadConfig(hidden_dim=16, pooling="mean", aleatoric=True, atom_mlp=0)
-    assert isinstance(cfg.adapter, AdapterConfig) and cfg.adapter.kind is None  # the kind is model.regime
+    # the kind is model.regime
+    assert isinstance(cfg.adapter, AdapterConfig) and cfg.adapter.kind is None
     assert cfg.model_adapter() == AdapterConfig(kind="mc_dropout", rank=4)
     assert typed(load_config(None, ["model.regime=head_only"])).model_adapter() is None
 
@@ -132,15 +181,29 @@ def test_saved_model_sections_refuse_unknown_keys(cls):
     klass = {"HeadConfig": HeadConfig, "AdapterConfig": AdapterConfig}[cls]
     good = klass().to_dict()
     assert klass.from_dict(good) == klass()
-    with pytest.raises(ValueError, match=r"unknown .* option '(head|adapter)\.widht'; choose from \["):
+    with pytest.raises(
+        ValueError, match=r"unknown .* option '(head|adapter)\.widht'; choose from \["
+    ):
         klass.from_dict({**good, "widht": 3})
 
 
 def test_typed_configuration_round_trips_through_its_document(tmp_path):
-    cfg = typed(load_config(None, ["model.regime=lora", "adapter.targets=[a]", "backbone.features=all_layers",
-                                   "gbm.max_iter=7", "optim.epochs=3"]))
+    cfg = typed(
+        load_config(
+            None,
+            [
+                "model.regime=lora",
+                "adapter.targets=[a]",
+                "backbone.features=all_layers",
+                "gbm.max_iter=7",
+                "optim.epochs=3",
+            ],
+        )
+    )
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.backbone.options == {"adapt": "readout", "features": "all_layers"} and cfg.gbm == {"max_iter": 7}
+    assert cfg.backbone.options == {"adapt": "readout", "features": "all_layers"} and cfg.gbm == {
+        "max_iter": 7
+    }
     dump_config(cfg, tmp_path / "c.yaml")
     assert typed(load_config(tmp_path / "c.yaml")) == cfg
     # a partial document is read over the defaults

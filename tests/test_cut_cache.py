@@ -1,6 +1,7 @@
 """Adapters in CHGNet's last atom convolution trained from a cache of that block's inputs (the cut):
-the same outputs as running the whole trunk, with and without BaLoRA noise (tests/test_chgnet_block.py
-checks the cut path's block against CHGNet's own module, gradients and stacked draws included)."""
+the same outputs as running the whole trunk, with and without BaLoRA noise
+(tests/test_chgnet_block.py checks the cut path's block against CHGNet's own module, gradients
+and stacked draws included)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def pair(qmof):
     models = {}
     for adapt, opts in (("last_block", {}), ("last_block_cached", {"cut_dtype": "float32"})):
         torch.manual_seed(0)
-        models[adapt] = build_model("balora", backbone_options={"adapt": adapt, **opts},
-                                    adapter=AdapterConfig(kind="balora", rank=4, prior_dropout=0.3))
+        models[adapt] = build_model(
+            "balora",
+            backbone_options={"adapt": adapt, **opts},
+            adapter=AdapterConfig(kind="balora", rank=4, prior_dropout=0.3),
+        )
     full, cut = models["last_block"], models["last_block_cached"]
     torch.manual_seed(1)
     for n, p in full.named_parameters():
@@ -35,15 +39,18 @@ def pair(qmof):
 def test_cut_placement_adapts_the_same_layers(pair):
     full, cut, _ = pair
     assert set(full.trained_state()) == set(cut.trained_state())
-    rows = {n: m.row_set for n, m in cut.backbone.named_modules() if hasattr(m, "row_set") and m.row_set}
+    rows = {
+        n: m.row_set for n, m in cut.backbone.named_modules() if hasattr(m, "row_set") and m.row_set
+    }
     assert set(rows.values()) == {"atom", "edge"}
 
 
 @pytest.mark.parametrize("scope", ["row", "structure"])
 @pytest.mark.parametrize("stochastic", [False, True])
 def test_cut_cache_equals_the_full_trunk(pair, stochastic, scope):
-    """The cut path (the block without built edge messages, mofbalora/backbones/chgnet_block.py) against the
-    whole trunk run from the graph: the same gaps, with and without noise, in each noise scope."""
+    """The cut path (the block without built edge messages, mofbalora/backbones/chgnet_block.py)
+    against the whole trunk run from the graph: the same gaps, with and without noise, in each
+    noise scope."""
     from mofbalora.adapters.balora import BaLoRALinear
 
     full, cut, structures = pair
@@ -73,7 +80,8 @@ def test_cut_inputs_round_trip_through_the_array_store(pair, qmof):
     paths = qmof.cif_paths[3:5]
     first, errors = featurize_files(cut.backbone, paths, progress=False)
     assert errors == [None, None]
-    again, _ = featurize_files(cut.backbone, paths, progress=False)  # from the store (memory-mapped cut)
+    # from the store (memory-mapped cut)
+    again, _ = featurize_files(cut.backbone, paths, progress=False)
     for a, b in zip(first, again, strict=True):
         for k in ("cut_atom_feas", "cut_bond_feas", "cut_atom_graph"):
             np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))

@@ -1,4 +1,5 @@
-"""The QMOF data layer on the real files: labels, layouts, splits, the content cache, `data info`."""
+"""The QMOF data layer on the real files: labels, layouts, splits, the content cache, `data
+info`."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ def test_all_qmof_labels_load(qmof):
     assert len(set(qmof.ids)) == 18261
     gaps = qmof.bandgaps_ev
     assert np.isfinite(gaps).all()
-    assert 0 < gaps.min() < 0.001 and gaps.max() == pytest.approx(6.45, abs=0.01)  # README: min 0.0001, max 6.45 eV
+    # README: min 0.0001, max 6.45 eV
+    assert 0 < gaps.min() < 0.001 and gaps.max() == pytest.approx(6.45, abs=0.01)
     assert gaps.mean() == pytest.approx(2.09, abs=0.01)
     # the packed tarball was unpacked once into the cache; every label has its CIF
-    assert all(p.is_file() for p in qmof.cif_paths[:: 997])
+    assert all(p.is_file() for p in qmof.cif_paths[::997])
 
 
 def test_official_layout_json_and_generic_folder(tmp_path, qmof, sample_cifs):
@@ -33,22 +35,37 @@ def test_official_layout_json_and_generic_folder(tmp_path, qmof, sample_cifs):
     records = []
     for p in sample_cifs:
         shutil.copy(p, official / "relaxed_structures" / p.name)
-        records.append({"qmof_id": p.stem, "info": {"natoms": 1},
-                        "outputs": {"pbe": {"bandgap": float(qmof.bandgaps_ev[qmof.index_of(p.stem)])}}})
+        records.append(
+            {
+                "qmof_id": p.stem,
+                "info": {"natoms": 1},
+                "outputs": {"pbe": {"bandgap": float(qmof.bandgaps_ev[qmof.index_of(p.stem)])}},
+            }
+        )
     (official / "qmof.json").write_text(json.dumps(records))
     ds = load_dataset(official)
     assert ds.ids == ids
     assert np.allclose(ds.bandgaps_ev, [qmof.bandgaps_ev[qmof.index_of(i)] for i in ids])
     # an official CSV with many more columns: only the two named ones are read
-    pd.DataFrame({"qmof_id": ids, "name": "x", "outputs.pbe.bandgap": ds.bandgaps_ev, "outputs.hse06.bandgap": 1.0}
-                 ).to_csv(official / "qmof.csv", index=False)
+    pd.DataFrame(
+        {
+            "qmof_id": ids,
+            "name": "x",
+            "outputs.pbe.bandgap": ds.bandgaps_ev,
+            "outputs.hse06.bandgap": 1.0,
+        }
+    ).to_csv(official / "qmof.csv", index=False)
     assert np.allclose(load_dataset(official).bandgaps_ev, ds.bandgaps_ev)
     generic = tmp_path / "generic"
     generic.mkdir()
     for p in sample_cifs[:3]:
         shutil.copy(p, generic / p.name)
-    pd.DataFrame({"name": ids[:3], "gap": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "labels.csv", index=False)
-    g = load_dataset(generic, labels_csv=tmp_path / "labels.csv", id_column="name", target_column="gap")
+    pd.DataFrame({"name": ids[:3], "gap": [1.0, 2.0, 3.0]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    g = load_dataset(
+        generic, labels_csv=tmp_path / "labels.csv", id_column="name", target_column="gap"
+    )
     assert g.ids == ids[:3] and list(g.bandgaps_ev) == [1.0, 2.0, 3.0]
     assert g.structure(ids[0]).is_ordered
     with pytest.raises(ValueError, match="no column 'bandgap'"):
@@ -87,7 +104,9 @@ def test_content_cache_keys_on_content_not_path(tmp_path, sample_cifs):
     from pymatgen.core import Structure
 
     # a Structure is not a plain value: the cache stores its as_dict() (JSON-like), no pickles
-    cache = ContentCache("test-structures", root=tmp_path, to_plain=Structure.as_dict, from_plain=Structure.from_dict)
+    cache = ContentCache(
+        "test-structures", root=tmp_path, to_plain=Structure.as_dict, from_plain=Structure.from_dict
+    )
     s1 = cache.get_or_compute(sample_cifs[0], parse)
     copy = tmp_path / "renamed.cif"
     shutil.copy(sample_cifs[0], copy)
@@ -109,7 +128,17 @@ def test_cli_help_and_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and "mofbalora" in capsys.readouterr().out
-    for cmd in ("data", "candidates", "finetune", "evaluate", "compare", "screen", "dft-inputs", "al", "sweep"):
+    for cmd in (
+        "data",
+        "candidates",
+        "finetune",
+        "evaluate",
+        "compare",
+        "screen",
+        "dft-inputs",
+        "al",
+        "sweep",
+    ):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0, cmd

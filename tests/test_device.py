@@ -31,12 +31,20 @@ class _Graph:
 
 
 def test_batches_move_whole_to_the_device():
-    batch = {"n_atoms": torch.tensor([2, 3]), "graphs": [_Graph(torch.ones(2)), _Graph(torch.ones(3))],
-             "pair": (torch.zeros(1), "label"), "name": "x"}
+    batch = {
+        "n_atoms": torch.tensor([2, 3]),
+        "graphs": [_Graph(torch.ones(2)), _Graph(torch.ones(3))],
+        "pair": (torch.zeros(1), "label"),
+        "name": "x",
+    }
     moved = to_device(batch, torch.device("meta"))
     assert moved["n_atoms"].device.type == "meta"
     assert all(g.x.device.type == "meta" for g in moved["graphs"])
-    assert moved["pair"][0].device.type == "meta" and moved["pair"][1] == "label" and moved["name"] == "x"
+    assert (
+        moved["pair"][0].device.type == "meta"
+        and moved["pair"][1] == "label"
+        and moved["name"] == "x"
+    )
     cpu = to_device(batch, torch.device("cpu"))  # on the CPU nothing is copied
     assert cpu["graphs"][0] is batch["graphs"][0] and cpu["n_atoms"] is batch["n_atoms"]
 
@@ -63,9 +71,21 @@ def test_balora_layer_samples_do_not_change_when_drawn_through_the_context():
     assert torch.equal(y1, y2) and not torch.equal(y1, layer.base_layer(x))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without a GPU"
+)
 def test_cli_asks_for_a_gpu_that_is_not_there(sample_cifs, tmp_path, capsys):
     from mofbalora.cli import main
 
-    code = main(["screen", str(sample_cifs[0]), "--device", "cuda", "--out", str(tmp_path / "r.csv"), "--quiet"])
+    code = main(
+        [
+            "screen",
+            str(sample_cifs[0]),
+            "--device",
+            "cuda",
+            "--out",
+            str(tmp_path / "r.csv"),
+            "--quiet",
+        ]
+    )
     assert code == 2 and "no CUDA GPU" in capsys.readouterr().err

@@ -31,7 +31,9 @@ TOP = 3
 def _synthetic_structure():
     from pymatgen.core import Lattice, Structure
 
-    return Structure(Lattice.orthorhombic(5.0, 10.0, 20.0), ["Zn", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    return Structure(
+        Lattice.orthorhombic(5.0, 10.0, 20.0), ["Zn", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
 
 
 def _write_ranked_csv(root: Path, rows=ROWS) -> Path:
@@ -216,7 +218,9 @@ def test_ase_mode_writes_readable_files(tmp_path):
     assert len(atoms) == 50
     assert {
         s
-        for s, m in zip(atoms.get_chemical_symbols(), atoms.get_initial_magnetic_moments(), strict=True)
+        for s, m in zip(
+            atoms.get_chemical_symbols(), atoms.get_initial_magnetic_moments(), strict=True
+        )
         if m
     } == {"Cu"}
     settings = json.loads((cu / "calculator.json").read_text())
@@ -283,7 +287,9 @@ def test_configured_pmg_psp_dir_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv("PMG_VASP_PSP_DIR", str(_fake_potcars(tmp_path / "psp", ["Zn", "O"])))
     manifest = write_dft_inputs(ranked, tmp_path / "out2")
     assert (manifest.parent / "0001_synthetic-zno" / "POTCAR").is_file()
-    assert "written by pymatgen" in (manifest.parent / "0001_synthetic-zno" / "README.txt").read_text()
+    assert (
+        "written by pymatgen" in (manifest.parent / "0001_synthetic-zno" / "README.txt").read_text()
+    )
 
 
 def test_cli_runs_and_respects_overwrite(tmp_path, capsys):
@@ -291,7 +297,10 @@ def test_cli_runs_and_respects_overwrite(tmp_path, capsys):
     out = tmp_path / "cli_out"
     argv = ["dft-inputs", str(ranked), "--top", "2", "--out", str(out)]
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0001_qmof-0000295", "0002_synthetic-zno"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "0001_qmof-0000295",
+        "0002_synthetic-zno",
+    ]
     assert main(argv) == 2  # refuses to clobber
     assert "not empty" in capsys.readouterr().err
     assert main([*argv[:-3], "1", "--out", str(out), "--overwrite", "--code", "ase"]) == 0
@@ -306,7 +315,9 @@ def test_run_quacc_script(vasp_out, tmp_path):
     script = work / "run_quacc.py"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # Without quacc: a clear message and exit status 2.
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
     assert res.returncode == 2 and "quacc is needed" in res.stderr
     # With a stand-in quacc exposing qmof_relax_job: every folder is run and summarised.
     pkg = tmp_path / "fake" / "quacc" / "recipes" / "vasp"
@@ -315,7 +326,8 @@ def test_run_quacc_script(vasp_out, tmp_path):
         (init / "__init__.py").write_text("")
     (pkg / "qmof.py").write_text(
         "def qmof_relax_job(atoms, relax_cell=True, run_prerelax=True):\n"
-        "    return {'output': {'bandgap': 0.1 * len(atoms)}, 'results': {'energy': -1.0}, 'dir_name': 'd'}\n"
+        "    return {'output': {'bandgap': 0.1 * len(atoms)}, "
+        "'results': {'energy': -1.0}, 'dir_name': 'd'}\n"
     )
     env["PYTHONPATH"] = str(tmp_path / "fake")
     res = subprocess.run(

@@ -1,5 +1,6 @@
-"""The predictive distribution (mofbalora.uq.distribution) against scipy.stats, exact quadrature and Monte Carlo;
-Gaussian scores equal to mofbalora.uq.metrics and uncertainty-toolbox; recalibration in the family."""
+"""The predictive distribution (mofbalora.uq.distribution) against scipy.stats, exact quadrature and
+Monte Carlo; Gaussian scores equal to mofbalora.uq.metrics and uncertainty-toolbox; recalibration
+in the family."""
 
 from __future__ import annotations
 
@@ -32,14 +33,17 @@ def small():
 
 
 def _crps_by_quadrature(cdf, y: float, lo: float, hi: float, kinks=()) -> float:
-    """∫ (F(x) − 1{x ≥ y})² dx, split at y (where the integrand jumps) and at the kernels' centres (a Laplace
-    density's kink)."""
+    """∫ (F(x) − 1{x ≥ y})² dx, split at y (where the integrand jumps) and at the kernels' centres
+    (a Laplace density's kink)."""
     f = lambda x: (cdf(x) - (x >= y)) ** 2  # noqa: E731
     edges = sorted({lo, hi, y, *(float(k) for k in kinks if lo < k < hi)})
-    return sum(integrate.quad(f, a, b, limit=400, epsabs=1e-13, epsrel=1e-11)[0] for a, b in zip(edges[:-1], edges[1:], strict=True))
+    return sum(
+        integrate.quad(f, a, b, limit=400, epsabs=1e-13, epsrel=1e-11)[0]
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+    )
 
 
-# -- against scipy.stats ---------------------------------------------------------------------------------
+# -- against scipy.stats ---------------------------------------------------------------------------
 def test_gaussian_and_laplace_equal_scipy(small):
     mean, std, y, _ = small
     g, lap = D.GaussianPredictive(mean, std), D.LaplacePredictive(mean, std)
@@ -53,8 +57,12 @@ def test_gaussian_and_laplace_equal_scipy(small):
         np.testing.assert_allclose(lap.ppf(q), stats.laplace.ppf(q, mean, b), rtol=1e-12)
         np.testing.assert_allclose(g.ppf(q), stats.norm.ppf(q, mean, std), rtol=1e-12)
     for level in (D.ONE_SIGMA_LEVEL, 0.95):
-        np.testing.assert_allclose(np.stack(lap.interval(level)), np.stack(stats.laplace.interval(level, mean, b)))
-        np.testing.assert_allclose(np.stack(g.interval(level)), np.stack(stats.norm.interval(level, mean, std)))
+        np.testing.assert_allclose(
+            np.stack(lap.interval(level)), np.stack(stats.laplace.interval(level, mean, b))
+        )
+        np.testing.assert_allclose(
+            np.stack(g.interval(level)), np.stack(stats.norm.interval(level, mean, std))
+        )
     # the Laplace's 68.27 % and 95 % half-widths in stds: 0.81 and 2.12 (module docstring)
     lo, hi = D.LaplacePredictive([0.0], [1.0]).interval(D.ONE_SIGMA_LEVEL)
     assert hi[0] == pytest.approx(0.8117, abs=1e-4)
@@ -63,7 +71,10 @@ def test_gaussian_and_laplace_equal_scipy(small):
 
 def test_mixture_equals_the_average_of_its_kernels(small):
     mean, std, y, centers = small
-    for kernel, dist in (("gaussian", stats.norm(0.0, 1.0)), ("laplace", stats.laplace(0.0, 1 / math.sqrt(2)))):
+    for kernel, dist in (
+        ("gaussian", stats.norm(0.0, 1.0)),
+        ("laplace", stats.laplace(0.0, 1 / math.sqrt(2))),
+    ):
         mix = D.MixturePredictive(centers, std, kernel)
         comps_cdf = dist.cdf((y[:, None] - centers) / std[:, None]).mean(1)
         comps_pdf = (dist.pdf((y[:, None] - centers) / std[:, None]) / std[:, None]).mean(1)
@@ -80,11 +91,13 @@ def test_a_mixture_of_one_draw_is_its_kernel(small):
     one = D.MixturePredictive(mean[:, None], std, "laplace")
     lap = D.LaplacePredictive(mean, std)
     for name in ("cdf", "logpdf", "crps"):
-        np.testing.assert_allclose(getattr(one, name)(y), getattr(lap, name)(y), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            getattr(one, name)(y), getattr(lap, name)(y), rtol=1e-10, atol=1e-12
+        )
     np.testing.assert_allclose(np.stack(one.interval(0.9)), np.stack(lap.interval(0.9)), atol=1e-10)
 
 
-# -- CRPS: closed forms against exact quadrature and Monte Carlo -------------------------------------------
+# -- CRPS: closed forms against exact quadrature and Monte Carlo -----------------------------------
 @pytest.mark.parametrize("family", ["gaussian", "laplace", "mixture-gaussian", "mixture-laplace"])
 def test_crps_closed_forms_equal_quadrature(small, family):
     mean, std, y, centers = small
@@ -97,14 +110,20 @@ def test_crps_closed_forms_equal_quadrature(small, family):
         one = dist.subset([i])
         lo, hi = float(one.ppf(1e-12)[0]) - 1.0, float(one.ppf(1 - 1e-12)[0]) + 1.0
         kinks = centers[i] if family.startswith("mixture") else [mean[i]]
-        exact = _crps_by_quadrature(lambda x, one=one: float(one.cdf(np.array([x]))[0]), float(y[i]), lo, hi, kinks)
+        exact = _crps_by_quadrature(
+            lambda x, one=one: float(one.cdf(np.array([x]))[0]), float(y[i]), lo, hi, kinks
+        )
         assert closed[i] == pytest.approx(exact, rel=1e-7, abs=1e-9), (family, i)
 
 
 @pytest.mark.parametrize("family", ["laplace", "mixture-laplace"])
 def test_crps_equals_monte_carlo(small, family):
     mean, std, y, centers = small
-    dist = D.LaplacePredictive(mean, std) if family == "laplace" else D.MixturePredictive(centers, std, "laplace")
+    dist = (
+        D.LaplacePredictive(mean, std)
+        if family == "laplace"
+        else D.MixturePredictive(centers, std, "laplace")
+    )
     rng = np.random.default_rng(1)
     x, x2 = dist.sample(400_000, rng), dist.sample(400_000, rng)
     mc = np.abs(x - y[:, None]).mean(1) - 0.5 * np.abs(x - x2).mean(1)
@@ -112,7 +131,7 @@ def test_crps_equals_monte_carlo(small, family):
     np.testing.assert_allclose(x.std(1), dist.std_ev, rtol=0.01)
 
 
-# -- Gaussian: the same numbers as before, and as uncertainty-toolbox -------------------------------------
+# -- Gaussian: the same numbers as before, and as uncertainty-toolbox ------------------------------
 @pytest.fixture(scope="module")
 def overconfident():
     rng = np.random.default_rng(0)
@@ -131,27 +150,37 @@ def test_gaussian_scores_equal_the_metrics_module_and_uncertainty_toolbox(overco
     assert D.coverage(g, t, 0.95) == pytest.approx(M.coverage(p, s, t, 0.95), abs=1e-12)
     uct_cal = pytest.importorskip("uncertainty_toolbox.metrics_calibration")
     uct_score = pytest.importorskip("uncertainty_toolbox.metrics_scoring_rule")
-    assert D.miscalibration_area(g, t) == pytest.approx(uct_cal.miscalibration_area(p, s, t), abs=1e-12)
-    assert D.rms_calibration_error(g, t) == pytest.approx(uct_cal.root_mean_squared_calibration_error(p, s, t), abs=1e-12)
+    assert D.miscalibration_area(g, t) == pytest.approx(
+        uct_cal.miscalibration_area(p, s, t), abs=1e-12
+    )
+    assert D.rms_calibration_error(g, t) == pytest.approx(
+        uct_cal.root_mean_squared_calibration_error(p, s, t), abs=1e-12
+    )
     assert D.nll(g, t) == pytest.approx(uct_score.nll_gaussian(p, s, t), rel=1e-12)
     assert D.crps(g, t) == pytest.approx(uct_score.crps_gaussian(p, s, t), rel=1e-12)
     # the family-generic calibration curve (central levels) gives the same curve for a Gaussian
     expected, observed = M.calibration_curve(p, s, t)
     levels = np.sort(g.central_level(t))
-    np.testing.assert_allclose(np.searchsorted(levels, expected, side="right") / levels.size, observed)
+    np.testing.assert_allclose(
+        np.searchsorted(levels, expected, side="right") / levels.size, observed
+    )
 
 
-# -- the issue's case: a perfectly specified Laplace model, scored in each family --------------------------
+# -- the issue's case: a perfectly specified Laplace model, scored in each family ------------------
 def test_a_well_specified_laplace_model_is_calibrated_only_in_its_family():
     rng = np.random.default_rng(3)
     n = 200_000
     mean, std = rng.uniform(0.5, 4.0, n), rng.uniform(0.05, 0.6, n)
     y = mean + rng.laplace(0.0, 1.0, n) * std / math.sqrt(2)
-    lap, gauss = D.all_metrics(D.LaplacePredictive(mean, std), y), D.all_metrics(D.GaussianPredictive(mean, std), y)
+    lap, gauss = (
+        D.all_metrics(D.LaplacePredictive(mean, std), y),
+        D.all_metrics(D.GaussianPredictive(mean, std), y),
+    )
     assert lap["coverage_68"] == pytest.approx(D.ONE_SIGMA_LEVEL, abs=0.005)
     assert lap["coverage_95"] == pytest.approx(0.95, abs=0.003)
     assert lap["miscalibration_area"] < 0.005
-    # scored as a Gaussian: P(|X| <= std) = 1 - e^-√2 = 0.757, P(|X| <= 1.96 std) = 1 - e^(-1.96·√2) = 0.938
+    # scored as a Gaussian: P(|X| <= std) = 1 - e^-√2 = 0.757, P(|X| <= 1.96 std) = 1 - e^(-1.96·√2)
+    # = 0.938
     assert gauss["coverage_68"] == pytest.approx(1 - math.exp(-math.sqrt(2)), abs=0.005)
     assert gauss["coverage_95"] == pytest.approx(1 - math.exp(-1.96 * math.sqrt(2)), abs=0.003)
     assert gauss["miscalibration_area"] > 0.06
@@ -161,7 +190,7 @@ def test_a_well_specified_laplace_model_is_calibrated_only_in_its_family():
     assert lap["nll"] == pytest.approx(expected_nll, abs=0.01)
 
 
-# -- recalibration in the family -----------------------------------------------------------------------------
+# -- recalibration in the family -------------------------------------------------------------------
 def _laplace_data(rng, n, a, b):
     mean, std = rng.uniform(0.5, 4.0, n), rng.uniform(0.05, 0.6, n)
     true_std = np.sqrt((a * std) ** 2 + b**2)
@@ -173,7 +202,8 @@ def test_fit_scale_floor_recovers_a_laplace_factor_and_floor():
     mean, std, y = _laplace_data(rng, 40_000, 1.4, 0.15)
     a, b = fit_scale_floor(D.LaplacePredictive(mean, std), y)
     assert a == pytest.approx(1.4, rel=0.03) and b == pytest.approx(0.15, rel=0.08)
-    # a Gaussian fit on the same data (the old recalibration) reaches neither the shape nor the coverage
+    # a Gaussian fit on the same data (the old recalibration) reaches neither the shape nor the
+    # coverage
     g = D.GaussianPredictive(mean, std)
     ga, gb = fit_scale_floor(g, y)
     mean2, std2, y2 = _laplace_data(rng, 40_000, 1.4, 0.15)
@@ -191,19 +221,25 @@ def test_fit_calibration_records_the_family_and_applies_only_to_it():
     assert cal["family"] == "laplace" and cal["method"] == "scale_floor" and cal["n_samples"] == 32
     fitted = calibrated_predictive(lap, cal)
     assert isinstance(fitted, D.LaplacePredictive)
-    np.testing.assert_allclose(fitted.std_ev, np.sqrt((cal["std_factor"] * std) ** 2 + cal["std_floor_ev"] ** 2))
+    np.testing.assert_allclose(
+        fitted.std_ev, np.sqrt((cal["std_factor"] * std) ** 2 + cal["std_floor_ev"] ** 2)
+    )
     with pytest.raises(ValueError, match="fitted for the 'laplace' family"):
         calibrated_predictive(D.GaussianPredictive(mean, std), cal)
     # a calibration written before families is a Gaussian one
     legacy = {"method": "scale_floor", "std_factor": 1.1, "std_floor_ev": 0.2}
     assert D.family_of_calibration(legacy) == "gaussian"
-    assert isinstance(calibrated_predictive(D.GaussianPredictive(mean, std), legacy), D.GaussianPredictive)
+    assert isinstance(
+        calibrated_predictive(D.GaussianPredictive(mean, std), legacy), D.GaussianPredictive
+    )
     mix = D.MixturePredictive(mean[:, None] + rng.normal(0, 0.01, (len(mean), 4)), std, "laplace")
     cal_mix = fit_calibration(mix, y)
     assert cal_mix["family"] == "mixture" and cal_mix["kernel"] == "laplace"
     rescaled = mix.rescaled(cal_mix["std_factor"], cal_mix["std_floor_ev"])
-    np.testing.assert_allclose(rescaled.std_ev, np.sqrt((cal_mix["std_factor"] * mix.std_ev) ** 2
-                                                        + cal_mix["std_floor_ev"] ** 2))
+    np.testing.assert_allclose(
+        rescaled.std_ev,
+        np.sqrt((cal_mix["std_factor"] * mix.std_ev) ** 2 + cal_mix["std_floor_ev"] ** 2),
+    )
 
 
 @pytest.mark.parametrize("method", ["isotonic", "conformal"])
@@ -216,7 +252,9 @@ def test_level_recalibration_in_the_family_covers_what_it_says(method):
     for level in (D.ONE_SIGMA_LEVEL, 0.9, 0.95):
         assert recal.coverage(test, y2, level) == pytest.approx(level, abs=0.015)
         lo, hi = recal.interval(test, level)
-        assert np.mean((y2 >= lo) & (y2 <= hi)) == pytest.approx(recal.coverage(test, y2, level), abs=1e-12)
+        assert np.mean((y2 >= lo) & (y2 <= hi)) == pytest.approx(
+            recal.coverage(test, y2, level), abs=1e-12
+        )
     expected, observed = recal.calibration_curve(test, y2)
     assert M.miscalibration_area_from_curve(expected, observed) < 0.01
     with pytest.raises(ValueError, match="unknown level recalibration"):
@@ -227,32 +265,50 @@ def test_compare_recalibrations_reports_each_method():
     rng = np.random.default_rng(7)
     mean, std, y = _laplace_data(rng, 3000, 1.3, 0.1)
     mean2, std2, y2 = _laplace_data(rng, 3000, 1.3, 0.1)
-    out = compare_recalibrations(D.LaplacePredictive(mean, std), y, D.LaplacePredictive(mean2, std2), y2)
+    out = compare_recalibrations(
+        D.LaplacePredictive(mean, std), y, D.LaplacePredictive(mean2, std2), y2
+    )
     assert list(out) == ["none", "scale_floor", "isotonic", "conformal"]
     assert out["scale_floor"]["miscalibration_area"] < out["none"]["miscalibration_area"]
     assert out["scale_floor"]["nll"] < out["none"]["nll"]
-    assert all(abs(out[m]["coverage_95"] - 0.95) < 0.02 for m in ("scale_floor", "isotonic", "conformal"))
+    assert all(
+        abs(out[m]["coverage_95"] - 0.95) < 0.02 for m in ("scale_floor", "isotonic", "conformal")
+    )
 
 
-# -- interval columns ---------------------------------------------------------------------------------------
+# -- interval columns ------------------------------------------------------------------------------
 def test_predictive_intervals_for_a_table():
     mean, std = np.array([0.05, 2.0, 3.5]), np.array([0.2, 0.3, 0.1])
     cal = {"method": "scale_floor", "family": "laplace", "std_factor": 1.2, "std_floor_ev": 0.1}
     cols = D.predictive_intervals(mean, std, cal)
-    assert list(cols) == ["bandgap_lo68_ev", "bandgap_hi68_ev", "bandgap_lo95_ev", "bandgap_hi95_ev"]
+    assert list(cols) == [
+        "bandgap_lo68_ev",
+        "bandgap_hi68_ev",
+        "bandgap_lo95_ev",
+        "bandgap_hi95_ev",
+    ]
     b = np.sqrt((1.2 * std) ** 2 + 0.01) / math.sqrt(2)
     lo95, hi95 = stats.laplace.interval(0.95, mean, b)
     np.testing.assert_allclose(cols["bandgap_hi95_ev"], hi95)
     np.testing.assert_allclose(cols["bandgap_lo95_ev"], np.maximum(lo95, 0.0))
-    assert cols["bandgap_lo95_ev"][0] == 0.0 and cols["bandgap_lo68_ev"][0] == 0.0  # a gap is >= 0 eV
-    assert np.all(cols["bandgap_lo95_ev"] <= cols["bandgap_lo68_ev"]) and np.all(cols["bandgap_hi68_ev"] <= hi95)
+    # a gap is >= 0 eV
+    assert cols["bandgap_lo95_ev"][0] == 0.0 and cols["bandgap_lo68_ev"][0] == 0.0
+    assert np.all(cols["bandgap_lo95_ev"] <= cols["bandgap_lo68_ev"]) and np.all(
+        cols["bandgap_hi68_ev"] <= hi95
+    )
     # one row at a time gives the same numbers; a legacy calibration is Gaussian (mean ± 1.96 σ')
     one = D.predictive_intervals(2.0, 0.3, cal)
     assert one["bandgap_hi95_ev"][0] == pytest.approx(cols["bandgap_hi95_ev"][1])
-    legacy = D.predictive_intervals(2.0, 0.3, {"std_factor": 1.0, "std_floor_ev": 0.0}, clip_at_zero=False)
-    assert legacy["bandgap_hi68_ev"][0] == pytest.approx(2.3) and legacy["bandgap_lo95_ev"][0] == pytest.approx(
-        2.0 - 1.959964 * 0.3, abs=1e-6)
-    assert list(D.predictive_intervals(2.0, 0.3, None, levels=[0.5])) == ["bandgap_lo50_ev", "bandgap_hi50_ev"]
+    legacy = D.predictive_intervals(
+        2.0, 0.3, {"std_factor": 1.0, "std_floor_ev": 0.0}, clip_at_zero=False
+    )
+    assert legacy["bandgap_hi68_ev"][0] == pytest.approx(2.3) and legacy["bandgap_lo95_ev"][
+        0
+    ] == pytest.approx(2.0 - 1.959964 * 0.3, abs=1e-6)
+    assert list(D.predictive_intervals(2.0, 0.3, None, levels=[0.5])) == [
+        "bandgap_lo50_ev",
+        "bandgap_hi50_ev",
+    ]
     with pytest.raises(ValueError, match="fitted for the 'laplace' family, not 'gaussian'"):
         D.predictive_intervals(2.0, 0.3, cal, family="gaussian")
 
@@ -270,14 +326,16 @@ def test_bad_inputs_name_the_problem():
         D.nll(D.LaplacePredictive([1.0, 2.0], [0.1, 0.1]), [1.0, 2.0, 3.0])
 
 
-# -- a Prediction states its distribution; evaluation scores in the model's family --------------------------
+# -- a Prediction states its distribution; evaluation scores in the model's family -----------------
 def _prediction(rng, n=300, t=8):
     from mofbalora.prediction import Prediction
 
     samples = rng.uniform(0.5, 4.0, (n, 1)) + rng.normal(0.0, 0.02, (n, t))
     alea = rng.uniform(0.1, 0.5, n)
     epi = samples.std(1, ddof=1)
-    return Prediction(samples.mean(1), np.sqrt(epi**2 + alea**2), samples, epi, alea, np.zeros((n, 2), np.float32))
+    return Prediction(
+        samples.mean(1), np.sqrt(epi**2 + alea**2), samples, epi, alea, np.zeros((n, 2), np.float32)
+    )
 
 
 def test_prediction_predictive_and_intervals():
@@ -286,8 +344,11 @@ def test_prediction_predictive_and_intervals():
     lap = pred.predictive(family="laplace")
     assert isinstance(lap, D.LaplacePredictive) and np.allclose(lap.std_ev, pred.std_ev)
     mix = pred.predictive(family="mixture")
-    assert isinstance(mix, D.MixturePredictive) and np.allclose(mix.kernel_std_ev, pred.aleatoric_std_ev)
-    assert isinstance(pred.predictive(), D.GaussianPredictive)  # no calibration, no family: Gaussian
+    assert isinstance(mix, D.MixturePredictive) and np.allclose(
+        mix.kernel_std_ev, pred.aleatoric_std_ev
+    )
+    # no calibration, no family: Gaussian
+    assert isinstance(pred.predictive(), D.GaussianPredictive)
     cal = {"method": "scale_floor", "family": "laplace", "std_factor": 1.1, "std_floor_ev": 0.05}
     fitted = pred.predictive(cal)
     np.testing.assert_allclose(fitted.std_ev, np.sqrt((1.1 * pred.std_ev) ** 2 + 0.05**2))
@@ -297,7 +358,9 @@ def test_prediction_predictive_and_intervals():
     np.testing.assert_allclose(cols["bandgap_lo95_ev"], np.maximum(lo, 0.0))
     from mofbalora.prediction import Prediction
 
-    det = Prediction(pred.mean_ev, pred.std_ev, pred.samples_ev, pred.epistemic_std_ev, None, pred.embedding)
+    det = Prediction(
+        pred.mean_ev, pred.std_ev, pred.samples_ev, pred.epistemic_std_ev, None, pred.embedding
+    )
     with pytest.raises(ValueError, match="aleatoric head"):
         det.predictive(family="mixture")
 
@@ -316,7 +379,12 @@ def test_evaluate_scores_in_the_family_of_the_models_calibration():
     assert lap["nll_gaussian"] == pytest.approx(gauss["nll"]) and lap["mae_ev"] == gauss["mae_ev"]
 
     class Stub:
-        calibration = {"method": "scale_floor", "family": "laplace", "std_factor": 1.0, "std_floor_ev": 0.01}
+        calibration = {
+            "method": "scale_floor",
+            "family": "laplace",
+            "std_factor": 1.0,
+            "std_floor_ev": 0.01,
+        }
 
         def predict_inputs(self, inputs, n_samples, seed):
             return pred
@@ -324,8 +392,13 @@ def test_evaluate_scores_in_the_family_of_the_models_calibration():
         def calibrated_std(self, std):
             return recalibrate(self.calibration, std)
 
-    metrics, table = evaluate_inputs(Stub(), [f"s{i}" for i in range(len(y))], [None] * len(y), y, n_samples=8)
+    metrics, table = evaluate_inputs(
+        Stub(), [f"s{i}" for i in range(len(y))], [None] * len(y), y, n_samples=8
+    )
     assert metrics["family"] == "laplace" and metrics["nll"] == pytest.approx(lap["nll"])
     assert metrics["calibrated"]["coverage_95"] == pytest.approx(
-        D.coverage(pred.predictive(Stub.calibration), y, 0.95))
-    assert {"bandgap_lo68_ev", "bandgap_hi68_ev", "bandgap_lo95_ev", "bandgap_hi95_ev"} <= set(table.columns)
+        D.coverage(pred.predictive(Stub.calibration), y, 0.95)
+    )
+    assert {"bandgap_lo68_ev", "bandgap_hi68_ev", "bandgap_lo95_ev", "bandgap_hi95_ev"} <= set(
+        table.columns
+    )

@@ -16,7 +16,9 @@ def chgnet():
     return load_backbone("chgnet")
 
 
-def test_cache_entries_hold_only_their_structure_and_are_reused(chgnet, sample_cifs, tmp_path, monkeypatch):
+def test_cache_entries_hold_only_their_structure_and_are_reused(
+    chgnet, sample_cifs, tmp_path, monkeypatch
+):
     paths = sample_cifs[:4] + [tmp_path / "missing.cif"]
     inputs, errors = featurize_files(chgnet, paths, batch_size=4, progress=False)
     assert [e is None for e in errors] == [True] * 4 + [False]
@@ -26,10 +28,14 @@ def test_cache_entries_hold_only_their_structure_and_are_reused(chgnet, sample_c
         assert x["atom_features"].shape == (x["n_atoms"], 64)
         entry = store._path(x["digest"])
         size = sum(f.stat().st_size for f in entry.iterdir())
-        # readout input (float32) + six layers (float16) + atomic numbers, nothing of the rest of the batch
+        # readout input (float32) + six layers (float16) + atomic numbers, nothing of the rest of
+        # the batch
         assert size < x["n_atoms"] * (64 * 4 + 6 * 64 * 2 + 2) + 6 * 256, size
         arrays = store.get(x["digest"])  # plain arrays, no pickles
-        assert arrays["atom_layers"].shape == (x["n_atoms"], 6, 64) and arrays["atom_layers"].dtype == np.float16
+        assert (
+            arrays["atom_layers"].shape == (x["n_atoms"], 6, 64)
+            and arrays["atom_layers"].dtype == np.float16
+        )
         assert torch.equal(torch.from_numpy(arrays["readout"]), x["atom_features"])
 
     def boom(*a, **k):

@@ -1,4 +1,5 @@
-"""Fine-tuning end to end on real QMOF structures with the pretrained CHGNet, resume, the shipped model."""
+"""Fine-tuning end to end on real QMOF structures with the pretrained CHGNet, resume, the shipped
+model."""
 
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ def test_one_epoch_with_each_regime_writes_a_run_folder(regime, tiny_cfg, tmp_pa
     cfg = tiny_cfg(f"model.regime={regime}", "optim.epochs=1")
     result = finetune(cfg, tmp_path / regime, progress=False)
     run = tmp_path / regime
-    for f in ("config.yaml", "metrics.csv", "metrics.json", "checkpoints/best/model.safetensors",
-              "checkpoints/last/trainer_state.pt", "test_predictions.csv"):
+    for f in (
+        "config.yaml",
+        "metrics.csv",
+        "metrics.json",
+        "checkpoints/best/model.safetensors",
+        "checkpoints/last/trainer_state.pt",
+        "test_predictions.csv",
+    ):
         assert (run / f).exists(), f
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["n_train"] == 16 and saved["test"]["n"] == 8
@@ -31,15 +38,21 @@ def test_one_epoch_with_each_regime_writes_a_run_folder(regime, tiny_cfg, tmp_pa
     assert model.regime == regime
     if regime in ("balora", "mc_dropout", "lora_ensemble"):
         assert saved["test"]["samples"] > 1
-        # a std recalibration fitted on validation travels with the model and shows in the test table
+        # a std recalibration fitted on validation travels with the model and shows in the test
+        # table
         cal = model.calibration
         assert cal["method"] == "scale_floor" and cal["std_factor"] > 0 and cal["std_floor_ev"] > 0
         assert saved["calibration"] == cal and 0 <= saved["test"]["calibrated"]["coverage_95"] <= 1
         table = pd.read_csv(run / "test_predictions.csv")
-        expect = np.sqrt((cal["std_factor"] * np.maximum(table["bandgap_std_ev"], 1e-6)) ** 2 + cal["std_floor_ev"] ** 2)
+        expect = np.sqrt(
+            (cal["std_factor"] * np.maximum(table["bandgap_std_ev"], 1e-6)) ** 2
+            + cal["std_floor_ev"] ** 2
+        )
         np.testing.assert_allclose(table["bandgap_std_calibrated_ev"], expect, rtol=1e-6)
     else:
-        assert model.calibration is None and "bandgap_std_calibrated_ev" not in pd.read_csv(run / "test_predictions.csv")
+        assert model.calibration is None and "bandgap_std_calibrated_ev" not in pd.read_csv(
+            run / "test_predictions.csv"
+        )
 
 
 def _run_with_crash(cfg, out, crash_at_step):
@@ -69,7 +82,9 @@ def _run_with_crash(cfg, out, crash_at_step):
 
 @pytest.mark.parametrize("regime", ["balora", "lora_ensemble"])
 def test_interrupted_run_resumes_to_the_same_final_weights(regime, tiny_cfg, tmp_path):
-    cfg = tiny_cfg(f"model.regime={regime}", "optim.epochs=3", "optim.patience=10", "run.eval_test=false")
+    cfg = tiny_cfg(
+        f"model.regime={regime}", "optim.epochs=3", "optim.patience=10", "run.eval_test=false"
+    )
     finetune(cfg, tmp_path / "straight", progress=False)
     # killed in the middle of epoch 2 (2 steps per epoch with 16 structures and batch 8)
     _run_with_crash(cfg, tmp_path / "resumed", crash_at_step=3)
@@ -109,11 +124,14 @@ def _rotated(structure, seed=0):
     from scipy.spatial.transform import Rotation
 
     rot = Rotation.random(random_state=seed).as_matrix()
-    return Structure(Lattice(structure.lattice.matrix @ rot.T), structure.species, structure.frac_coords)
+    return Structure(
+        Lattice(structure.lattice.matrix @ rot.T), structure.species, structure.frac_coords
+    )
 
 
 def test_predictions_are_invariant_to_rotation_translation_and_permutation(sample_cifs):
-    """Tolerance 1e-4 eV: CHGNet's inputs are distances and angles, so changes come from float round-off."""
+    """Tolerance 1e-4 eV: CHGNet's inputs are distances and angles, so changes come from float
+    round-off."""
     from pymatgen.core import Structure
 
     model = load_model("default")
@@ -125,7 +143,8 @@ def test_predictions_are_invariant_to_rotation_translation_and_permutation(sampl
         "translated": Structure(s.lattice, s.species, (s.frac_coords + [0.31, 0.17, 0.73]) % 1.0),
         "permuted": Structure(s.lattice, [s.species[k] for k in perm], s.frac_coords[perm]),
     }
-    assert model.adapter_config.noise_scope == "structure"  # the shipped default; the row scope is below
+    # the shipped default; the row scope is below
+    assert model.adapter_config.noise_scope == "structure"
 
     def posterior_mean_pass(structure):
         with sampling(stochastic=False), torch.no_grad():
@@ -135,23 +154,26 @@ def test_predictions_are_invariant_to_rotation_translation_and_permutation(sampl
     ref_pass = posterior_mean_pass(s)
     for name, v in variants.items():
         assert abs(posterior_mean_pass(v) - ref_pass) < 1e-4, name
-        # one exact weight sample per structure, keyed by the structure: the same seed gives the same draws
-        # whatever the orientation, origin or atom order
+        # one exact weight sample per structure, keyed by the structure: the same seed gives the
+        # same draws whatever the orientation, origin or atom order
         p = model.predict_inputs(model.backbone.featurize([v]), n_samples=16, seed=5)
         assert np.allclose(p.samples_ev, ref.samples_ev, atol=1e-4), name
 
-    # row scope draws one ε per atom row, keyed by the row's place: a permutation hands the same numbers to
-    # other atoms, so the draws differ but follow the same distribution
+    # row scope draws one ε per atom row, keyed by the row's place: a permutation hands the same
+    # numbers to other atoms, so the draws differ but follow the same distribution
     for layer in model.modules():
         if hasattr(layer, "noise_scope"):
             layer.noise_scope = "row"
     ref = model.predict_inputs(model.backbone.featurize([s]), n_samples=64, seed=5)
     p = model.predict_inputs(model.backbone.featurize([variants["permuted"]]), n_samples=64, seed=5)
     assert not np.allclose(p.samples_ev, ref.samples_ev, atol=1e-4)
-    spread, ref_spread = p.epistemic_std_ev[0], ref.epistemic_std_ev[0]  # the draws' own (the aleatoric part is fixed)
+    # the draws' own (the aleatoric part is fixed)
+    spread, ref_spread = p.epistemic_std_ev[0], ref.epistemic_std_ev[0]
     assert abs(p.mean_ev[0] - ref.mean_ev[0]) < 5 * np.hypot(spread, ref_spread) / np.sqrt(64)
     assert 0.7 < spread / ref_spread < 1.4
-    p = model.predict_inputs(model.backbone.featurize([variants["translated"]]), n_samples=64, seed=5)
+    p = model.predict_inputs(
+        model.backbone.featurize([variants["translated"]]), n_samples=64, seed=5
+    )
     assert np.allclose(p.samples_ev, ref.samples_ev, atol=1e-4)  # same atom order: the same draws
 
 
@@ -160,7 +182,9 @@ def test_alpha_network_options_train_save_and_load(alpha_network, tiny_cfg, tmp_
     from mofbalora.adapters import sampling
     from mofbalora.train import load_inputs, split_ids
 
-    cfg = tiny_cfg(f"adapter.alpha_network={alpha_network}", "optim.epochs=1", "run.eval_test=false")
+    cfg = tiny_cfg(
+        f"adapter.alpha_network={alpha_network}", "optim.epochs=1", "run.eval_test=false"
+    )
     finetune(cfg, tmp_path / "run", progress=False)
     model = load_model(tmp_path / "run")
     ds, ids = split_ids(cfg)
@@ -180,5 +204,6 @@ def test_alpha_network_options_train_save_and_load(alpha_network, tiny_cfg, tmp_
             model(batch)  # the layers read their column through the sampling context
 
 
-#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs
+#: it
 pytestmark = pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The io layer: atomic writes leave the old file or the new one, never a part, and no temporary file."""
+"""The io layer: atomic writes leave the old file or the new one, never a part, and no temporary
+file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for mofbalora.uq: metrics (hand-computed and against uncertainty_toolbox), recalibration, plots."""
+"""Tests for mofbalora.uq: metrics (hand-computed and against uncertainty_toolbox),
+recalibration, plots."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def test_nll_by_hand() -> None:
 
 def test_crps_by_hand() -> None:
     # z = 0, std = 1: CRPS = 2*phi(0) - 1/sqrt(pi) = (sqrt(2) - 1)/sqrt(pi) = 0.2336950
-    assert M.crps_gaussian([0.0], [1.0], [0.0]) == pytest.approx((math.sqrt(2) - 1) / math.sqrt(math.pi))
+    assert M.crps_gaussian([0.0], [1.0], [0.0]) == pytest.approx(
+        (math.sqrt(2) - 1) / math.sqrt(math.pi)
+    )
     # z = 1, std = 2 (error 2 eV): 2*(1*(2*Phi(1) - 1) + 2*phi(1) - 1/sqrt(pi))
     #   = 2*(0.6826895 + 0.4839414 - 0.5641896) = 2*0.6024413 = 1.2048826
     assert M.crps_gaussian([0.0], [2.0], [2.0]) == pytest.approx(1.2048826, abs=1e-6)
@@ -102,7 +105,9 @@ def test_rejection_curve_by_hand() -> None:
     #   oracle 0.25*((0.625+0.5)/2 + (0.5+0.25)/2 + 0.25/2)    = 0.265625
     #   random 0.625 * 0.75                                    = 0.46875
     areas = M.rejection_areas(curve)
-    assert areas["auc_rejection"] == pytest.approx(0.25 * ((0.625 + 2 / 3) / 2 + (2 / 3 + 0.5) / 2 + 0.25))
+    assert areas["auc_rejection"] == pytest.approx(
+        0.25 * ((0.625 + 2 / 3) / 2 + (2 / 3 + 0.5) / 2 + 0.25)
+    )
     assert areas["auc_rejection_oracle"] == pytest.approx(0.265625)
     assert areas["auc_rejection_random"] == pytest.approx(0.46875)
     assert M.auc_rejection(Y_PRED, std, Y_TRUE, n_points=4) == pytest.approx(areas["auc_rejection"])
@@ -142,7 +147,9 @@ def test_calibration_curve_by_hand() -> None:
     assert M.miscalibration_area_from_curve(expected, observed) == pytest.approx(0.09375)
     assert M.miscalibration_area(Y_PRED, Y_STD, Y_TRUE, n_levels=5) == pytest.approx(0.09375)
     # RMS = sqrt((0.0625 + 0 + 0 + 0.0625 + 0)/5) = sqrt(0.025)
-    assert M.rms_calibration_error(Y_PRED, Y_STD, Y_TRUE, n_levels=5) == pytest.approx(math.sqrt(0.025))
+    assert M.rms_calibration_error(Y_PRED, Y_STD, Y_TRUE, n_levels=5) == pytest.approx(
+        math.sqrt(0.025)
+    )
     # a segment crossing the diagonal: d goes +0.1 -> -0.1 over dx = 1 -> two triangles, 0.05
     assert M.miscalibration_area_from_curve([0.0, 1.0], [0.1, 0.9]) == pytest.approx(0.05)
 
@@ -169,7 +176,9 @@ def test_matches_uncertainty_toolbox(random_arrays) -> None:
     # uct.miscalibration_area: num_bins=100 expected proportions linspace(0, 1, 100), observed =
     # mean(|err|/std <= Phi^-1(0.5 + p/2)), area between curves with crossing segments split into
     # triangles: the same definition as ours (n_levels=100).
-    assert M.miscalibration_area(p, s, t) == pytest.approx(uct_cal.miscalibration_area(p, s, t), abs=1e-12)
+    assert M.miscalibration_area(p, s, t) == pytest.approx(
+        uct_cal.miscalibration_area(p, s, t), abs=1e-12
+    )
     # uct RMSCE: sqrt(mean((exp - obs)^2)) over the same 100 levels (its interval check is
     # lower <= z <= upper with lower = Phi^-1(0.5 - p/2); identical to |z| <= upper barring ties).
     assert M.rms_calibration_error(p, s, t) == pytest.approx(
@@ -343,7 +352,8 @@ def test_scale_floor_recovers_factor_and_floor_from_explicit_samples():
     rng = np.random.default_rng(3)
     n, a0, b0 = 40_000, 2.5, 0.3
     std = rng.uniform(0.05, 1.0, n)
-    std[: n // 10] = 1e-6  # a tenth of the structures with (almost) no spread, as saturated 0 eV gaps
+    # a tenth of the structures with (almost) no spread, as saturated 0 eV gaps
+    std[: n // 10] = 1e-6
     pred = rng.normal(2.0, 1.0, n)
     true = pred + rng.normal(0.0, np.sqrt((a0 * std) ** 2 + b0**2))
     a, b = fit_std_scale_floor(pred, std, true)

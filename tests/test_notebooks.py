@@ -14,7 +14,9 @@ NOTEBOOKS = REPO / "notebooks"
 
 # notebook -> a text that one of its outputs must show
 EXPECTED_OUTPUT = {
-    "active_learning_qmof.ipynb": "finds the most MOFs with a PBE band gap below 1 eV per DFT calculation",
+    "active_learning_qmof.ipynb": (
+        "finds the most MOFs with a PBE band gap below 1 eV per DFT calculation"
+    ),
     "uncertainty_comparison.ipynb": "figures written:",
 }
 
@@ -35,13 +37,19 @@ def test_notebook_runs_top_to_bottom(name, qmof_path, tmp_path, monkeypatch):
     monkeypatch.setenv("MOFBALORA_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("MOFBALORA_QMOF", str(qmof_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    # the kernel imports the mofbalora of this checkout (as the tests do), whichever one is installed
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    # the kernel imports the mofbalora of this checkout (as the tests do), whichever one is
+    # installed
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     # the kernel inherits this process's environment, including the session's feature cache
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     assert EXPECTED_OUTPUT[name] in _outputs_text(nb)
 
 
-#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs
+#: it
 pytestmark = pytest.mark.slow

@@ -57,22 +57,45 @@ def _assert_same_table(got: pd.DataFrame, want: pd.DataFrame) -> None:
         assert list(got[col].fillna("")) == list(want[col].fillna("")), col
     ok = (want["status"] == "ok").to_numpy()
     for col in ("bandgap_mean_ev", "bandgap_std_ev"):
-        np.testing.assert_allclose(got.loc[ok, col], want.loc[ok, col], atol=ATOL_EV, rtol=0, err_msg=col)
+        np.testing.assert_allclose(
+            got.loc[ok, col], want.loc[ok, col], atol=ATOL_EV, rtol=0, err_msg=col
+        )
     assert list(got["rank"].fillna(0).astype(int)) == list(want["rank"].fillna(0).astype(int))
 
 
 def test_two_worker_screen_equals_one_process(cluster, files, tiny_model, tmp_path):
     _, client = cluster
-    one = screen([str(files)], model=tiny_model, n_samples=8, out=tmp_path / "one.csv", chunk_size=2, progress=False)
-    two = screen([str(files)], model=tiny_model, n_samples=8, out=tmp_path / "two.csv", chunk_size=2, progress=False,
-                 dask=client)
-    assert (one["status"] == "ok").sum() == 10 and set(one.loc[one["status"] == "error", "error"]) >= {"empty"}
+    one = screen(
+        [str(files)],
+        model=tiny_model,
+        n_samples=8,
+        out=tmp_path / "one.csv",
+        chunk_size=2,
+        progress=False,
+    )
+    two = screen(
+        [str(files)],
+        model=tiny_model,
+        n_samples=8,
+        out=tmp_path / "two.csv",
+        chunk_size=2,
+        progress=False,
+        dask=client,
+    )
+    assert (one["status"] == "ok").sum() == 10 and set(
+        one.loc[one["status"] == "error", "error"]
+    ) >= {"empty"}
     _assert_same_table(two, one)
     # workers are spawned with the malloc setting that keeps them as fast as a plain process
-    assert set(client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_")).values()) == {"33554432"}
+    assert set(client.run(lambda: os.environ.get("MALLOC_MMAP_THRESHOLD_")).values()) == {
+        "33554432"
+    }
     stats = two.attrs["dask"]
-    assert len(stats["pids"]) == 2 and os.getpid() not in stats["pids"]  # both workers did work, not this process
-    assert stats["chunks"] == 6 and len(stats["model_loads"]) == 2  # each worker loaded the model once
+    # both workers did work, not this process
+    assert len(stats["pids"]) == 2 and os.getpid() not in stats["pids"]
+    assert (
+        stats["chunks"] == 6 and len(stats["model_loads"]) == 2
+    )  # each worker loaded the model once
     # the written table is the returned one
     _assert_same_table(pd.read_csv(tmp_path / "two.csv"), one)
 
@@ -81,7 +104,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_no_row(cluster, qmof, tiny
     _, client = cluster
     from mofbalora.data.splits import load_split
 
-    ids = load_split("qmof_v1")["test"][100:124]  # not featurized by the workers yet: each chunk takes a while
+    # not featurized by the workers yet: each chunk takes a while
+    ids = load_split("qmof_v1")["test"][100:124]
     d = tmp_path / "cands"
     d.mkdir()
     for i in ids:
@@ -103,10 +127,13 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_no_row(cluster, qmof, tiny
 
     killer = threading.Thread(target=kill_one_worker_after_three_rows, daemon=True)
     killer.start()
-    got = screen([str(d)], model=tiny_model, n_samples=4, out=out, chunk_size=1, progress=False, dask=client)
+    got = screen(
+        [str(d)], model=tiny_model, n_samples=4, out=out, chunk_size=1, progress=False, dask=client
+    )
     killer.join(10)
     assert killed and killed["rows_done"] < len(ids)  # the kill happened mid-run
-    assert pids[0] not in client.run(os.getpid).values()  # that worker process is gone (the nanny started another)
+    # that worker process is gone (the nanny started another)
+    assert pids[0] not in client.run(os.getpid).values()
     want = screen([str(d)], model=tiny_model, n_samples=4, out=tmp_path / "one.csv", progress=False)
     assert len(got) == len(ids) and got["path"].is_unique
     _assert_same_table(got, want)
@@ -118,7 +145,10 @@ def test_campaign_selects_the_same_batch_on_the_cluster(cluster, al_cfg, tmp_pat
 
     c, _ = cluster
     runs = {}
-    for name, al in {"local": {"pool_prediction": "per_structure"}, "dask": {"dask": c.scheduler_address}}.items():
+    for name, al in {
+        "local": {"pool_prediction": "per_structure"},
+        "dask": {"dask": c.scheduler_address},
+    }.items():
         simulated_campaign(tmp_path / name, al_cfg(n_rounds=1, **al)).run(n_rounds=1)
         runs[name] = Campaign(tmp_path / name)
     a, b = runs["local"], runs["dask"]
@@ -131,8 +161,24 @@ def test_cli_screen_on_a_local_cluster(files, tiny_model, tmp_path, capsys):
     from mofbalora.cli import main
 
     out = tmp_path / "ranked.csv"
-    assert main(["screen", str(files), "--model", str(tiny_model), "--samples", "4", "--out", str(out),
-                 "--dask", "local:1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "screen",
+                str(files),
+                "--model",
+                str(tiny_model),
+                "--samples",
+                "4",
+                "--out",
+                str(out),
+                "--dask",
+                "local:1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out)
     assert len(table) == 12 and (table["status"] == "ok").sum() == 10
 
@@ -156,7 +202,12 @@ def test_jobqueue_configs_write_slurm_and_pbs_job_scripts(tmp_path):
         script = cluster.job_script()
     finally:
         cluster.close()
-    assert jobs >= 1 and "#SBATCH" in script and "--cpus-per-task=" in script and "distributed.cli.dask_worker" in script
+    assert (
+        jobs >= 1
+        and "#SBATCH" in script
+        and "--cpus-per-task=" in script
+        and "distributed.cli.dask_worker" in script
+    )
     cfg = yaml.safe_load((REPO / "workflows" / "dask_slurm.yaml").read_text())
     cfg["kind"] = "pbs"
     cfg["cluster"].pop("job_cpu", None)
@@ -172,5 +223,6 @@ def test_jobqueue_configs_write_slurm_and_pbs_job_scripts(tmp_path):
         jobqueue_cluster(tmp_path / "lsf.yaml")
 
 
-#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs it
+#: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs
+#: it
 pytestmark = pytest.mark.slow

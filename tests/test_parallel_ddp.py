@@ -1,4 +1,5 @@
-"""Data-parallel fine-tuning: ``torchrun`` with 2 CPU processes (gloo) against one process, same global batch."""
+"""Data-parallel fine-tuning: ``torchrun`` with 2 CPU processes (gloo) against one process, same
+global batch."""
 
 from __future__ import annotations
 
@@ -15,19 +16,20 @@ from mofbalora.config import dump_config
 from mofbalora.parallel.torch_ddp import DistContext, share_of
 from mofbalora.train import finetune
 
-# Two processes sum the gradient in two halves (and the KL in two shares) where one process sums it at
-# once: the trajectories agree to float32 round-off, a few 1e-7 relative per step. 1e-4 leaves room for
-# that round-off to grow over 8 optimiser steps without admitting a wrong scaling (a missing world-size
-# factor or a per-process mean changes the loss at the 1e-1 level).
+# Two processes sum the gradient in two halves (and the KL in two shares) where one process sums it
+# at once: the trajectories agree to float32 round-off, a few 1e-7 relative per step. 1e-4 leaves
+# room for that round-off to grow over 8 optimiser steps without admitting a wrong scaling (a
+# missing world-size factor or a per-process mean changes the loss at the 1e-1 level).
 RTOL = 1e-4
-# Weights: Adam divides each gradient by its running RMS, so round-off in near-zero gradient components
-# becomes visible in the update; after 8 steps the largest difference seen is 2.5e-6 on weights of scale
-# 1e-2. 1e-5 absolute is 0.1 % of that scale (a desynchronised noise draw, the bug this guards against,
-# gave 2.5e-3).
+# Weights: Adam divides each gradient by its running RMS, so round-off in near-zero gradient
+# components becomes visible in the update; after 8 steps the largest difference seen is 2.5e-6 on
+# weights of scale 1e-2. 1e-5 absolute is 0.1 % of that scale (a desynchronised noise draw, the bug
+# this guards against, gave 2.5e-3).
 WEIGHT_ATOL = 1e-5
-# The α-probe starts at α0, the KL's minimum, where the KL's gradient vanishes: its gradient is then only
-# the small data term, and Adam's division by the running RMS magnifies float32 round-off most there
-# (seen: 1.3e-5 after 8 steps on weights of scale 3e-3 to 8e-3, equal loss trajectories to 1e-7).
+# The α-probe starts at α0, the KL's minimum, where the KL's gradient vanishes: its gradient is then
+# only the small data term, and Adam's division by the running RMS magnifies float32 round-off most
+# there (seen: 1.3e-5 after 8 steps on weights of scale 3e-3 to 8e-3, equal loss trajectories to
+# 1e-7).
 ALPHA_ATOL = 5e-5
 
 
@@ -42,9 +44,15 @@ def test_shares_cover_a_batch_once_in_order():
 
 
 def test_torchrun_two_processes_give_the_one_process_loss_trajectory(tiny_cfg, tmp_path):
-    # batch 5 over 16 structures: steps of 5, 5, 5, 1 → shares 3+2 and, in the last step, 1+0 (an empty share)
-    cfg = tiny_cfg("model.regime=balora", "optim.epochs=2", "optim.batch_size=5", "optim.warmup_epochs=0",
-                   "run.eval_samples=2")
+    # batch 5 over 16 structures: steps of 5, 5, 5, 1 → shares 3+2 and, in the last step, 1+0 (an
+    # empty share)
+    cfg = tiny_cfg(
+        "model.regime=balora",
+        "optim.epochs=2",
+        "optim.batch_size=5",
+        "optim.warmup_epochs=0",
+        "run.eval_samples=2",
+    )
     config = tmp_path / "run.yaml"
     dump_config(cfg, config)
     one = tmp_path / "one"
@@ -52,8 +60,22 @@ def test_torchrun_two_processes_give_the_one_process_loss_trajectory(tiny_cfg, t
     # the subprocesses featurize into the session's cache (inherited through the environment)
     two = tmp_path / "two"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mofbalora.cli", "finetune", "--config", str(config), "--out", str(two), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mofbalora.cli",
+        "finetune",
+        "--config",
+        str(config),
+        "--out",
+        str(two),
+        "--quiet",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -1,7 +1,9 @@
-"""Tests for mofbalora.data.structures: both QMOF CIF dialects, and one documented reason per bad input.
+"""Tests for mofbalora.data.structures: both QMOF CIF dialects, and one documented reason per bad
+input.
 
-QMOF files are read from the shared data folder (``$MOFBALORA_QMOF`` or ``../shared/data/qmof``); the
-tests that need them are skipped where it is absent. Every bad file is synthesized in ``tmp_path``.
+QMOF files are read from the shared data folder (``$MOFBALORA_QMOF`` or ``../shared/data/qmof``);
+the tests that need them are skipped where it is absent. Every bad file is synthesized in
+``tmp_path``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _original_paths() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def stripped_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The stripped twins of the 12 original-dialect CIFs, extracted from the tarball into a temp folder."""
+    """The stripped twins of the 12 original-dialect CIFs, extracted from the tarball into a temp
+    folder."""
     wanted = {f"relaxed_structures/{p.name}" for p in _original_paths()}
     out = tmp_path_factory.mktemp("stripped")
     found = 0
@@ -68,7 +71,14 @@ def _cif(
     atoms: list[tuple],
     cell: tuple = (10.0, 10.0, 10.0, 90.0, 90.0, 90.0),
     *,
-    columns: tuple[str, ...] = ("label", "type_symbol", "fract_x", "fract_y", "fract_z", "occupancy"),
+    columns: tuple[str, ...] = (
+        "label",
+        "type_symbol",
+        "fract_x",
+        "fract_y",
+        "fract_z",
+        "occupancy",
+    ),
     symops: tuple[str, ...] = ("x, y, z",),
     newline: str = "\n",
 ) -> str:
@@ -144,10 +154,23 @@ def test_qmof_structure_matches_file(real_cif: Path) -> None:
 
 
 def test_symmetry_ops_crlf_and_awkward_layout_read(tmp_path: Path) -> None:
-    # CoRE MOF-like: CRLF line ends, unquoted 'P 1'-style values, extra columns, symmetry operations.
+    # CoRE MOF-like: CRLF line ends, unquoted 'P 1'-style values, extra columns, symmetry
+    # operations.
     text = _cif(
-        [("Zn1", "1.0000", "0.1", "0.2", "0.3", "Biso", "1.000", "Zn"), ("O1", "1.0", "0.25", "0.25", "0.25", "Biso", "1.0", "O")],
-        columns=("label", "occupancy", "fract_x", "fract_y", "fract_z", "thermal_displace_type", "B_iso_or_equiv", "type_symbol"),
+        [
+            ("Zn1", "1.0000", "0.1", "0.2", "0.3", "Biso", "1.000", "Zn"),
+            ("O1", "1.0", "0.25", "0.25", "0.25", "Biso", "1.0", "O"),
+        ],
+        columns=(
+            "label",
+            "occupancy",
+            "fract_x",
+            "fract_y",
+            "fract_z",
+            "thermal_displace_type",
+            "B_iso_or_equiv",
+            "type_symbol",
+        ),
         symops=("x, y, z", "-x, -y, -z"),
         newline="\r\n",
     ).replace("_symmetry_space_group_name_H-M 'P 1'", "_symmetry_space_group_name_H-M P -1")
@@ -165,9 +188,12 @@ def test_latin1_comment_is_decoded(tmp_path: Path) -> None:
 
 
 def test_first_block_with_atoms_is_used(tmp_path: Path) -> None:
-    text = "data_global\n_publ_section_title 'two blocks'\n\n" + _cif(GOOD_ATOMS) + "\n" + _cif(
-        [("Cu1", "Cu", 0.0, 0.0, 0.0, 1.0)]
-    ).replace("data_test", "data_second")
+    text = (
+        "data_global\n_publ_section_title 'two blocks'\n\n"
+        + _cif(GOOD_ATOMS)
+        + "\n"
+        + _cif([("Cu1", "Cu", 0.0, 0.0, 0.0, 1.0)]).replace("data_test", "data_second")
+    )
     s = read_structure(_write(tmp_path, "blocks.cif", text))
     assert sorted(str(x.specie) for x in s) == ["C", "O"]
 
@@ -216,7 +242,8 @@ def test_unreadable_missing_and_directories(tmp_path: Path) -> None:
 
 def test_unreadable_permission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, "locked.cif", _cif(GOOD_ATOMS))
-    if hasattr(os, "geteuid") and os.geteuid() != 0:  # root reads anything: only the patched case then
+    # root reads anything: only the patched case then
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
         path.chmod(0)
         try:
             assert _reason(path) == "unreadable"
@@ -280,7 +307,9 @@ def test_non_utf8_and_binary_are_not_cif(tmp_path: Path) -> None:
         high.decode("utf-8")
     assert _reason(_write(tmp_path, "latin.cif", high)) == "not_cif"
     assert _reason(_write(tmp_path, "nul.cif", b"data_x\n\x00\x01\x02" + high)) == "not_cif"
-    assert _reason(_write(tmp_path, "prose.cif", "This is not a crystal.\nJust words.\n")) == "not_cif"
+    assert (
+        _reason(_write(tmp_path, "prose.cif", "This is not a crystal.\nJust words.\n")) == "not_cif"
+    )
     assert _reason(_write(tmp_path, "block_only.cif", "data_x\n_cell_length_a 5\n")) == "not_cif"
 
 
@@ -292,7 +321,9 @@ def test_unknown_element_symbols_are_not_cif(tmp_path: Path) -> None:
             read_structure(path)
         assert info.value.reason == "not_cif", symbol
     deuterium = [*GOOD_ATOMS, ("D1", "D", 0.25, 0.25, 0.25, 1.0)]
-    assert [str(x.specie) for x in read_structure(_write(tmp_path, "d.cif", _cif(deuterium)))][-1] == "H"
+    assert [str(x.specie) for x in read_structure(_write(tmp_path, "d.cif", _cif(deuterium)))][
+        -1
+    ] == "H"
 
 
 def test_nan_and_unknown_coordinates_are_degenerate(tmp_path: Path) -> None:
@@ -361,14 +392,26 @@ def test_too_many_atoms_counts_symmetry_expansion(tmp_path: Path) -> None:
 def test_partial_occupancy_and_mixed_sites_are_disordered(tmp_path: Path) -> None:
     half = [("C1", "C", 0.0, 0.0, 0.0, 0.5), ("O1", "O", 0.5, 0.5, 0.5, 1.0)]
     assert _reason(_write(tmp_path, "half.cif", _cif(half))) == "disordered"
-    mixed = [("Zn1", "Zn", 0.0, 0.0, 0.0, 0.5), ("Co1", "Co", 0.0, 0.0, 0.0, 0.5), ("O1", "O", 0.5, 0.5, 0.5, 1.0)]
+    mixed = [
+        ("Zn1", "Zn", 0.0, 0.0, 0.0, 0.5),
+        ("Co1", "Co", 0.0, 0.0, 0.0, 0.5),
+        ("O1", "O", 0.5, 0.5, 0.5, 1.0),
+    ]
     assert _reason(_write(tmp_path, "mixed.cif", _cif(mixed))) == "disordered"
-    over = [("C1", "C", 0.0, 0.0, 0.0, 1.0), ("C2", "C", 0.0, 0.0, 0.0, 0.5), ("O1", "O", 0.5, 0.5, 0.5, 1.0)]
+    over = [
+        ("C1", "C", 0.0, 0.0, 0.0, 1.0),
+        ("C2", "C", 0.0, 0.0, 0.0, 0.5),
+        ("O1", "O", 0.5, 0.5, 0.5, 1.0),
+    ]
     assert _reason(_write(tmp_path, "over.cif", _cif(over))) == "disordered"
 
 
 def test_overlapping_atoms(tmp_path: Path) -> None:
-    close = [("C1", "C", 0.0, 0.0, 0.0, 1.0), ("C2", "C", 0.01, 0.0, 0.0, 1.0), ("O1", "O", 0.5, 0.5, 0.5, 1.0)]
+    close = [
+        ("C1", "C", 0.0, 0.0, 0.0, 1.0),
+        ("C2", "C", 0.01, 0.0, 0.0, 1.0),
+        ("O1", "O", 0.5, 0.5, 0.5, 1.0),
+    ]
     path = _write(tmp_path, "close.cif", _cif(close))  # 0.1 Å apart in a 10 Å cell
     with pytest.raises(StructureError, match=r"0\.100 Å") as info:
         read_structure(path)
@@ -379,16 +422,28 @@ def test_overlapping_atoms(tmp_path: Path) -> None:
     wrap = [("C1", "C", 0.995, 0.0, 0.0, 1.0), ("C2", "C", 0.003, 0.0, 0.0, 1.0)]
     assert _reason(_write(tmp_path, "wrap.cif", _cif(wrap))) == "overlapping_atoms"
     # The same atom written twice (CoRE MOF-style duplicate): distance 0.
-    dup = [("C1", "C", 0.2, 0.2, 0.2, 1.0), ("C1b", "C", 0.2, 0.2, 0.2, 1.0), ("O1", "O", 0.5, 0.5, 0.5, 1.0)]
+    dup = [
+        ("C1", "C", 0.2, 0.2, 0.2, 1.0),
+        ("C1b", "C", 0.2, 0.2, 0.2, 1.0),
+        ("O1", "O", 0.5, 0.5, 0.5, 1.0),
+    ]
     assert _reason(_write(tmp_path, "dup.cif", _cif(dup))) == "overlapping_atoms"
     # An atom too close to its own periodic image (0.4 Å cell axis).
     thin = [("C1", "C", 0.0, 0.0, 0.0, 1.0)]
-    assert _reason(_write(tmp_path, "thin.cif", _cif(thin, (0.4, 10.0, 10.0, 90.0, 90.0, 90.0)))) == "overlapping_atoms"
+    assert (
+        _reason(_write(tmp_path, "thin.cif", _cif(thin, (0.4, 10.0, 10.0, 90.0, 90.0, 90.0))))
+        == "overlapping_atoms"
+    )
 
 
 def test_bad_limits_raise_value_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "ok.cif", _cif(GOOD_ATOMS))
-    for bad in [{"max_atoms": 0}, {"max_atoms": 2.5}, {"min_distance_a": -1.0}, {"min_distance_a": float("nan")}]:
+    for bad in [
+        {"max_atoms": 0},
+        {"max_atoms": 2.5},
+        {"min_distance_a": -1.0},
+        {"min_distance_a": float("nan")},
+    ]:
         with pytest.raises(ValueError, match=str(next(iter(bad.values())))):
             read_structure(path, **bad)
 
@@ -419,7 +474,9 @@ def test_read_structures_skip_and_raise(tmp_path: Path) -> None:
     assert [p for p, _s in good] == [good1, good2]
     assert all(len(s) == 2 for _p, s in good)
     assert [(Path(e.path), e.reason) for e in errors] == [
-        (empty, "empty"), (missing, "unreadable"), (half, "disordered"),
+        (empty, "empty"),
+        (missing, "unreadable"),
+        (half, "disordered"),
     ]
 
     with pytest.raises(StructureError) as info:

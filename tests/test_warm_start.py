@@ -1,6 +1,6 @@
-"""Warm start (mofbalora/warm_start.py): a trunk placement (``last_block_cached``) starting from a trained
-readout model holds the readout model's weights exactly, its block's adapters as initialised, and predicts
-what the readout model predicts."""
+"""Warm start (mofbalora/warm_start.py): a trunk placement (``last_block_cached``) starting from a
+trained readout model holds the readout model's weights exactly, its block's adapters as
+initialised, and predicts what the readout model predicts."""
 
 from __future__ import annotations
 
@@ -17,8 +17,12 @@ ADAPTER = AdapterConfig(kind="balora", rank=4, prior_dropout=0.3, noise_scope="s
 def _model(adapt: str, **options):
     from mofbalora.model import build_model
 
-    return build_model("balora", backbone_options={"adapt": adapt, "features": "all_layers", **options},
-                       adapter=ADAPTER, head=HEAD)
+    return build_model(
+        "balora",
+        backbone_options={"adapt": adapt, "features": "all_layers", **options},
+        adapter=ADAPTER,
+        head=HEAD,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,8 @@ def readout_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = _model("readout")
     torch.manual_seed(1)
-    for p in model.trainable_parameters():  # a "trained" readout model: nothing at its initial value
+    # a "trained" readout model: nothing at its initial value
+    for p in model.trainable_parameters():
         p.data.add_(torch.randn_like(p) * 0.05)
     return model.save(tmp_path_factory.mktemp("readout-model")), model
 
@@ -71,36 +76,69 @@ def test_warm_start_refuses_what_does_not_fit(readout_dir):
     from mofbalora.warm_start import warm_start
 
     directory, _ = readout_dir
-    other_head = build_model("balora", backbone_options={"adapt": "last_block_cached", "features": "all_layers"},
-                             adapter=ADAPTER, head=HeadConfig(hidden_dim=16, atom_mlp=32, aleatoric=True))
+    other_head = build_model(
+        "balora",
+        backbone_options={"adapt": "last_block_cached", "features": "all_layers"},
+        adapter=ADAPTER,
+        head=HeadConfig(hidden_dim=16, atom_mlp=32, aleatoric=True),
+    )
     with pytest.raises(ValueError, match="another shape"):
         warm_start(other_head, directory)
-    lora = build_model("lora", backbone_options={"adapt": "last_block_cached", "features": "all_layers"},
-                       adapter=AdapterConfig(kind="lora", rank=4), head=HEAD)
+    lora = build_model(
+        "lora",
+        backbone_options={"adapt": "last_block_cached", "features": "all_layers"},
+        adapter=AdapterConfig(kind="lora", rank=4),
+        head=HEAD,
+    )
     with pytest.raises(ValueError, match="regime"):
         warm_start(lora, directory)
 
 
 def _trunk_run_config(tiny_split, qmof_path, *overrides):
-    """A run configuration of the trunk placement with the fixture's head and adapters (float32 cut)."""
+    """A run configuration of the trunk placement with the fixture's head and adapters (float32
+    cut)."""
     from mofbalora.config import load_run_config
 
-    return load_run_config(None, [
-        f"data.path={qmof_path}", f"data.split={tiny_split}", "data.train_size=4", "data.val_size=2",
-        "backbone.adapt=last_block_cached", "backbone.features=all_layers", "backbone.cut_dtype=float32",
-        "model.likelihood=laplace_nll", "model.head_hidden=32", "model.head_atom_mlp=32", "model.pooling=mean_max",
-        "adapter.rank=4", "adapter.prior_dropout=0.3", "adapter.noise_scope=structure",
-        "optim.epochs=1", "optim.batch_size=2", "optim.warmup_epochs=0", "run.threads=1", *overrides])
+    return load_run_config(
+        None,
+        [
+            f"data.path={qmof_path}",
+            f"data.split={tiny_split}",
+            "data.train_size=4",
+            "data.val_size=2",
+            "backbone.adapt=last_block_cached",
+            "backbone.features=all_layers",
+            "backbone.cut_dtype=float32",
+            "model.likelihood=laplace_nll",
+            "model.head_hidden=32",
+            "model.head_atom_mlp=32",
+            "model.pooling=mean_max",
+            "adapter.rank=4",
+            "adapter.prior_dropout=0.3",
+            "adapter.noise_scope=structure",
+            "optim.epochs=1",
+            "optim.batch_size=2",
+            "optim.warmup_epochs=0",
+            "run.threads=1",
+            *overrides,
+        ],
+    )
 
 
-def test_a_warm_started_run_starts_as_its_source_and_trains_only_what_it_should(readout_dir, tiny_split,
-                                                                                 qmof_path, tmp_path):
+def test_a_warm_started_run_starts_as_its_source_and_trains_only_what_it_should(
+    readout_dir, tiny_split, qmof_path, tmp_path
+):
     from mofbalora.featurize import load_inputs
     from mofbalora.train import Trainer, parameter_group, split_ids
 
     directory, source = readout_dir
-    cfg = _trunk_run_config(tiny_split, qmof_path, f"model.warm_start={directory}", "optim.lr_scale.head=0",
-                            "optim.lr_scale.trunk=2")
+    cfg = _trunk_run_config(
+        tiny_split,
+        qmof_path,
+        f"model.warm_start={directory}",
+        "optim.lr_scale.head=0",
+        "optim.lr_scale.trunk=2",
+    )
     torch.manual_seed(3)
     trainer = Trainer(cfg, tmp_path / "run")
     src = source.trained_state()
@@ -116,23 +154,31 @@ def test_a_warm_started_run_starts_as_its_source_and_trains_only_what_it_should(
         first = trainer.model.predict_inputs(tr_x, n_samples=1).mean_ev
         expected = source.predict_inputs(src_x, n_samples=1).mean_ev
     assert abs(first - expected).max() < 1e-4, (first, expected)
-    # the head is frozen (lr_scale 0): not in the optimiser; the block's adapters at twice the readout's rate
+    # the head is frozen (lr_scale 0): not in the optimiser; the block's adapters at twice the
+    # readout's rate
     names = {g["name"]: g for g in trainer.optimizer.param_groups}
     assert set(names) == {"alpha", "readout", "trunk"}
     before = {k: v.clone() for k, v in trainer.model.trained_state().items()}
     trainer.fit(tr_x, tr_y, va_x, va_y, progress=False)
-    assert names["trunk"]["lr"] == pytest.approx(2 * names["readout"]["lr"]) and names["readout"]["lr"] > 0
+    assert (
+        names["trunk"]["lr"] == pytest.approx(2 * names["readout"]["lr"])
+        and names["readout"]["lr"] > 0
+    )
     after = trainer.model.trained_state()
     for k, v in after.items():
         if parameter_group(k) == "head":
             assert torch.equal(v, src[k]), k  # frozen: still the source's, bit for bit
     moved = {parameter_group(k) for k, v in after.items() if not torch.equal(v, before[k])}
     assert moved == {"alpha", "readout", "trunk"}, moved
-    block_b = [v for k, v in after.items() if ".atom_conv_layers.3." in k and k.endswith("adapter_B")]
+    block_b = [
+        v for k, v in after.items() if ".atom_conv_layers.3." in k and k.endswith("adapter_B")
+    ]
     assert block_b and all(b.abs().max() > 0 for b in block_b)  # the block's adapters left θ_B = 0
 
 
-def test_warm_start_and_learning_rate_settings_are_checked(readout_dir, tiny_split, qmof_path, tmp_path):
+def test_warm_start_and_learning_rate_settings_are_checked(
+    readout_dir, tiny_split, qmof_path, tmp_path
+):
     from mofbalora.train import Trainer
 
     with pytest.raises(ValueError, match="lr_scale group 'heads'"):
@@ -143,11 +189,26 @@ def test_warm_start_and_learning_rate_settings_are_checked(readout_dir, tiny_spl
         _trunk_run_config(tiny_split, qmof_path, "model.warm_start=3")
     # a readout placement has no adapter in the trunk to scale
     with pytest.raises(ValueError, match=r"lr_scale names \['trunk'\]"):
-        Trainer(_trunk_run_config(tiny_split, qmof_path, "backbone.adapt=readout", "backbone.cut_dtype=float16",
-                                  "optim.lr_scale.trunk=2"), tmp_path / "a")
+        Trainer(
+            _trunk_run_config(
+                tiny_split,
+                qmof_path,
+                "backbone.adapt=readout",
+                "backbone.cut_dtype=float16",
+                "optim.lr_scale.trunk=2",
+            ),
+            tmp_path / "a",
+        )
     # another head than the source's: refused before anything trains
     with pytest.raises(ValueError, match="another shape"):
-        Trainer(_trunk_run_config(tiny_split, qmof_path, f"model.warm_start={readout_dir[0]}",
-                                  "model.head_hidden=16"), tmp_path / "b")
+        Trainer(
+            _trunk_run_config(
+                tiny_split, qmof_path, f"model.warm_start={readout_dir[0]}", "model.head_hidden=16"
+            ),
+            tmp_path / "b",
+        )
     with pytest.raises(FileNotFoundError, match="no model found"):
-        Trainer(_trunk_run_config(tiny_split, qmof_path, f"model.warm_start={tmp_path / 'nothing'}"), tmp_path / "c")
+        Trainer(
+            _trunk_run_config(tiny_split, qmof_path, f"model.warm_start={tmp_path / 'nothing'}"),
+            tmp_path / "c",
+        )

@@ -15,5 +15,14 @@ from mofbalora.acquisition.functions import (
     window_distance,
 )
 
-__all__ = ["ACQUISITIONS", "DIVERSITY_RULES", "GOALS", "acquisition_scores", "cost_aware", "dft_cost",
-           "select_batch", "standardize_embeddings", "window_distance"]
+__all__ = [
+    "ACQUISITIONS",
+    "DIVERSITY_RULES",
+    "GOALS",
+    "acquisition_scores",
+    "cost_aware",
+    "dft_cost",
+    "select_batch",
+    "standardize_embeddings",
+    "window_distance",
+]

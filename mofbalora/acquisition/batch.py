@@ -161,7 +161,9 @@ def select_batch(
         raise ValueError(f"unknown diversity {diversity!r}; choose from {sorted(DIVERSITY_RULES)}")
     s = as_vector(scores, "scores")
     if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain non-finite values (NaN or inf); use exclude to drop candidates")
+        raise ValueError(
+            "scores contain non-finite values (NaN or inf); use exclude to drop candidates"
+        )
     n = s.shape[0]
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise ValueError(f"batch_size must be an integer, got {batch_size!r}")
@@ -190,7 +192,9 @@ def select_batch(
     weight = _finite_nonneg(kcenter_weight, "kcenter_weight")
     strength = _finite_nonneg(penalty_strength, "penalty_strength")
     radius = (
-        DEFAULT_PENALTY_RADIUS if penalty_radius is None else _finite_nonneg(penalty_radius, "penalty_radius")
+        DEFAULT_PENALTY_RADIUS
+        if penalty_radius is None
+        else _finite_nonneg(penalty_radius, "penalty_radius")
     )
     if not radius > 0:
         raise ValueError(f"penalty_radius must be > 0, got {penalty_radius!r}")

@@ -26,13 +26,14 @@ name           score (higher = label first)
 =============  ==========================================================================
 ``std``        ``std`` -- pure uncertainty sampling.
 ``epistemic``  the 16-84 % half-width of the T draws, ``(q84 - q16) / 2`` -- uncertainty sampling on
-               the model's own (reducible) uncertainty only: with an aleatoric head ``std`` also counts
-               the predicted noise, which a DFT label does not teach the model away. Needs
+               the model's own (reducible) uncertainty only: with an aleatoric head ``std`` also
+               counts the predicted noise, which a DFT label does not teach the model away. Needs
                ``samples_ev`` with T >= 2.
 ``ucb``        ``mean + kappa*std`` -- optimistic for *large* gaps (ignores ``goal``).
 ``lcb``        ``-(mean - kappa*std) = kappa*std - mean`` -- optimistic for *small* gaps;
                the sign is flipped so that higher is still better (ignores ``goal``).
-``lcb_epistemic``  ``kappa*e - mean`` with ``e`` the ``epistemic`` score of the draws: ``lcb`` on the
+``lcb_epistemic``  ``kappa*e - mean`` with ``e`` the ``epistemic`` score of the draws: ``lcb`` on
+the
                model's own uncertainty only (needs ``samples_ev`` with T >= 2; ignores ``goal``).
 ``target``     ``P(lo <= Y <= hi)`` with ``Y ~ N(mean, std^2)``; needs ``target_ev``.
 ``ei``         Expected improvement, closed form for a Gaussian ``Y ~ N(mean, std^2)``:
@@ -75,8 +76,9 @@ import numpy as np
 from scipy.special import ndtr
 
 Goal = Literal["min", "max"]
-AcquisitionName = Literal["std", "epistemic", "ucb", "lcb", "lcb_epistemic", "target", "ei", "thompson", "mean",
-                          "random"]
+AcquisitionName = Literal[
+    "std", "epistemic", "ucb", "lcb", "lcb_epistemic", "target", "ei", "thompson", "mean", "random"
+]
 RngLike = np.random.Generator | int | None
 
 GOALS: tuple[str, ...] = ("min", "max")
@@ -100,7 +102,8 @@ def make_rng(rng: RngLike) -> np.random.Generator:
             raise ValueError(f"rng seed must be a non-negative integer, got {rng!r}")
         return np.random.default_rng(int(rng))
     raise ValueError(
-        f"rng must be a numpy Generator, a non-negative integer seed or None, got {type(rng).__name__}"
+        "rng must be a numpy Generator, a non-negative "
+        f"integer seed or None, got {type(rng).__name__}"
     )
 
 
@@ -205,7 +208,11 @@ def expected_improvement(
 
 
 def _truncated_linear(
-    mu: np.ndarray, sd: np.ndarray, u: np.ndarray | float, v: np.ndarray | float, k: np.ndarray | float
+    mu: np.ndarray,
+    sd: np.ndarray,
+    u: np.ndarray | float,
+    v: np.ndarray | float,
+    k: np.ndarray | float,
 ) -> np.ndarray:
     """``E[(Y - k) 1{u < Y < v}]`` for ``Y ~ N(mu, sd^2)`` with ``sd > 0``."""
     a = (u - mu) / sd
@@ -245,7 +252,9 @@ def expected_window_improvement(
     return np.maximum(np.where(pos, val, point), 0.0)
 
 
-def expected_window_distance(mean_ev: np.ndarray, std_ev: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def expected_window_distance(
+    mean_ev: np.ndarray, std_ev: np.ndarray, lo: float, hi: float
+) -> np.ndarray:
     """``E[d(Y)]`` (eV): expected distance of ``Y ~ N(mean_ev, std_ev^2)`` from ``[lo, hi]`` eV.
 
     ``d(Y) = max(lo - Y, 0) + max(Y - hi, 0)`` (at most one term is non-zero since lo < hi).
@@ -266,14 +275,17 @@ def _acq_std(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) ->
     return std.copy()
 
 
-#: quantiles whose half-distance is the ``epistemic`` score (as in mofbalora.physical's robust spread)
+#: quantiles whose half-distance is the ``epistemic`` score (as in mofbalora.physical's robust
+#: spread)
 DRAW_QUANTILES = (0.16, 0.84)
 
 
 def _acq_epistemic(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) -> np.ndarray:
     if samples is None or samples.shape[1] < 2:
-        raise ValueError("acquisition 'epistemic' needs samples_ev from T >= 2 stochastic passes, got "
-                         + ("none" if samples is None else f"T = {samples.shape[1]}"))
+        raise ValueError(
+            "acquisition 'epistemic' needs samples_ev from T >= 2 stochastic passes, got "
+            + ("none" if samples is None else f"T = {samples.shape[1]}")
+        )
     lo, hi = np.quantile(samples, DRAW_QUANTILES, axis=1)
     return (hi - lo) / 2
 
@@ -287,10 +299,22 @@ def _acq_lcb(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) ->
     return -(mean - kappa * std)
 
 
-def _acq_lcb_epistemic(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) -> np.ndarray:
-    # lcb on the draws' own spread only (the ``epistemic`` score), blind to the aleatoric part of ``std``
-    spread = _acq_epistemic(mean, std, samples, kappa=kappa, target_ev=target_ev, best_ev=best_ev, xi=xi,
-                            goal=goal, rng=rng)
+def _acq_lcb_epistemic(
+    mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng
+) -> np.ndarray:
+    # lcb on the draws' own spread only (the ``epistemic`` score), blind to the aleatoric part of
+    # ``std``
+    spread = _acq_epistemic(
+        mean,
+        std,
+        samples,
+        kappa=kappa,
+        target_ev=target_ev,
+        best_ev=best_ev,
+        xi=xi,
+        goal=goal,
+        rng=rng,
+    )
     return -(mean - kappa * spread)
 
 
@@ -309,12 +333,15 @@ def _acq_ei(mean, std, samples, *, kappa, target_ev, best_ev, xi, goal, rng) -> 
         return expected_window_improvement(mean, std, lo, hi, best_ev, xi=xi)
     if best_ev is None:
         raise ValueError(
-            "acquisition 'ei' needs best_ev (best labelled band gap, eV) or target_ev=(lo, hi) in eV"
+            "acquisition 'ei' needs best_ev (best labelled "
+            "band gap, eV) or target_ev=(lo, hi) in eV"
         )
     return expected_improvement(mean, std, best_ev, xi=xi, goal=goal)
 
 
-def _goal_score(values: np.ndarray, target_ev: tuple[float, float] | None, goal: Goal) -> np.ndarray:
+def _goal_score(
+    values: np.ndarray, target_ev: tuple[float, float] | None, goal: Goal
+) -> np.ndarray:
     if target_ev is not None:
         return -window_distance(values, *target_ev)
     return -values if goal == "min" else values.copy()
@@ -408,7 +435,9 @@ def acquisition_scores(
         try:
             samples = np.asarray(samples_ev, dtype=float)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"samples_ev must be a numeric array, got {type(samples_ev).__name__}") from exc
+            raise ValueError(
+                f"samples_ev must be a numeric array, got {type(samples_ev).__name__}"
+            ) from exc
         if samples.ndim != 2 or samples.shape[0] != n or samples.shape[1] < 1:
             raise ValueError(f"samples_ev must have shape (n={n}, T>=1), got {samples.shape}")
         if not np.all(np.isfinite(samples)):
@@ -421,7 +450,9 @@ def acquisition_scores(
     best = None if best_ev is None else _check_scalar(best_ev, "best_ev")
     goal = _check_goal(goal)
     fn = ACQUISITIONS[name]
-    scores = fn(mean, std, samples, kappa=kappa, target_ev=window, best_ev=best, xi=xi, goal=goal, rng=rng)
+    scores = fn(
+        mean, std, samples, kappa=kappa, target_ev=window, best_ev=best, xi=xi, goal=goal, rng=rng
+    )
     return np.asarray(scores, dtype=float)
 
 

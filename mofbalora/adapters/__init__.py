@@ -1,4 +1,5 @@
-"""LoRA and BaLoRA adapters: small, exact, tested. See ``balora.py`` for the equations and open choices."""
+"""LoRA and BaLoRA adapters: small, exact, tested. See ``balora.py`` for the equations and open
+choices."""
 
 from __future__ import annotations
 
@@ -20,8 +21,25 @@ from mofbalora.adapters.io import BaseModelMismatchError, load_adapter, save_ada
 from mofbalora.adapters.lora import LoRALinear
 
 __all__ = [
-    "ADAPTER_KINDS", "AdapterConfig", "BaLoRALinear", "BaseModelMismatchError", "InjectionSummary",
-    "LoRALinear", "adapter_layers", "adapter_state_dict", "dropout_to_alpha", "inject_adapters",
-    "kl_per_weight", "kl_terms", "load_adapter", "merge_adapters", "register_adapter_type", "sample_forward",
-    "sampling", "save_adapter", "seeded_generator", "total_kl", "unmerge_adapters",
+    "ADAPTER_KINDS",
+    "AdapterConfig",
+    "BaLoRALinear",
+    "BaseModelMismatchError",
+    "InjectionSummary",
+    "LoRALinear",
+    "adapter_layers",
+    "adapter_state_dict",
+    "dropout_to_alpha",
+    "inject_adapters",
+    "kl_per_weight",
+    "kl_terms",
+    "load_adapter",
+    "merge_adapters",
+    "register_adapter_type",
+    "sample_forward",
+    "sampling",
+    "save_adapter",
+    "seeded_generator",
+    "total_kl",
+    "unmerge_adapters",
 ]

@@ -1,6 +1,7 @@
-"""Adapter hyperparameters: the one dataclass of the adapter settings, serialisable to JSON (recorded beside
-every adapter checkpoint and in a model's ``model_config.json``) and the ``adapter`` section of a run
-configuration (:mod:`mofbalora.config`), where ``kind`` is not written: it is ``model.regime``."""
+"""Adapter hyperparameters: the one dataclass of the adapter settings, serialisable to JSON
+(recorded beside every adapter checkpoint and in a model's ``model_config.json``) and the
+``adapter`` section of a run configuration (:mod:`mofbalora.config`), where ``kind`` is not
+written: it is ``model.regime``."""
 
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ class AdapterConfig:
 
     ``targets`` / ``exclude`` are module-name patterns: an exact name (``"mlp.0"``), a suffix
     (``"*.mlp_out.layers.1"`` or any name ending in ``".<pattern>"``), or a regular expression
-    (``"re:^trunk\\..*"``). ``kind`` is None in a run configuration's ``adapter`` section (the kind is
-    ``model.regime``; :meth:`mofbalora.config.RunConfig.model_adapter` fills it in).
+    (``"re:^trunk\\..*"``). ``kind`` is None in a run configuration's ``adapter`` section (the kind
+    is ``model.regime``; :meth:`mofbalora.config.RunConfig.model_adapter` fills it in).
     """
 
     kind: AdapterKind | None = "balora"
-    targets: list[str] = field(default_factory=list)  # empty: the backbone's preset for its ``adapt`` setting
+    # empty: the backbone's preset for its ``adapt`` setting
+    targets: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     rank: int = 8
-    lora_alpha: float | None = None   # None: = rank (scale 1)
+    lora_alpha: float | None = None  # None: = rank (scale 1)
     # BaLoRA
     alpha_network: Literal["probe", "constant", "shared"] = "probe"
     prior_dropout: float = 0.1
@@ -43,7 +45,10 @@ class AdapterConfig:
             check_choice("adapter kind", self.kind, ADAPTER_KINDS)
         for key in ("targets", "exclude"):
             if not isinstance(getattr(self, key), list):
-                raise ValueError(f"adapter.{key} must be a list of module-name patterns, got {getattr(self, key)!r}")
+                raise ValueError(
+                    f"adapter.{key} must be a list of module-name "
+                    f"patterns, got {getattr(self, key)!r}"
+                )
         check_int("adapter.rank", self.rank, 1)
         check_number("adapter.lora_alpha", self.lora_alpha, 0, optional=True)
         check_choice("adapter.alpha_network", self.alpha_network, ALPHA_NETWORKS)
@@ -57,6 +62,6 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> AdapterConfig:
-        """From a saved mapping (``model_config.json``'s ``adapter``); an unknown key is refused, naming it and
-        the valid ones."""
+        """From a saved mapping (``model_config.json``'s ``adapter``); an unknown key is refused,
+        naming it and the valid ones."""
         return strict(cls, data, "adapter.", what="adapter option")

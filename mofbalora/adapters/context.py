@@ -1,17 +1,19 @@
-"""The sampling context: whether adapters draw noise, from which seed, and which structure each row is.
+"""The sampling context: whether adapters draw noise, from which seed, and which structure each row
+is.
 
-Adapters read this context at forward time. Which rows belong to which structure comes from the named
-row sets of :mod:`mofbalora.rows` (a backbone names them; each adapter knows its set). Which numbers a
-structure draws comes from ``noise_seed`` and the structure's key (``structure_keys``: per structure of
-the batch, 32-bit words: the first 64 bits of its content digest and the pass index), through the
-counter-based generator of :mod:`mofbalora.adapters.noise`. A structure therefore draws the same noise
-alone, in any batch, in any order, in any process and on any device.
+Adapters read this context at forward time. Which rows belong to which structure comes from the
+named row sets of :mod:`mofbalora.rows` (a backbone names them; each adapter knows its set). Which
+numbers a structure draws comes from ``noise_seed`` and the structure's key (``structure_keys``: per
+structure of the batch, 32-bit words: the first 64 bits of its content digest and the pass index),
+through the counter-based generator of :mod:`mofbalora.adapters.noise`. A structure therefore draws
+the same noise alone, in any batch, in any order, in any process and on any device.
 
-The content digest is the file's sha256 where the structure came from a file, else the canonical hash of
-its lattice, species and coordinates that every backbone's ``featurize`` attaches
-(:mod:`mofbalora.data.content_key`), so ``model.predict_inputs(model.backbone.featurize(structures))`` does
-not depend on the order of ``structures`` either. Only an input with no digest at all (a hand-built dict) is
-keyed by its position (``fallback``).
+The content digest is the file's sha256 where the structure came from a file, else the canonical
+hash of its lattice, species and coordinates that every backbone's ``featurize`` attaches
+(:mod:`mofbalora.data.content_key`), so
+``model.predict_inputs(model.backbone.featurize(structures))`` does not depend on the order of
+``structures`` either. Only an input with no digest at all (a hand-built dict) is keyed by its
+position (``fallback``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ class SamplingState:
     generator: torch.Generator | None = None
     #: which member of an adapter ensemble is active
     member: int | None = None
-    #: α logits from a shared α-network: (n_structures, n_shared_layers), column = layer's ``shared_alpha_index``
+    #: α logits from a shared α-network: (n_structures, n_shared_layers), column = layer's
+    #: ``shared_alpha_index``
     shared_alpha_logits: torch.Tensor | None = None
-    #: seed of the counter-based BaLoRA draws (None: one is drawn from ``generator`` or torch's global RNG)
+    #: seed of the counter-based BaLoRA draws (None: one is drawn from ``generator`` or torch's
+    #: global RNG)
     noise_seed: int | None = None
     #: (n_structures, k) int64 words in [0, 2^32) naming each structure of the batch (and its pass);
     #: None: the structure's index in the batch
@@ -46,7 +50,10 @@ class SamplingState:
     kl_scope: object | None = None
 
 
-_STATE: contextvars.ContextVar[SamplingState] = contextvars.ContextVar("mofbalora_sampling", default=SamplingState())  # noqa: B039 (never mutated)
+_STATE: contextvars.ContextVar[SamplingState] = contextvars.ContextVar(
+    "mofbalora_sampling",
+    default=SamplingState(),  # noqa: B039 (never mutated)
+)
 
 
 def current() -> SamplingState:
@@ -55,10 +62,14 @@ def current() -> SamplingState:
 
 @contextlib.contextmanager
 def sampling(**changes) -> Iterator[SamplingState]:
-    """Temporarily change the sampling state, e.g. ``with sampling(stochastic=True, noise_seed=7): ...``."""
+    """Temporarily change the sampling state, e.g. ``with sampling(stochastic=True,
+    noise_seed=7): ...``."""
     unknown = set(changes) - set(SamplingState.__dataclass_fields__)
     if unknown:
-        raise TypeError(f"unknown sampling option(s) {sorted(unknown)}; choose from {sorted(SamplingState.__dataclass_fields__)}")
+        raise TypeError(
+            f"unknown sampling option(s) {sorted(unknown)}; choose from "
+            f"{sorted(SamplingState.__dataclass_fields__)}"
+        )
     token = _STATE.set(replace(_STATE.get(), **changes))
     try:
         yield _STATE.get()
@@ -66,7 +77,9 @@ def sampling(**changes) -> Iterator[SamplingState]:
         _STATE.reset(token)
 
 
-def seeded_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator | None:
+def seeded_generator(
+    seed: int | None, device: torch.device | str = "cpu"
+) -> torch.Generator | None:
     if seed is None:
         return None
     g = torch.Generator(device=device)
@@ -77,8 +90,9 @@ def seeded_generator(seed: int | None, device: torch.device | str = "cpu") -> to
 def draw(kind: str, shape: tuple[int, ...], *, device, dtype=None) -> torch.Tensor:
     """``randn`` / ``rand`` of ``shape`` from the context's generator, placed on ``device``.
 
-    A seeded generator lives on the CPU: the numbers are drawn there and moved, so the same seed gives the
-    same draws on a CPU and on a GPU. Without a generator, the device's own global RNG is used.
+    A seeded generator lives on the CPU: the numbers are drawn there and moved, so the same seed
+    gives the same draws on a CPU and on a GPU. Without a generator, the device's own global RNG is
+    used.
     """
     fn = {"randn": torch.randn, "rand": torch.rand}[kind]
     gen = current().generator
@@ -87,11 +101,12 @@ def draw(kind: str, shape: tuple[int, ...], *, device, dtype=None) -> torch.Tens
     return fn(shape, generator=gen, device=gen.device, dtype=dtype).to(device)
 
 
-def structure_keys(digests: list[str | None], pass_index: int | list[int] = 0,
-                   fallback: list[int] | None = None) -> torch.Tensor:
-    """(n, 3) key words per structure: two words of its content digest (its first 64 bits) and the pass
-    (sample index, or 0). A structure without a digest is keyed by ``fallback[k]`` (e.g. its index in the data
-    set; default k) under the structure word ``0xFFFFFFFF``."""
+def structure_keys(
+    digests: list[str | None], pass_index: int | list[int] = 0, fallback: list[int] | None = None
+) -> torch.Tensor:
+    """(n, 3) key words per structure: two words of its content digest (its first 64 bits) and the
+    pass (sample index, or 0). A structure without a digest is keyed by ``fallback[k]`` (e.g. its
+    index in the data set; default k) under the structure word ``0xFFFFFFFF``."""
     passes = [pass_index] * len(digests) if isinstance(pass_index, int) else list(pass_index)
     fallback = list(range(len(digests))) if fallback is None else list(fallback)
     rows = []
@@ -101,14 +116,24 @@ def structure_keys(digests: list[str | None], pass_index: int | list[int] = 0,
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), 3)
 
 
-def sample_forward(module: torch.nn.Module, x: torch.Tensor, n_samples: int, *, seed: int | None = None,
-                   owner: torch.Tensor | None = None, row_set: str = "row", max_rows: int = 2_000_000) -> torch.Tensor:
-    """T stochastic passes of ``module`` on ``x`` (rows × features), batched: returns (T, *out_shape).
+def sample_forward(
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    n_samples: int,
+    *,
+    seed: int | None = None,
+    owner: torch.Tensor | None = None,
+    row_set: str = "row",
+    max_rows: int = 2_000_000,
+) -> torch.Tensor:
+    """T stochastic passes of ``module`` on ``x`` (rows × features), batched: returns (T,
+    *out_shape).
 
-    ``owner`` (rows,) gives the structure of each row (default: every row its own structure); it is named
-    ``row_set`` for the module's adapters. The T copies of ``x`` are stacked into one batch (in chunks of at
-    most ``max_rows`` rows); copy t of structure g is keyed (g, t), so draws are independent across samples,
-    shared within a structure, and the same ``seed`` reproduces them however the copies are chunked.
+    ``owner`` (rows,) gives the structure of each row (default: every row its own structure); it is
+    named ``row_set`` for the module's adapters. The T copies of ``x`` are stacked into one batch
+    (in chunks of at most ``max_rows`` rows); copy t of structure g is keyed (g, t), so draws are
+    independent across samples, shared within a structure, and the same ``seed`` reproduces them
+    however the copies are chunked.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -123,9 +148,18 @@ def sample_forward(module: torch.nn.Module, x: torch.Tensor, n_samples: int, *, 
         t = min(per_chunk, n_samples - start)
         xt = x.repeat(t, *([1] * (x.dim() - 1)))
         gt = (groups.unsqueeze(0) + n_groups * torch.arange(t).unsqueeze(1)).reshape(-1)
-        keys = torch.stack([torch.zeros(t * n_groups, dtype=torch.long), torch.arange(n_groups).repeat(t),
-                            torch.arange(start, start + t).repeat_interleave(n_groups)], 1)
-        with sampling(stochastic=True, noise_seed=seed, structure_keys=keys), row_sets(**{row_set: gt}):
+        keys = torch.stack(
+            [
+                torch.zeros(t * n_groups, dtype=torch.long),
+                torch.arange(n_groups).repeat(t),
+                torch.arange(start, start + t).repeat_interleave(n_groups),
+            ],
+            1,
+        )
+        with (
+            sampling(stochastic=True, noise_seed=seed, structure_keys=keys),
+            row_sets(**{row_set: gt}),
+        ):
             out = module(xt)
         outs.append(out.reshape(t, n, *out.shape[1:]))
     return torch.cat(outs)

@@ -1,4 +1,5 @@
-"""Injecting adapters into any ``nn.Module`` by walking ``named_modules()`` and matching target names."""
+"""Injecting adapters into any ``nn.Module`` by walking ``named_modules()`` and matching target
+names."""
 
 from __future__ import annotations
 
@@ -13,24 +14,35 @@ from mofbalora.adapters.config import AdapterConfig
 from mofbalora.adapters.lora import LoRALinear
 from mofbalora.rows import matches
 
-#: base layer type → factory(base_layer, config) → adapter module. Extension point for linear-like layers
-#: that are not ``nn.Linear`` (e.g. SO(3)-linear or mixture-of-experts linears of UMA, e3nn linears).
+#: base layer type → factory(base_layer, config) → adapter module. Extension point for linear-like
+#: layers that are not ``nn.Linear`` (e.g. SO(3)-linear or mixture-of-experts linears of UMA, e3nn
+#: linears).
 ADAPTER_FACTORIES: dict[type, Callable[[nn.Module, AdapterConfig], nn.Module]] = {}
 
 
-def register_adapter_type(base_type: type, factory: Callable[[nn.Module, AdapterConfig], nn.Module]) -> None:
+def register_adapter_type(
+    base_type: type, factory: Callable[[nn.Module, AdapterConfig], nn.Module]
+) -> None:
     """Teach :func:`inject_adapters` to wrap ``base_type`` with ``factory(base_layer, config)``."""
     ADAPTER_FACTORIES[base_type] = factory
 
 
-def linear_factory(lora_cls: type[LoRALinear] = LoRALinear, balora_cls: type[BaLoRALinear] = BaLoRALinear
-                   ) -> Callable[[nn.Module, AdapterConfig], nn.Module]:
-    """The factory for a linear-like layer: ``balora_cls`` for BaLoRA, ``lora_cls`` for the baselines."""
+def linear_factory(
+    lora_cls: type[LoRALinear] = LoRALinear, balora_cls: type[BaLoRALinear] = BaLoRALinear
+) -> Callable[[nn.Module, AdapterConfig], nn.Module]:
+    """The factory for a linear-like layer: ``balora_cls`` for BaLoRA, ``lora_cls`` for the
+    baselines."""
 
     def factory(base: nn.Module, cfg: AdapterConfig) -> nn.Module:
         if cfg.kind == "balora":
-            return balora_cls(base, cfg.rank, cfg.lora_alpha, alpha_network=cfg.alpha_network,
-                              prior_dropout=cfg.prior_dropout, noise_scope=cfg.noise_scope)
+            return balora_cls(
+                base,
+                cfg.rank,
+                cfg.lora_alpha,
+                alpha_network=cfg.alpha_network,
+                prior_dropout=cfg.prior_dropout,
+                noise_scope=cfg.noise_scope,
+            )
         if cfg.kind == "lora":
             return lora_cls(base, cfg.rank, cfg.lora_alpha)
         if cfg.kind == "mc_dropout":
@@ -54,45 +66,59 @@ class InjectionSummary:
     def __str__(self) -> str:
         lines = [f"adapted {len(self.adapted)} layer(s):"] + [f"  {n}" for n in self.adapted]
         share = self.n_alpha_network / self.n_adapter if self.n_adapter else 0.0
-        lines.append(f"adapter parameters {self.n_adapter:,} (α-network {self.n_alpha_network:,}, {share:.1%}); "
-                     f"trainable total {self.n_trainable:,}; frozen {self.n_frozen:,}")
+        lines.append(
+            f"adapter parameters {self.n_adapter:,} (α-network {self.n_alpha_network:,}, "
+            f"{share:.1%}); trainable total {self.n_trainable:,}; frozen {self.n_frozen:,}"
+        )
         return "\n".join(lines)
 
 
-def inject_adapters(model: nn.Module, config: AdapterConfig,
-                    row_set_for: Callable[[str], str | None] | None = None) -> InjectionSummary:
-    """Wrap every module whose name matches ``config.targets`` (and no ``config.exclude``), freeze the rest.
+def inject_adapters(
+    model: nn.Module, config: AdapterConfig, row_set_for: Callable[[str], str | None] | None = None
+) -> InjectionSummary:
+    """Wrap every module whose name matches ``config.targets`` (and no ``config.exclude``), freeze
+    the rest.
 
-    ``row_set_for(name)`` names the row set (:mod:`mofbalora.rows`) of each adapted module's input rows
-    (a backbone's :meth:`~mofbalora.backbones.base.Backbone.row_set_for`); without it every row is its own
-    structure.
+    ``row_set_for(name)`` names the row set (:mod:`mofbalora.rows`) of each adapted module's input
+    rows (a backbone's :meth:`~mofbalora.backbones.base.Backbone.row_set_for`); without it every row
+    is its own structure.
 
-    Matched modules without parameters of their own (activations, containers) are passed over. Raises
-    ValueError listing the patterns and some module names when nothing matches, and TypeError when a
-    matched module with parameters has no registered adapter type.
+    Matched modules without parameters of their own (activations, containers) are passed over.
+    Raises ValueError listing the patterns and some module names when nothing matches, and TypeError
+    when a matched module with parameters has no registered adapter type.
     """
     if not config.targets:
         raise ValueError("no adapter targets given")
-    chosen = [(n, m) for n, m in model.named_modules()
-              if n and any(matches(n, p) for p in config.targets) and not any(matches(n, p) for p in config.exclude)
-              and not isinstance(m, LoRALinear)
-              and (type(m) in ADAPTER_FACTORIES or any(True for _ in m.parameters(recurse=False)))]
+    chosen = [
+        (n, m)
+        for n, m in model.named_modules()
+        if n
+        and any(matches(n, p) for p in config.targets)
+        and not any(matches(n, p) for p in config.exclude)
+        and not isinstance(m, LoRALinear)
+        and (type(m) in ADAPTER_FACTORIES or any(True for _ in m.parameters(recurse=False)))
+    ]
     if not chosen:
         names = [n for n, _ in model.named_modules() if n][:25]
-        raise ValueError(f"no module matches targets {config.targets} (exclude {config.exclude}); "
-                         f"some module names: {names}")
+        raise ValueError(
+            f"no module matches targets {config.targets} (exclude {config.exclude}); "
+            f"some module names: {names}"
+        )
     for p in model.parameters():
         p.requires_grad_(False)
     adapted = []
     for name, module in chosen:
         factory = next((f for t, f in ADAPTER_FACTORIES.items() if type(module) is t), None)
         if factory is None:
-            raise TypeError(f"module {name!r} of type {type(module).__name__} has no adapter; "
-                            f"supported: {[t.__name__ for t in ADAPTER_FACTORIES]}")
+            raise TypeError(
+                f"module {name!r} of type {type(module).__name__} has no adapter; "
+                f"supported: {[t.__name__ for t in ADAPTER_FACTORIES]}"
+            )
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         adapter = factory(module, config)
-        if hasattr(adapter, "set_identity"):  # a registered adapter type need not derive from LoRALinear
+        # a registered adapter type need not derive from LoRALinear
+        if hasattr(adapter, "set_identity"):
             adapter.set_identity(name, row_set_for(name) if row_set_for is not None else None)
         setattr(parent, child, adapter)
         adapted.append(name)
@@ -122,9 +148,11 @@ def total_kl(model: nn.Module) -> torch.Tensor:
 
 
 def kl_terms(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-layer KL terms of the last forward (each a mean over that layer's rows) and the row counts.
+    """Per-layer KL terms of the last forward (each a mean over that layer's rows) and the row
+    counts.
 
-    Data-parallel training needs the counts to turn per-process means into the mean over the global batch.
+    Data-parallel training needs the counts to turn per-process means into the mean over the global
+    batch.
     """
     layers = [m for _, m in adapter_layers(model) if hasattr(m, "kl_rows")]
     if not layers:

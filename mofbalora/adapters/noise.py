@@ -6,25 +6,26 @@ Threefry-4x32 block cipher (20 rounds; Salmon et al., "Parallel random numbers: 
 SC 2011; the Random123 reference, whose known-answer vectors the tests check):
 
 * the 128-bit **key** is (structure key: 64 bits, seed: 64 bits);
-* the 128-bit **counter** is (block, row, pass, layer): 32 bits each; ``block`` numbers the groups of four
-  elements of one row's stream, ``row`` is a row's position inside its structure (0 where the scope draws
-  one stream per structure), ``pass`` the training step or sample index, ``layer`` the adapter's key.
+* the 128-bit **counter** is (block, row, pass, layer): 32 bits each; ``block`` numbers the groups
+  of four elements of one row's stream, ``row`` is a row's position inside its structure (0 where
+  the scope draws one stream per structure), ``pass`` the training step or sample index, ``layer``
+  the adapter's key.
 
-For one key the cipher is a bijection of the counter, and every field goes into the (key, counter) pair
-unchanged, so distinct (seed, structure, pass, layer, row, element) give distinct cipher inputs *by
-construction*, with no intermediate hash that could collide (the scheme before issue 29 folded seed,
-structure, pass and layer into one 32-bit head: 175,296 heads of one evaluation held 4 equal pairs).
-Fields are exact within: structure keys of 64 bits (the first 64 bits of a sha256 content digest, so two
-distinct structures share one with probability 2⁻⁶⁴), seeds in [0, 2⁶⁴) (negative ones are taken mod 2⁶⁴),
-passes, layer keys and rows below 2³², and 2³⁴ elements per row. A cipher block's four 32-bit words become
-four uniforms and, by Box–Muller, four normals.
+For one key the cipher is a bijection of the counter, and every field goes into the (key, counter)
+pair unchanged, so distinct (seed, structure, pass, layer, row, element) give distinct cipher inputs
+*by construction*, with no intermediate hash that could collide (the scheme before issue 29 folded
+seed, structure, pass and layer into one 32-bit head: 175,296 heads of one evaluation held 4 equal
+pairs). Fields are exact within: structure keys of 64 bits (the first 64 bits of a sha256 content
+digest, so two distinct structures share one with probability 2⁻⁶⁴), seeds in [0, 2⁶⁴) (negative
+ones are taken mod 2⁶⁴), passes, layer keys and rows below 2³², and 2³⁴ elements per row. A cipher
+block's four 32-bit words become four uniforms and, by Box–Muller, four normals.
 
-Everything is elementwise torch integer arithmetic on int64 tensors that hold 32-bit words (no Python loop
-over structures, nothing above 2⁶³ so nothing overflows), identical on every device.
+Everything is elementwise torch integer arithmetic on int64 tensors that hold 32-bit words (no
+Python loop over structures, nothing above 2⁶³ so nothing overflows), identical on every device.
 
 A stream is a (G, 7) int64 tensor of 32-bit words, one row per structure (or structure row):
-``(structure_hi, structure_lo, seed_hi, seed_lo, row, pass, layer)``, built by :func:`stream_heads` and
-:func:`with_row`; :func:`keyed_normal` draws from it.
+``(structure_hi, structure_lo, seed_hi, seed_lo, row, pass, layer)``, built by :func:`stream_heads`
+and :func:`with_row`; :func:`keyed_normal` draws from it.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ _ROW, _PASS, _LAYER = 4, 5, 6
 
 
 def _mix(a: torch.Tensor, b: torch.Tensor, r: int) -> None:
-    """One Threefry mix, in place: a ← (a + b) mod 2³², b ← rotl32(b, r) ⊕ a (in-place ops: about 6x faster
-    than building a new tensor per step)."""
+    """One Threefry mix, in place: a ← (a + b) mod 2³², b ← rotl32(b, r) ⊕ a (in-place ops: about 6x
+    faster than building a new tensor per step)."""
     a.add_(b).bitwise_and_(_M32)
     high = b >> (32 - r)
     b.bitwise_left_shift_(r).bitwise_and_(_M32).bitwise_or_(high).bitwise_xor_(a)
@@ -84,10 +85,14 @@ def _split64(value: int, what: str) -> tuple[int, int]:
 
 
 def stream_heads(seed: int, words: torch.Tensor, layer_key: int) -> torch.Tensor:
-    """(G, 7) streams (module docstring) of ``words`` ((G, 3) int64 in [0, 2³²): structure hi, structure lo,
-    pass; :func:`mofbalora.adapters.context.structure_keys` builds them) for one seed and one layer."""
+    """(G, 7) streams (module docstring) of ``words`` ((G, 3) int64 in [0, 2³²): structure hi,
+    structure lo, pass; :func:`mofbalora.adapters.context.structure_keys` builds them) for one
+    seed and one layer."""
     if words.dim() != 2 or words.shape[1] != 3:
-        raise ValueError(f"words must be (G, 3) (structure hi, structure lo, pass), got shape {tuple(words.shape)}")
+        raise ValueError(
+            "words must be (G, 3) (structure hi, structure "
+            f"lo, pass), got shape {tuple(words.shape)}"
+        )
     g = words.shape[0]
     seed_hi, seed_lo = _split64(seed, "the noise seed")
     out = torch.empty(g, len(STREAM_WORDS), dtype=torch.long, device=words.device)
@@ -100,21 +105,27 @@ def stream_heads(seed: int, words: torch.Tensor, layer_key: int) -> torch.Tensor
 
 
 def with_row(streams: torch.Tensor, row: torch.Tensor | int) -> torch.Tensor:
-    """``streams`` with their ``row`` word set to ``row`` (a row's position inside its structure, < 2³²)."""
+    """``streams`` with their ``row`` word set to ``row`` (a row's position inside its structure,
+    < 2³²)."""
     row = torch.as_tensor(row, dtype=torch.long, device=streams.device)
     if bool((row < 0).any()) or bool((row > _M32).any()):
-        raise ValueError(f"row positions must lie in [0, 2**32), got {row.min().item()}..{row.max().item()}")
+        raise ValueError(
+            f"row positions must lie in [0, 2**32), got {row.min().item()}..{row.max().item()}"
+        )
     out = streams.clone()
     out[:, _ROW] = row
     return out
 
 
 def keyed_normal(heads: torch.Tensor, n: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """(G, n) standard normals; row g depends only on ``heads[g]`` (a stream, :func:`stream_heads`), element
-    j on cipher block j // 4 of it."""
+    """(G, n) standard normals; row g depends only on ``heads[g]`` (a stream, :func:`stream_heads`),
+    element j on cipher block j // 4 of it."""
     heads = heads.to(device) if device is not None else heads
     if heads.dim() != 2 or heads.shape[1] != len(STREAM_WORDS):
-        raise ValueError(f"streams must be (G, {len(STREAM_WORDS)}) {STREAM_WORDS}, got shape {tuple(heads.shape)}")
+        raise ValueError(
+            f"streams must be (G, {len(STREAM_WORDS)}) "
+            f"{STREAM_WORDS}, got shape {tuple(heads.shape)}"
+        )
     n_blocks = (n + 3) // 4
     if n_blocks > _M32 + 1:
         raise ValueError(f"at most 2**34 normals per stream, asked for {n}")
@@ -126,11 +137,14 @@ def keyed_normal(heads: torch.Tensor, n: int, *, dtype=torch.float32, device=Non
     r2 = torch.sqrt(-2.0 * torch.log((w[2].to(torch.float64) + 1.0) * (1.0 / 4294967296.0)))
     a1 = w[1].to(torch.float64) * (2.0 * math.pi / 4294967296.0)
     a2 = w[3].to(torch.float64) * (2.0 * math.pi / 4294967296.0)
-    z = torch.stack([r1 * torch.cos(a1), r1 * torch.sin(a1), r2 * torch.cos(a2), r2 * torch.sin(a2)], dim=-1)
+    z = torch.stack(
+        [r1 * torch.cos(a1), r1 * torch.sin(a1), r2 * torch.cos(a2), r2 * torch.sin(a2)], dim=-1
+    )
     return z.reshape(heads.shape[0], 4 * n_blocks)[:, :n].to(dtype)
 
 
 def digest_words(digest: str) -> tuple[int, int]:
-    """Two 32-bit words from a hex content digest: its first 64 bits (16 hex digits), the structure key."""
+    """Two 32-bit words from a hex content digest: its first 64 bits (16 hex digits), the
+    structure key."""
     v = int(digest[:16], 16)
     return v >> 32, v & _M32

@@ -1,9 +1,11 @@
-"""The benchmark's report: learning and discovery curves, tables and a verdict over strategies and seeds.
+"""The benchmark's report: learning and discovery curves, tables and a verdict over strategies and
+seeds.
 
-Per strategy and number of labels (mean ± sample sd over seeds, and a bootstrap 95 % interval of the mean over
-seeds): structures found per DFT calculation below ``al.low_gap_ev`` and below 0.5 eV, the recall of the pool's
-100 smallest gaps, test MAE and test Spearman (total std against the absolute error), the labels each strategy
-needs to reach random's final test MAE, and the seconds per round (select + train + evaluate)."""
+Per strategy and number of labels (mean ± sample sd over seeds, and a bootstrap 95 % interval of the
+mean over seeds): structures found per DFT calculation below ``al.low_gap_ev`` and below 0.5 eV, the
+recall of the pool's 100 smallest gaps, test MAE and test Spearman (total std against the absolute
+error), the labels each strategy needs to reach random's final test MAE, and the seconds per
+round (select + train + evaluate)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ N_BOOTSTRAP = 2000
 
 
 def collect_runs(runs_dir: str | Path):
-    """One row per (strategy, seed, round) of every campaign below ``runs_dir`` (a pandas DataFrame)."""
+    """One row per (strategy, seed, round) of every campaign below ``runs_dir`` (a pandas
+    DataFrame)."""
     rows = []
     for path in sorted(Path(runs_dir).rglob(STATE_FILE)):
         st = json.loads(path.read_text())
@@ -39,13 +42,36 @@ def collect_runs(runs_dir: str | Path):
             bought += [g for g in h.get("picked_bandgaps_ev") or [] if g is not None]
             bought_ids |= set(h.get("picked") or [])
             seconds = h.get("seconds") or {}
-            rows.append({"strategy": strategy, "seed": st["seed"], "run": str(path.parent), "low_gap_base_rate": base,
-                         **{k: h.get(k) for k in ("round", "n_labelled", "n_acquired", "relative_dft_cost",
-                                                  "n_low_gap_found", "test_mae_ev", "val_mae_ev")},
-                         "test_spearman": h.get("test_spearman_std_abs_error"),
-                         "n_found_strict": int(sum(g < STRICT_GAP_EV for g in bought)) if "picked" in h else None,
-                         "recall_smallest": (len(bought_ids & smallest) / len(smallest)) if smallest else None,
-                         "round_seconds": (sum(float(v or 0) for v in seconds.values()) if seconds else None)})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "seed": st["seed"],
+                    "run": str(path.parent),
+                    "low_gap_base_rate": base,
+                    **{
+                        k: h.get(k)
+                        for k in (
+                            "round",
+                            "n_labelled",
+                            "n_acquired",
+                            "relative_dft_cost",
+                            "n_low_gap_found",
+                            "test_mae_ev",
+                            "val_mae_ev",
+                        )
+                    },
+                    "test_spearman": h.get("test_spearman_std_abs_error"),
+                    "n_found_strict": int(sum(g < STRICT_GAP_EV for g in bought))
+                    if "picked" in h
+                    else None,
+                    "recall_smallest": (len(bought_ids & smallest) / len(smallest))
+                    if smallest
+                    else None,
+                    "round_seconds": (
+                        sum(float(v or 0) for v in seconds.values()) if seconds else None
+                    ),
+                }
+            )
     if not rows:
         raise FileNotFoundError(f"no campaign ({STATE_FILE}) with a trained round below {runs_dir}")
     return pd.DataFrame(rows)
@@ -61,7 +87,8 @@ def _mean(x) -> float:
 
 
 def bootstrap_interval(values, n: int = N_BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
-    """The 95 % percentile-bootstrap interval of the mean of ``values`` (NaNs dropped; one value: itself)."""
+    """The 95 % percentile-bootstrap interval of the mean of ``values`` (NaNs dropped; one value:
+    itself)."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if not x.size:
@@ -78,20 +105,30 @@ def summarize_curves(table):
             table[col] = np.nan
         table[col] = pd.to_numeric(table[col], errors="coerce")
     g = table.groupby(["strategy", "round"])
-    out = g.agg(n_seeds=("seed", "nunique"), n_labelled=("n_labelled", "mean"), n_acquired=("n_acquired", "mean"),
-                relative_dft_cost=("relative_dft_cost", "mean"),
-                test_mae_ev=("test_mae_ev", "mean"), test_mae_ev_sd=("test_mae_ev", _spread),
-                test_spearman=("test_spearman", "mean"), test_spearman_sd=("test_spearman", _spread),
-                n_low_gap_found=("n_low_gap_found", "mean"), n_low_gap_found_sd=("n_low_gap_found", _spread),
-                n_found_strict=("n_found_strict", "mean"), n_found_strict_sd=("n_found_strict", _spread),
-                recall_smallest=("recall_smallest", "mean"), recall_smallest_sd=("recall_smallest", _spread),
-                round_seconds=("round_seconds", "mean"))
+    out = g.agg(
+        n_seeds=("seed", "nunique"),
+        n_labelled=("n_labelled", "mean"),
+        n_acquired=("n_acquired", "mean"),
+        relative_dft_cost=("relative_dft_cost", "mean"),
+        test_mae_ev=("test_mae_ev", "mean"),
+        test_mae_ev_sd=("test_mae_ev", _spread),
+        test_spearman=("test_spearman", "mean"),
+        test_spearman_sd=("test_spearman", _spread),
+        n_low_gap_found=("n_low_gap_found", "mean"),
+        n_low_gap_found_sd=("n_low_gap_found", _spread),
+        n_found_strict=("n_found_strict", "mean"),
+        n_found_strict_sd=("n_found_strict", _spread),
+        recall_smallest=("recall_smallest", "mean"),
+        recall_smallest_sd=("recall_smallest", _spread),
+        round_seconds=("round_seconds", "mean"),
+    )
     return out.reset_index()
 
 
 def labels_to_reach(curves, reference: str = "random") -> dict[str, float | None]:
-    """Per strategy, the fewest labels at which its mean test MAE is at or below ``reference``'s mean test MAE at
-    the last round every strategy reached (None: never; {} without the reference)."""
+    """Per strategy, the fewest labels at which its mean test MAE is at or below ``reference``'s
+    mean test MAE at the last round every strategy reached (None: never; {} without the
+    reference)."""
     ref = curves[curves["strategy"] == reference].dropna(subset=["test_mae_ev"])
     if ref.empty:
         return {}
@@ -106,44 +143,86 @@ def labels_to_reach(curves, reference: str = "random") -> dict[str, float | None
 
 
 def final_summary(table):
-    """Per strategy, at the last round every seed reached: low-gap finds per DFT calculation (mean ± sd)."""
+    """Per strategy, at the last round every seed reached: low-gap finds per DFT calculation
+    (mean ± sd)."""
     rows = []
     for strategy, t in table.groupby("strategy"):
         last = t.groupby("seed")["round"].max().min()
         f = t[t["round"] == last]
-        per_calc = (f["n_low_gap_found"] / f["n_acquired"].where(f["n_acquired"] > 0)).to_numpy(dtype=float)
-        per_cost = (f["n_low_gap_found"] / f["relative_dft_cost"].where(f["relative_dft_cost"] > 0)).to_numpy(dtype=float)
+        per_calc = (f["n_low_gap_found"] / f["n_acquired"].where(f["n_acquired"] > 0)).to_numpy(
+            dtype=float
+        )
+        per_cost = (
+            f["n_low_gap_found"] / f["relative_dft_cost"].where(f["relative_dft_cost"] > 0)
+        ).to_numpy(dtype=float)
         mae = f["test_mae_ev"].dropna().to_numpy(dtype=float)
-        strict = pd.to_numeric(f.get("n_found_strict"), errors="coerce").to_numpy(dtype=float) \
-            if "n_found_strict" in f else np.full(len(f), np.nan)
+        strict = (
+            pd.to_numeric(f.get("n_found_strict"), errors="coerce").to_numpy(dtype=float)
+            if "n_found_strict" in f
+            else np.full(len(f), np.nan)
+        )
         strict_per_calc = strict / f["n_acquired"].where(f["n_acquired"] > 0).to_numpy(dtype=float)
-        recall = pd.to_numeric(f.get("recall_smallest"), errors="coerce").to_numpy(dtype=float) \
-            if "recall_smallest" in f else np.full(len(f), np.nan)
-        rho = pd.to_numeric(f.get("test_spearman"), errors="coerce").to_numpy(dtype=float) \
-            if "test_spearman" in f else np.full(len(f), np.nan)
-        secs = pd.to_numeric(t[t["round"] > 0].get("round_seconds"), errors="coerce").to_numpy(dtype=float) \
-            if "round_seconds" in t else np.array([])
-        extra = {"found_per_calculation_ci": bootstrap_interval(per_calc),
-                 "strict_per_calculation": _mean(strict_per_calc), "strict_per_calculation_sd": _spread(
-                     strict_per_calc[np.isfinite(strict_per_calc)]),
-                 "strict_per_calculation_ci": bootstrap_interval(strict_per_calc),
-                 "recall_smallest": _mean(recall), "recall_smallest_sd": _spread(recall[np.isfinite(recall)]),
-                 "recall_smallest_ci": bootstrap_interval(recall),
-                 "test_mae_ev_ci": bootstrap_interval(mae),
-                 "test_spearman": _mean(rho), "test_spearman_sd": _spread(rho[np.isfinite(rho)]),
-                 "seconds_per_round": _mean(secs)}
-        rows.append({"strategy": strategy, "n_seeds": int(f["seed"].nunique()), "round": int(last), **extra,
-                     "n_acquired": float(f["n_acquired"].mean()),
-                     "n_low_gap_found": float(f["n_low_gap_found"].mean()), "n_low_gap_found_sd": _spread(f["n_low_gap_found"]),
-                     "found_per_calculation": _mean(per_calc), "found_per_calculation_sd": _spread(per_calc),
-                     "found_per_relative_cost": _mean(per_cost),
-                     "test_mae_ev": float(mae.mean()) if mae.size else float("nan"), "test_mae_ev_sd": _spread(mae),
-                     "low_gap_base_rate": f["low_gap_base_rate"].iloc[0]})
+        recall = (
+            pd.to_numeric(f.get("recall_smallest"), errors="coerce").to_numpy(dtype=float)
+            if "recall_smallest" in f
+            else np.full(len(f), np.nan)
+        )
+        rho = (
+            pd.to_numeric(f.get("test_spearman"), errors="coerce").to_numpy(dtype=float)
+            if "test_spearman" in f
+            else np.full(len(f), np.nan)
+        )
+        secs = (
+            pd.to_numeric(t[t["round"] > 0].get("round_seconds"), errors="coerce").to_numpy(
+                dtype=float
+            )
+            if "round_seconds" in t
+            else np.array([])
+        )
+        extra = {
+            "found_per_calculation_ci": bootstrap_interval(per_calc),
+            "strict_per_calculation": _mean(strict_per_calc),
+            "strict_per_calculation_sd": _spread(strict_per_calc[np.isfinite(strict_per_calc)]),
+            "strict_per_calculation_ci": bootstrap_interval(strict_per_calc),
+            "recall_smallest": _mean(recall),
+            "recall_smallest_sd": _spread(recall[np.isfinite(recall)]),
+            "recall_smallest_ci": bootstrap_interval(recall),
+            "test_mae_ev_ci": bootstrap_interval(mae),
+            "test_spearman": _mean(rho),
+            "test_spearman_sd": _spread(rho[np.isfinite(rho)]),
+            "seconds_per_round": _mean(secs),
+        }
+        rows.append(
+            {
+                "strategy": strategy,
+                "n_seeds": int(f["seed"].nunique()),
+                "round": int(last),
+                **extra,
+                "n_acquired": float(f["n_acquired"].mean()),
+                "n_low_gap_found": float(f["n_low_gap_found"].mean()),
+                "n_low_gap_found_sd": _spread(f["n_low_gap_found"]),
+                "found_per_calculation": _mean(per_calc),
+                "found_per_calculation_sd": _spread(per_calc),
+                "found_per_relative_cost": _mean(per_cost),
+                "test_mae_ev": float(mae.mean()) if mae.size else float("nan"),
+                "test_mae_ev_sd": _spread(mae),
+                "low_gap_base_rate": f["low_gap_base_rate"].iloc[0],
+            }
+        )
     return pd.DataFrame(rows).sort_values("found_per_calculation", ascending=False, kind="stable")
 
 
-def _curve_plot(curves, x: str, y: str, path: Path, *, xlabel: str, ylabel: str, title: str,
-                base_rate: float | None = None) -> Path:
+def _curve_plot(
+    curves,
+    x: str,
+    y: str,
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    base_rate: float | None = None,
+) -> Path:
     fig = new_figure((5.5, 4.2))
     ax = fig.add_subplot()
     for strategy, c in curves.groupby("strategy"):
@@ -162,39 +241,66 @@ def _curve_plot(curves, x: str, y: str, path: Path, *, xlabel: str, ylabel: str,
 
 def plot_learning_curves(curves, path: str | Path) -> Path:
     """Test MAE (eV) against the number of labelled structures; mean ± sd band over seeds."""
-    return _curve_plot(curves, "n_labelled", "test_mae_ev", Path(path), xlabel="labelled structures",
-                       ylabel="test MAE (eV)", title="Learning curves")
+    return _curve_plot(
+        curves,
+        "n_labelled",
+        "test_mae_ev",
+        Path(path),
+        xlabel="labelled structures",
+        ylabel="test MAE (eV)",
+        title="Learning curves",
+    )
 
 
-def plot_discovery_curves(curves, path: str | Path, *, low_gap_ev: float = 1.0,
-                          base_rate: float | None = None) -> Path:
+def plot_discovery_curves(
+    curves, path: str | Path, *, low_gap_ev: float = 1.0, base_rate: float | None = None
+) -> Path:
     """Low-gap structures found against DFT calculations spent; mean ± sd band over seeds."""
-    return _curve_plot(curves, "n_acquired", "n_low_gap_found", Path(path), xlabel="DFT calculations",
-                       ylabel=f"found with PBE gap < {low_gap_ev:g} eV", title="Discovery curves", base_rate=base_rate)
+    return _curve_plot(
+        curves,
+        "n_acquired",
+        "n_low_gap_found",
+        Path(path),
+        xlabel="DFT calculations",
+        ylabel=f"found with PBE gap < {low_gap_ev:g} eV",
+        title="Discovery curves",
+        base_rate=base_rate,
+    )
 
 
 def discovery_statement(summary, low_gap_ev: float = 1.0) -> str:
     """A plain sentence: which strategy finds the most low-gap MOFs per DFT calculation."""
     s = summary.reset_index(drop=True)
     best = s.iloc[0]
-    text = (f"**{best['strategy']}** finds the most MOFs with a PBE band gap below {low_gap_ev:g} eV per DFT "
-            f"calculation: {best['found_per_calculation']:.3f} ± {best['found_per_calculation_sd']:.3f} per "
-            f"calculation ({best['n_low_gap_found']:.1f} ± {best['n_low_gap_found_sd']:.1f} in "
-            f"{best['n_acquired']:.0f} calculations; mean ± standard deviation over {best['n_seeds']} seed(s)).")
+    text = (
+        f"**{best['strategy']}** finds the most MOFs with a PBE band gap below {low_gap_ev:g} eV "
+        f"per DFT calculation: {best['found_per_calculation']:.3f} ± "
+        f"{best['found_per_calculation_sd']:.3f} per calculation ({best['n_low_gap_found']:.1f} ± "
+        f"{best['n_low_gap_found_sd']:.1f} in {best['n_acquired']:.0f} calculations; mean ± "
+        f"standard deviation over {best['n_seeds']} seed(s))."
+    )
     if len(s) > 1:
         second = s.iloc[1]
         gap = best["found_per_calculation"] - second["found_per_calculation"]
         spread = max(best["found_per_calculation_sd"], second["found_per_calculation_sd"])
         if gap <= spread:
-            text += (f" The runner-up, {second['strategy']} ({second['found_per_calculation']:.3f} ± "
-                     f"{second['found_per_calculation_sd']:.3f}), is within the spread over seeds, so these runs "
-                     f"do not separate the two.")
+            text += (
+                f" The runner-up, {second['strategy']} ({second['found_per_calculation']:.3f} ± "
+                f"{second['found_per_calculation_sd']:.3f}), is within the spread over seeds, so "
+                f"these runs do not separate the two."
+            )
         else:
-            text += f" The runner-up is {second['strategy']} ({second['found_per_calculation']:.3f} per calculation)."
+            text += (
+                f" The runner-up is {second['strategy']} "
+                f"({second['found_per_calculation']:.3f} per calculation)."
+            )
     rand = s[s["strategy"] == "random"]
     if len(rand) and best["strategy"] != "random" and rand.iloc[0]["found_per_calculation"] > 0:
         r = rand.iloc[0]["found_per_calculation"]
-        text += f" Random picking finds {r:.3f} per calculation, so {best['strategy']} is {best['found_per_calculation'] / r:.1f}× random."
+        text += (
+            f" Random picking finds {r:.3f} per calculation, so {best['strategy']} is "
+            f"{best['found_per_calculation'] / r:.1f}× random."
+        )
     base = best.get("low_gap_base_rate")
     if base is not None and isinstance(base, float) and math.isfinite(base):
         text += f" (Fraction of the initial pool below {low_gap_ev:g} eV: {base:.3f}.)"
@@ -229,40 +335,66 @@ def write_report(runs_dir: str | Path, out: str | Path) -> Path:
     for name, frame in (("runs.csv", table), ("curves.csv", curves), ("summary.csv", summary)):
         write_table(frame, out / name)
     plot_learning_curves(curves, out / "learning_curves.png")
-    plot_discovery_curves(curves, out / "discovery_curves.png", low_gap_ev=al["low_gap_ev"], base_rate=base_rate)
+    plot_discovery_curves(
+        curves, out / "discovery_curves.png", low_gap_ev=al["low_gap_ev"], base_rate=base_rate
+    )
     lines = [
-        "# Active learning on QMOF band gaps", "",
+        "# Active learning on QMOF band gaps",
+        "",
         f"Campaigns in `{runs_dir}`: {table['strategy'].nunique()} strategies, "
-        f"{table.groupby('strategy')['seed'].nunique().max()} seed(s) each. Start from {al['initial_labelled']} "
-        f"labelled structures, batches of {al['batch_size']}, up to {al['n_rounds']} rounds; split "
-        f"`{first['data']['split']}` (the pool is its train part; the test part is never in the pool). "
-        f"Campaigns with the same seed start from the same labelled set. Bands and ± are the sample standard "
-        f"deviation over seeds; a relative DFT cost of 1 is one structure of the initial set's median size.", "",
-        discovery_statement(summary, al["low_gap_ev"]), "",
-        "| strategy | seeds | DFT calculations | found (< {:g} eV) | found per calculation | found per relative "
-        "DFT cost | final test MAE (eV) |".format(al["low_gap_ev"]),
+        f"{table.groupby('strategy')['seed'].nunique().max()} seed(s) each. Start from "
+        f"{al['initial_labelled']} labelled structures, batches of {al['batch_size']}, up to "
+        f"{al['n_rounds']} rounds; split `{first['data']['split']}` (the pool is its train part; "
+        f"the test part is never in the pool). Campaigns with the same seed start from the same "
+        "labelled set. Bands and ± are the sample standard deviation over seeds; a relative DFT "
+        "cost of 1 is one structure of the initial set's median size.",
+        "",
+        discovery_statement(summary, al["low_gap_ev"]),
+        "",
+        "| strategy | seeds | DFT calculations | found (< {:g} eV) | found per calculation | found "
+        "per relative DFT cost | final test MAE (eV) |".format(al["low_gap_ev"]),
         "|---|---|---|---|---|---|---|",
     ]
     for _, r in summary.iterrows():
-        lines.append(f"| {r['strategy']} | {r['n_seeds']} | {r['n_acquired']:.0f} | {r['n_low_gap_found']:.1f} ± "
-                     f"{r['n_low_gap_found_sd']:.1f} | {r['found_per_calculation']:.3f} ± {r['found_per_calculation_sd']:.3f}"
-                     f" | {r['found_per_relative_cost']:.3f} | {r['test_mae_ev']:.3f} ± {r['test_mae_ev_sd']:.3f} |")
+        lines.append(
+            f"| {r['strategy']} | {r['n_seeds']} | {r['n_acquired']:.0f} | "
+            f"{r['n_low_gap_found']:.1f} ± {r['n_low_gap_found_sd']:.1f} | "
+            f"{r['found_per_calculation']:.3f} ± {r['found_per_calculation_sd']:.3f} | "
+            f"{r['found_per_relative_cost']:.3f} | {r['test_mae_ev']:.3f} ± "
+            f"{r['test_mae_ev_sd']:.3f} |"
+        )
     reach = labels_to_reach(curves)
-    lines += ["", f"Per strategy at its last common round (mean ± sd over seeds; [95 % bootstrap interval of the mean "
-              f"over seeds]): found per DFT calculation below {al['low_gap_ev']:g} eV and below {STRICT_GAP_EV:g} "
-              "eV, recall of the pool's 100 smallest gaps, test MAE and test Spearman (total std against the "
-              "absolute error), the labels at which the strategy's mean test MAE first reaches random's final one, "
-              "and the mean seconds of a round after round 0 (select + train + evaluate).", "",
-              f"| strategy | found/calc < {al['low_gap_ev']:g} eV | found/calc < {STRICT_GAP_EV:g} eV | recall of "
-              "the 100 smallest | test MAE (eV) | test Spearman | labels to random's final MAE | s / round |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Per strategy at its last common round (mean ± sd over seeds; [95 % bootstrap interval of "
+        "the mean over seeds]): found per DFT calculation below "
+        f"{al['low_gap_ev']:g} eV and below {STRICT_GAP_EV:g} "
+        "eV, recall of the pool's 100 smallest gaps, test MAE and test Spearman (total std against "
+        "the absolute error), the labels at which the strategy's mean test MAE first reaches "
+        "random's final one, and the mean seconds of a "
+        "round after round 0 (select + train + evaluate).",
+        "",
+        f"| strategy | found/calc < {al['low_gap_ev']:g} eV | found/calc < {STRICT_GAP_EV:g} eV | "
+        "recall of the 100 smallest | test MAE (eV) | test "
+        "Spearman | labels to random's final MAE | s / round |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in summary.iterrows():
         need = reach.get(r["strategy"])
-        lines.append(f"| {r['strategy']} | {_cell(r, 'found_per_calculation')} | {_cell(r, 'strict_per_calculation')}"
-                     f" | {_cell(r, 'recall_smallest', 2)} | {_cell(r, 'test_mae_ev')} | "
-                     f"{_cell(r, 'test_spearman', 3, ci=False)} | "
-                     f"{'not reached' if need is None else f'{need:.0f}'} | {_num(r['seconds_per_round'], 0)} |")
-    lines += ["", "![learning curves](learning_curves.png)", "", "![discovery curves](discovery_curves.png)", ""]
+        lines.append(
+            f"| {r['strategy']} | {_cell(r, 'found_per_calculation')} | "
+            f"{_cell(r, 'strict_per_calculation')} | {_cell(r, 'recall_smallest', 2)} | "
+            f"{_cell(r, 'test_mae_ev')} | {_cell(r, 'test_spearman', 3, ci=False)} | "
+            f"{'not reached' if need is None else f'{need:.0f}'} | "
+            f"{_num(r['seconds_per_round'], 0)} |"
+        )
+    lines += [
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "![discovery curves](discovery_curves.png)",
+        "",
+    ]
     md = out / "report.md"
     atomic_write_bytes(md, "\n".join(lines).encode())
     return md

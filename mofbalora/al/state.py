@@ -1,10 +1,12 @@
-"""A campaign's committed state: ``campaign.json`` (versioned) and ``config.yaml`` in the state folder.
+"""A campaign's committed state: ``campaign.json`` (versioned) and ``config.yaml`` in the state
+folder.
 
-:class:`CampaignState` is the whole record a campaign resumes from: a dataclass with one typed attribute per
-field (the campaign reads ``state.pool``), its version and its checks in one place. On disk it is one JSON
-object with the fields in declaration order (:meth:`CampaignState.to_json`, written atomically through
-:func:`mofbalora.io.atomic_write_json`). Reading a file of another version, or one that lacks a field or has
-a field this version does not know, raises ``ValueError`` naming the file and the version or the field.
+:class:`CampaignState` is the whole record a campaign resumes from: a dataclass with one typed
+attribute per field (the campaign reads ``state.pool``), its version and its checks in one place. On
+disk it is one JSON object with the fields in declaration order (:meth:`CampaignState.to_json`,
+written atomically through :func:`mofbalora.io.atomic_write_json`). Reading a file of another
+version, or one that lacks a field or has a field this version does not know, raises ``ValueError``
+naming the file and the version or the field.
 """
 
 from __future__ import annotations
@@ -60,39 +62,69 @@ class CampaignState:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def new(cls, *, name: str, mode: Mode, seed: int, rng_state: dict, paths: dict[str, str]) -> CampaignState:
+    def new(
+        cls, *, name: str, mode: Mode, seed: int, rng_state: dict, paths: dict[str, str]
+    ) -> CampaignState:
         """Round 0, about to train, nothing labelled yet."""
-        return cls(name=name, mode=mode, seed=int(seed), round=0, phase="train", labelled={}, initial=[],
-                   acquired=[], pool=[], pending=[], round_picked=[], round_failed=[], select_seconds=0.0,
-                   val_ids=[], test_ids=[], paths=dict(paths), failed={}, rng_state=rng_state, cost_ref_atoms=None,
-                   pool_stats=None, history=[])
+        return cls(
+            name=name,
+            mode=mode,
+            seed=int(seed),
+            round=0,
+            phase="train",
+            labelled={},
+            initial=[],
+            acquired=[],
+            pool=[],
+            pending=[],
+            round_picked=[],
+            round_failed=[],
+            select_seconds=0.0,
+            val_ids=[],
+            test_ids=[],
+            paths=dict(paths),
+            failed={},
+            rng_state=rng_state,
+            cost_ref_atoms=None,
+            pool_stats=None,
+            history=[],
+        )
 
-    # -- the JSON form ------------------------------------------------------------------------------------
+    # -- the JSON form -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The JSON object (field order as declared; values shared with the state, not copied)."""
         return {name: getattr(self, name) for name in self.field_names()}
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str | Path = "campaign state") -> CampaignState:
-        """The state of a JSON object; ValueError naming ``where`` and the version, a missing field or an
-        unknown field."""
+        """The state of a JSON object; ValueError naming ``where`` and the version, a missing field
+        or an unknown field."""
         if not isinstance(data, dict):
-            raise ValueError(f"{where}: a campaign state is a JSON object, got {type(data).__name__}")
+            raise ValueError(
+                f"{where}: a campaign state is a JSON object, got {type(data).__name__}"
+            )
         version = data.get("version")
         if isinstance(version, bool) or version != STATE_VERSION:  # JSON true == 1 in Python
-            raise ValueError(f"{where}: state version {data.get('version')!r}, this mofbalora reads {STATE_VERSION}")
+            raise ValueError(
+                f"{where}: state version {data.get('version')!r}, "
+                f"this mofbalora reads {STATE_VERSION}"
+            )
         names = cls.field_names()
         missing = [k for k in names if k not in data]
         if missing:
             raise ValueError(f"{where}: campaign state lacks {missing}")
         unknown = [k for k in data if k not in names]
         if unknown:
-            raise ValueError(f"{where}: campaign state has unknown field(s) {unknown} (version {STATE_VERSION} "
-                             f"fields: {list(names)})")
+            raise ValueError(
+                f"{where}: campaign state has unknown field(s) {unknown} (version {STATE_VERSION} "
+                f"fields: {list(names)})"
+            )
         if data["mode"] not in MODES:
             raise ValueError(f"{where}: field 'mode' is {data['mode']!r}, not one of {list(MODES)}")
         if data["phase"] not in PHASES:
-            raise ValueError(f"{where}: field 'phase' is {data['phase']!r}, not one of {list(PHASES)}")
+            raise ValueError(
+                f"{where}: field 'phase' is {data['phase']!r}, not one of {list(PHASES)}"
+            )
         return cls(**data)
 
     def to_json(self) -> str:
@@ -104,10 +136,11 @@ class CampaignState:
         """The state of ``campaign.json``'s text (see :meth:`from_dict`)."""
         return cls.from_dict(json.loads(text), where=where)
 
-    # -- the state folder ---------------------------------------------------------------------------------
+    # -- the state folder --------------------------------------------------------------------------
     @classmethod
     def read(cls, state_dir: str | Path) -> CampaignState:
-        """The state in ``state_dir``; ValueError for another version, a missing or an unknown field."""
+        """The state in ``state_dir``; ValueError for another version, a missing or an unknown
+        field."""
         path = Path(state_dir) / STATE_FILE
         return cls.from_json(path.read_text(), where=path)
 

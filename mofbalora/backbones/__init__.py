@@ -1,4 +1,5 @@
-"""Backbones behind one interface; each heavy package is imported only when its backbone is asked for."""
+"""Backbones behind one interface; each heavy package is imported only when its backbone is asked
+for."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ BACKBONES = ("chgnet", "uma", "moftransformer", "jmp")
 
 
 def load_backbone(name: str, **options) -> Backbone:
-    """Build a backbone by name: ``chgnet`` (default, offline), ``uma`` (fairchem UMA), ``moftransformer``
-    (MOFTransformer / PMTransformer), ``jmp`` (GemNet-OC); the last three load a checkpoint from a local path."""
+    """Build a backbone by name: ``chgnet`` (default, offline), ``uma`` (fairchem UMA),
+    ``moftransformer`` (MOFTransformer / PMTransformer), ``jmp`` (GemNet-OC); the last three load
+    a checkpoint from a local path."""
     if name == "chgnet":
         from mofbalora.backbones.chgnet import CHGNetBackbone
 

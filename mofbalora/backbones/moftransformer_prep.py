@@ -1,13 +1,14 @@
 """Structures → MOFTransformer inputs through the ``moftransformer`` package's own data preparation.
 
-For each structure the package's ``make_prepared_data`` builds what its pretrained models were trained on:
+For each structure the package's ``make_prepared_data`` builds what its pretrained models were
+trained on:
 
-- the **atom-based graph**: the cell repeated until every edge is ≥ 8 Å, the 12 nearest neighbours of
-  each atom (distances, expanded later on a Gaussian basis), and the groups of *topologically unique*
-  atoms (atoms with identical 3-hop connectivity fingerprints; one token per group);
+- the **atom-based graph**: the cell repeated until every edge is ≥ 8 Å, the 12 nearest neighbours
+  of each atom (distances, expanded later on a Gaussian basis), and the groups of *topologically
+  unique* atoms (atoms with identical 3-hop connectivity fingerprints; one token per group);
 - the **energy grid**: a 30 × 30 × 30 grid of the UFF Lennard-Jones energy of a methane-like probe
-  in the cell repeated to ≥ ``min_length`` Å, computed by the package's GRIDAY tool (C++, built from the
-  package's sources by ``scripts/install_moftransformer.sh``), digitised into 101 energy bins.
+  in the cell repeated to ≥ ``min_length`` Å, computed by the package's GRIDAY tool (C++, built from
+  the package's sources by ``scripts/install_moftransformer.sh``), digitised into 101 energy bins.
 
 The prepared input is a small picklable dict (about 30 kB for a 100-atom MOF) that the content cache
 stores per structure. The package's known limits become :class:`PreparationError` with a ``cause``:
@@ -44,16 +45,32 @@ from torch import nn
 
 from mofbalora.backbones.base import FeaturizationError
 
-INSTALL_HINT = ("the MOFTransformer backbone needs moftransformer 2.2.0 and the GRIDAY tool: run "
-                "`bash scripts/install_moftransformer.sh .venv/bin/python` (it installs "
-                "mofbalora[moftransformer] plus `pip install --no-deps moftransformer==2.2.0`, and builds GRIDAY)")
+INSTALL_HINT = (
+    "the MOFTransformer backbone needs moftransformer 2.2.0 and the GRIDAY tool: run "
+    "`bash scripts/install_moftransformer.sh .venv/bin/python` (it installs "
+    "mofbalora[moftransformer] plus `pip install "
+    "--no-deps moftransformer==2.2.0`, and builds GRIDAY)"
+)
 PACKAGE_VERSION = "2.2.0"
-CAUSES = ("too_many_atoms", "too_few_neighbors", "too_many_unique_atoms", "cell_too_large",
-          "energy_grid_failed", "unreadable_cif", "preparation_failed")
-#: the package's own log messages for each failure (``make_prepared_data`` logs them and returns False)
-_LOG_CAUSES = (("larger than `max_num_atoms`", "too_many_atoms"), ("num_nbr is smaller", "too_few_neighbors"),
-               ("topologically unique atoms", "too_many_unique_atoms"), ("more than max_length", "cell_too_large"),
-               ("energy grid failed", "energy_grid_failed"), ("reading cif", "unreadable_cif"))
+CAUSES = (
+    "too_many_atoms",
+    "too_few_neighbors",
+    "too_many_unique_atoms",
+    "cell_too_large",
+    "energy_grid_failed",
+    "unreadable_cif",
+    "preparation_failed",
+)
+#: the package's own log messages for each failure (``make_prepared_data`` logs them and returns
+#: False)
+_LOG_CAUSES = (
+    ("larger than `max_num_atoms`", "too_many_atoms"),
+    ("num_nbr is smaller", "too_few_neighbors"),
+    ("topologically unique atoms", "too_many_unique_atoms"),
+    ("more than max_length", "cell_too_large"),
+    ("energy grid failed", "energy_grid_failed"),
+    ("reading cif", "unreadable_cif"),
+)
 
 
 class PreparationError(FeaturizationError):
@@ -70,7 +87,7 @@ class PreparationError(FeaturizationError):
         return (type(self), (self.cause, self.detail))
 
 
-# -- importing the package ---------------------------------------------------------------------------
+# -- importing the package -------------------------------------------------------------------------
 class _DropPath(nn.Module):
     """Stochastic depth (drop whole residual branches per sample with probability ``drop_prob``)."""
 
@@ -87,14 +104,18 @@ class _DropPath(nn.Module):
 
 
 def _timm_stand_in() -> dict[str, types.ModuleType]:
-    """The two names moftransformer takes from ``timm.models.layers`` (``DropPath``, ``trunc_normal_``).
+    """The two names moftransformer takes from ``timm.models.layers`` (``DropPath``,
+    ``trunc_normal_``).
 
-    timm imports torchvision at import time, and the torchvision wheels on PyPI are CUDA builds whose
-    operators cannot load beside the CPU torch this project pins, so timm cannot be imported here. The
-    package uses ``trunc_normal_`` for initialisation (torch's own ``nn.init.trunc_normal_`` has the same
-    signature and distribution) and ``DropPath`` only with a drop rate > 0, which its models never set.
+    timm imports torchvision at import time, and the torchvision wheels on PyPI are CUDA builds
+    whose operators cannot load beside the CPU torch this project pins, so timm cannot be imported
+    here. The package uses ``trunc_normal_`` for initialisation (torch's own
+    ``nn.init.trunc_normal_`` has the same signature and distribution) and ``DropPath`` only with a
+    drop rate > 0, which its models never set.
     """
-    root, models, layers = (types.ModuleType(n) for n in ("timm", "timm.models", "timm.models.layers"))
+    root, models, layers = (
+        types.ModuleType(n) for n in ("timm", "timm.models", "timm.models.layers")
+    )
     layers.DropPath = _DropPath
     layers.trunc_normal_ = nn.init.trunc_normal_
     root.models, models.layers = models, layers
@@ -106,13 +127,15 @@ def _timm_importable() -> bool:
         return False
     try:
         importlib.import_module("timm.models.layers")
-    except Exception:  # ImportError, or a RuntimeError from a torchvision whose operators do not load
+    # ImportError, or a RuntimeError from a torchvision whose operators do not load
+    except Exception:
         return False
     return True
 
 
 def import_moftransformer() -> types.ModuleType:
-    """Import ``moftransformer`` (2.2.0) with the project's torch; an actionable ImportError if missing."""
+    """Import ``moftransformer`` (2.2.0) with the project's torch; an actionable ImportError if
+    missing."""
     if "moftransformer" in sys.modules and hasattr(sys.modules["moftransformer"], "modules"):
         return sys.modules["moftransformer"]
     if importlib.util.find_spec("moftransformer") is None:
@@ -122,25 +145,32 @@ def import_moftransformer() -> types.ModuleType:
     sys.modules.update(added)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deprecations of its old dependencies (pkg_resources, timm paths)
+            # deprecations of its old dependencies (pkg_resources, timm paths)
+            warnings.simplefilter("ignore")
             package = importlib.import_module("moftransformer")
             importlib.import_module("moftransformer.modules.module")
             importlib.import_module("moftransformer.utils.prepare_data")
     except ImportError as exc:
-        raise ImportError(f"moftransformer is installed but cannot be imported ({exc}); {INSTALL_HINT}") from exc
+        raise ImportError(
+            f"moftransformer is installed but cannot be imported ({exc}); {INSTALL_HINT}"
+        ) from exc
     finally:
-        for name, module in added.items():  # the stand-in is visible to moftransformer's import only
+        # the stand-in is visible to moftransformer's import only
+        for name, module in added.items():
             if sys.modules.get(name) is module:
                 del sys.modules[name]
     if getattr(package, "__version__", None) != PACKAGE_VERSION:
-        warnings.warn(f"moftransformer {package.__version__} found; the backbone was written for "
-                      f"{PACKAGE_VERSION}", stacklevel=2)
+        warnings.warn(
+            f"moftransformer {package.__version__} found; the backbone was written for "
+            f"{PACKAGE_VERSION}",
+            stacklevel=2,
+        )
     return package
 
 
 def package_module(name: str) -> types.ModuleType:
-    """A submodule of the package, e.g. ``"utils.prepare_data"`` (attribute access can hit a function of
-    the same name that the package's ``__init__`` re-exports)."""
+    """A submodule of the package, e.g. ``"utils.prepare_data"`` (attribute access can hit a
+    function of the same name that the package's ``__init__`` re-exports)."""
     import_moftransformer()
     return importlib.import_module(f"moftransformer.{name}")
 
@@ -154,7 +184,7 @@ def griday_path() -> Path:
     return path
 
 
-# -- preparation -------------------------------------------------------------------------------------
+# -- preparation -----------------------------------------------------------------------------------
 class _Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -172,15 +202,22 @@ def _cause_of(messages: list[str]) -> tuple[str, str]:
     return "preparation_failed", messages[-1] if messages else "no reason logged"
 
 
-def prepare_structure(structure, *, max_length: float = 60.0, min_length: float = 30.0,
-                      max_num_unique_atoms: int = 300, max_num_atoms: int | None = 3000,
-                      max_num_nbr: int = 12) -> dict[str, Any]:
+def prepare_structure(
+    structure,
+    *,
+    max_length: float = 60.0,
+    min_length: float = 30.0,
+    max_num_unique_atoms: int = 300,
+    max_num_atoms: int | None = 3000,
+    max_num_nbr: int = 12,
+) -> dict[str, Any]:
     """One pymatgen structure → a picklable MOFTransformer input (see the module docstring).
 
-    Keys: ``atom_num`` (int8, supercell atoms), ``nbr_idx`` (int32, atoms × 12), ``nbr_dist`` (float32 Å),
-    ``uni_idx`` (list of atom-index lists, largest group first), ``uni_count`` (int16), ``grid`` (uint8
-    energy bins 1–102, 30³, in GRIDAY's order), ``grid_cell`` (grid points per axis), ``volume`` (energy
-    grid supercell volume / 60³ Å³, as the package normalises it) and ``n_atoms`` (atoms of ``structure``).
+    Keys: ``atom_num`` (int8, supercell atoms), ``nbr_idx`` (int32, atoms × 12), ``nbr_dist``
+    (float32 Å), ``uni_idx`` (list of atom-index lists, largest group first), ``uni_count`` (int16),
+    ``grid`` (uint8 energy bins 1–102, 30³, in GRIDAY's order), ``grid_cell`` (grid points per
+    axis), ``volume`` (energy grid supercell volume / 60³ Å³, as the package normalises it) and
+    ``n_atoms`` (atoms of ``structure``).
 
     Raises:
         PreparationError: the package's preparation rejected the structure (``cause`` says why).
@@ -191,7 +228,8 @@ def prepare_structure(structure, *, max_length: float = 60.0, min_length: float 
     griday_path()
     prep = package_module("utils.prepare_data")
     dataset = package_module("datamodules.dataset").Dataset
-    log = logging.Logger("moftransformer-preparation")  # unregistered: no global logging state touched
+    # unregistered: no global logging state touched
+    log = logging.Logger("moftransformer-preparation")
     collect = _Collect()
     log.addHandler(collect)
     with tempfile.TemporaryDirectory(prefix="mofbalora-moft-") as tmp:
@@ -200,22 +238,32 @@ def prepare_structure(structure, *, max_length: float = 60.0, min_length: float 
         try:
             CifWriter(structure).write_file(cif)
         except Exception as exc:
-            raise PreparationError("unreadable_cif", f"writing the structure as CIF failed: {exc}") from None
+            raise PreparationError(
+                "unreadable_cif", f"writing the structure as CIF failed: {exc}"
+            ) from None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ok = prep.make_prepared_data(cif, out, logger=log, eg_logger=log, max_length=max_length,
-                                             min_length=min_length, max_num_unique_atoms=max_num_unique_atoms,
-                                             max_num_atoms=max_num_atoms, max_num_nbr=max_num_nbr)
+                ok = prep.make_prepared_data(
+                    cif,
+                    out,
+                    logger=log,
+                    eg_logger=log,
+                    max_length=max_length,
+                    min_length=min_length,
+                    max_num_unique_atoms=max_num_unique_atoms,
+                    max_num_atoms=max_num_atoms,
+                    max_num_nbr=max_num_nbr,
+                )
         except Exception as exc:
             raise PreparationError("preparation_failed", f"{type(exc).__name__}: {exc}") from None
         if not ok:
             raise PreparationError(*_cause_of(collect.messages))
         # These two pickles are the package's own output format, written a moment ago by
-        # make_prepared_data into this call's private temporary folder (mode 0700, removed on exit): no
-        # other user can place a file there, and nothing read here is kept except the plain arrays below
-        # (which the content cache stores without pickles). Reading them another way would mean
-        # re-implementing the package's writer.
+        # make_prepared_data into this call's private temporary folder (mode 0700, removed on exit):
+        # no other user can place a file there, and nothing read here is kept except the plain
+        # arrays below (which the content cache stores without pickles). Reading them another way
+        # would mean re-implementing the package's writer.
         with open(out / "structure.graphdata", "rb") as fh:
             _, atom_num, nbr_idx, nbr_dist, uni_idx, uni_count = pickle.load(fh)
         with open(out / "structure.griddata16", "rb") as fh:
@@ -228,7 +276,8 @@ def prepare_structure(structure, *, max_length: float = 60.0, min_length: float 
     return {
         "n_atoms": len(structure),
         "atom_num": np.asarray(atom_num, dtype=np.int8),
-        # the package stores int16 indices: exact while max_num_atoms <= 32,767 (checked by the backbone)
+        # the package stores int16 indices: exact while max_num_atoms <= 32,767 (checked by the
+        # backbone)
         "nbr_idx": np.asarray(nbr_idx, dtype=np.int32).reshape(len(atom_num), -1),
         "nbr_dist": np.asarray(nbr_dist, dtype=np.float32).reshape(len(atom_num), -1),
         "uni_idx": [list(map(int, group)) for group in uni_idx],

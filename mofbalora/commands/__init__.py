@@ -1,4 +1,5 @@
-"""CLI subcommands; each module defines ``register(subparsers)``. Shared argument types live here."""
+"""CLI subcommands; each module defines ``register(subparsers)``. Shared argument types live
+here."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars for this command: on a terminal (stderr) and without ``--quiet`` (a piped log gets the
-    one-line summaries of the logs instead)."""
+    """Progress bars for this command: on a terminal (stderr) and without ``--quiet`` (a piped log
+    gets the one-line summaries of the logs instead)."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
-

@@ -19,11 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dft-inputs",
         help="write DFT (VASP/ASE) inputs with QMOF's settings for the top-ranked structures",
         description=(
-            "Read a ranked CSV from `mofbalora screen`, take the rows with status 'ok' in rank order "
-            "and write one folder per structure with PBE-D3(BJ) inputs using QMOF's settings, plus "
-            "manifest.csv and run_quacc.py (runs quacc's QMOF recipe where quacc is installed). "
-            "POTCARs are written only when a pymatgen POTCAR directory is configured; otherwise "
-            "each folder gets POTCAR.spec listing the potentials to supply."
+            "Read a ranked CSV from `mofbalora screen`, take the rows with status 'ok' in rank "
+            "order and write one folder per structure with PBE-D3(BJ) inputs using QMOF's "
+            "settings, plus manifest.csv and run_quacc.py (runs quacc's QMOF recipe where quacc is "
+            "installed). POTCARs are written only when a pymatgen POTCAR directory is configured; "
+            "otherwise each folder gets POTCAR.spec listing the potentials to supply."
         ),
     )
     parser.add_argument("ranked_csv", type=Path, help="ranked CSV written by the screening step")
@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="hand over the K best ranks (default: all ok rows)",
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder to create")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output folder to create"
+    )
     parser.add_argument(
         "--code",
         choices=list(CODES),
@@ -46,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="pymatgen POTCAR directory (PMG_VASP_PSP_DIR layout); default: pymatgen's configured one, if any",
+        help="pymatgen POTCAR directory (PMG_VASP_PSP_DIR "
+        "layout); default: pymatgen's configured one, if any",
     )
     parser.add_argument(
         "--overwrite",
@@ -58,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cli_words(message: str) -> str:
     """The library's message in the CLI's words (``--overwrite``, not ``overwrite=True``)."""
-    return (message.replace("pass overwrite=True to replace", "give --overwrite to replace")
-            .replace("top must be", "--top must be"))
+    return message.replace("pass overwrite=True to replace", "give --overwrite to replace").replace(
+        "top must be", "--top must be"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     from mofbalora.dft import write_dft_inputs
 
     if not args.ranked_csv.is_file():
-        raise ValueError(f"ranked CSV {args.ranked_csv}: no such file (write one with `mofbalora screen --out`)")
+        raise ValueError(
+            f"ranked CSV {args.ranked_csv}: no such file (write one with `mofbalora screen --out`)"
+        )
     if args.potcar_dir is not None and not args.potcar_dir.is_dir():
         raise ValueError(f"--potcar-dir {args.potcar_dir}: no such folder")
     try:

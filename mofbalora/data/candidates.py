@@ -49,8 +49,9 @@ def _is_cif_name(path: Path) -> bool:
 def _cifs_under(folder: Path) -> list[Path]:
     """All ``*.cif`` entries below ``folder`` (any depth, suffix case-insensitive), sorted.
 
-    Everything whose name ends in ``.cif`` is listed — files, broken links and folders (a folder named
-    like a CIF is a user's mistake that must get its own error row, so it is listed, not descended into).
+    Everything whose name ends in ``.cif`` is listed — files, broken links and folders (a folder
+    named like a CIF is a user's mistake that must get its own error row, so it is listed, not
+    descended into).
     """
     found = []
     for root, dirs, files in os.walk(folder, followlinks=False):
@@ -66,7 +67,8 @@ def expand_candidates(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     Each input is, in this order of precedence:
 
     * an existing folder: every ``*.cif`` entry below it, at any depth, sorted by path
-      (the suffix is matched case-insensitively; a folder named ``*.cif`` is an entry, not descended);
+      (the suffix is matched case-insensitively; a folder named ``*.cif`` is an entry, not
+      descended);
     * an existing path that is not a folder: itself, whatever its suffix;
     * a glob pattern (holds ``*``, ``?`` or ``[``; ``**`` matches across folders): its matches,
       sorted, where a matched folder is expanded like a folder input;
@@ -85,7 +87,10 @@ def expand_candidates(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
         The paths, relative or absolute as the inputs spell them.
     """
     if isinstance(inputs, (str, os.PathLike)):
-        raise TypeError(f"inputs must be a list of paths or patterns, not a single {type(inputs).__name__} {inputs!r}")
+        raise TypeError(
+            "inputs must be a list of paths or patterns, "
+            f"not a single {type(inputs).__name__} {inputs!r}"
+        )
     out: list[Path] = []
     seen: set[str] = set()
 
@@ -184,8 +189,8 @@ def export_coremof(
 
     Which entries: those of the subset's csv, without the ones flagged ``DISORDER`` when
     ``include_disordered`` is false; then, with ``seed=None``, the first ``limit`` in name order,
-    otherwise ``limit`` drawn at random with :class:`random.Random` ``(seed)`` (reproducible), listed in
-    name order. ``limit=None`` takes them all (12,020 files, about 270 MB for 2019-ASR).
+    otherwise ``limit`` drawn at random with :class:`random.Random` ``(seed)`` (reproducible),
+    listed in name order. ``limit=None`` takes them all (12,020 files, about 270 MB for 2019-ASR).
 
     ``out_dir/manifest.csv`` gets one row per written file: ``name``, ``path`` (the file name,
     relative to the manifest's folder), ``subset``, ``disordered`` (``yes``/``no``, or empty for
@@ -194,7 +199,8 @@ def export_coremof(
     are overwritten.
 
     Args:
-        subset: ``"2019-ASR"`` (all-solvent removed), ``"2019-FSR"`` (free solvent removed) or ``"2014"``.
+        subset: ``"2019-ASR"`` (all-solvent removed), ``"2019-FSR"`` (free solvent removed) or
+            ``"2014"``.
         out_dir: folder to write into (created if needed).
         limit: at most this many files (a positive integer), or None for all.
         seed: None for the first ``limit`` by name, an integer for a reproducible random draw.
@@ -244,15 +250,26 @@ def export_coremof(
                     break
     missing = [name for name in names if name not in written]
     if missing:
-        log.warning("%d CoRE MOF %s entries are not in %s (e.g. %s)", len(missing), subset, archive.name, missing[:3])
+        log.warning(
+            "%d CoRE MOF %s entries are not in %s (e.g. %s)",
+            len(missing),
+            subset,
+            archive.name,
+            missing[:3],
+        )
 
     paths = [written[name] for name in names if name in written]
-    _write_manifest(out / MANIFEST_NAME, subset, [rows[name] for name in names if name in written], paths)
+    _write_manifest(
+        out / MANIFEST_NAME, subset, [rows[name] for name in names if name in written], paths
+    )
     return paths
 
 
-def _write_manifest(target: Path, subset: str, rows: list[dict[str, str]], paths: list[Path]) -> None:
-    """``manifest.csv``: name, path (relative to the manifest), subset, disordered, then the csv's columns."""
+def _write_manifest(
+    target: Path, subset: str, rows: list[dict[str, str]], paths: list[Path]
+) -> None:
+    """``manifest.csv``: name, path (relative to the manifest), subset, disordered, then the
+    csv's columns."""
     extra: list[str] = []
     for row in rows:
         for key in row:
@@ -263,18 +280,27 @@ def _write_manifest(target: Path, subset: str, rows: list[dict[str, str]], paths
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row, path in zip(rows, paths, strict=True):
-            record = {"name": row["filename"], "path": path.name, "subset": subset, "disordered": row["disordered"]}
+            record = {
+                "name": row["filename"],
+                "path": path.name,
+                "subset": subset,
+                "disordered": row["disordered"],
+            }
             record.update({key: row.get(key, "") for key in extra})
             writer.writerow(record)
 
 
-def distinct_file_ids(paths: list, digest_of: Callable[[int], str], taken: Iterable[str] = ()) -> list[str]:
-    """One distinct id per structure file: its stem, unless another of ``paths`` shares the stem or ``taken``
-    holds it (as an id, or as the start ``stem~`` of one); then ``stem~`` and the first 8 hex digits of the
-    file's content digest (``digest_of(i)`` for ``paths[i]``, called only on a collision). Byte-identical
-    copies under one stem get ``~2``, ``~3`` by order. The same files and ``taken`` give the same ids."""
+def distinct_file_ids(
+    paths: list, digest_of: Callable[[int], str], taken: Iterable[str] = ()
+) -> list[str]:
+    """One distinct id per structure file: its stem, unless another of ``paths`` shares the stem or
+    ``taken`` holds it (as an id, or as the start ``stem~`` of one); then ``stem~`` and the first 8
+    hex digits of the file's content digest (``digest_of(i)`` for ``paths[i]``, called only on a
+    collision). Byte-identical copies under one stem get ``~2``, ``~3`` by order. The same files
+    and ``taken`` give the same ids."""
     taken = set(taken)
-    made_from = {k[:i] for k in taken for i, ch in enumerate(k) if ch == "~"}  # 'MOF-5' of 'MOF-5~3f1c09ab'
+    # 'MOF-5' of 'MOF-5~3f1c09ab'
+    made_from = {k[:i] for k in taken for i, ch in enumerate(k) if ch == "~"}
     stems = [Path(p).stem for p in paths]
     shared = Counter(stems)
     ids = []

@@ -31,16 +31,20 @@ def cache_root() -> Path:
 
 
 def default_qmof_path() -> Path:
-    """``$MOFBALORA_QMOF``, else ``../shared/data/qmof`` beside the current or the project directory."""
+    """``$MOFBALORA_QMOF``, else ``../shared/data/qmof`` beside the current or the project
+    directory."""
     if os.environ.get(ENV_QMOF):
         return Path(os.environ[ENV_QMOF])
-    candidates = [Path.cwd() / ".." / "shared" / "data" / "qmof",
-                  Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "qmof"]
+    candidates = [
+        Path.cwd() / ".." / "shared" / "data" / "qmof",
+        Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "qmof",
+    ]
     for c in candidates:
         if c.exists():
             return c.resolve()
     raise FileNotFoundError(
-        f"no QMOF data found: set ${ENV_QMOF} or pass a path (looked in {[str(c) for c in candidates]})"
+        f"no QMOF data found: set ${ENV_QMOF} or pass a path (looked in "
+        f"{[str(c) for c in candidates]})"
     )
 
 
@@ -60,9 +64,12 @@ def _read_qmof_labels(folder: Path) -> pd.DataFrame:
 
 
 def _unpacked_tarball(tarball: Path) -> Path:
-    """Extract ``relaxed_structures.tar.xz`` once into the cache (atomically) and return the CIF folder."""
+    """Extract ``relaxed_structures.tar.xz`` once into the cache (atomically) and return the CIF
+    folder."""
     st = tarball.stat()
-    key = hashlib.sha1(f"{tarball.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{tarball.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[
+        :16
+    ]
     target = cache_root() / "qmof-unpacked" / key
     cif_dir = target / "relaxed_structures"
     if cif_dir.is_dir():
@@ -98,8 +105,12 @@ class BandGapDataset:
 
     def subset(self, ids: list[str]) -> BandGapDataset:
         idx = [self.index_of(i) for i in ids]
-        return BandGapDataset([self.ids[k] for k in idx], [self.cif_paths[k] for k in idx],
-                              self.bandgaps_ev[idx], source=self.source)
+        return BandGapDataset(
+            [self.ids[k] for k in idx],
+            [self.cif_paths[k] for k in idx],
+            self.bandgaps_ev[idx],
+            source=self.source,
+        )
 
     def structure(self, structure_id: str, **limits):
         from mofbalora.data.structures import read_structure
@@ -116,9 +127,12 @@ def load_dataset(
 ) -> BandGapDataset:
     """Load a band-gap dataset from any supported layout.
 
-    - official QMOF release: ``path/qmof.csv`` (or ``qmof.json``) and ``path/relaxed_structures/*.cif``;
-    - packed: ``path/qmof.csv`` and ``path/relaxed_structures.tar.xz`` (unpacked once into the cache);
-    - generic: a folder of CIFs plus ``labels_csv`` with ``id_column`` (CIF stem) and ``target_column`` (eV).
+    - official QMOF release: ``path/qmof.csv`` (or ``qmof.json``) and
+      ``path/relaxed_structures/*.cif``;
+    - packed: ``path/qmof.csv`` and ``path/relaxed_structures.tar.xz`` (unpacked once into the
+      cache);
+    - generic: a folder of CIFs plus ``labels_csv`` with ``id_column`` (CIF stem) and
+      ``target_column`` (eV).
     """
     folder = Path(path) if path is not None else default_qmof_path()
     if not folder.is_dir():
@@ -137,8 +151,14 @@ def load_dataset(
         elif (folder / "relaxed_structures.tar.xz").is_file():
             cif_dir = _unpacked_tarball(folder / "relaxed_structures.tar.xz")
         else:
-            raise FileNotFoundError(f"{folder}: no relaxed_structures/ folder or relaxed_structures.tar.xz")
+            raise FileNotFoundError(
+                f"{folder}: no relaxed_structures/ folder or relaxed_structures.tar.xz"
+            )
     df = df.dropna(subset=["bandgap_ev"])
     ids = [str(i) for i in df["id"]]
-    return BandGapDataset(ids, [cif_dir / f"{i}.cif" for i in ids],
-                          df["bandgap_ev"].to_numpy(dtype=np.float64), source=str(folder))
+    return BandGapDataset(
+        ids,
+        [cif_dir / f"{i}.cif" for i in ids],
+        df["bandgap_ev"].to_numpy(dtype=np.float64),
+        source=str(folder),
+    )

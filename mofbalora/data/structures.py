@@ -93,12 +93,20 @@ __all__ = [
 ]
 
 REASONS = {
-    "unreadable": "the file could not be read (missing, a directory, no permission, other OS error)",
+    "unreadable": (
+        "the file could not be read (missing, a directory, no permission, other OS error)"
+    ),
     "empty": "the file is empty or holds only whitespace",
-    "not_cif": "no crystal structure could be parsed from the file (binary, garbage, broken CIF syntax)",
+    "not_cif": (
+        "no crystal structure could be parsed from the file (binary, garbage, broken CIF syntax)"
+    ),
     "disordered": "partial occupancies, mixed species on one site, or non-integer over-occupancy",
-    "overlapping_atoms": "two atoms (or an atom and its periodic image) closer than the minimum distance",
-    "degenerate_cell": "missing, zero, negative or non-finite cell volume, or missing/non-finite coordinates",
+    "overlapping_atoms": (
+        "two atoms (or an atom and its periodic image) closer than the minimum distance"
+    ),
+    "degenerate_cell": (
+        "missing, zero, negative or non-finite cell volume, or missing/non-finite coordinates"
+    ),
     "too_many_atoms": "more atoms than the configured limit",
 }
 
@@ -106,7 +114,8 @@ DEFAULT_MAX_ATOMS = 1000
 DEFAULT_MIN_DISTANCE_A = 0.5
 #: Cells with a volume at or below this (Å^3) are ``degenerate_cell``.
 MIN_CELL_VOLUME_A3 = 1e-3
-#: Cells thinner than this (Å) between opposite faces are ``degenerate_cell`` (pymatgen refuses them).
+#: Cells thinner than this (Å) between opposite faces are ``degenerate_cell`` (pymatgen refuses
+#: them).
 MIN_CELL_HEIGHT_A = 0.01
 #: A site whose total occupancy is within this of 1 counts as fully occupied.
 OCCUPANCY_TOLERANCE = 0.01
@@ -149,13 +158,18 @@ def _check_limits(max_atoms: int, min_distance_a: float) -> None:
     """Reject nonsensical limits with an error naming the bad value."""
     if isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1:
         raise ValueError(f"max_atoms must be a positive integer, got {max_atoms!r}")
-    if isinstance(min_distance_a, bool) or not isinstance(min_distance_a, (int, float)) \
-            or not math.isfinite(min_distance_a) or min_distance_a < 0:
+    if (
+        isinstance(min_distance_a, bool)
+        or not isinstance(min_distance_a, (int, float))
+        or not math.isfinite(min_distance_a)
+        or min_distance_a < 0
+    ):
         raise ValueError(f"min_distance_a must be a finite number >= 0 (Å), got {min_distance_a!r}")
 
 
 def read_cif_text(path: Path) -> str:
-    """Read ``path`` as text (UTF-8, then latin-1), with ``unreadable``/``empty``/``not_cif`` errors."""
+    """Read ``path`` as text (UTF-8, then latin-1), with ``unreadable``/``empty``/``not_cif``
+    errors."""
     if path.is_dir():
         raise StructureError("unreadable", path, "is a directory, not a file")
     try:
@@ -201,7 +215,8 @@ def _cif_number(value: Any) -> float | None:
 
 
 def _cell_volume(lengths: list[float], angles_deg: list[float]) -> float:
-    """Volume of a cell from its six parameters (NaN-free input); ≤ 0 when the angles are impossible."""
+    """Volume of a cell from its six parameters (NaN-free input); ≤ 0 when the angles are
+    impossible."""
     ca, cb, cg = (math.cos(math.radians(x)) for x in angles_deg)
     k = 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
     a, b, c = lengths
@@ -213,7 +228,9 @@ def _precheck_block(block: Any, path: Path, max_atoms: int) -> None:
     data = block.data
     for key, value in data.items():
         if isinstance(value, str) and _TAG_LIKE.match(value):
-            raise StructureError("not_cif", path, f"{key} has no value (followed by the tag {value})")
+            raise StructureError(
+                "not_cif", path, f"{key} has no value (followed by the tag {value})"
+            )
     # --- cell
     params: list[float] = []
     for key in _CELL_LENGTHS + _CELL_ANGLES:
@@ -240,20 +257,30 @@ def _precheck_block(block: Any, path: Path, max_atoms: int) -> None:
         )
     a, b, c = lengths
     sines = [math.sin(math.radians(x)) for x in angles]
-    heights = [volume / (b * c * sines[0]), volume / (a * c * sines[1]), volume / (a * b * sines[2])]
+    heights = [
+        volume / (b * c * sines[0]),
+        volume / (a * c * sines[1]),
+        volume / (a * b * sines[2]),
+    ]
     if min(heights) < MIN_CELL_HEIGHT_A:
         raise StructureError(
-            "degenerate_cell", path, f"flat cell: height {min(heights):.3g} Å < {MIN_CELL_HEIGHT_A} Å"
+            "degenerate_cell",
+            path,
+            f"flat cell: height {min(heights):.3g} Å < {MIN_CELL_HEIGHT_A} Å",
         )
     # --- coordinates
     missing = [key for key in _FRACT if key not in data]
     if missing:
         has_cartesian = any(key.lower().startswith("_atom_site_cartn_") for key in data)
         extra = " (Cartesian _atom_site_Cartn_* columns are not supported)" if has_cartesian else ""
-        raise StructureError("degenerate_cell", path, f"missing coordinate column(s) {missing}{extra}")
+        raise StructureError(
+            "degenerate_cell", path, f"missing coordinate column(s) {missing}{extra}"
+        )
     columns = [data[key] for key in _FRACT]
     if not all(isinstance(col, list) for col in columns):
-        raise StructureError("not_cif", path, "atom coordinates are not in a loop (broken CIF layout)")
+        raise StructureError(
+            "not_cif", path, "atom coordinates are not in a loop (broken CIF layout)"
+        )
     n_rows = len(columns[0])
     if n_rows == 0 or any(len(col) != n_rows for col in columns):
         raise StructureError("not_cif", path, "atom-site loop has no rows or uneven columns")
@@ -262,11 +289,15 @@ def _precheck_block(block: Any, path: Path, max_atoms: int) -> None:
             number = _cif_number(value)
             if number is None:
                 raise StructureError(
-                    "not_cif", path, f"{key} of atom row {row + 1} is {value!r}, not a number (misaligned columns?)"
+                    "not_cif",
+                    path,
+                    f"{key} of atom row {row + 1} is {value!r}, not a number (misaligned columns?)",
                 )
             if not math.isfinite(number):
                 raise StructureError(
-                    "degenerate_cell", path, f"{key} of atom row {row + 1} is {value!r} (missing or non-finite)"
+                    "degenerate_cell",
+                    path,
+                    f"{key} of atom row {row + 1} is {value!r} (missing or non-finite)",
                 )
     # --- size, before pymatgen's O(N^2) site expansion; each row gives at least one site
     if n_rows > max_atoms:
@@ -282,7 +313,8 @@ def atom_site_block(cif: Any) -> tuple[str, Any] | None:
 
 
 def _check_leading_text(text: str, path: Path) -> None:
-    """Only blank lines and ``#`` comments may precede the first ``data_`` header (pymatgen drops them)."""
+    """Only blank lines and ``#`` comments may precede the first ``data_`` header (pymatgen drops
+    them)."""
     for number, line in enumerate(text.split("\n"), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -304,8 +336,10 @@ def _parse(text: str, path: Path, max_atoms: int) -> Structure:
         warnings.simplefilter("ignore")
         try:
             parser = CifParser.from_str(text)
-        except Exception as exc:  # tokenizer or pymatgen's clean-up raised (ValueError, IndexError, ...)
-            # Classify on the raw tokens when they can be had (e.g. a '?' coordinate is degenerate_cell).
+        # tokenizer or pymatgen's clean-up raised (ValueError, IndexError, ...)
+        except Exception as exc:
+            # Classify on the raw tokens when they can be had (e.g. a '?' coordinate is
+            # degenerate_cell).
             try:
                 raw = CifFile.from_str(text)
             except Exception:
@@ -313,8 +347,11 @@ def _parse(text: str, path: Path, max_atoms: int) -> Structure:
             found = atom_site_block(raw) if raw is not None else None
             if found is not None:
                 _precheck_block(found[1], path, max_atoms)
-            if isinstance(exc, ZeroDivisionError):  # pymatgen divides by the loop's column or row count
-                raise StructureError("not_cif", path, "CIF syntax: a loop_ without column tags or values") from None
+            # pymatgen divides by the loop's column or row count
+            if isinstance(exc, ZeroDivisionError):
+                raise StructureError(
+                    "not_cif", path, "CIF syntax: a loop_ without column tags or values"
+                ) from None
             raise StructureError("not_cif", path, f"CIF syntax: {_short(exc)}") from None
         found = atom_site_block(parser._cif)  # noqa: SLF001  (the parsed blocks; no public accessor)
         if found is None:
@@ -326,7 +363,9 @@ def _parse(text: str, path: Path, max_atoms: int) -> Structure:
             if len(parser._cif.data) > 1:  # noqa: SLF001
                 # Parse the chosen block alone, so a broken sibling block cannot interfere.
                 parser = CifParser.from_str(str(CifFile({name: block})))
-            structures = parser.parse_structures(primitive=False, check_occu=False, on_error="raise")
+            structures = parser.parse_structures(
+                primitive=False, check_occu=False, on_error="raise"
+            )
         except Exception as exc:
             raise StructureError("not_cif", path, f"pymatgen: {_short(exc)}") from None
     if not structures or len(structures[0]) == 0:
@@ -338,7 +377,8 @@ def _parse(text: str, path: Path, max_atoms: int) -> Structure:
 
 
 def _check_symbols(parser: Any, block: Any, path: Path) -> None:
-    """Every atom row must name an element: pymatgen silently drops rows whose symbol it cannot read."""
+    """Every atom row must name an element: pymatgen silently drops rows whose symbol it cannot
+    read."""
     symbols = block.data.get("_atom_site_type_symbol", block.data.get("_atom_site_label"))
     parse_symbol = getattr(parser, "_parse_symbol", None)
     if not isinstance(symbols, list) or parse_symbol is None:
@@ -349,11 +389,14 @@ def _check_symbols(parser: Any, block: Any, path: Path) -> None:
         except Exception:
             ok = False
         if not ok:
-            raise StructureError("not_cif", path, f"atom row {row}: {symbol!r} does not name an element")
+            raise StructureError(
+                "not_cif", path, f"atom row {row}: {symbol!r} does not name an element"
+            )
 
 
 def _check_formula_sum(block: Any, structure: Structure, path: Path) -> None:
-    """A pymatgen-written CIF states the whole cell in ``_chemical_formula_sum``: a shortfall means a cut file."""
+    """A pymatgen-written CIF states the whole cell in ``_chemical_formula_sum``: a shortfall
+    means a cut file."""
     from pymatgen.core import Composition
 
     stated = block.data.get("_chemical_formula_sum")
@@ -367,7 +410,8 @@ def _check_formula_sum(block: Any, structure: Structure, path: Path) -> None:
         expected.element_composition, rtol=0.0, atol=1e-3
     ):
         raise StructureError(
-            "not_cif", path,
+            "not_cif",
+            path,
             f"atoms give {structure.composition.formula} but _chemical_formula_sum says {stated} "
             "(file cut between atom rows?)",
         )
@@ -390,7 +434,9 @@ def _ordered_copy(structure: Structure, path: Path) -> Structure:
             continue
         element = getattr(comp.elements[0], "element", comp.elements[0])  # Species -> Element
         if not isinstance(element, Element):
-            raise StructureError("not_cif", path, f"site {label}: {comp.elements[0]} is not an element")
+            raise StructureError(
+                "not_cif", path, f"site {label}: {comp.elements[0]} is not an element"
+            )
         if total < 1.0 - OCCUPANCY_TOLERANCE:
             partial.append(f"{label}:{total:.3g}")
             continue
@@ -404,13 +450,16 @@ def _ordered_copy(structure: Structure, path: Path) -> Structure:
     if partial or mixed:
         parts = []
         if partial:
-            parts.append(f"{len(partial)} site(s) with occupancy != 1 (e.g. {', '.join(partial[:3])})")
+            parts.append(
+                f"{len(partial)} site(s) with occupancy != 1 (e.g. {', '.join(partial[:3])})"
+            )
         if mixed:
             parts.append(f"{len(mixed)} site(s) with mixed species (e.g. {', '.join(mixed[:3])})")
         raise StructureError("disordered", path, "; ".join(parts))
     if duplicates:
         raise StructureError(
-            "overlapping_atoms", path,
+            "overlapping_atoms",
+            path,
             f"{len(duplicates)} duplicated atom(s) at the same position, distance 0 Å "
             f"(e.g. {', '.join(duplicates[:3])})",
         )
@@ -438,12 +487,15 @@ def _check_geometry(structure: Structure, path: Path, max_atoms: int) -> None:
         raise StructureError("degenerate_cell", path, "non-finite atom coordinates")
     if len(structure) > max_atoms:
         raise StructureError(
-            "too_many_atoms", path, f"{len(structure)} atoms after symmetry expansion > limit {max_atoms}"
+            "too_many_atoms",
+            path,
+            f"{len(structure)} atoms after symmetry expansion > limit {max_atoms}",
         )
 
 
 def _check_overlaps(structure: Structure, path: Path, min_distance_a: float) -> None:
-    """Raise ``overlapping_atoms`` when any pair (periodic images included) is closer than the limit."""
+    """Raise ``overlapping_atoms`` when any pair (periodic images included) is closer than the
+    limit."""
     import numpy as np
 
     if min_distance_a <= 0:
@@ -461,11 +513,14 @@ def _check_overlaps(structure: Structure, path: Path, min_distance_a: float) -> 
     k = idx[np.argmin(distances[idx])]
     i, j = int(centers[k]), int(neighbors[k])
     n_pairs = int(np.count_nonzero(close & (centers <= neighbors)))  # each pair appears twice
-    what = "its own periodic image" if i == j else f"{structure[j].label or j} ({structure[j].specie})"
+    what = (
+        "its own periodic image" if i == j else f"{structure[j].label or j} ({structure[j].specie})"
+    )
     raise StructureError(
-        "overlapping_atoms", path,
-        f"{structure[i].label or i} ({structure[i].specie}) is {float(distances[k]):.3f} Å from {what}; "
-        f"{max(n_pairs, 1)} pair(s) under {min_distance_a} Å",
+        "overlapping_atoms",
+        path,
+        f"{structure[i].label or i} ({structure[i].specie}) is {float(distances[k]):.3f} Å from "
+        f"{what}; {max(n_pairs, 1)} pair(s) under {min_distance_a} Å",
     )
 
 
@@ -547,8 +602,8 @@ def structure_to_atoms(structure: Structure) -> Atoms:
 
     if not structure.is_ordered:
         raise ValueError(
-            f"cannot convert a disordered structure ({structure.composition.formula}) to ASE Atoms; "
-            "read it with read_structure(), which rejects disorder"
+            f"cannot convert a disordered structure ({structure.composition.formula}) to ASE "
+            "Atoms; read it with read_structure(), which rejects disorder"
         )
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.pbc = True

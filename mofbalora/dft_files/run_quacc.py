@@ -71,7 +71,10 @@ def main(argv=None):
     try:
         from quacc.recipes.vasp.qmof import qmof_relax_job
     except ImportError as exc:
-        print(f"quacc is needed to run this script ({exc}); install it with `pip install quacc`", file=sys.stderr)
+        print(
+            f"quacc is needed to run this script ({exc}); install it with `pip install quacc`",
+            file=sys.stderr,
+        )
         return 2
 
     with open(HERE / "manifest.csv", newline="") as fh:
@@ -82,8 +85,13 @@ def main(argv=None):
     out_rows, failures = [], 0
     for row in rows:
         folder = HERE / row["folder"]
-        print(f"[{row['rank']}] {row['structure_id']}: running qmof_relax_job in {folder}", flush=True)
-        record = {k: row[k] for k in ("rank", "structure_id", "formula", "bandgap_mean_ev", "bandgap_std_ev")}
+        print(
+            f"[{row['rank']}] {row['structure_id']}: running qmof_relax_job in {folder}", flush=True
+        )
+        record = {
+            k: row[k]
+            for k in ("rank", "structure_id", "formula", "bandgap_mean_ev", "bandgap_std_ev")
+        }
         try:
             atoms = load_atoms(folder)
             with results_dir(folder):
@@ -92,7 +100,8 @@ def main(argv=None):
                 )
             if not isinstance(result, dict):
                 raise TypeError(
-                    "qmof_relax_job returned a deferred result; unset quacc's WORKFLOW_ENGINE to run here"
+                    "qmof_relax_job returned a deferred result; "
+                    "unset quacc's WORKFLOW_ENGINE to run here"
                 )
             output = result.get("output") or {}
             record["dft_bandgap_ev"] = output.get("bandgap", "")
@@ -101,17 +110,33 @@ def main(argv=None):
             record["error"] = ""
         except Exception as exc:  # keep going: one failed MOF should not stop the batch
             failures += 1
-            record.update(dft_bandgap_ev="", dft_energy_ev="", dir_name="", error=f"{type(exc).__name__}: {exc}")
+            record.update(
+                dft_bandgap_ev="",
+                dft_energy_ev="",
+                dir_name="",
+                error=f"{type(exc).__name__}: {exc}",
+            )
             print(f"  failed: {record['error']}", file=sys.stderr, flush=True)
         out_rows.append(record)
 
-    fields = ["rank", "structure_id", "formula", "bandgap_mean_ev", "bandgap_std_ev",
-              "dft_bandgap_ev", "dft_energy_ev", "dir_name", "error"]
+    fields = [
+        "rank",
+        "structure_id",
+        "formula",
+        "bandgap_mean_ev",
+        "bandgap_std_ev",
+        "dft_bandgap_ev",
+        "dft_energy_ev",
+        "dir_name",
+        "error",
+    ]
     with open(HERE / "quacc_results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(out_rows)
-    print(f"done: {len(out_rows) - failures} ok, {failures} failed; see {HERE / 'quacc_results.csv'}")
+    print(
+        f"done: {len(out_rows) - failures} ok, {failures} failed; see {HERE / 'quacc_results.csv'}"
+    )
     return 1 if failures else 0
 
 

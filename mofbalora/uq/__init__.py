@@ -1,5 +1,5 @@
-"""Uncertainty quantification: the predictive distribution in its family, metrics, recalibration and plots
-for band-gap predictions (eV).
+"""Uncertainty quantification: the predictive distribution in its family, metrics, recalibration and
+plots for band-gap predictions (eV).
 
 Metrics and recalibration are imported eagerly; the plot functions are loaded on first use so
 that importing :mod:`mofbalora.uq` does not import matplotlib.

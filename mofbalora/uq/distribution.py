@@ -1,13 +1,15 @@
 """The predictive distribution of band gaps (eV) as an object, in the family the model states.
 
-A model's uncertainty is a distribution, not a std: the same std means a different interval, likelihood
-and CRPS for a Gaussian and for a Laplace. Each :class:`Predictive` holds one distribution per structure
-and computes, in its own family:
+A model's uncertainty is a distribution, not a std: the same std means a different interval,
+likelihood and CRPS for a Gaussian and for a Laplace. Each :class:`Predictive` holds one
+distribution per structure and computes, in its own family:
 
 * :meth:`~Predictive.cdf`, :meth:`~Predictive.logpdf`, :meth:`~Predictive.ppf` and central
   :meth:`~Predictive.interval`;
-* :meth:`~Predictive.crps`: the continuous ranked probability score, in closed form for every family;
-* :meth:`~Predictive.rescaled`: the recalibration ``std → sqrt((a·std)² + b²)`` kept inside the family.
+* :meth:`~Predictive.crps`: the continuous ranked probability score, in closed form for every
+  family;
+* :meth:`~Predictive.rescaled`: the recalibration ``std → sqrt((a·std)² + b²)`` kept inside the
+  family.
 
 Families (:data:`FAMILIES`):
 
@@ -15,21 +17,24 @@ Families (:data:`FAMILIES`):
   :mod:`mofbalora.uq.metrics` (and uncertainty-toolbox) exactly.
 * ``"laplace"`` (:class:`LaplacePredictive`): Laplace(mean, b) with b = std/√2, so ``std`` stays the
   standard deviation (the ``laplace_nll`` likelihood's variance is 2b²). Its central interval of
-  probability p is mean ± b·ln(1/(1−p)): ±0.81 std at 68.27 % (a Gaussian's ±1 std), ±2.12 std at 95 %.
-* ``"mixture"`` (:class:`MixturePredictive`): the exact predictive of T stochastic passes with an aleatoric
-  head, (1/T) Σ_t K((y − c_t)/s)/s: one kernel (Gaussian or Laplace, the head's likelihood) per draw c_t,
-  all of the draw-averaged aleatoric std s (a :class:`~mofbalora.prediction.Prediction` keeps the mean of the
-  draws' variances, not each one). Its CRPS is closed form too (pairs of draws).
+  probability p is mean ± b·ln(1/(1−p)): ±0.81 std at 68.27 % (a Gaussian's ±1 std), ±2.12 std at 95
+  %.
+* ``"mixture"`` (:class:`MixturePredictive`): the exact predictive of T stochastic passes with an
+  aleatoric head, (1/T) Σ_t K((y − c_t)/s)/s: one kernel (Gaussian or Laplace, the head's
+  likelihood) per draw c_t, all of the draw-averaged aleatoric std s (a
+  :class:`~mofbalora.prediction.Prediction` keeps the mean of the draws' variances, not each one).
+  Its CRPS is closed form too (pairs of draws).
 
-Which family a model is: :func:`family_of_likelihood` maps the training likelihood (``laplace_nll`` →
-``laplace``, ``gaussian_nll`` and the rest → ``gaussian``); a model's fitted calibration records it
-(``calibration["family"]``; a calibration without one was fitted as a Gaussian, the only family before).
+Which family a model is: :func:`family_of_likelihood` maps the training likelihood (``laplace_nll``
+→ ``laplace``, ``gaussian_nll`` and the rest → ``gaussian``); a model's fitted calibration records
+it (``calibration["family"]``; a calibration without one was fitted as a Gaussian, the only family
+before).
 
-Scores of a whole set (pure functions of a :class:`Predictive` and the reference gaps ``y_true``, eV):
-:func:`nll` (nats, a density per eV), :func:`crps` (eV), :func:`coverage`, :func:`calibration_curve`,
-:func:`miscalibration_area`, :func:`rms_calibration_error`, and :func:`all_metrics`, which is
-:func:`mofbalora.uq.metrics.all_metrics` with those keys scored in the family. :func:`predictive_intervals`
-gives a table's interval columns.
+Scores of a whole set (pure functions of a :class:`Predictive` and the reference gaps ``y_true``,
+eV): :func:`nll` (nats, a density per eV), :func:`crps` (eV), :func:`coverage`,
+:func:`calibration_curve`, :func:`miscalibration_area`, :func:`rms_calibration_error`, and
+:func:`all_metrics`, which is :func:`mofbalora.uq.metrics.all_metrics` with those keys scored in the
+family. :func:`predictive_intervals` gives a table's interval columns.
 """
 
 from __future__ import annotations
@@ -77,16 +82,17 @@ KERNELS: tuple[str, ...] = ("gaussian", "laplace")
 ONE_SIGMA_LEVEL = float(2.0 * stats.norm.cdf(1.0) - 1.0)
 #: the central intervals a table reports: column suffix → probability
 INTERVAL_LEVELS: dict[str, float] = {"68": ONE_SIGMA_LEVEL, "95": 0.95}
-#: smallest std (eV) a distribution is built with (a structure whose every draw saturated at 0 eV has std 0)
+#: smallest std (eV) a distribution is built with (a structure whose every draw saturated at 0 eV
+#: has std 0)
 MIN_STD_EV = 1e-6
 
 _SQRT2 = math.sqrt(2.0)
 _LOG2 = math.log(2.0)
 
 
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # helpers
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _std_array(name: str, values: Any, n: int) -> np.ndarray:
@@ -131,9 +137,9 @@ def _laplace_abs_mean(delta: np.ndarray, b: np.ndarray) -> np.ndarray:
     return b * (z + np.exp(-z))
 
 
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the distributions
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 class Predictive(ABC):
@@ -172,9 +178,10 @@ class Predictive(ABC):
 
     @abstractmethod
     def rescaled(self, factor: float, floor_ev: float = 0.0) -> Predictive:
-        """The same family with std ``sqrt((factor·std)² + floor_ev²)`` and the same mean (the recalibration
-        of :mod:`mofbalora.uq.recalibration`; a mixture scales its draws' spread by ``factor`` and its kernel
-        to ``sqrt((factor·s)² + floor_ev²)``, which gives the same std)."""
+        """The same family with std ``sqrt((factor·std)² + floor_ev²)`` and the same mean (the
+        recalibration of :mod:`mofbalora.uq.recalibration`; a mixture scales its draws' spread by
+        ``factor`` and its kernel to ``sqrt((factor·s)² + floor_ev²)``, which gives the same
+        std)."""
 
     @abstractmethod
     def subset(self, index: Any) -> Predictive:
@@ -185,14 +192,15 @@ class Predictive(ABC):
         """(n, n_draws) independent draws (eV), for Monte Carlo checks."""
 
     def interval(self, level: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Central interval ``(lower, upper)`` (eV, (n,) each) of probability ``level`` (a scalar or one per
-        structure, in [0, 1]): the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles."""
+        """Central interval ``(lower, upper)`` (eV, (n,) each) of probability ``level`` (a scalar or
+        one per structure, in [0, 1]): the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles."""
         lv = _levels_array(level)
         return self.ppf(0.5 - lv / 2.0), self.ppf(0.5 + lv / 2.0)
 
     def central_level(self, y: Any) -> np.ndarray:
-        """(n,) probability of the smallest central interval holding ``y``: ``|2 F(y) - 1|``. ``y`` lies in
-        the central interval of probability p exactly when this is <= p (the calibration curve's statistic)."""
+        """(n,) probability of the smallest central interval holding ``y``: ``|2 F(y) - 1|``. ``y``
+        lies in the central interval of probability p exactly when this is <= p (the calibration
+        curve's statistic)."""
         return np.abs(2.0 * self.cdf(y) - 1.0)
 
     def nll(self, y: Any) -> np.ndarray:
@@ -216,7 +224,9 @@ class _LocationScale(Predictive):
         return self._std
 
     def rescaled(self, factor: float, floor_ev: float = 0.0) -> Predictive:
-        return type(self)(self._mean, np.sqrt((float(factor) * self._std) ** 2 + float(floor_ev) ** 2))
+        return type(self)(
+            self._mean, np.sqrt((float(factor) * self._std) ** 2 + float(floor_ev) ** 2)
+        )
 
     def subset(self, index: Any) -> Predictive:
         return type(self)(self._mean[index], self._std[index])
@@ -238,7 +248,9 @@ class GaussianPredictive(_LocationScale):
 
     def crps(self, y: Any) -> np.ndarray:
         z = (np.asarray(y, dtype=np.float64) - self._mean) / self._std
-        return self._std * (z * (2.0 * stats.norm.cdf(z) - 1.0) + 2.0 * stats.norm.pdf(z) - 1.0 / math.sqrt(math.pi))
+        return self._std * (
+            z * (2.0 * stats.norm.cdf(z) - 1.0) + 2.0 * stats.norm.pdf(z) - 1.0 / math.sqrt(math.pi)
+        )
 
     def ppf(self, q: Any) -> np.ndarray:
         return self._mean + self._std * stats.norm.ppf(np.asarray(q, dtype=np.float64))
@@ -279,16 +291,20 @@ class LaplacePredictive(_LocationScale):
         return self._mean - half, self._mean + half
 
     def sample(self, n_draws: int, rng: np.random.Generator) -> np.ndarray:
-        return self._mean[:, None] + rng.laplace(0.0, 1.0, (len(self), n_draws)) * self.scale_ev[:, None]
+        return (
+            self._mean[:, None]
+            + rng.laplace(0.0, 1.0, (len(self), n_draws)) * self.scale_ev[:, None]
+        )
 
 
 class MixturePredictive(Predictive):
-    """(1/T) Σ_t K((y − c_t)/s)/s per structure: one ``kernel`` (``"gaussian"`` or ``"laplace"``, std ``s``)
-    per draw c_t.
+    """(1/T) Σ_t K((y − c_t)/s)/s per structure: one ``kernel`` (``"gaussian"`` or ``"laplace"``,
+    std ``s``) per draw c_t.
 
     Args:
         centers_ev: (n, T) the T draws of each structure (eV).
-        kernel_std_ev: (n,) the kernels' std s (eV, > 0; floored at :data:`MIN_STD_EV`): the aleatoric std.
+        kernel_std_ev: (n,) the kernels' std s (eV, > 0; floored at :data:`MIN_STD_EV`): the
+            aleatoric std.
         kernel: the aleatoric likelihood's family.
     """
 
@@ -306,7 +322,10 @@ class MixturePredictive(Predictive):
         self.kernel_std_ev = _std_array("kernel_std_ev", kernel_std_ev, c.shape[0])
 
     def __repr__(self) -> str:
-        return f"MixturePredictive(n={len(self)}, T={self.centers_ev.shape[1]}, kernel={self.kernel!r})"
+        return (
+            f"MixturePredictive(n={len(self)}, "
+            f"T={self.centers_ev.shape[1]}, kernel={self.kernel!r})"
+        )
 
     @property
     def mean_ev(self) -> np.ndarray:
@@ -339,9 +358,9 @@ class MixturePredictive(Predictive):
         return special.logsumexp(log_k, axis=1) - math.log(self.centers_ev.shape[1])
 
     def crps(self, y: Any) -> np.ndarray:
-        # E|X - y| - E|X - X'|/2 over the T kernels and the T² pairs of kernels, each closed form: the
-        # difference of two kernels is N(δ, 2s²) for Gaussians and has E|·| = b[δ' + (3 + δ')e^-δ'/2]
-        # (δ' = |δ|/b) for two Laplaces of scale b
+        # E|X - y| - E|X - X'|/2 over the T kernels and the T² pairs of kernels, each closed form:
+        # the difference of two kernels is N(δ, 2s²) for Gaussians and has E|·| = b[δ' + (3 +
+        # δ')e^-δ'/2] (δ' = |δ|/b) for two Laplaces of scale b
         y = np.broadcast_to(np.asarray(y, dtype=np.float64), (len(self),))
         s = self._scale()
         n, t = self.centers_ev.shape
@@ -362,11 +381,14 @@ class MixturePredictive(Predictive):
         return out
 
     def ppf(self, q: Any) -> np.ndarray:
-        """Quantiles by bisection on the CDF (to 1e-12 eV): the q-quantile lies between the lowest and the
-        highest draw's own q-quantile."""
+        """Quantiles by bisection on the CDF (to 1e-12 eV): the q-quantile lies between the lowest
+        and the highest draw's own q-quantile."""
         q = np.broadcast_to(np.asarray(q, dtype=np.float64), (len(self),))
-        k = stats.norm.ppf(q) if self.kernel == "gaussian" else \
-            -np.sign(q - 0.5) * np.log1p(-np.abs(2.0 * q - 1.0))
+        k = (
+            stats.norm.ppf(q)
+            if self.kernel == "gaussian"
+            else -np.sign(q - 0.5) * np.log1p(-np.abs(2.0 * q - 1.0))
+        )
         s = self._scale()[:, 0]
         lo = self.centers_ev.min(1) + s * k
         hi = self.centers_ev.max(1) + s * k
@@ -384,7 +406,9 @@ class MixturePredictive(Predictive):
     def rescaled(self, factor: float, floor_ev: float = 0.0) -> Predictive:
         mean = self.mean_ev[:, None]
         kernel = np.sqrt((float(factor) * self.kernel_std_ev) ** 2 + float(floor_ev) ** 2)
-        return MixturePredictive(mean + float(factor) * (self.centers_ev - mean), kernel, self.kernel)
+        return MixturePredictive(
+            mean + float(factor) * (self.centers_ev - mean), kernel, self.kernel
+        )
 
     def subset(self, index: Any) -> Predictive:
         return MixturePredictive(self.centers_ev[index], self.kernel_std_ev[index], self.kernel)
@@ -393,20 +417,31 @@ class MixturePredictive(Predictive):
         n, t = self.centers_ev.shape
         pick = self.centers_ev[np.arange(n)[:, None], rng.integers(0, t, (n, n_draws))]
         s = self._scale()
-        noise = rng.standard_normal((n, n_draws)) if self.kernel == "gaussian" else rng.laplace(0.0, 1.0, (n, n_draws))
+        noise = (
+            rng.standard_normal((n, n_draws))
+            if self.kernel == "gaussian"
+            else rng.laplace(0.0, 1.0, (n, n_draws))
+        )
         return pick + s * noise
 
 
-def make_predictive(family: str, mean_ev: Any, std_ev: Any, *, samples_ev: Any = None,
-                    aleatoric_std_ev: Any = None, kernel: str = "laplace") -> Predictive:
+def make_predictive(
+    family: str,
+    mean_ev: Any,
+    std_ev: Any,
+    *,
+    samples_ev: Any = None,
+    aleatoric_std_ev: Any = None,
+    kernel: str = "laplace",
+) -> Predictive:
     """A :class:`Predictive` of ``family`` from a prediction's arrays (eV).
 
     ``gaussian`` / ``laplace`` use ``mean_ev`` and the total ``std_ev``; ``mixture`` uses the draws
     ``samples_ev`` (n, T) and the aleatoric std ``aleatoric_std_ev`` (n,) with ``kernel``.
 
     Raises:
-        ValueError: unknown family, or a mixture without draws or without an aleatoric std (a model with no
-            aleatoric head has no density over its draws: use ``gaussian``).
+        ValueError: unknown family, or a mixture without draws or without an aleatoric std (a model
+            with no aleatoric head has no density over its draws: use ``gaussian``).
     """
     if family == "gaussian":
         return GaussianPredictive(mean_ev, std_ev)
@@ -414,32 +449,37 @@ def make_predictive(family: str, mean_ev: Any, std_ev: Any, *, samples_ev: Any =
         return LaplacePredictive(mean_ev, std_ev)
     if family == "mixture":
         if samples_ev is None or aleatoric_std_ev is None:
-            raise ValueError("a mixture predictive needs the draws (samples_ev) and the aleatoric std of a model "
-                             "with an aleatoric head; use family 'gaussian' or 'laplace' otherwise")
+            raise ValueError(
+                "a mixture predictive needs the draws (samples_ev) and the aleatoric std of a "
+                "model with an aleatoric head; use family 'gaussian' or 'laplace' otherwise"
+            )
         return MixturePredictive(np.atleast_2d(samples_ev), aleatoric_std_ev, kernel)
     raise ValueError(f"unknown predictive family {family!r}; choose from {list(FAMILIES)}")
 
 
 def family_of_likelihood(likelihood: str) -> str:
-    """The predictive family of a model trained with ``likelihood``: ``laplace_nll`` → ``"laplace"``; the
-    Gaussian NLL, MSE, L1 and Huber (no stated aleatoric shape; the spread of the draws) → ``"gaussian"``."""
+    """The predictive family of a model trained with ``likelihood``: ``laplace_nll`` →
+    ``"laplace"``; the Gaussian NLL, MSE, L1 and Huber (no stated aleatoric shape; the spread of
+    the draws) → ``"gaussian"``."""
     return "laplace" if likelihood == "laplace_nll" else "gaussian"
 
 
 def family_of_calibration(calibration: Mapping | None, default: str = "gaussian") -> str:
-    """The family a fitted calibration was fitted in (``calibration["family"]``); a calibration written before
-    it recorded one was fitted as a Gaussian; no calibration: ``default``."""
+    """The family a fitted calibration was fitted in (``calibration["family"]``); a calibration
+    written before it recorded one was fitted as a Gaussian; no calibration: ``default``."""
     if not calibration:
         return default
     family = calibration.get("family", "gaussian")
     if family not in FAMILIES:
-        raise ValueError(f"calibration names an unknown family {family!r}; choose from {list(FAMILIES)}")
+        raise ValueError(
+            f"calibration names an unknown family {family!r}; choose from {list(FAMILIES)}"
+        )
     return family
 
 
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # scores of a set of structures
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def nll(dist: Predictive, y_true: Any) -> float:
@@ -453,7 +493,8 @@ def crps(dist: Predictive, y_true: Any) -> float:
 
 
 def coverage(dist: Predictive, y_true: Any, level: float) -> float:
-    """Fraction of ``y_true`` inside the central interval of probability ``level`` (strictly in (0, 1))."""
+    """Fraction of ``y_true`` inside the central interval of probability ``level`` (strictly in
+    (0, 1))."""
     y = _y_array(dist, y_true)
     lower, upper = dist.interval(M._check_level(level))
     return float(np.mean((y >= lower) & (y <= upper)))
@@ -464,11 +505,12 @@ def central_levels(dist: Predictive, y_true: Any) -> np.ndarray:
     return dist.central_level(_y_array(dist, y_true))
 
 
-def calibration_curve(dist: Predictive, y_true: Any,
-                      n_levels: int = M.DEFAULT_N_LEVELS) -> tuple[np.ndarray, np.ndarray]:
-    """Expected vs observed proportion of ``y_true`` inside the family's central intervals, at expected
-    proportions ``linspace(0, 1, n_levels)``. A Gaussian gives :func:`mofbalora.uq.metrics.calibration_curve`
-    exactly (uncertainty-toolbox's definition)."""
+def calibration_curve(
+    dist: Predictive, y_true: Any, n_levels: int = M.DEFAULT_N_LEVELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected vs observed proportion of ``y_true`` inside the family's central intervals, at
+    expected proportions ``linspace(0, 1, n_levels)``. A Gaussian gives
+    :func:`mofbalora.uq.metrics.calibration_curve` exactly (uncertainty-toolbox's definition)."""
     y = _y_array(dist, y_true)
     if isinstance(dist, GaussianPredictive):
         return M.calibration_curve(dist.mean_ev, dist.std_ev, y, n_levels)
@@ -484,81 +526,118 @@ def miscalibration_area(dist: Predictive, y_true: Any, n_levels: int = M.DEFAULT
     return M.miscalibration_area_from_curve(*calibration_curve(dist, y_true, n_levels))
 
 
-def rms_calibration_error(dist: Predictive, y_true: Any, n_levels: int = M.DEFAULT_N_LEVELS) -> float:
-    """Root-mean-square gap between expected and observed proportions of :func:`calibration_curve`."""
+def rms_calibration_error(
+    dist: Predictive, y_true: Any, n_levels: int = M.DEFAULT_N_LEVELS
+) -> float:
+    """Root-mean-square gap between expected and observed proportions of
+    :func:`calibration_curve`."""
     expected, observed = calibration_curve(dist, y_true, n_levels)
     return float(np.sqrt(np.mean((expected - observed) ** 2)))
 
 
 #: keys :func:`all_metrics` scores in the distribution's family (the rest need only mean and std)
-FAMILY_KEYS: tuple[str, ...] = ("nll", "crps_ev", "miscalibration_area", "rms_calibration_error", "coverage_68",
-                                "coverage_95")
+FAMILY_KEYS: tuple[str, ...] = (
+    "nll",
+    "crps_ev",
+    "miscalibration_area",
+    "rms_calibration_error",
+    "coverage_68",
+    "coverage_95",
+)
 
 
-def all_metrics(dist: Predictive, y_true: Any, *, epistemic_std: Any | None = None,
-                aleatoric_std: Any | None = None) -> dict[str, float]:
-    """:func:`mofbalora.uq.metrics.all_metrics` of the distribution's mean and std, with :data:`FAMILY_KEYS`
-    (NLL, CRPS, the calibration curve's area and RMS, coverage of the central 68.27 % and 95 % intervals)
-    scored in its family, plus ``nll_gaussian``: the Gaussian NLL of the same mean and std, for comparison
-    with figures scored before families. Same keys and order otherwise; plain floats (``n`` an int)."""
+def all_metrics(
+    dist: Predictive,
+    y_true: Any,
+    *,
+    epistemic_std: Any | None = None,
+    aleatoric_std: Any | None = None,
+) -> dict[str, float]:
+    """:func:`mofbalora.uq.metrics.all_metrics` of the distribution's mean and std, with
+    :data:`FAMILY_KEYS` (NLL, CRPS, the calibration curve's area and RMS, coverage of the central
+    68.27 % and 95 % intervals) scored in its family, plus ``nll_gaussian``: the Gaussian NLL of the
+    same mean and std, for comparison with figures scored before families. Same keys and order
+    otherwise; plain floats (``n`` an int)."""
     y = _y_array(dist, y_true)
-    out = M.all_metrics(dist.mean_ev, dist.std_ev, y, epistemic_std=epistemic_std, aleatoric_std=aleatoric_std)
+    out = M.all_metrics(
+        dist.mean_ev, dist.std_ev, y, epistemic_std=epistemic_std, aleatoric_std=aleatoric_std
+    )
     if isinstance(dist, GaussianPredictive):
         out["nll_gaussian"] = out["nll"]
         return out
     expected, observed = calibration_curve(dist, y)
-    out.update({
-        "nll": nll(dist, y),
-        "crps_ev": crps(dist, y),
-        "miscalibration_area": M.miscalibration_area_from_curve(expected, observed),
-        "rms_calibration_error": float(np.sqrt(np.mean((expected - observed) ** 2))),
-        "coverage_68": coverage(dist, y, ONE_SIGMA_LEVEL),
-        "coverage_95": coverage(dist, y, 0.95),
-        "nll_gaussian": M.gaussian_nll(dist.mean_ev, dist.std_ev, y),
-    })
+    out.update(
+        {
+            "nll": nll(dist, y),
+            "crps_ev": crps(dist, y),
+            "miscalibration_area": M.miscalibration_area_from_curve(expected, observed),
+            "rms_calibration_error": float(np.sqrt(np.mean((expected - observed) ** 2))),
+            "coverage_68": coverage(dist, y, ONE_SIGMA_LEVEL),
+            "coverage_95": coverage(dist, y, 0.95),
+            "nll_gaussian": M.gaussian_nll(dist.mean_ev, dist.std_ev, y),
+        }
+    )
     return out
 
 
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # interval columns of a table
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
-def predictive_intervals(mean_ev: Any, std_ev: Any, calibration: Mapping | None = None, *,
-                         samples_ev: Any = None, aleatoric_std_ev: Any = None, family: str | None = None,
-                         levels: Mapping[str, float] | Sequence[float] | None = None,
-                         clip_at_zero: bool = True) -> dict[str, np.ndarray]:
-    """Interval columns of a table from the calibrated predictive: ``bandgap_lo68_ev``, ``bandgap_hi68_ev``,
-    ``bandgap_lo95_ev``, ``bandgap_hi95_ev`` (eV, one value per structure).
+def predictive_intervals(
+    mean_ev: Any,
+    std_ev: Any,
+    calibration: Mapping | None = None,
+    *,
+    samples_ev: Any = None,
+    aleatoric_std_ev: Any = None,
+    family: str | None = None,
+    levels: Mapping[str, float] | Sequence[float] | None = None,
+    clip_at_zero: bool = True,
+) -> dict[str, np.ndarray]:
+    """Interval columns of a table from the calibrated predictive: ``bandgap_lo68_ev``,
+    ``bandgap_hi68_ev``, ``bandgap_lo95_ev``, ``bandgap_hi95_ev`` (eV, one value per structure).
 
     Args:
-        mean_ev, std_ev: (n,) or scalars: the prediction's mean and total std (eV; the raw std, before any
-            calibration).
-        calibration: the model's fitted calibration (``model.calibration``) or None. Its ``family``, factor
-            and floor are applied; a calibration without a family was fitted as a Gaussian.
-        samples_ev, aleatoric_std_ev: the draws (n, T) and the aleatoric std (n,), needed for the ``mixture``
-            family only.
-        family: the family when ``calibration`` is None (default ``"gaussian"``); with a calibration it must be
-            the calibration's (ValueError otherwise).
-        levels: column suffix → central probability (default :data:`INTERVAL_LEVELS`: "68" is the 68.27 %
-            of a Gaussian's ±1 std, "95" is 95 %); a sequence of probabilities names them by percent.
-        clip_at_zero: raise lower bounds below 0 eV to 0 (a band gap is >= 0; the coverage of true gaps does
-            not change).
+        mean_ev, std_ev: (n,) or scalars: the prediction's mean and total std (eV; the raw std,
+            before any calibration).
+        calibration: the model's fitted calibration (``model.calibration``) or None. Its ``family``,
+            factor and floor are applied; a calibration without a family was fitted as a Gaussian.
+        samples_ev, aleatoric_std_ev: the draws (n, T) and the aleatoric std (n,), needed for the
+            ``mixture`` family only.
+        family: the family when ``calibration`` is None (default ``"gaussian"``); with a calibration
+            it must be the calibration's (ValueError otherwise).
+        levels: column suffix → central probability (default :data:`INTERVAL_LEVELS`: "68" is the
+            68.27 % of a Gaussian's ±1 std, "95" is 95 %); a sequence of probabilities names them by
+            percent.
+        clip_at_zero: raise lower bounds below 0 eV to 0 (a band gap is >= 0; the coverage of true
+            gaps does not change).
 
     Returns:
-        ``{"bandgap_lo<k>_ev": lower, "bandgap_hi<k>_ev": upper, ...}`` in the order of ``levels``, float64
-        arrays of length n.
+        ``{"bandgap_lo<k>_ev": lower, "bandgap_hi<k>_ev": upper, ...}`` in the order of ``levels``,
+        float64 arrays of length n.
     """
     mean = np.atleast_1d(np.asarray(mean_ev, dtype=np.float64))
     std = np.broadcast_to(np.asarray(std_ev, dtype=np.float64), mean.shape)
     fam = family or family_of_calibration(calibration)
-    samples = None if samples_ev is None else np.atleast_2d(np.asarray(samples_ev, dtype=np.float64))
-    dist = make_predictive(fam, mean, std, samples_ev=samples, aleatoric_std_ev=aleatoric_std_ev,
-                           kernel=(calibration or {}).get("kernel", "laplace"))
+    samples = (
+        None if samples_ev is None else np.atleast_2d(np.asarray(samples_ev, dtype=np.float64))
+    )
+    dist = make_predictive(
+        fam,
+        mean,
+        std,
+        samples_ev=samples,
+        aleatoric_std_ev=aleatoric_std_ev,
+        kernel=(calibration or {}).get("kernel", "laplace"),
+    )
     if calibration:
         if family_of_calibration(calibration) != fam:
-            raise ValueError(f"the calibration was fitted for the {family_of_calibration(calibration)!r} family, "
-                             f"not {fam!r}")
+            raise ValueError(
+                f"the calibration was fitted for the {family_of_calibration(calibration)!r} "
+                f"family, not {fam!r}"
+            )
         dist = dist.rescaled(calibration["std_factor"], calibration.get("std_floor_ev", 0.0))
     if levels is None:
         levels = INTERVAL_LEVELS

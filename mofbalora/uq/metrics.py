@@ -182,7 +182,8 @@ def _check_level(level: Any) -> float:
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
-    """Trapezoid-rule integral of ``y`` over ``x`` (own helper: np.trapz/np.trapezoid differ by version)."""
+    """Trapezoid-rule integral of ``y`` over ``x`` (own helper: np.trapz/np.trapezoid differ by
+    version)."""
     if x.size < 2:
         return 0.0
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
@@ -315,7 +316,9 @@ def rejection_areas(curve: dict[str, np.ndarray]) -> dict[str, float]:
     Returns:
         ``{"auc_rejection", "auc_rejection_oracle", "auc_rejection_random"}`` as floats.
     """
-    missing = [k for k in ("fraction_rejected", "mae_model", "mae_oracle", "mae_random") if k not in curve]
+    missing = [
+        k for k in ("fraction_rejected", "mae_model", "mae_oracle", "mae_random") if k not in curve
+    ]
     if missing:
         raise ValueError(
             f"curve is missing key(s) {missing}; expected the dict returned by rejection_curve"
@@ -328,9 +331,7 @@ def rejection_areas(curve: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
-def auc_rejection(
-    y_pred: Any, y_std: Any, y_true: Any, n_points: int = DEFAULT_N_POINTS
-) -> float:
+def auc_rejection(y_pred: Any, y_std: Any, y_true: Any, n_points: int = DEFAULT_N_POINTS) -> float:
     """Area (eV) under the model's rejection curve (reject highest std first); lower is better."""
     return rejection_areas(rejection_curve(y_pred, y_std, y_true, n_points))["auc_rejection"]
 
@@ -355,7 +356,8 @@ def auc_rejection_random(
 
 
 def central_interval_z(level: Any) -> np.ndarray | float:
-    """Half-width, in standard deviations, of the central Gaussian interval of probability ``level``.
+    """Half-width, in standard deviations, of the central Gaussian interval of probability
+    ``level``.
 
     ``z = Phi^-1(0.5 + level/2)``: 0 at level 0, about 1.0 at 0.6827, 1.96 at 0.95, inf at 1.
     Accepts a scalar or an array of levels in [0, 1].
@@ -398,8 +400,7 @@ def miscalibration_area_from_curve(expected: Any, observed: Any) -> float:
     obs = _as_1d_float("observed", observed)
     if exp_.size != obs.size or exp_.size < 2:
         raise ValueError(
-            "expected and observed must have the same length >= 2, got "
-            f"{exp_.size} and {obs.size}"
+            f"expected and observed must have the same length >= 2, got {exp_.size} and {obs.size}"
         )
     d = obs - exp_
     dl, dr, dx = d[:-1], d[1:], np.diff(exp_)
@@ -445,7 +446,8 @@ def ence(y_pred: Any, y_std: Any, y_true: Any, n_bins: int = DEFAULT_ENCE_BINS) 
 
 
 def coverage(y_pred: Any, y_std: Any, y_true: Any, level: float) -> float:
-    """Fraction of points with ``|error| <= z * std`` for the central interval of probability ``level``.
+    """Fraction of points with ``|error| <= z * std`` for the central interval of probability
+    ``level``.
 
     ``level`` must lie strictly in (0, 1); e.g. 0.6827 (about +/-1 std) or 0.95 (+/-1.96 std).
     A calibrated model gives about ``level``.
@@ -479,7 +481,9 @@ def crps_gaussian(y_pred: Any, y_std: Any, y_true: Any) -> float:
     """
     pred, std, true = validate_arrays(y_pred, y_std, y_true)
     z = (true - pred) / std
-    per_point = std * (z * (2.0 * stats.norm.cdf(z) - 1.0) + 2.0 * stats.norm.pdf(z) - 1.0 / math.sqrt(math.pi))
+    per_point = std * (
+        z * (2.0 * stats.norm.cdf(z) - 1.0) + 2.0 * stats.norm.pdf(z) - 1.0 / math.sqrt(math.pi)
+    )
     return float(np.mean(per_point))
 
 

@@ -66,7 +66,9 @@ def parity_plot(
     fig = new_figure()
     ax = fig.add_subplot()
     order = np.argsort(std)  # most uncertain drawn last, on top
-    sc = ax.scatter(true[order], pred[order], c=std[order], s=12, cmap="viridis", alpha=0.85, linewidths=0)
+    sc = ax.scatter(
+        true[order], pred[order], c=std[order], s=12, cmap="viridis", alpha=0.85, linewidths=0
+    )
     lo = float(min(true.min(), pred.min()))
     hi = float(max(true.max(), pred.max()))
     pad = 0.05 * (hi - lo or 1.0)
@@ -98,7 +100,13 @@ def error_vs_std_plot(
     ax = fig.add_subplot()
     ax.scatter(std, abs_err, s=10, alpha=0.6, linewidths=0, color="tab:blue")
     x = np.linspace(0.0, float(std.max()) * 1.05, 50)
-    ax.plot(x, np.sqrt(2.0 / np.pi) * x, color="tab:red", lw=1.2, label=r"calibrated: $\sqrt{2/\pi}\,\sigma$")
+    ax.plot(
+        x,
+        np.sqrt(2.0 / np.pi) * x,
+        color="tab:red",
+        lw=1.2,
+        label=r"calibrated: $\sqrt{2/\pi}\,\sigma$",
+    )
     ax.set_xlabel("Predicted std (eV)")
     ax.set_ylabel("|Error| (eV)")
     rho_text = "nan" if np.isnan(rho) else f"{rho:.3f}"
@@ -151,14 +159,36 @@ def rejection_plot(
     fig = new_figure((5.5, 4.5))
     ax = fig.add_subplot()
     for i, (label, curve) in enumerate(curves.items()):
-        missing = [k for k in ("fraction_rejected", "mae_model", "mae_oracle", "mae_random") if k not in curve]
+        missing = [
+            k
+            for k in ("fraction_rejected", "mae_model", "mae_oracle", "mae_random")
+            if k not in curve
+        ]
         if missing:
-            raise ValueError(f"curves[{label!r}] is missing key(s) {missing}; pass rejection_curve(...) dicts")
+            raise ValueError(
+                f"curves[{label!r}] is missing key(s) {missing}; pass rejection_curve(...) dicts"
+            )
         x = _as_1d_float(f"curves[{label!r}] fraction_rejected", curve["fraction_rejected"])
-        (line,) = ax.plot(x, _as_1d_float(f"curves[{label!r}] mae_model", curve["mae_model"]), lw=1.6, label=label)
+        (line,) = ax.plot(
+            x, _as_1d_float(f"curves[{label!r}] mae_model", curve["mae_model"]), lw=1.6, label=label
+        )
         if i == 0:
-            ax.plot(x, _as_1d_float("mae_oracle", curve["mae_oracle"]), color=line.get_color(), ls=":", lw=1.2, label=f"{label}: oracle")
-            ax.plot(x, _as_1d_float("mae_random", curve["mae_random"]), color="0.4", ls="--", lw=1.2, label=f"{label}: random")
+            ax.plot(
+                x,
+                _as_1d_float("mae_oracle", curve["mae_oracle"]),
+                color=line.get_color(),
+                ls=":",
+                lw=1.2,
+                label=f"{label}: oracle",
+            )
+            ax.plot(
+                x,
+                _as_1d_float("mae_random", curve["mae_random"]),
+                color="0.4",
+                ls="--",
+                lw=1.2,
+                label=f"{label}: random",
+            )
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0.0)
     ax.set_xlabel("Fraction rejected (highest std first)")
@@ -198,12 +228,20 @@ def metric_vs_samples_plot(
     for label, ys in values.items():
         y = np.asarray(ys, dtype=np.float64)
         if y.ndim != 1 or y.size != t.size:
-            raise ValueError(f"values[{label!r}] must have one value per T ({t.size}), got shape {y.shape}")
+            raise ValueError(
+                f"values[{label!r}] must have one value per T ({t.size}), got shape {y.shape}"
+            )
         ax.plot(t, y, marker="o", ms=4, lw=1.5, label=label)
     if reference:
         colors = ["0.2", "tab:red", "tab:purple", "tab:brown", "tab:gray"]
         for i, (label, val) in enumerate(reference.items()):
-            ax.axhline(float(val), color=colors[i % len(colors)], ls="--", lw=1.1, label=f"{label} (reference)")
+            ax.axhline(
+                float(val),
+                color=colors[i % len(colors)],
+                ls="--",
+                lw=1.1,
+                label=f"{label} (reference)",
+            )
     if logx:
         ax.set_xscale("log")
         ax.set_xticks(t, [f"{v:g}" for v in t])

@@ -4,9 +4,10 @@ Three methods, all fitted on validation ``(y_pred, y_std, y_true)`` and applied 
 
 * ``"scale"``: :func:`fit_std_scale`, one factor ``s`` for all stds, the maximum-likelihood
   value for Gaussian predictions ``N(y_pred, (s*y_std)^2)``.
-* ``"scale_floor"``: :func:`fit_std_scale_floor`, ``sqrt((a*y_std)^2 + b^2)`` with a factor ``a`` and
-  a floor ``b`` (eV), maximum likelihood. A model whose spread vanishes on some structures (a band gap
-  saturating at 0 eV in every draw) drives the one-factor ``s`` to absurd values; the floor absorbs them.
+* ``"scale_floor"``: :func:`fit_std_scale_floor`, ``sqrt((a*y_std)^2 + b^2)`` with a factor ``a``
+  and a floor ``b`` (eV), maximum likelihood. A model whose spread vanishes on some structures (a
+  band gap saturating at 0 eV in every draw) drives the one-factor ``s`` to absurd values; the floor
+  absorbs them.
 * ``"isotonic"``: :class:`IsotonicStdRecalibrator`, an isotonic map from the expected to the
   observed proportion in central Gaussian intervals (Kuleshov et al., 2018, applied to central
   intervals). It gives exactly recalibrated intervals at any level, and a single std factor
@@ -20,11 +21,11 @@ Laplace shape, so the same forms are fitted to a :class:`~mofbalora.uq.distribut
 validation only:
 
 * :func:`fit_scale_floor`: ``std → sqrt((a·std)² + b²)`` by maximum likelihood *in the family*
-  (:meth:`~mofbalora.uq.distribution.Predictive.rescaled`); :func:`fit_calibration` stores it as a model's
-  ``calibration`` dict (with its ``family``) and :func:`calibrated_predictive` applies it;
-* :class:`LevelRecalibrator`: intervals only, the family's central interval at a nominal level mapped from
-  the wanted one, by an isotonic fit (``"isotonic"``) or split-conformal quantiles of the validation
-  levels (``"conformal"``: coverage >= the wanted level for exchangeable structures);
+  (:meth:`~mofbalora.uq.distribution.Predictive.rescaled`); :func:`fit_calibration` stores it as a
+  model's ``calibration`` dict (with its ``family``) and :func:`calibrated_predictive` applies it;
+* :class:`LevelRecalibrator`: intervals only, the family's central interval at a nominal level
+  mapped from the wanted one, by an isotonic fit (``"isotonic"``) or split-conformal quantiles of
+  the validation levels (``"conformal"``: coverage >= the wanted level for exchangeable structures);
 * :func:`compare_recalibrations`: the test metrics of each, for a report.
 """
 
@@ -94,8 +95,8 @@ def fit_std_scale(y_pred: Any, y_std: Any, y_true: Any) -> float:
 def fit_std_scale_floor(y_pred: Any, y_std: Any, y_true: Any) -> tuple[float, float]:
     """``(a, b)`` minimising the mean Gaussian NLL of ``N(y_pred, (a*y_std)^2 + b^2)``; ``b`` in eV.
 
-    Two positive parameters, fitted in log space (L-BFGS from the one-factor solution and a floor of a
-    tenth of the RMS error). Apply as :func:`apply_std_scale_floor`.
+    Two positive parameters, fitted in log space (L-BFGS from the one-factor solution and a floor of
+    a tenth of the RMS error). Apply as :func:`apply_std_scale_floor`.
 
     Raises:
         ValueError: invalid arrays, or every error is exactly zero.
@@ -119,8 +120,13 @@ def fit_std_scale_floor(y_pred: Any, y_std: Any, y_true: Any) -> tuple[float, fl
         return value, grad
 
     starts = [np.log([min(fit_std_scale(pred, std, true), 1e6), 0.1 * rms]), np.log([1.0, rms])]
-    best = min((minimize(nll, x0, jac=True, method="L-BFGS-B", bounds=[(-30, 30), (-30, 30)]) for x0 in starts),
-               key=lambda r: r.fun)
+    best = min(
+        (
+            minimize(nll, x0, jac=True, method="L-BFGS-B", bounds=[(-30, 30), (-30, 30)])
+            for x0 in starts
+        ),
+        key=lambda r: r.fun,
+    )
     a, b = np.exp(best.x)
     return float(a), float(b)
 
@@ -170,7 +176,9 @@ class IsotonicStdRecalibrator:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "isotonic_"):
-            raise ValueError("IsotonicStdRecalibrator is not fitted; call fit(y_pred, y_std, y_true) first")
+            raise ValueError(
+                "IsotonicStdRecalibrator is not fitted; call fit(y_pred, y_std, y_true) first"
+            )
 
     # -- maps --------------------------------------------------------------------------------
 
@@ -211,7 +219,9 @@ class IsotonicStdRecalibrator:
         pred = _as_1d_float("y_pred", y_pred)
         std = _as_1d_float("y_std", y_std)
         if pred.size != std.size:
-            raise ValueError(f"y_pred and y_std must have the same length, got {pred.size} and {std.size}")
+            raise ValueError(
+                f"y_pred and y_std must have the same length, got {pred.size} and {std.size}"
+            )
         _check_std("y_std", std)
         half = central_interval_z(self.nominal_level(lv)) * std
         return pred - half, pred + half
@@ -236,10 +246,10 @@ class IsotonicStdRecalibrator:
 
 
 def _fit_isotonic_levels(target: Any, levels: np.ndarray) -> None:
-    """Fit ``observed = R(expected)`` on validation central ``levels`` (one per point: the probability of the
-    smallest central interval holding it) and set ``isotonic_``, ``fit_expected_``, ``fit_observed_`` and the
-    knots on ``target``: each point gives the pair (its level, the fraction of levels <= it), so the fit keeps
-    resolution near level 1."""
+    """Fit ``observed = R(expected)`` on validation central ``levels`` (one per point: the
+    probability of the smallest central interval holding it) and set ``isotonic_``,
+    ``fit_expected_``, ``fit_observed_`` and the knots on ``target``: each point gives the pair (its
+    level, the fraction of levels <= it), so the fit keeps resolution near level 1."""
     from sklearn.isotonic import IsotonicRegression
 
     level_i = np.sort(np.asarray(levels, dtype=np.float64))
@@ -250,11 +260,14 @@ def _fit_isotonic_levels(target: Any, levels: np.ndarray) -> None:
         y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip"
     ).fit(target.fit_expected_, target.fit_observed_)
     target._x_knots = np.asarray(target.isotonic_.X_thresholds_, dtype=np.float64)
-    target._r_knots = np.maximum.accumulate(np.asarray(target.isotonic_.y_thresholds_, dtype=np.float64))
+    target._r_knots = np.maximum.accumulate(
+        np.asarray(target.isotonic_.y_thresholds_, dtype=np.float64)
+    )
 
 
 def _invert_isotonic(grid: np.ndarray, r: np.ndarray, level: Any) -> np.ndarray | float:
-    """``R^-1(level)`` of a piecewise-linear increasing map with knots ``(grid, r)``; capped at ``1 - 1e-9``."""
+    """``R^-1(level)`` of a piecewise-linear increasing map with knots ``(grid, r)``; capped at
+    ``1 - 1e-9``."""
     lv = np.asarray(level, dtype=np.float64)
     if np.any(~np.isfinite(lv)) or np.any(lv < 0) or np.any(lv > 1):
         raise ValueError(f"level(s) must lie in [0, 1], got {level!r}")
@@ -320,7 +333,9 @@ def recalibrated_metrics(
         ValueError: unknown ``method`` (choices: :data:`RECALIBRATION_METHODS`) or bad arrays.
     """
     if method not in RECALIBRATION_METHODS:
-        raise ValueError(f"unknown recalibration method {method!r}; choose from {list(RECALIBRATION_METHODS)}")
+        raise ValueError(
+            f"unknown recalibration method {method!r}; choose from {list(RECALIBRATION_METHODS)}"
+        )
     val = _unpack("val_arrays", val_arrays)
     pred, std, true = _unpack("test_arrays", test_arrays)
 
@@ -359,15 +374,16 @@ def recalibrated_metrics(
     }
 
 
-
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # in the model's family
-# --------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _check_dist(name: str, dist: Any, y_true: Any) -> np.ndarray:
     if not isinstance(dist, D.Predictive):
-        raise TypeError(f"{name} must be a mofbalora.uq.distribution.Predictive, got {type(dist).__name__}")
+        raise TypeError(
+            f"{name} must be a mofbalora.uq.distribution.Predictive, got {type(dist).__name__}"
+        )
     y = _as_1d_float(f"{name} y_true", y_true)
     if y.size != len(dist):
         raise ValueError(f"{name}: {y.size} reference gaps for {len(dist)} predictions")
@@ -375,11 +391,11 @@ def _check_dist(name: str, dist: Any, y_true: Any) -> np.ndarray:
 
 
 def fit_scale_floor(dist: D.Predictive, y_true: Any) -> tuple[float, float]:
-    """``(a, b)`` minimising the mean NLL of ``dist.rescaled(a, b)`` (std → ``sqrt((a·std)² + b²)``, ``b`` in eV)
-    in ``dist``'s own family, on validation ``y_true`` (eV).
+    """``(a, b)`` minimising the mean NLL of ``dist.rescaled(a, b)`` (std → ``sqrt((a·std)² + b²)``,
+    ``b`` in eV) in ``dist``'s own family, on validation ``y_true`` (eV).
 
-    A Gaussian gives :func:`fit_std_scale_floor` exactly; other families are fitted in log space by L-BFGS from
-    the Gaussian solution and from (1, a tenth of the RMS error), keeping the better.
+    A Gaussian gives :func:`fit_std_scale_floor` exactly; other families are fitted in log space by
+    L-BFGS from the Gaussian solution and from (1, a tenth of the RMS error), keeping the better.
 
     Raises:
         ValueError: every error is exactly zero, or the arrays do not match.
@@ -399,18 +415,22 @@ def fit_scale_floor(dist: D.Predictive, y_true: Any) -> tuple[float, float]:
 
     a0, b0 = fit_std_scale_floor(dist.mean_ev, dist.std_ev, y)
     starts = [np.log([min(max(a0, 1e-6), 1e6), max(b0, 1e-3 * rms)]), np.log([1.0, 0.1 * rms])]
-    best = min((minimize(nll, x0, method="L-BFGS-B", bounds=[(-30, 30), (-30, 30)]) for x0 in starts),
-               key=lambda r: r.fun)
+    best = min(
+        (minimize(nll, x0, method="L-BFGS-B", bounds=[(-30, 30), (-30, 30)]) for x0 in starts),
+        key=lambda r: r.fun,
+    )
     a, b = np.exp(best.x)
     return float(a), float(b)
 
 
-def fit_calibration(dist: D.Predictive, y_true: Any, *, n_samples: int | None = None,
-                    fitted_on: str = "") -> dict[str, Any]:
-    """A model's ``calibration`` dict, fitted on validation in ``dist``'s family (:func:`fit_scale_floor`):
-    ``{"method": "scale_floor", "family", ["kernel",] "std_factor": a, "std_floor_ev": b, "n_samples",
-    "fitted_on"}``. :func:`calibrated_predictive` and :func:`mofbalora.uq.distribution.predictive_intervals`
-    apply it; :func:`apply_std_scale_floor` gives its std."""
+def fit_calibration(
+    dist: D.Predictive, y_true: Any, *, n_samples: int | None = None, fitted_on: str = ""
+) -> dict[str, Any]:
+    """A model's ``calibration`` dict, fitted on validation in ``dist``'s family
+    (:func:`fit_scale_floor`): ``{"method": "scale_floor", "family", ["kernel",] "std_factor": a,
+    "std_floor_ev": b, "n_samples", "fitted_on"}``. :func:`calibrated_predictive` and
+    :func:`mofbalora.uq.distribution.predictive_intervals` apply it;
+    :func:`apply_std_scale_floor` gives its std."""
     a, b = fit_scale_floor(dist, y_true)
     out: dict[str, Any] = {"method": "scale_floor", "family": dist.family}
     if isinstance(dist, D.MixturePredictive):
@@ -427,37 +447,43 @@ def calibrated_predictive(dist: D.Predictive, calibration: Mapping | None) -> D.
     """``dist`` with a fitted ``calibration`` applied (itself when there is none).
 
     Raises:
-        ValueError: the calibration was fitted in another family than ``dist``'s (a calibration without a
-            ``family`` was fitted as a Gaussian).
+        ValueError: the calibration was fitted in another family than ``dist``'s (a calibration
+            without a ``family`` was fitted as a Gaussian).
     """
     if not calibration:
         return dist
     family = D.family_of_calibration(calibration)
     if family != dist.family:
-        raise ValueError(f"the calibration was fitted for the {family!r} family, the predictive is "
-                         f"{dist.family!r}; build the predictive in the calibration's family")
+        raise ValueError(
+            f"the calibration was fitted for the {family!r} family, the predictive is "
+            f"{dist.family!r}; build the predictive in the calibration's family"
+        )
     return dist.rescaled(calibration["std_factor"], calibration.get("std_floor_ev", 0.0))
 
 
 class LevelRecalibrator:
-    """Interval recalibration in the model's family, fitted on validation: the interval of wanted central
-    probability p is the family's central interval at a nominal level q(p).
+    """Interval recalibration in the model's family, fitted on validation: the interval of wanted
+    central probability p is the family's central interval at a nominal level q(p).
 
-    Each validation structure gives its central level (the probability of the smallest central interval of
-    its predictive that holds the true gap, :meth:`~mofbalora.uq.distribution.Predictive.central_level`).
+    Each validation structure gives its central level (the probability of the smallest central
+    interval of its predictive that holds the true gap,
+    :meth:`~mofbalora.uq.distribution.Predictive.central_level`).
 
-    * ``"isotonic"``: ``q = R⁻¹(p)`` with ``R`` the isotonic fit of the observed against the expected
-      proportion (Kuleshov et al., 2018, on central intervals; as :class:`IsotonicStdRecalibrator`);
-    * ``"conformal"``: ``q`` = the ⌈(n + 1) p⌉-th smallest validation level (split conformal prediction
-      with the level as the score): coverage >= p on exchangeable new structures.
+    * ``"isotonic"``: ``q = R⁻¹(p)`` with ``R`` the isotonic fit of the observed against the
+      expected proportion (Kuleshov et al., 2018, on central intervals; as
+      :class:`IsotonicStdRecalibrator`);
+    * ``"conformal"``: ``q`` = the ⌈(n + 1) p⌉-th smallest validation level (split conformal
+      prediction with the level as the score): coverage >= p on exchangeable new structures.
 
-    Nominal levels are capped at ``1 - 1e-9``. It gives intervals, coverage and a calibration curve, not a
-    density (no NLL or CRPS).
+    Nominal levels are capped at ``1 - 1e-9``. It gives intervals, coverage and a calibration curve,
+    not a density (no NLL or CRPS).
     """
 
     def __init__(self, method: str = "isotonic") -> None:
         if method not in LEVEL_METHODS:
-            raise ValueError(f"unknown level recalibration {method!r}; choose from {list(LEVEL_METHODS)}")
+            raise ValueError(
+                f"unknown level recalibration {method!r}; choose from {list(LEVEL_METHODS)}"
+            )
         self.method = method
 
     def fit(self, dist: D.Predictive, y_true: Any) -> LevelRecalibrator:
@@ -473,7 +499,8 @@ class LevelRecalibrator:
             raise ValueError("LevelRecalibrator is not fitted; call fit(dist, y_true) first")
 
     def nominal_level(self, level: Any) -> np.ndarray | float:
-        """The nominal level whose family interval covers ``level`` on validation (scalar or array in [0, 1])."""
+        """The nominal level whose family interval covers ``level`` on validation (scalar or
+        array in [0, 1])."""
         self._check_fitted()
         if self.method == "isotonic":
             return _invert_isotonic(self._x_knots, self._r_knots, level)
@@ -482,7 +509,9 @@ class LevelRecalibrator:
             raise ValueError(f"level(s) must lie in [0, 1], got {level!r}")
         n = self.levels_.size
         k = np.ceil((n + 1) * lv - 1e-12).astype(np.int64)  # 1-based rank of the conformal quantile
-        q = np.where(k <= 0, 0.0, np.where(k > n, _MAX_NOMINAL_LEVEL, self.levels_[np.clip(k - 1, 0, n - 1)]))
+        q = np.where(
+            k <= 0, 0.0, np.where(k > n, _MAX_NOMINAL_LEVEL, self.levels_[np.clip(k - 1, 0, n - 1)])
+        )
         q = np.minimum(q, _MAX_NOMINAL_LEVEL)
         return float(q) if q.ndim == 0 else q
 
@@ -495,8 +524,9 @@ class LevelRecalibrator:
         y = _check_dist("dist", dist, y_true)
         return float(np.mean(dist.central_level(y) <= self.nominal_level(_check_level(level))))
 
-    def calibration_curve(self, dist: D.Predictive, y_true: Any,
-                          n_levels: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    def calibration_curve(
+        self, dist: D.Predictive, y_true: Any, n_levels: int = 100
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Calibration curve of the recalibrated intervals on new data: ``(expected, observed)``."""
         y = _check_dist("dist", dist, y_true)
         n_levels = _check_int("n_levels", n_levels, 2)
@@ -504,19 +534,23 @@ class LevelRecalibrator:
         nominal = np.asarray(self.nominal_level(expected), dtype=np.float64)
         nominal[-1] = 1.0  # the full interval covers everything
         levels = np.sort(dist.central_level(y))
-        return expected, (np.searchsorted(levels, nominal, side="right") / levels.size).astype(np.float64)
+        return expected, (np.searchsorted(levels, nominal, side="right") / levels.size).astype(
+            np.float64
+        )
 
 
 _INTERVAL_KEYS = ("miscalibration_area", "rms_calibration_error", "coverage_68", "coverage_95")
 
 
-def compare_recalibrations(val: D.Predictive, y_val: Any, test: D.Predictive, y_test: Any) -> dict[str, dict]:
+def compare_recalibrations(
+    val: D.Predictive, y_val: Any, test: D.Predictive, y_test: Any
+) -> dict[str, dict]:
     """Test scores of each recalibration fitted on validation, all in the predictive's family.
 
-    Returns ``{method: scores}`` for ``none`` (the raw predictive), ``scale_floor`` (:func:`fit_scale_floor`;
-    with ``std_factor``, ``std_floor_ev``, ``nll``, ``crps_ev``), ``isotonic`` and ``conformal``
-    (:class:`LevelRecalibrator`: intervals only). Every entry has ``miscalibration_area``,
-    ``rms_calibration_error``, ``coverage_68`` and ``coverage_95``.
+    Returns ``{method: scores}`` for ``none`` (the raw predictive), ``scale_floor``
+    (:func:`fit_scale_floor`; with ``std_factor``, ``std_floor_ev``, ``nll``, ``crps_ev``),
+    ``isotonic`` and ``conformal`` (:class:`LevelRecalibrator`: intervals only). Every entry has
+    ``miscalibration_area``, ``rms_calibration_error``, ``coverage_68`` and ``coverage_95``.
     """
     y_val = _check_dist("val", val, y_val)
     y_test = _check_dist("test", test, y_test)
@@ -525,8 +559,11 @@ def compare_recalibrations(val: D.Predictive, y_val: Any, test: D.Predictive, y_
     out["none"] = {k: raw[k] for k in (*_INTERVAL_KEYS, "nll", "crps_ev")}
     a, b = fit_scale_floor(val, y_val)
     fitted = D.all_metrics(test.rescaled(a, b), y_test)
-    out["scale_floor"] = {"std_factor": a, "std_floor_ev": b,
-                          **{k: fitted[k] for k in (*_INTERVAL_KEYS, "nll", "crps_ev")}}
+    out["scale_floor"] = {
+        "std_factor": a,
+        "std_floor_ev": b,
+        **{k: fitted[k] for k in (*_INTERVAL_KEYS, "nll", "crps_ev")},
+    }
     for method in LEVEL_METHODS:
         recal = LevelRecalibrator(method).fit(val, y_val)
         expected, observed = recal.calibration_curve(test, y_test)

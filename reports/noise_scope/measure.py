@@ -6,12 +6,13 @@ local reparameterisation (`row`) and the rank-shared approximation (`rank_shared
     python reports/noise_scope/measure.py --seeds 1 2 --threads 1 --tag s12    # then:
     python reports/noise_scope/measure.py --table-only
 
-Each run is `workflows/finetune_chgnet.yaml` with `adapter.noise_scope` and `run.seed` set (same split,
-6,000 training structures, early stopping on 600 validation structures). Then, on the documented test
-split (1,826 structures), T = 64 draws (seed 0) give: Spearman(std, |err|) using the first T draws for
-T = 2 ... 64, MAE of the 32-draw mean, raw and recalibrated miscalibration area and 95 % coverage
-(recalibration sqrt((a σ)² + b²) fitted on the 600 validation structures at T = 32). Writes
-results-<tag>.csv (one row per run), results.csv (all runs) and table.md (mean ± sd over seeds) beside this file.
+Each run is `workflows/finetune_chgnet.yaml` with `adapter.noise_scope` and `run.seed` set (same
+split, 6,000 training structures, early stopping on 600 validation structures). Then, on the
+documented test split (1,826 structures), T = 64 draws (seed 0) give: Spearman(std, |err|) using the
+first T draws for T = 2 ... 64, MAE of the 32-draw mean, raw and recalibrated miscalibration area
+and 95 % coverage (recalibration sqrt((a σ)² + b²) fitted on the 600 validation structures at T =
+32). Writes results-<tag>.csv (one row per run), results.csv (all runs) and table.md (mean ± sd over
+seeds) beside this file.
 """
 
 from __future__ import annotations
@@ -35,9 +36,15 @@ def run_one(scope: str, seed: int, runs: Path, threads: int) -> Path:
     out = runs / f"{scope}-s{seed}"
     if (out / "metrics.json").is_file():
         return out
-    cfg = load_config(ROOT / "workflows" / "finetune_chgnet.yaml",
-                      [f"adapter.noise_scope={scope}", f"run.seed={seed}", "run.eval_test=false",
-                       f"run.threads={threads}"])
+    cfg = load_config(
+        ROOT / "workflows" / "finetune_chgnet.yaml",
+        [
+            f"adapter.noise_scope={scope}",
+            f"run.seed={seed}",
+            "run.eval_test=false",
+            f"run.threads={threads}",
+        ],
+    )
     finetune(cfg, out, resume=True, progress=False)
     return out
 
@@ -64,15 +71,22 @@ def score(out: Path, data: dict) -> dict:
 
     from mofbalora.train import validation_mae
 
-    row["mae_posterior_mean_pass_ev"] = validation_mae(model, data["test"][0], torch.as_tensor(y_te, dtype=torch.float32))
+    row["mae_posterior_mean_pass_ev"] = validation_mae(
+        model, data["test"][0], torch.as_tensor(y_te, dtype=torch.float32)
+    )
     row["miscal_area_raw"] = M.miscalibration_area(mean32, std32, y_te)
     row["coverage95_raw"] = M.coverage(mean32, std32, y_te, 0.95)
     row["median_std_ev"] = float(np.median(std32))
     s_va, y_va = preds["val"]
     a, b = fit_std_scale_floor(s_va.mean(1), np.maximum(s_va.std(1, ddof=1), 1e-6), y_va)
     cal = apply_std_scale_floor(std32, a, b)
-    row.update(std_factor=a, std_floor_ev=b, miscal_area_cal=M.miscalibration_area(mean32, cal, y_te),
-               coverage95_cal=M.coverage(mean32, cal, y_te, 0.95), nll_cal=M.gaussian_nll(mean32, cal, y_te))
+    row.update(
+        std_factor=a,
+        std_floor_ev=b,
+        miscal_area_cal=M.miscalibration_area(mean32, cal, y_te),
+        coverage95_cal=M.coverage(mean32, cal, y_te, 0.95),
+        nll_cal=M.gaussian_nll(mean32, cal, y_te),
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     row.update(best_epoch=metrics["best_epoch"], train_seconds=metrics["train_seconds"])
     return row
@@ -94,8 +108,14 @@ def load_data(model_dir: Path) -> dict:
 
 
 def table(df: pd.DataFrame) -> str:
-    cols = [f"spearman_T{t}" for t in T_GRID] + ["mae_ev", "miscal_area_raw", "coverage95_raw", "miscal_area_cal",
-                                                 "coverage95_cal", "median_std_ev"]
+    cols = [f"spearman_T{t}" for t in T_GRID] + [
+        "mae_ev",
+        "miscal_area_raw",
+        "coverage95_raw",
+        "miscal_area_cal",
+        "coverage95_cal",
+        "median_std_ev",
+    ]
     g = df.groupby("scope")[cols]
     mean, sd = g.mean(), g.std()
     head = "| scope | " + " | ".join(c.replace("spearman_", "ρ ") for c in cols) + " |"

@@ -1,12 +1,13 @@
 """Where an epoch of the cut-cached last block (``backbone.adapt=last_block_cached``) spends its time.
 
-Trains BaLoRA (rank 8, the noise scope given) on N cached QMOF test-split structures in batches of 8, as
-``benchmarks/bench_placements.py`` does, and times each part of the step separately (exclusive wall time
-per structure, each part's best epoch):
+Trains BaLoRA (rank 8, the noise scope given) on N cached QMOF test-split structures in batches of
+8, as ``benchmarks/bench_placements.py`` does, and times each part of the step separately (exclusive
+wall time per structure, each part's best epoch):
 
 - ``read cut``: the cut's arrays from the memory-mapped store into memory (page cache), timed apart;
 - ``fp16 → fp32``: converting the float16 cut to float32, timed apart;
-- ``collate (rest)``: ``collate`` minus those two (0 where collate's own read and conversion cost less);
+- ``collate (rest)``: ``collate`` minus those two (0 where collate's own read and conversion cost
+  less);
 - ``gated MLPs``: the block's two gated MLPs (all their linear layers and adapters, noise excluded);
 - ``noise``: BaLoRA's keyed draws (the counter-based normals and what scales them);
 - ``scatter``: the index_add of the edge messages onto atoms;
@@ -14,10 +15,11 @@ per structure, each part's best epoch):
 - ``readout MLP``, ``head``: the adapted readout and the band-gap head;
 - ``loss + KL``, ``backward``, ``optimizer``.
 
-``--path reference`` runs the block as CHGNet's own ``AtomConv`` module (as before issue 26; the adapters'
-own changes serve both paths);
-``--path fast`` the cut path of :mod:`mofbalora.backbones.chgnet_block`; ``--path both`` (default) runs the
-two on one model, epochs interleaved, so that the before/after ratio is measured under the same load.
+``--path reference`` runs the block as CHGNet's own ``AtomConv`` module (as before issue 26; the
+adapters' own changes serve both paths);
+``--path fast`` the cut path of :mod:`mofbalora.backbones.chgnet_block`; ``--path both`` (default)
+runs the two on one model, epochs interleaved, so that the before/after ratio is measured under the
+same load.
 
     MOFBALORA_CACHE=cache python reports/trunk/profile_last_block.py [N] [--scope row] [--threads 2]
 """
@@ -37,12 +39,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from _common import qmof_test_paths  # noqa: E402
 
-PARTS = ("read cut", "fp16 → fp32", "collate (rest)", "gated MLPs", "noise", "scatter", "block (rest)",
-         "readout MLP", "head", "loss + KL", "backward", "optimizer")
+PARTS = (
+    "read cut",
+    "fp16 → fp32",
+    "collate (rest)",
+    "gated MLPs",
+    "noise",
+    "scatter",
+    "block (rest)",
+    "readout MLP",
+    "head",
+    "loss + KL",
+    "backward",
+    "optimizer",
+)
 
 
 class StackTimer:
-    """Exclusive wall time per label: time inside a nested timed call counts for the inner label only."""
+    """Exclusive wall time per label: time inside a nested timed call counts for the inner label
+    only."""
 
     def __init__(self) -> None:
         self.total: dict[str, float] = defaultdict(float)
@@ -62,21 +77,27 @@ class StackTimer:
                 self.stack[-1][2] += spent
 
     def wrap(self, owner, attr: str, label: str) -> None:
-        """Time every call of ``owner.attr`` (a module instance, a class or a module) under ``label``."""
+        """Time every call of ``owner.attr`` (a module instance, a class or a module) under
+        ``label``."""
         if not hasattr(owner, attr):
             return
         fn = getattr(owner, attr)
         timer = self
 
         if isinstance(owner, type):  # a method of a class: keep it a method
+
             def timed(self_, *a, **k):
                 with timer.part(label):
                     return fn(self_, *a, **k)
         else:
+
             def timed(*a, **k):
                 with timer.part(label):
                     return fn(*a, **k)
-        self.patched.append((owner, attr, owner.__dict__.get(attr) if isinstance(owner, type) else fn))
+
+        self.patched.append(
+            (owner, attr, owner.__dict__.get(attr) if isinstance(owner, type) else fn)
+        )
         setattr(owner, attr, timed)
 
     def restore(self) -> None:
@@ -101,15 +122,22 @@ def instrument(model, timer: StackTimer) -> None:
         timer.wrap(BaLoRALinear, name, "noise")
     fast = sys.modules.get("mofbalora.backbones.chgnet_block")
     if fast is not None:
-        for name, label in (("first_linears", "gated MLPs"), ("gated_rest", "gated MLPs"), ("scatter_messages", "scatter")):
+        for name, label in (
+            ("first_linears", "gated MLPs"),
+            ("gated_rest", "gated MLPs"),
+            ("scatter_messages", "scatter"),
+        ):
             timer.wrap(fast, name, label)
     timer.wrap(bb, "forward", "block (rest)")
     timer.wrap(bb.readout_mlp, "forward", "readout MLP")
     timer.wrap(model.head, "forward", "head")
 
 
-def epoch_parts(model, opt, inputs: list, timer: StackTimer, fast: bool) -> tuple[dict[str, float], float]:
-    """One training epoch of ``model`` (batches of 8, noise on); its per-part seconds and its wall time."""
+def epoch_parts(
+    model, opt, inputs: list, timer: StackTimer, fast: bool
+) -> tuple[dict[str, float], float]:
+    """One training epoch of ``model`` (batches of 8, noise on); its per-part seconds and its
+    wall time."""
     from mofbalora.adapters import total_kl
     from mofbalora.adapters.context import sampling, structure_keys
 
@@ -118,7 +146,7 @@ def epoch_parts(model, opt, inputs: list, timer: StackTimer, fast: bool) -> tupl
     t0 = time.perf_counter()
     model.train()
     for step, s in enumerate(range(0, len(inputs), 8)):
-        chunk = inputs[s:s + 8]
+        chunk = inputs[s : s + 8]
         opt.zero_grad()
         with timer.part("collate"):
             batch = model.backbone.collate(chunk)
@@ -135,8 +163,8 @@ def epoch_parts(model, opt, inputs: list, timer: StackTimer, fast: bool) -> tupl
 
 
 def read_and_convert(inputs: list, epochs: int) -> tuple[float, float]:
-    """Seconds to read the float16 cut from the store into memory, and to convert it to float32 (what
-    collate does with them), over ``epochs`` passes."""
+    """Seconds to read the float16 cut from the store into memory, and to convert it to float32
+    (what collate does with them), over ``epochs`` passes."""
     names = ("cut_bond_feas", "cut_bond_weights", "cut_atom_graph", "cut_directed2undirected")
     read = convert = 0.0
     for _ in range(epochs):
@@ -155,7 +183,9 @@ def main() -> None:
     ap.add_argument("n", nargs="?", type=int, default=48)
     ap.add_argument("--path", choices=("fast", "reference", "both"), default="both")
     ap.add_argument("--scope", choices=("row", "structure", "rank_shared"), default="row")
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per path (best of them is shown)")
+    ap.add_argument(
+        "--epochs", type=int, default=3, help="timed epochs per path (best of them is shown)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -170,8 +200,11 @@ def main() -> None:
     from mofbalora.adapters import AdapterConfig
 
     torch.manual_seed(0)
-    model = build_model("balora", backbone_options={"adapt": "last_block_cached"},
-                        adapter=AdapterConfig(kind="balora", rank=8, noise_scope=args.scope))
+    model = build_model(
+        "balora",
+        backbone_options={"adapt": "last_block_cached"},
+        adapter=AdapterConfig(kind="balora", rank=8, noise_scope=args.scope),
+    )
     timer = StackTimer()
     instrument(model, timer)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
@@ -179,21 +212,31 @@ def main() -> None:
         epoch_parts(model, opt, inputs, timer, path == "fast")
     best: dict[str, dict[str, float]] = {p: {} for p in paths}
     walls: dict[str, float] = {p: float("inf") for p in paths}
-    for _ in range(args.epochs):  # the paths interleaved, so that both see the same load; best of the epochs
+    # the paths interleaved, so that both see the same load; best of the epochs
+    for _ in range(args.epochs):
         for path in paths:
             parts, wall = epoch_parts(model, opt, inputs, timer, path == "fast")
             read, convert = read_and_convert(inputs, 1)
-            parts.update({"read cut": read, "fp16 → fp32": convert,
-                          "collate (rest)": max(parts.pop("collate") - read - convert, 0.0)})
+            parts.update(
+                {
+                    "read cut": read,
+                    "fp16 → fp32": convert,
+                    "collate (rest)": max(parts.pop("collate") - read - convert, 0.0),
+                }
+            )
             for k in PARTS:
                 best[path][k] = min(best[path].get(k, float("inf")), parts.get(k, 0.0))
             walls[path] = min(walls[path], wall)
     timer.restore()
     per = 1000 / len(inputs)
     tables = {p: ({k: best[p][k] * per for k in PARTS}, walls[p] * per) for p in paths}
-    print(f"{len(inputs)} QMOF test-split structures ({edges:.0f} directed edges each on average), batch 8, "
-          f"BaLoRA rank 8, noise scope {args.scope}, {torch.get_num_threads()} threads; best of {args.epochs} "
-          "interleaved epochs per path (each part: its best epoch; the sum of parts is below the best wall time)")
+    print(
+        f"{len(inputs)} QMOF test-split structures ({edges:.0f} directed edges each on average), "
+        f"batch 8, BaLoRA rank 8, noise scope {args.scope}, "
+        f"{torch.get_num_threads()} threads; best of {args.epochs} "
+        "interleaved epochs per path (each part: its best "
+        "epoch; the sum of parts is below the best wall time)"
+    )
     print("| part | " + " | ".join(f"{p} (ms per structure)" for p in paths) + " |")
     print("|---|" + "---|" * len(paths))
     for k in PARTS:

@@ -1,24 +1,28 @@
 """Issue 26, part 2: does BaLoRA in CHGNet's last block get a voice? A small, fixed protocol per design.
 
-Protocol (the same for every design): the first 1,000 / next 200 / next 300 ids of the documented split's
-*training* part (qmof_v1) as train / val / test (the only structures whose last-block cut was cached when
-this ran; no model of a design has seen the 300), seed 0, one thread, the shipped recipe
-(workflows/finetune_chgnet_structure.yaml: Laplace NLL, noise scope ``structure``, p0 = 0.3, rank 8,
-lr 0.002) unless a design changes it; readout placements 20 epochs, trunk placements (``last_block_cached``)
-2 epochs from a readout source (``model.warm_start``), no warm-up; T = 16 draws for val and test.
+Protocol (the same for every design): the first 1,000 / next 200 / next 300 ids of the documented
+split's *training* part (qmof_v1) as train / val / test (the only structures whose last-block cut
+was cached when this ran; no model of a design has seen the 300), seed 0, one thread, the shipped
+recipe (workflows/finetune_chgnet_structure.yaml: Laplace NLL, noise scope ``structure``, p0 = 0.3,
+rank 8, lr 0.002) unless a design changes it; readout placements 20 epochs, trunk placements
+(``last_block_cached``) 2 epochs from a readout source (``model.warm_start``), no warm-up; T = 16
+draws for val and test.
 
 Per design, besides finetune's metrics (``metrics.json``): on the test part,
 
-- ``contribution_all_ev``: mean |gap with the adapters − gap with every θ_B zeroed| (noise-free passes);
+- ``contribution_all_ev``: mean |gap with the adapters − gap with every θ_B zeroed| (noise-free
+  passes);
 - ``contribution_block_ev``: the same with only the block's θ_B zeroed (trunk placements);
-- ``alpha``: per BaLoRA layer, the geometric mean of α(x) over its test rows, against α0 = p0 / (1 − p0).
+- ``alpha``: per BaLoRA layer, the geometric mean of α(x) over its test rows, against α0 = p0 / (1 −
+  p0).
 
 Usage (runs in ``--runs``, resumable; each finished design is skipped):
 
-    MOFBALORA_QMOF=/work/shared/data/qmof nice -n 5 .venv/bin/python reports/trunk/design/run.py [NAME ...]
+    MOFBALORA_QMOF=/work/shared/data/qmof nice -n 5 .venv/bin/python reports/trunk/design/run.py
+    [NAME ...]
 
-writes ``reports/trunk/design/results/<name>.json`` and ``results/table.md``. Needs the cut of the first
-1,500 training-part structures (``mofbalora data trunk-cache --order train --limit 1500``).
+writes ``reports/trunk/design/results/<name>.json`` and ``results/table.md``. Needs the cut of the
+first 1,500 training-part structures (``mofbalora data trunk-cache --order train --limit 1500``).
 """
 
 from __future__ import annotations
@@ -49,15 +53,25 @@ DESIGNS: dict[str, tuple[str | None, list[str]]] = {
     "trunk_warm": ("readout", TRUNK),
     # a head that reads only adapted outputs (the readout MLP's, downstream of the block)
     "trunk_warm_adapted_head": ("readout_adapted_head", [*TRUNK, "backbone.features=readout"]),
-    # the KL per training structure: β = 0.1 lets the data shape α(x) (at β = 1 it sits at α0 on every row)
-    "readout_adapted_head_kl01": (None, ["optim.epochs=20", "backbone.features=readout", "optim.kl_weight=0.1"]),
-    # two stages: stage 1 = the readout source; stage 2 = the adapters only (the head frozen as loaded)
+    # the KL per training structure: β = 0.1 lets the data shape α(x) (at β = 1 it sits at α0 on
+    # every row)
+    "readout_adapted_head_kl01": (
+        None,
+        ["optim.epochs=20", "backbone.features=readout", "optim.kl_weight=0.1"],
+    ),
+    # two stages: stage 1 = the readout source; stage 2 = the adapters only (the head frozen as
+    # loaded)
     "trunk_warm_frozen_head": ("readout", [*TRUNK, "optim.lr_scale.head=0"]),
-    "trunk_warm_adapted_head_kl01": ("readout_adapted_head_kl01", [*TRUNK, "backbone.features=readout",
-                                                                   "optim.kl_weight=0.1"]),
-    # the α prior: p0 = 0.5 (α0 = 1), the KL at full weight holding α there (readout placement: 4 min, not 20)
-    "readout_adapted_head_p05": (None, ["optim.epochs=20", "backbone.features=readout",
-                                        "adapter.prior_dropout=0.5"]),
+    "trunk_warm_adapted_head_kl01": (
+        "readout_adapted_head_kl01",
+        [*TRUNK, "backbone.features=readout", "optim.kl_weight=0.1"],
+    ),
+    # the α prior: p0 = 0.5 (α0 = 1), the KL at full weight holding α there (readout placement: 4
+    # min, not 20)
+    "readout_adapted_head_p05": (
+        None,
+        ["optim.epochs=20", "backbone.features=readout", "adapter.prior_dropout=0.5"],
+    ),
 }
 
 
@@ -74,8 +88,14 @@ def config(name: str, runs: Path):
     from mofbalora.config import load_run_config
 
     source, overrides = DESIGNS[name]
-    base = [f"data.split={split_file(runs)}", "data.train_size=null", "data.val_size=null", "run.threads=1",
-            f"run.eval_samples={T_EVAL}", "run.seed=0"]
+    base = [
+        f"data.split={split_file(runs)}",
+        "data.train_size=null",
+        "data.val_size=null",
+        "run.threads=1",
+        f"run.eval_samples={T_EVAL}",
+        "run.seed=0",
+    ]
     if source is not None:
         base.append(f"model.warm_start={runs / source}")
     return load_run_config(RECIPE, [*base, *overrides])
@@ -87,18 +107,26 @@ def _passes(model, inputs) -> np.ndarray:
 
     model.eval()
     with torch.no_grad():
-        return torch.cat([point_prediction(model, model.backbone.collate(c))
-                          for c in atom_capped_batches(inputs, 32, model.backbone.max_batch_atoms)]).numpy()
+        return torch.cat(
+            [
+                point_prediction(model, model.backbone.collate(c))
+                for c in atom_capped_batches(inputs, 32, model.backbone.max_batch_atoms)
+            ]
+        ).numpy()
 
 
 def contributions(model, inputs) -> dict[str, float]:
-    """Mean |Δ gap| (eV) between the model and the model with θ_B zeroed (all adapters; the block's only)."""
+    """Mean |Δ gap| (eV) between the model and the model with θ_B zeroed (all adapters; the
+    block's only)."""
     from mofbalora.adapters import adapter_layers
 
     on = _passes(model, inputs)
     out = {}
     layers = adapter_layers(model)
-    for what, chosen in (("all", layers), ("block", [(n, m) for n, m in layers if ".atom_conv_layers." in n])):
+    for what, chosen in (
+        ("all", layers),
+        ("block", [(n, m) for n, m in layers if ".atom_conv_layers." in n]),
+    ):
         if not chosen:
             continue
         saved = [m.adapter_B.detach().clone() for _, m in chosen]
@@ -113,14 +141,21 @@ def contributions(model, inputs) -> dict[str, float]:
 
 
 def alpha_table(model, inputs) -> dict[str, dict[str, float]]:
-    """Per BaLoRA layer: geometric mean, 10th and 90th percentile of α(x) over its rows on ``inputs``, and α0.
-    The block runs as CHGNet's own module here (its adapters then see their rows through ``forward``)."""
+    """Per BaLoRA layer: geometric mean, 10th and 90th percentile of α(x) over its rows on
+    ``inputs``, and α0. The block runs as CHGNet's own module here (its adapters then see their
+    rows through ``forward``)."""
     from mofbalora.adapters.balora import BaLoRALinear
 
     logs: dict[str, list[torch.Tensor]] = {}
-    hooks = [m.register_forward_hook(lambda mod, args, _out, n=n: logs.setdefault(n, []).append(
-        torch.log(mod.alpha(args[0].detach())).flatten()))
-        for n, m in model.named_modules() if isinstance(m, BaLoRALinear)]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, args, _out, n=n: logs.setdefault(n, []).append(
+                torch.log(mod.alpha(args[0].detach())).flatten()
+            )
+        )
+        for n, m in model.named_modules()
+        if isinstance(m, BaLoRALinear)
+    ]
     fast = model.backbone.fast_block if hasattr(model.backbone, "fast_block") else None
     if fast is not None:
         model.backbone.fast_block = False
@@ -135,8 +170,12 @@ def alpha_table(model, inputs) -> dict[str, dict[str, float]]:
     for n, parts in logs.items():
         la = torch.cat(parts)
         layer = dict(model.named_modules())[n]
-        out[n] = {"alpha_geomean": math.exp(float(la.mean())), "alpha_p10": math.exp(float(la.quantile(0.1))),
-                  "alpha_p90": math.exp(float(la.quantile(0.9))), "alpha0": layer.alpha0}
+        out[n] = {
+            "alpha_geomean": math.exp(float(la.mean())),
+            "alpha_p10": math.exp(float(la.quantile(0.1))),
+            "alpha_p90": math.exp(float(la.quantile(0.9))),
+            "alpha0": layer.alpha0,
+        }
     return out
 
 
@@ -158,10 +197,18 @@ def run_design(name: str, runs: Path) -> dict:
     ds, ids = split_ids(cfg)
     _, te_x, _ = load_inputs(model, ds, ids["test"], False)
     torch.set_num_threads(1)
-    result = {"design": name, "source": DESIGNS[name][0], "overrides": DESIGNS[name][1],
-              "wall_seconds": seconds, "train_seconds": metrics["train_seconds"], "best_epoch": metrics["best_epoch"],
-              "val": {k: metrics["val"][k] for k in KEYS}, "test": {k: metrics["test"][k] for k in KEYS},
-              **contributions(model, te_x), "alpha": alpha_table(model, te_x)}
+    result = {
+        "design": name,
+        "source": DESIGNS[name][0],
+        "overrides": DESIGNS[name][1],
+        "wall_seconds": seconds,
+        "train_seconds": metrics["train_seconds"],
+        "best_epoch": metrics["best_epoch"],
+        "val": {k: metrics["val"][k] for k in KEYS},
+        "test": {k: metrics["test"][k] for k in KEYS},
+        **contributions(model, te_x),
+        "alpha": alpha_table(model, te_x),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
@@ -169,34 +216,47 @@ def run_design(name: str, runs: Path) -> dict:
     return result
 
 
-KEYS = ("mae_ev", "spearman_std_abs_error", "spearman_epistemic_std_abs_error", "mean_epistemic_std_ev",
-        "mean_aleatoric_std_ev")
+KEYS = (
+    "mae_ev",
+    "spearman_std_abs_error",
+    "spearman_epistemic_std_abs_error",
+    "mean_epistemic_std_ev",
+    "mean_aleatoric_std_ev",
+)
 
 
 def table(results: list[dict]) -> str:
-    head = ("| design | val MAE | test MAE | ρ total | ρ epistemic | mean epistemic std (eV) | mean aleatoric std "
-            "(eV) | adapters' contribution (eV): all / block | epistemic / contribution | α (geometric mean over "
-            "layers' rows, min–max over layers) vs α0 | train s |")
+    head = (
+        "| design | val MAE | test MAE | ρ total | ρ epistemic | mean epistemic std (eV) | mean "
+        "aleatoric std (eV) | adapters' contribution (eV): all / block | epistemic / contribution "
+        "| α (geometric mean over layers' rows, min–max over layers) vs α0 | train s |"
+    )
     rows = [head, "|" + "---|" * 11]
     for r in results:
         v, t = r["val"], r["test"]
         alphas = [a["alpha_geomean"] for a in r["alpha"].values()]
         block = [a["alpha_geomean"] for n, a in r["alpha"].items() if ".atom_conv_layers." in n]
         a0 = next(iter(r["alpha"].values()))["alpha0"]
-        alpha = f"{min(alphas):.3g}–{max(alphas):.3g}" + (f" (block {min(block):.3g}–{max(block):.3g})" if block else "")
+        alpha = f"{min(alphas):.3g}–{max(alphas):.3g}" + (
+            f" (block {min(block):.3g}–{max(block):.3g})" if block else ""
+        )
         cb = r.get("contribution_block_ev")
         rows.append(
-            f"| {r['design']} | {v['mae_ev']:.3f} | {t['mae_ev']:.3f} | {t['spearman_std_abs_error']:.3f} | "
-            f"{t['spearman_epistemic_std_abs_error']:.3f} | {t['mean_epistemic_std_ev']:.4f} | "
-            f"{t['mean_aleatoric_std_ev']:.3f} | {r['contribution_all_ev']:.4f} / "
-            f"{'–' if cb is None else f'{cb:.4f}'} | {t['mean_epistemic_std_ev'] / r['contribution_all_ev']:.2f} | "
-            f"{alpha} vs {a0:.3g} | {r['train_seconds']:.0f} |")
+            f"| {r['design']} | {v['mae_ev']:.3f} | {t['mae_ev']:.3f} | "
+            f"{t['spearman_std_abs_error']:.3f} | {t['spearman_epistemic_std_abs_error']:.3f} | "
+            f"{t['mean_epistemic_std_ev']:.4f} | {t['mean_aleatoric_std_ev']:.3f} | "
+            f"{r['contribution_all_ev']:.4f} / {'–' if cb is None else f'{cb:.4f}'} | "
+            f"{t['mean_epistemic_std_ev'] / r['contribution_all_ev']:.2f} | {alpha} vs {a0:.3g} | "
+            f"{r['train_seconds']:.0f} |"
+        )
     return "\n".join(rows) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("names", nargs="*", help=f"designs to run (default: all, in order): {list(DESIGNS)}")
+    p.add_argument(
+        "names", nargs="*", help=f"designs to run (default: all, in order): {list(DESIGNS)}"
+    )
     p.add_argument("--runs", default="/tmp/trunk/design", help="run folders (resumable)")
     args = p.parse_args(argv)
     runs = Path(args.runs)
@@ -209,10 +269,18 @@ def main(argv=None) -> int:
         if source is not None and not (runs / source / "metrics.json").is_file():
             run_design(source, runs)
         r = run_design(name, runs)
-        print(f"{name}: test MAE {r['test']['mae_ev']:.3f}, rho {r['test']['spearman_std_abs_error']:.3f}, "
-              f"rho epi {r['test']['spearman_epistemic_std_abs_error']:.3f}, "
-              f"epi {r['test']['mean_epistemic_std_ev']:.4f} eV", flush=True)
-    done = [json.loads((RESULTS / f"{n}.json").read_text()) for n in DESIGNS if (RESULTS / f"{n}.json").is_file()]
+        print(
+            f"{name}: test MAE {r['test']['mae_ev']:.3f}, rho "
+            f"{r['test']['spearman_std_abs_error']:.3f}, rho epi "
+            f"{r['test']['spearman_epistemic_std_abs_error']:.3f}, epi "
+            f"{r['test']['mean_epistemic_std_ev']:.4f} eV",
+            flush=True,
+        )
+    done = [
+        json.loads((RESULTS / f"{n}.json").read_text())
+        for n in DESIGNS
+        if (RESULTS / f"{n}.json").is_file()
+    ]
     (RESULTS / "table.md").write_text(table(done))
     return 0
 
