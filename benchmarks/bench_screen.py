@@ -1,18 +1,21 @@
-"""Screening throughput (files/s, T = 32) against the floor, every path in one run on the same files.
+"""Screening throughput (files/s, T = 32) against the floor, every path in one run on the same
+files.
 
-The floor is what any screen of these files must do: parse each CIF, build its CHGNet graph and run one
-frozen CHGNet forward, file by file in one process with 2 torch threads (as CHGNet's own
-predict_structure would, with CHGNet's own graph converter); "floor, batched trunk" runs the forwards in
-batches of 8; "floor, array graphs" builds the same graphs with the backbone's converter
+The floor is what any screen of these files must do: parse each CIF, build its CHGNet graph and run
+one frozen CHGNet forward, file by file in one process with 2 torch threads (as CHGNet's own
+predict_structure would, with CHGNet's own graph converter); "floor, batched trunk" runs the
+forwards in batches of 8; "floor, array graphs" builds the same graphs with the backbone's converter
 (mofbalora.backbones.chgnet_graph, which every screen path uses). Each screen starts from
-an empty cache, so it pays for the same work plus validation, T = 32 stochastic passes, calibration, the
-domain and the table, with process start and model load included:
+an empty cache, so it pays for the same work plus validation, T = 32 stochastic passes, calibration,
+the domain and the table, with worker start included (the model is loaded before the clock starts,
+as the floor's CHGNet is, except on Dask, whose workers load it themselves):
 
 * "one process": the whole screen in this process (2 torch threads);
-* "--workers 2": two spawned one-thread worker processes (mofbalora.scoring.LocalExecutor), each parsing,
-  featurizing, predicting and checking its chunks;
+* "--workers 2": two spawned one-thread worker processes (mofbalora.scoring.LocalExecutor), each
+  parsing, featurizing, predicting and checking its chunks;
 * "Dask local:2": the same on a two-process local Dask cluster (cluster start included);
-* "+ checks": the default MOF chemistry checks (mofchecker-next, cached by content: each run a cold cache).
+* "+ checks": the default MOF chemistry checks (mofchecker-next, cached by content: each run a cold
+  cache).
 
     python benchmarks/bench_screen.py [N]          (default 120 CoRE MOF 2019-ASR files)
 """
@@ -38,8 +41,11 @@ def _floor(paths, batch: int = 1, graphs: str = "chgnet") -> float:
     bb = CHGNetBackbone()
     own = bb.trunk.graph_converter
     if graphs == "chgnet":  # CHGNet's own converter, as its predict_structure builds graphs
-        convert = CrystalGraphConverter(atom_graph_cutoff=own.atom_graph_cutoff,
-                                        bond_graph_cutoff=own.bond_graph_cutoff, algorithm="fast")
+        convert = CrystalGraphConverter(
+            atom_graph_cutoff=own.atom_graph_cutoff,
+            bond_graph_cutoff=own.bond_graph_cutoff,
+            algorithm="fast",
+        )
     else:  # the backbone's (mofbalora.backbones.chgnet_graph: the same graphs from arrays)
         convert = own
     t0 = time.perf_counter()
@@ -57,21 +63,42 @@ def _floor(paths, batch: int = 1, graphs: str = "chgnet") -> float:
     return time.perf_counter() - t0
 
 
-def _screen(paths, out: Path, checks: str = "off", dask: str | None = None, workers: int = 1) -> float:
+def _screen(
+    paths, out: Path, checks: str = "off", dask: str | None = None, workers: int = 1
+) -> float:
     from mofbalora.model import load_model
     from mofbalora.screen import screen
 
-    model = "default" if dask or workers > 1 else load_model("default")
+    # the model is loaded before the clock starts, as the floor's CHGNet is; local workers are
+    # forked with it. Dask workers load it themselves (by name), so the Dask rows include that load.
+    model = "default" if dask else load_model("default")
     t0 = time.perf_counter()
-    table = screen([str(p) for p in paths], model=model, n_samples=32, out=out, progress=False, checks=checks,
-                   dask=dask, workers=workers)
+    table = screen(
+        [str(p) for p in paths],
+        model=model,
+        n_samples=32,
+        out=out,
+        progress=False,
+        checks=checks,
+        dask=dask,
+        workers=workers,
+    )
     seconds = time.perf_counter() - t0
     assert len(table) == len(paths)
     return seconds
 
 
-NAMES = ("floor", "floor, batched trunk", "floor, array graphs", "screen, one process", "screen, --workers 2", "screen, Dask local:2",
-         "screen + checks, one process", "screen + checks, --workers 2", "screen + checks, Dask local:2")
+NAMES = (
+    "floor",
+    "floor, batched trunk",
+    "floor, array graphs",
+    "screen, one process",
+    "screen, --workers 2",
+    "screen, Dask local:2",
+    "screen + checks, one process",
+    "screen + checks, --workers 2",
+    "screen + checks, Dask local:2",
+)
 
 
 def main(n: int = 120) -> None:
@@ -83,18 +110,29 @@ def main(n: int = 120) -> None:
     results = {}
     os.environ["MOFBALORA_CACHE"] = str(work / "cache-warmup")
     with torch.no_grad():
-        _floor(paths[:2])  # imports, CHGNet's first load and first forward: paid once, before any timing
+        # imports, CHGNet's first load and first forward: paid once, before any timing
+        _floor(paths[:2])
         for name in NAMES:
             slug = re.sub(r"[^A-Za-z0-9]+", "_", name)
             os.environ["MOFBALORA_CACHE"] = str(work / f"cache-{slug}")  # cold cache each
             if name.startswith("floor"):
-                results[name] = _floor(paths, 8 if "batched" in name else 1,
-                                       graphs="array" if "array" in name else "chgnet")
+                results[name] = _floor(
+                    paths,
+                    8 if "batched" in name else 1,
+                    graphs="array" if "array" in name else "chgnet",
+                )
             else:
-                results[name] = _screen(paths, work / f"{slug}.csv", checks="flag" if "checks" in name else "off",
-                                        dask="local:2" if "Dask" in name else None,
-                                        workers=2 if "--workers 2" in name else 1)
-    print(f"{len(paths)} CoRE MOF 2019-ASR files, T = 32, {torch.get_num_threads()} threads, cold cache")
+                results[name] = _screen(
+                    paths,
+                    work / f"{slug}.csv",
+                    checks="flag" if "checks" in name else "off",
+                    dask="local:2" if "Dask" in name else None,
+                    workers=2 if "--workers 2" in name else 1,
+                )
+    print(
+        f"{len(paths)} CoRE MOF 2019-ASR files, T = 32, "
+        f"{torch.get_num_threads()} threads, cold cache"
+    )
     print("| path | seconds | files/s | × floor throughput |")
     print("|---|---|---|---|")
     for name, sec in results.items():
