@@ -1,5 +1,6 @@
-"""Test-time cost of T draws through the last block (``adapt=last_block_cached``), against CHGNet's
-floor of benchmarks/bench_screen.py, in one run.
+"""Test-time cost of T draws through CHGNet's last block (``adapt=last_block_cached``), in one run.
+
+Measured against the CHGNet floor of benchmarks/bench_screen.py.
 
 The floor is what any screen of these files must do: parse each CIF, build its CHGNet graph and run
 one frozen CHGNet forward, file by file (bench_screen.py's ``_floor``). The trunk placement's screen
