@@ -29,7 +29,8 @@ from mofbalora.data.structures import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-QMOF = Path(os.environ.get("MOFBALORA_QMOF", ROOT.parent / "shared" / "data" / "qmof"))
+# an empty $MOFBALORA_QMOF counts as unset, as in mofbalora.data.qmof.default_qmof_path
+QMOF = Path(os.environ.get("MOFBALORA_QMOF") or ROOT.parent / "shared" / "data" / "qmof")
 ORIGINALS = QMOF / "original_cif_sample"
 TARBALL = QMOF / "relaxed_structures.tar.xz"
 
