@@ -57,9 +57,10 @@ def tiny_split(tmp_path_factory, qmof) -> Path:
     return save_split(small, tmp_path_factory.mktemp("split") / "tiny.json", name="tiny")
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def tiny_cfg(tiny_split, qmof_path):
-    """Run configuration for seconds-long fine-tunes on the tiny split (call with overrides)."""
+    """Run configuration for seconds-long fine-tunes on the tiny split (call with overrides; a pure
+    factory, so module fixtures may use it too)."""
     from mofbalora.config import load_config
 
     def make(*overrides: str) -> dict:

@@ -20,29 +20,15 @@ REGIMES = {"balora": "balora", "ensemble": "lora_ensemble", "mcdrop": "mc_dropou
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_split, qmof_path) -> dict[str, Path]:
+def runs(tmp_path_factory, tiny_cfg) -> dict[str, Path]:
     """One tiny fine-tune per regime (trained once for the module); keys are the run folder
     names."""
-    from mofbalora.config import load_config
     from mofbalora.train import finetune
 
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for name, regime in REGIMES.items():
-        cfg = load_config(
-            None,
-            [
-                f"data.path={qmof_path}",
-                f"data.split={tiny_split}",
-                "optim.epochs=2",
-                "optim.batch_size=8",
-                "run.eval_samples=4",
-                "run.threads=1",
-                "adapter.n_members=2",
-                "run.eval_test=false",
-                f"model.regime={regime}",
-            ],
-        )
+        cfg = tiny_cfg("run.eval_test=false", f"model.regime={regime}")
         finetune(cfg, root / name, progress=False)
         out[name] = root / name
     return out

@@ -63,27 +63,14 @@ def test_ingestion_and_add_labels_share_one_check():
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory, qmof_path, tiny_split):
+def campaign(tmp_path_factory, qmof_path, tiny_split, tiny_cfg):
     """A real campaign after ``al suggest``: a batch of 2 pending structures (ids and CIF paths)."""
     from mofbalora.al.config import AL_DEFAULTS
-    from mofbalora.config import load_config
     from mofbalora.data.qmof import load_dataset
     from mofbalora.data.splits import load_split
 
     root = tmp_path_factory.mktemp("dft-results")
-    cfg = load_config(
-        None,
-        [
-            f"data.path={qmof_path}",
-            f"data.split={tiny_split}",
-            "optim.epochs=2",
-            "optim.batch_size=8",
-            "run.eval_samples=4",
-            "run.threads=1",
-            "adapter.n_members=2",
-            "data.val_size=4",
-        ],
-    )
+    cfg = tiny_cfg("data.val_size=4")
     cfg.update({k: json.loads(json.dumps(v)) for k, v in AL_DEFAULTS.items()})
     cfg["al"].update({"initial_labelled": 6, "batch_size": 2, "n_rounds": 2, "n_samples": 4})
     (root / "al.yaml").write_text(yaml.safe_dump(cfg))
