@@ -40,7 +40,7 @@ class _ArrayCache:
         arrays: dict = {}
         for k, (store, names) in enumerate(self.stores):
             got = store.get(
-                digest, [*names, "digest", "formula"] if k == 0 else list(names), mmap=k > 0
+                digest, [*names, "digest", "formula"] if k == 0 else list(names), on_use=k > 0
             )
             if got is None:
                 return None
