@@ -11,11 +11,13 @@ stochastic passes through the last block, the readout and the head
 - ``reference``: the block as CHGNet's own module (the path before issue 26), prediction's default
   chunks;
 - ``default chunks``: the block without built edge messages (mofbalora/backbones/chgnet_block.py)
-  and prediction's default chunks, which the backbone caps at 1,024 atoms per forward
-  (``max_batch_atoms``; about 10 QMOF structures, 78,000 edge rows): one copy per forward, each draw
-  redoing the frozen work;
-- ``stacked draws``: the same in chunks of 2 structures, as many of the T copies per forward as the
-  cap allows (about 5): the collate and the frozen pre-activations are shared by the stacked draws;
+  and prediction's default chunks: chunks of up to 64 structures, capped by the backbone at 1,024
+  atoms per forward (``max_batch_atoms``), whose draws run a structure or a few at a time with as
+  many of the T copies per forward as the cap allows (``prediction.draw_groups``; about 9 for a
+  QMOF structure), so the collate and the frozen pre-activations are shared by the stacked draws
+  (before issue 26's draw work: one copy of ~10 structures per forward);
+- ``stacked draws``: the same in chunks of 2 structures (since ``draw_groups``, the same
+  forwards as the default chunks: kept to compare with earlier runs);
 - ``..., subnormals kept``: the same two without flushing subnormal floats in the block
   (``chgnet_block.FLUSH_DENORMALS = False``, the code before this switch): what the flush is worth.
 

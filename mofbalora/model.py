@@ -108,7 +108,9 @@ class BandGapModel(nn.Module, PredictsStructures):
                     out = self.backbone(batch)
             else:
                 out = self.backbone(batch)
-        return self.head(out.atom_embedding, out.structure_index, out.n_structures)
+        return self.head(
+            out.atom_embedding, out.structure_index, out.n_structures, out.shared_embedding
+        )
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

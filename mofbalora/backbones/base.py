@@ -36,12 +36,18 @@ class BackboneOutput:
     structure each row belongs to. ``row_sets`` are the named row sets the forward pass used
     (:mod:`mofbalora.rows`): set name (``atom``, ``edge``, ``bond``, ``angle``, ``token``,
     ``system``, ...) → structure index per row.
+
+    ``shared_embedding`` (n_atoms_one_copy, dim_shared), for a batch of stacked copies (the T draws
+    of a prediction: copy t of atom k is row t · n + k): the trailing columns that are the same in
+    every copy (frozen features), kept once instead of repeated; the head reads
+    ``cat([atom_embedding, shared_embedding repeated], 1)``. None: ``atom_embedding`` is whole.
     """
 
     atom_embedding: torch.Tensor
     structure_index: torch.Tensor
     n_structures: int
     row_sets: dict[str, torch.Tensor] = field(default_factory=dict)
+    shared_embedding: torch.Tensor | None = None
 
 
 class Backbone(nn.Module, ABC):
