@@ -81,9 +81,23 @@ def mark_repeats(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 same = matcher.fit(other, structure)
+            _forget_reduced_structures(matcher)
             if same:
                 out[i] = sid
                 break
         else:
             distinct.setdefault(formula, []).append((row["structure_id"], structure))
     return out
+
+
+def _forget_reduced_structures(matcher) -> None:
+    """Empty pymatgen's process-wide cache of reduced structures (``StructureMatcher``'s
+    ``lru_cache``). A hit there is not cheap: the cached structure is compared site by site with
+    the new one, O(N^2) in the sites: in benchmarks/bench_screen.py's third screen of the same 120
+    CoRE MOF files, two matches cost 14.2 s through cache hits against 0.6 s reduced afresh. And the
+    cache keeps every structure a long-lived process (a notebook, an active-learning campaign, a
+    benchmark of several screens) ever compared."""
+    reduce = getattr(type(matcher), "_get_reduced_istructure", None)
+    clear = getattr(reduce, "cache_clear", None)
+    if clear is not None:
+        clear()

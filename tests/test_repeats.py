@@ -56,6 +56,11 @@ def test_a_redetermination_and_a_copy_are_marked_and_a_polymorph_is_not(sample_c
         "copy": "original",
         "broken": "",
     }
+    # pymatgen's process-wide cache of reduced structures is left empty: its hits compare
+    # structures site by site, and a long-lived process would keep every structure it matched
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    assert StructureMatcher._get_reduced_istructure.cache_info().currsize == 0
     # only the top rows are looked at
     assert dict(zip(table["structure_id"], mark_repeats(table, top=3), strict=True))["copy"] == ""
     with pytest.raises(ValueError, match="top must be >= 0"):
