@@ -75,8 +75,22 @@ def _unpacked_tarball(tarball: Path) -> Path:
     if cif_dir.is_dir():
         return cif_dir
     with atomic_directory(target) as tmp, tarfile.open(tarball, "r:*") as tar:
-        tar.extractall(tmp, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: the standard filter
+            tar.extractall(tmp, filter="data")
+        else:  # older patch releases (Debian 12's 3.11.2): the same refusal, by hand
+            tar.extractall(tmp, members=_plain_members(tar, tarball))
     return cif_dir
+
+
+def _plain_members(tar: tarfile.TarFile, tarball: Path) -> list[tarfile.TarInfo]:
+    """Regular files and folders that stay inside the target; anything else (links, devices,
+    absolute or ``..`` paths) is refused, as the ``data`` extraction filter refuses it."""
+    members = tar.getmembers()
+    for m in members:
+        parts = Path(m.name).parts
+        if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or ".." in parts:
+            raise ValueError(f"{tarball}: refusing tar member {m.name!r} (not a plain file inside)")
+    return members
 
 
 @dataclass
