@@ -361,10 +361,10 @@ def _parse_p1(text: str, path: Path, max_atoms: int) -> Structure | None:
 
 
 def _parse(text: str, path: Path, max_atoms: int) -> Structure:
-    """CIF text → one pymatgen Structure, exactly as the file gives it (no occupancy repair)."""
+    """CIF text → one pymatgen Structure, exactly as the file gives it (no occupancy repair).
+    The caller has checked the text before the first ``data_`` header (:func:`read_structure`)."""
     from pymatgen.io.cif import CifFile, CifParser
 
-    _check_leading_text(text, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
