@@ -16,10 +16,14 @@ stochastic passes through the last block, the readout and the head
   many of the T copies per forward as the cap allows (``prediction.draw_groups``; about 9 for a
   QMOF structure), so the collate and the frozen pre-activations are shared by the stacked draws
   (before issue 26's draw work: one copy of ~10 structures per forward);
-- ``stacked draws``: the same in chunks of 2 structures (since ``draw_groups``, the same
-  forwards as the default chunks: kept to compare with earlier runs);
-- ``..., subnormals kept``: the same two without flushing subnormal floats in the block
-  (``chgnet_block.FLUSH_DENORMALS = False``, the code before this switch): what the flush is worth.
+- ``default chunks, untiled``: the same with the block's chain after the first linear layers run
+  over all stacked rows at once (``chgnet_block.TILED_INFERENCE = False``, the code before the
+  tiles): what the cache-sized tiles are worth;
+- ``stacked draws``: the default chunks' forwards in chunks of 2 structures (since
+  ``draw_groups``, the same forwards: kept to compare with earlier runs).
+
+Subnormal floats are flushed in every path (``chgnet_block.FLUSH_DENORMALS``; what the flush is
+worth is in reports/trunk/README.md, "Second pass").
 
 BaLoRA rank 8 with the shipped recipe's noise scope (``structure``) and all-layer head; the draws do
 not depend on the chunking (tests/test_chgnet_block.py). Each round runs the floor, the
@@ -43,13 +47,12 @@ from _common import qmof_test_paths
 from bench_screen import _floor
 
 STACKED = {"batch_size": 2, "max_rows": 10**6}
-#: path name: (fast block, flush subnormals, predict_inputs settings)
+#: path name: (fast block, flush subnormals, tiled chain, predict_inputs settings)
 PATHS = {
-    "reference": (False, True, {}),
-    "default chunks, subnormals kept": (True, False, {}),
-    "default chunks": (True, True, {}),
-    "stacked draws, subnormals kept": (True, False, STACKED),
-    "stacked draws": (True, True, STACKED),
+    "reference": (False, True, False, {}),
+    "default chunks, untiled": (True, True, False, {}),
+    "default chunks": (True, True, True, {}),
+    "stacked draws": (True, True, True, STACKED),
 }
 
 
@@ -95,14 +98,16 @@ def main() -> None:
             best["featurize"] = min(best["featurize"], time.perf_counter() - t0)
         if inputs is None:
             inputs = [x for x in featurized if x is not None]
-        for name, (fast, flush, kwargs) in PATHS.items():
+        for name, (fast, flush, tiled, kwargs) in PATHS.items():
             model.backbone.fast_block, block.FLUSH_DENORMALS = fast, flush
+            block.TILED_INFERENCE = tiled
             try:
                 t0 = time.perf_counter()
                 model.predict_inputs(inputs, n_samples=args.samples, seed=0, **kwargs)
                 best[name] = min(best[name], time.perf_counter() - t0)
             finally:
                 model.backbone.fast_block, block.FLUSH_DENORMALS = True, True
+                block.TILED_INFERENCE = True
     n = len(inputs)
     floor, featurize = best.pop("floor"), best.pop("featurize")
     print(

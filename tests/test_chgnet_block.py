@@ -119,6 +119,49 @@ def test_stacked_draws_equal_one_draw_at_a_time(cut_model, scope):
     assert not torch.allclose(stacked[0], stacked[1], atol=1e-4)  # the passes draw differently
 
 
+@pytest.mark.parametrize("scope", ["row", "structure"])
+@pytest.mark.parametrize("tile_rows", [1, 700, 10**6])
+def test_inference_tiles_equal_the_untiled_chain(cut_model, scope, tile_rows, monkeypatch):
+    """Inference's tiles (of whole structures, one copy at a time) give the untiled draws: tiles of
+    one structure (1 row asked), of a few, of every structure of a copy."""
+    from mofbalora.backbones import chgnet_block as block
+
+    model, inputs = cut_model
+    _set_scope(model, scope)
+    t = 3
+    passes = [p for p in range(t) for _ in inputs]
+    try:
+        monkeypatch.setattr(block, "TILED_INFERENCE", False)
+        untiled = _run(model, inputs * t, fast=True, stochastic=True, passes=passes)[0]
+        monkeypatch.setattr(block, "TILED_INFERENCE", True)
+        monkeypatch.setattr(block, "INFERENCE_TILE_ROWS", tile_rows)
+        tiled = _run(model, inputs * t, fast=True, stochastic=True, passes=passes)[0]
+        mean = _run(model, inputs * t, fast=True, stochastic=False)[0]
+    finally:
+        _set_scope(model, "row")
+    torch.testing.assert_close(tiled, untiled, atol=2e-5, rtol=1e-5)
+    assert not torch.allclose(tiled, mean, atol=1e-4)  # the draws are noisy
+
+
+def test_tiles_never_split_a_structure():
+    from mofbalora.backbones.chgnet_block import _tiles
+
+    owner = torch.tensor([0] * 5 + [1] * 3 + [2] * 9 + [3] * 2)
+    import mofbalora.backbones.chgnet_block as block
+
+    old = block.INFERENCE_TILE_ROWS
+    try:
+        block.INFERENCE_TILE_ROWS = 8
+        assert _tiles(owner, 19) == [(0, 8), (8, 17), (17, 19)]
+        block.INFERENCE_TILE_ROWS = 1
+        assert _tiles(owner, 19) == [(0, 5), (5, 8), (8, 17), (17, 19)]
+        assert _tiles(None, 19) == [(k, k + 1) for k in range(19)]
+        block.INFERENCE_TILE_ROWS = 100
+        assert _tiles(owner, 19) == [(0, 19)]
+    finally:
+        block.INFERENCE_TILE_ROWS = old
+
+
 def test_a_batch_equals_one_structure_at_a_time(cut_model):
     model, inputs = cut_model
     batched = _run(model, inputs, fast=True, stochastic=True)[0]

@@ -67,7 +67,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mofbalora.adapters import context
-from mofbalora.adapters.lora import LoRALinear, bag_sum, gathered_product, repeat_rows
+from mofbalora.adapters.lora import (
+    LoRALinear,
+    bag_sum,
+    gathered_product,
+    repeat_rows,
+)
 from mofbalora.adapters.noise import keyed_normal, with_row
 from mofbalora.rows import in_frozen_pass
 
@@ -319,26 +324,27 @@ class BaLoRALinear(LoRALinear):
             return y
         return self.add_update(y, h, inplace=self._owns_output())
 
-    def forward_gathered(
+    def gathered_terms(
         self,
         pre: torch.Tensor,
         parts: Sequence[torch.Tensor],
         index: Sequence[torch.Tensor],
         copies: int = 1,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """:meth:`forward` for rows given as gathered parts, stacked ``copies`` times, from their
-        frozen pre-activation ``pre`` (see :meth:`LoRALinear.forward_gathered`). θ_A x, the α logit
-        and (θ_A²)(x²) are taken on the parts' rows, once for all copies; only the noise is drawn
-        per copy, from the same streams :meth:`forward` uses for the built, stacked rows (so the
-        same numbers, up to float round-off)."""
+        frozen pre-activation ``pre``, left as a sum (:meth:`LoRALinear.gathered_terms`; the rows
+        themselves: the inherited :meth:`LoRALinear.forward_gathered`). θ_A x, the α logit and
+        (θ_A²)(x²) are taken on the parts' rows, once for all copies; only the noise is drawn per
+        copy, from the same streams :meth:`forward` uses for the built, stacked rows (so the same
+        numbers, up to float round-off)."""
         if in_frozen_pass():
-            return super().forward_gathered(pre, parts, index, copies)
+            return super().gathered_terms(pre, parts, index, copies)
         n = pre.shape[0]
         A = self.adapter_A[self._member()]
         stochastic = self._stochastic()
         need_kl = torch.is_grad_enabled()
         if self.merged and not stochastic and not need_kl:
-            return repeat_rows(pre, copies)
+            return pre, None, None
         if stochastic and self.alpha_network == "probe":
             hl = gathered_product(parts, index, torch.cat([A, self.adapter_alpha_w.unsqueeze(0)]))
             h, logit = hl[:, :-1], hl[:, -1] + self.adapter_alpha_b
@@ -358,14 +364,12 @@ class BaLoRALinear(LoRALinear):
             alpha = repeat_rows(alpha, copies)
         self._set_kl(alpha if need_kl else None, A.numel())
         if not stochastic:
-            return repeat_rows(
-                pre if self.merged else self.add_update(pre, h, inplace=True), copies
-            )
+            return (pre if self.merged else self.add_update(pre, h, inplace=True)), None, None
         noise = self._gathered_noise(parts, index, A, alpha, copies)
         # one projection of mean and noise together (the mean is already in W0 when merged)
         if not self.merged:  # θ_A x, added into each copy's fresh noise rows (no stacked copy of h)
             noise = noise.view(copies, n, -1).add_(h).view(copies * n, -1)
-        return self.add_update_copies(pre, noise, copies)
+        return pre, noise, self.update_matrix()
 
     def _gathered_noise(
         self,

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mofbalora.rows import current_row_sets, row_sets
+
 #: run the block with subnormal floats flushed to zero (:func:`denormals_flushed`)
 FLUSH_DENORMALS = True
 
@@ -98,21 +100,57 @@ def frozen_pre_activation(
     return F.embedding_bag(bags, torch.cat(products), mode="sum")
 
 
+def _first_layers(
+    gmlp: nn.Module, parts: Sequence[torch.Tensor], index: Sequence[torch.Tensor]
+) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+    """The first linear layer of the core and of the gate MLP, each with its frozen
+    pre-activation (n_edges, hidden)."""
+    for layer in (gmlp.mlp_core.layers[0], gmlp.mlp_gate.layers[0]):
+        base = _base(layer)
+        yield layer, frozen_pre_activation(base.weight, base.bias, parts, index)
+
+
 def first_linears(
     gmlp: nn.Module, parts: Sequence[torch.Tensor], index: Sequence[torch.Tensor], copies: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The outputs of the first linear layer of the core and of the gate MLP, (copies · n_edges,
     hidden) each: each layer's frozen pre-activation, then (adapted layers) the adapter's part
     added into it."""
-    outs = []
-    for layer in (gmlp.mlp_core.layers[0], gmlp.mlp_gate.layers[0]):
-        base = _base(layer)
-        pre = frozen_pre_activation(base.weight, base.bias, parts, index)
-        if hasattr(layer, "forward_gathered"):
-            outs.append(layer.forward_gathered(pre, parts, index, copies))
-        else:
-            outs.append(pre if copies == 1 else pre.repeat(copies, 1))
-    return outs[0], outs[1]
+    core, gate = (
+        layer.forward_gathered(pre, parts, index, copies)
+        if hasattr(layer, "forward_gathered")
+        else (pre if copies == 1 else pre.repeat(copies, 1))
+        for layer, pre in _first_layers(gmlp, parts, index)
+    )
+    return core, gate
+
+
+Terms = tuple[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"]
+
+
+def first_linear_terms(
+    gmlp: nn.Module, parts: Sequence[torch.Tensor], index: Sequence[torch.Tensor], copies: int
+) -> tuple[Terms, Terms]:
+    """:func:`first_linears` left as sums ``(base, h, B)``: ``base`` (n_edges, hidden) shared by
+    the copies, plus each copy's rank-space rows ``h`` (copies · n_edges, r) @ ``B`` (r, hidden)
+    where given (an adapter's ``gathered_terms``); :func:`_term_rows` forms any rows of it."""
+    core, gate = (
+        layer.gathered_terms(pre, parts, index, copies)
+        if hasattr(layer, "gathered_terms")
+        else (pre, None, None)
+        for layer, pre in _first_layers(gmlp, parts, index)
+    )
+    return core, gate
+
+
+def _term_rows(terms: Terms, copy: int, lo: int, hi: int) -> torch.Tensor:
+    """Rows ``lo:hi`` of copy ``copy`` of a first layer's output given as :data:`Terms`: a fresh
+    (hi − lo, hidden) tensor (the chain after it works in place)."""
+    base, h, B = terms
+    if h is None:
+        return base[lo:hi].clone()
+    n = base.shape[0]
+    return torch.addmm(base[lo:hi], h[copy * n + lo : copy * n + hi], B)
 
 
 def gated_rest(gmlp: nn.Module, core: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -143,6 +181,80 @@ def scatter_messages(messages: torch.Tensor, center: torch.Tensor, n_atoms: int)
     n_atoms, d)."""
     out = messages.new_zeros(messages.shape[0], n_atoms, messages.shape[2])
     return out.index_add_(1, center, messages)
+
+
+#: run the block's chain after the first linear layers tile by tile at inference
+#: (:func:`_messages_in_tiles`; False: over all rows at once, the code before)
+TILED_INFERENCE = True
+#: edge rows per tile of the block's elementwise chain at inference (:func:`_messages_in_tiles`)
+INFERENCE_TILE_ROWS = 32768
+
+
+def _messages_in_tiles(
+    gmlp: nn.Module,
+    terms: tuple[Terms, Terms],
+    weights: torch.Tensor,
+    center: torch.Tensor,
+    n_atoms: int,
+    copies: int,
+) -> torch.Tensor:
+    """Inference's block from the first linear layers' terms (:func:`first_linear_terms`) to the
+    atoms: each tile's first-layer rows, the gated MLP rest, bond weights and scatter
+    (:func:`gated_rest`, :func:`scatter_messages`), tile by tile: (copies, n_atoms, d). A tile is
+    one copy's edge rows of whole structures, about :data:`INFERENCE_TILE_ROWS` of them (one
+    structure at least).
+
+    After the first linear layers the block is a chain of about fifteen row-wise passes (the
+    low-rank update, SiLU, the second linear layers, LayerNorm, the gates, the bond weights) over
+    (copies · n_edges, 64) floats: a prediction's stacked draws make those tensors tens of MB, and
+    each pass then streams them through main memory. On tiles the chain works on a few MB that
+    the caches hold, and the (copies · n_edges, 64) first-layer outputs are never formed: the same
+    arithmetic, 14 % less time per draw (reports/trunk/README.md, "Fourth pass"). The tiles hold
+    whole structures and name their own rows (``row_sets(edge=...)``), so an adapted second layer
+    sees each structure's rows as in the untiled pass (its noise is keyed by the row's place in
+    its structure); rows are summed onto atoms in the same order, so the result equals the
+    untiled chain to float round-off."""
+    n_edges, out = len(center), None
+    owner = current_row_sets().get("edge")
+    if owner is not None and owner.numel() != copies * n_edges:
+        owner = None
+    core_terms, gate_terms = terms
+    for t in range(copies):
+        for lo, hi in _tiles(None if owner is None else owner[:n_edges], n_edges):
+            core, gate = _term_rows(core_terms, t, lo, hi), _term_rows(gate_terms, t, lo, hi)
+            if owner is None:
+                tile = gated_rest(gmlp, core, gate)
+            else:
+                with row_sets(edge=owner[t * n_edges + lo : t * n_edges + hi]):
+                    tile = gated_rest(gmlp, core, gate)
+            tile = tile.mul_(weights[lo:hi])
+            if out is None:
+                out = tile.new_zeros(copies, n_atoms, tile.shape[1])
+            out[t].index_add_(0, center[lo:hi], tile)
+    if out is None:  # no edges: no messages
+        core, gate = (_term_rows(x, 0, 0, 0) for x in terms)
+        return core.new_zeros(copies, n_atoms, gated_rest(gmlp, core, gate).shape[1])
+    return out
+
+
+def _tiles(owner: torch.Tensor | None, n_rows: int) -> list[tuple[int, int]]:
+    """Row ranges ``(lo, hi)`` of about :data:`INFERENCE_TILE_ROWS` rows that never split a run
+    of equal ``owner`` (a structure's rows; ``None``: any split)."""
+    if owner is None:
+        return [
+            (lo, min(lo + INFERENCE_TILE_ROWS, n_rows))
+            for lo in range(0, n_rows, INFERENCE_TILE_ROWS)
+        ]
+    cuts = (torch.nonzero(owner[1:] != owner[:-1]).flatten() + 1).tolist() + [n_rows]
+    tiles, lo, prev = [], 0, 0
+    for cut in cuts:
+        if cut - lo > INFERENCE_TILE_ROWS and prev > lo:
+            tiles.append((lo, prev))
+            lo = prev
+        prev = cut
+    if n_rows > lo:
+        tiles.append((lo, n_rows))
+    return tiles
 
 
 def cut_block_forward(
@@ -176,11 +288,16 @@ def _cut_block_forward(
     center, neighbour = atom_graph[:, 0], atom_graph[:, 1]
     parts, index = (atom_feas, bond_feas, atom_feas), (center, directed2undirected, neighbour)
     gmlp = conv.twoBody_atom
-    core, gate = first_linears(gmlp, parts, index, copies)
-    messages = gated_rest(gmlp, core, gate).view(copies, len(center), -1)
     weights = bond_weights.index_select(0, directed2undirected)
-    messages = messages.mul_(weights) if not torch.is_grad_enabled() else messages * weights
-    new = scatter_messages(messages, center, len(atom_feas)).reshape(copies * len(atom_feas), -1)
+    if torch.is_grad_enabled() or not TILED_INFERENCE:
+        core, gate = first_linears(gmlp, parts, index, copies)
+        messages = gated_rest(gmlp, core, gate).view(copies, len(center), -1)
+        messages = messages * weights if torch.is_grad_enabled() else messages.mul_(weights)
+        new = scatter_messages(messages, center, len(atom_feas))
+    else:
+        terms = first_linear_terms(gmlp, parts, index, copies)
+        new = _messages_in_tiles(gmlp, terms, weights, center, len(atom_feas), copies)
+    new = new.reshape(copies * len(atom_feas), -1)
     if conv.use_mlp_out:
         new = conv.mlp_out(new)
     if conv.resnet:
