@@ -173,6 +173,21 @@ def test_table_marks_what_has_not_run(driver, tmp_path):
     assert "| 6. deterministic head | 0, 1, 2 | reused | 0.229 ± 0.003 |" in text
 
 
+def test_the_report_covers_every_variant_whichever_ones_run(driver, tmp_path):
+    """``--variants trunk_balora --seeds 0`` chooses what to run; the table still lists the others
+    (it once dropped them while such a run was going)."""
+    s = driver.Settings(
+        runs=tmp_path, results=tmp_path / "results", variants=("trunk_balora",), seeds=(0,)
+    )
+    runs, reused = driver.plan(s)
+    assert not reused  # the restricted plan reuses nothing ...
+    driver.report(s, runs, reused)
+    text = (tmp_path / "results" / "table.md").read_text()
+    # ... but the report takes every variant's reused rows and marks the rest as not yet run
+    assert "| 6. deterministic head | 0, 1, 2 | reused |" in text
+    assert "| 2. LoRA, same placement | – | not yet run |" in text
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end(driver, tmp_path, qmof_path, monkeypatch):
     """Every step on 8 training / 8 val / 4 test structures, one epoch, T = 2: the trunk runs

@@ -39,7 +39,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -803,6 +803,12 @@ def settings_from_args(argv: list[str] | None = None) -> tuple[Settings, argpars
 
 
 def report(s: Settings, runs: list[PlannedRun], reused: dict) -> list[dict]:
+    """``results/table.md`` and ``rule.md`` over every variant and seed found, whichever ones
+    this invocation runs (``--variants``/``--seeds`` choose what to run, not what to report)."""
+    whole = replace(s, variants=tuple(VARIANTS), seeds=tuple(sorted({*s.seeds, *RULE_SEEDS})))
+    if whole != s:
+        s = whole
+        runs, reused = plan(s)
     rows = collect(s, runs, reused)
     s.results.mkdir(parents=True, exist_ok=True)
     (s.results / "table.md").write_text(table(rows, s))
