@@ -6,9 +6,10 @@ The case it is for (issue 26): BaLoRA in CHGNet's last atom convolution
 (``adapt=readout``, the shipped default) instead of trained from scratch. The readout model's
 trained tensors (its head, its readout adapters, its α-network) are a subset of the trunk model's,
 under the same names; the trunk model's own tensors (the block's adapters) keep their
-initialisation, θ_B = 0, so the warm-started model starts as the source model: its block is the
-pretrained block, whose output is the cached readout input the source was trained on (to the
-precision of the cut, float16 by default).
+initialisation, θ_B = 0 (the default ``adapter.b_init_std = 0``), so the warm-started model starts
+as the source model: its block is the pretrained block, whose output is the cached readout input the
+source was trained on (to the precision of the cut, float16 by default). With ``b_init_std`` > 0 the
+block's θ_B is drawn and the start differs from the source.
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ def test_finetune_command_accepts_every_regime_the_config_does():
     [
         (
             "adapter.kind=lora",
-            "unknown config key 'adapter.kind'; choose from ['alpha_network', 'exclude'",
+            "unknown config key 'adapter.kind'; choose from ['alpha_network', 'b_init_std', "
+            "'exclude'",
         ),
         (
             "model.head_hidden=0",

@@ -214,8 +214,9 @@ class BaLoRALinear(LoRALinear):
         alpha_network: AlphaNetwork = "probe",
         prior_dropout: float = 0.1,
         noise_scope: NoiseScope = "row",
+        b_init_std: float = 0.0,
     ) -> None:
-        super().__init__(base_layer, rank=rank, lora_alpha=lora_alpha)
+        super().__init__(base_layer, rank=rank, lora_alpha=lora_alpha, b_init_std=b_init_std)
         if alpha_network not in ALPHA_NETWORKS:
             raise ValueError(
                 f"unknown alpha_network {alpha_network!r}; choose from {list(ALPHA_NETWORKS)}"

@@ -34,6 +34,7 @@ def linear_factory(
     baselines."""
 
     def factory(base: nn.Module, cfg: AdapterConfig) -> nn.Module:
+        common = {"b_init_std": cfg.b_init_std}
         if cfg.kind == "balora":
             return balora_cls(
                 base,
@@ -42,12 +43,13 @@ def linear_factory(
                 alpha_network=cfg.alpha_network,
                 prior_dropout=cfg.prior_dropout,
                 noise_scope=cfg.noise_scope,
+                **common,
             )
         if cfg.kind == "lora":
-            return lora_cls(base, cfg.rank, cfg.lora_alpha)
+            return lora_cls(base, cfg.rank, cfg.lora_alpha, **common)
         if cfg.kind == "mc_dropout":
-            return lora_cls(base, cfg.rank, cfg.lora_alpha, mc_dropout=cfg.mc_dropout)
-        return lora_cls(base, cfg.rank, cfg.lora_alpha, n_members=cfg.n_members)
+            return lora_cls(base, cfg.rank, cfg.lora_alpha, mc_dropout=cfg.mc_dropout, **common)
+        return lora_cls(base, cfg.rank, cfg.lora_alpha, n_members=cfg.n_members, **common)
 
     return factory
 

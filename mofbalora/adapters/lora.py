@@ -1,7 +1,8 @@
 """Plain LoRA (Hu et al. 2021) around a frozen ``nn.Linear``, optionally with MC dropout on the
 adapter path, and with K independent members for a LoRA ensemble on one shared frozen base.
 
-``y = W0 x + b + s · θ_B θ_A x`` with ``s = lora_alpha / r``, θ_B initialised at zero. All adapter
+``y = W0 x + b + s · θ_B θ_A x`` with ``s = lora_alpha / r``, θ_B initialised at zero (or, with
+``b_init_std`` > 0, drawn from N(0, b_init_std²): :meth:`LoRALinear.reset_adapter`). All adapter
 tensors carry the ``adapter_`` prefix so they can be frozen, filtered and saved by name; the wrapped
 layer is held as ``base_layer`` (never copied).
 
@@ -100,7 +101,8 @@ class LoRALinear(nn.Module):
 
     ``mc_dropout`` > 0 applies dropout to the adapter path's input in stochastic passes (MC
     dropout). ``n_members`` > 1 holds independent adapters (an ensemble); the active one comes from
-    ``sampling(member=k)``.
+    ``sampling(member=k)``. ``b_init_std`` > 0 draws θ_B from N(0, b_init_std²) instead of zeros
+    (:meth:`reset_adapter`; :class:`~mofbalora.adapters.config.AdapterConfig` says why).
     """
 
     kind = "lora"
@@ -121,6 +123,7 @@ class LoRALinear(nn.Module):
         lora_alpha: float | None = None,
         mc_dropout: float = 0.0,
         n_members: int = 1,
+        b_init_std: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(base_layer, self.base_types):
@@ -135,12 +138,15 @@ class LoRALinear(nn.Module):
             raise ValueError(f"rank must be >= 1, got {rank}")
         if not 0.0 <= mc_dropout < 1.0:
             raise ValueError(f"mc_dropout must be in [0, 1), got {mc_dropout}")
+        if not (math.isfinite(b_init_std) and b_init_std >= 0):
+            raise ValueError(f"b_init_std must be a finite number >= 0, got {b_init_std!r}")
         self.base_layer = base_layer
         self.rank = rank
         self.lora_alpha = float(lora_alpha if lora_alpha is not None else rank)
         self.scale = self.lora_alpha / rank
         self.mc_dropout = mc_dropout
         self.n_members = n_members
+        self.b_init_std = float(b_init_std)
         self.merged = False
         #: key of this layer's noise streams: crc32 of its name once injected, else construction
         #: order
@@ -160,9 +166,21 @@ class LoRALinear(nn.Module):
         )
 
     def reset_adapter(self) -> None:
-        for k in range(self.n_members):  # as nn.Linear's default init, independently per member
+        """θ_A as ``nn.Linear``'s default init (independently per member); θ_B by
+        :meth:`reset_adapter_B`."""
+        for k in range(self.n_members):
             nn.init.kaiming_uniform_(self.adapter_A.data[k], a=math.sqrt(5))
-        nn.init.zeros_(self.adapter_B)
+        self.reset_adapter_B()
+
+    def reset_adapter_B(self) -> None:
+        """θ_B = 0 (LoRA's start: the adapted layer is the pretrained one), or with ``b_init_std``
+        > 0 every entry drawn from N(0, b_init_std²), from torch's global generator right after the
+        layer's θ_A (which is then the same as with zeros; the layers built after it draw from a
+        moved generator)."""
+        if self.b_init_std > 0:
+            nn.init.normal_(self.adapter_B, 0.0, self.b_init_std)
+        else:
+            nn.init.zeros_(self.adapter_B)
 
     # -- helpers -----------------------------------------------------------------------------------
     @property

@@ -43,7 +43,7 @@ def _reset(self) -> None:
     for k in range(self.n_members):
         for lval in range(self.adapter_A.shape[1]):
             nn.init.kaiming_uniform_(self.adapter_A.data[k, lval], a=math.sqrt(5))
-    nn.init.zeros_(self.adapter_B)
+    self.reset_adapter_B()
 
 
 def _delta(self) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Issue 26, part 2: does BaLoRA in CHGNet's last block get a voice? A small, fixed protocol per design.
+"""Issue 26, part 2: does BaLoRA in CHGNet's last block get a voice? One small protocol per design.
 
 Protocol (the same for every design): the first 1,000 / next 200 / next 300 ids of the documented
 split's *training* part (qmof_v1) as train / val / test (the only structures whose last-block cut
@@ -43,6 +43,9 @@ RECIPE = HERE.parents[2] / "workflows" / "finetune_chgnet_structure.yaml"
 SIZES = {"train": 1000, "val": 200, "test": 300}
 T_EVAL = 16
 TRUNK = ["backbone.adapt=last_block_cached", "optim.epochs=2", "optim.warmup_epochs=0"]
+#: θ_B's initial std S of the ``*_binit`` designs (results/b_init_scale.json: 10 % of the readout
+#: layers' pre-activation spread, median over the layers, rounded down)
+B_INIT = 0.3
 
 #: name -> (warm-start source design or None, overrides of the recipe); order = run order
 DESIGNS: dict[str, tuple[str | None, list[str]]] = {
@@ -71,6 +74,34 @@ DESIGNS: dict[str, tuple[str | None, list[str]]] = {
     "readout_adapted_head_p05": (
         None,
         ["optim.epochs=20", "backbone.features=readout", "adapter.prior_dropout=0.5"],
+    ),
+    # θ_B's initialisation: θ_B ~ N(0, S²) instead of 0, so that BaLoRA's noise (on θ_A, reaching
+    # the output through θ_B) is heard from the first step. S = 0.3 makes the initial update about
+    # 10 % of the readout layers' pre-activation spread over rows (b_init_scale.py); 3 S: 30 %
+    "readout_binit": (None, ["optim.epochs=20", f"adapter.b_init_std={B_INIT}"]),
+    "readout_adapted_head_binit": (
+        None,
+        ["optim.epochs=20", "backbone.features=readout", f"adapter.b_init_std={B_INIT}"],
+    ),
+    "readout_binit_large": (None, ["optim.epochs=20", f"adapter.b_init_std={3 * B_INIT:g}"]),
+    "readout_adapted_head_binit_large": (
+        None,
+        ["optim.epochs=20", "backbone.features=readout", f"adapter.b_init_std={3 * B_INIT:g}"],
+    ),
+    # a second seed of the one pair whose epistemic ranking differed by more than the protocol's
+    # noise
+    "readout_adapted_head_seed1": (
+        None,
+        ["optim.epochs=20", "backbone.features=readout", "run.seed=1"],
+    ),
+    "readout_adapted_head_binit_seed1": (
+        None,
+        [
+            "optim.epochs=20",
+            "backbone.features=readout",
+            f"adapter.b_init_std={B_INIT}",
+            "run.seed=1",
+        ],
     ),
 }
 
