@@ -246,8 +246,9 @@ def predict_inputs(
     position = 0
     means, samples, alea, embs = [], [], [], []
     cap = model.backbone.max_batch_atoms
-    if cap is not None:
-        max_rows = min(max_rows, cap)
+    draw_cap = getattr(model.backbone, "max_draw_atoms", None) or cap
+    if draw_cap is not None:
+        max_rows = min(max_rows, draw_cap)
     for chunk in atom_capped_batches(inputs, batch_size, cap):
         b = len(chunk)
         digests = [x.get("digest") if isinstance(x, dict) else None for x in chunk]

@@ -228,3 +228,29 @@ def test_flushing_denormals_does_not_change_the_draws(cut_model):
     finally:
         block.FLUSH_DENORMALS = True
     torch.testing.assert_close(flushed, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_the_draw_cap_replaces_the_batch_cap_for_stacked_draws(cut_model, monkeypatch):
+    """Prediction stacks a chunk's T copies up to the backbone's ``max_draw_atoms`` (the trunk
+    placement's tiles make more copies per pass pay), not its ``max_batch_atoms``; the draws do not
+    change."""
+    from mofbalora import prediction
+
+    model, inputs = cut_model
+    model.eval()
+    assert model.backbone.max_draw_atoms > model.backbone.max_batch_atoms
+    seen = []
+    real = prediction.draw_groups
+
+    def spy(sizes, n_samples, max_rows):
+        seen.append(max_rows)
+        return real(sizes, n_samples, max_rows)
+
+    monkeypatch.setattr(prediction, "draw_groups", spy)
+    wide = model.predict_inputs(inputs, n_samples=4, seed=3)
+    assert seen and set(seen) == {model.backbone.max_draw_atoms}
+    monkeypatch.setattr(model.backbone, "max_draw_atoms", None)
+    seen.clear()
+    narrow = model.predict_inputs(inputs, n_samples=4, seed=3)
+    assert set(seen) == {model.backbone.max_batch_atoms}
+    assert abs(wide.samples_ev - narrow.samples_ev).max() < 1e-4

@@ -133,8 +133,12 @@ class Backbone(nn.Module, ABC):
     descriptor_dim: int = 0
     #: most atoms per forward pass in evaluation and prediction (None: no limit); a backbone whose
     #: memory grows steeply with the batch (UMA: ~100 edges per atom; JMP: edges, triplets and
-    #: quadruplets) sets it; it also caps the stacked copies of one T-sample pass
+    #: quadruplets) sets it; it also caps the stacked copies of one T-sample pass unless
+    #: ``max_draw_atoms`` is set
     max_batch_atoms: int | None = None
+    #: most atom rows (copies x atoms) in one stacked T-sample pass of prediction, where that pass
+    #: costs less memory per atom than a batch of distinct structures (None: ``max_batch_atoms``)
+    max_draw_atoms: int | None = None
 
     def featurize_batch_size(self) -> int:
         """How many structures :func:`~mofbalora.featurize.featurize_files` hands to one

@@ -177,6 +177,12 @@ class CHGNetBackbone(Backbone):
             # every allocation is fresh pages and page faults (prediction at 64 structures per pass
             # spent a fifth of its time in them)
             self.max_batch_atoms = 1024
+            # a prediction's stacked draws share one copy of the inputs and the frozen
+            # pre-activations, and the block runs them on cache-sized tiles
+            # (chgnet_block._messages_in_tiles): no (copies x edges, 64) tensor is formed, so more
+            # copies per pass pay (1,024 -> 4,096 atom rows: 24 % less CPU time per draw, 10 QMOF
+            # structures, T = 32, one thread)
+            self.max_draw_atoms = 4096
         self.embedding_dim = 64 if features == "readout" else 64 * 7
         CHGNet, _ = _import_chgnet()
         chgnet = CHGNet.load(model_name=model_name, use_device="cpu", verbose=False)
