@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mofbalora.adapters import AdapterConfig
 from mofbalora.al.config import default_config
 from mofbalora.config import ALEATORIC_LIKELIHOODS, deep_update
 from mofbalora.io import MODEL_CONFIG, read_yaml
@@ -99,7 +100,9 @@ def start_model_document(model: str | Path = "default") -> dict[str, Any]:
         m["likelihood"] = "mse"
     doc["backbone"] = dict(mc["backbone"])
     if mc.get("adapter"):
-        doc["adapter"] = {k: v for k, v in mc["adapter"].items() if k != "kind"}
+        # read as the model loads it: options newer than the model take their defaults
+        adapter = AdapterConfig.from_dict(mc["adapter"]).to_dict()
+        doc["adapter"] = {k: v for k, v in adapter.items() if k != "kind"}
     doc["al"]["start_model"] = str(model) if str(model) == "default" else str(directory.resolve())
     doc["al"]["round_epochs"] = START_ROUND_EPOCHS
     return doc
