@@ -12,10 +12,11 @@ stochastic passes through the last block, the readout and the head
   chunks;
 - ``default chunks``: the block without built edge messages (mofbalora/backbones/chgnet_block.py)
   and prediction's default chunks: chunks of up to 64 structures, capped by the backbone at 1,024
-  atoms per forward (``max_batch_atoms``), whose draws run a structure or a few at a time with as
-  many of the T copies per forward as the cap allows (``prediction.draw_groups``; about 9 for a
-  QMOF structure), so the collate and the frozen pre-activations are shared by the stacked draws
-  (before issue 26's draw work: one copy of ~10 structures per forward);
+  atoms (``max_batch_atoms``), whose draws run a structure or a few at a time with as many of the
+  T copies per forward as the draw cap allows (``max_draw_atoms``, 4,096 atom rows;
+  ``prediction.draw_groups``; about 32 for a QMOF structure), so the collate and the frozen
+  pre-activations are shared by the stacked draws (before issue 26's draw work: one copy of ~10
+  structures per forward);
 - ``default chunks, untiled``: the same with the block's chain after the first linear layers run
   over all stacked rows at once (``chgnet_block.TILED_INFERENCE = False``, the code before the
   tiles): what the cache-sized tiles are worth;
