@@ -143,23 +143,17 @@ def test_inference_tiles_equal_the_untiled_chain(cut_model, scope, tile_rows, mo
     assert not torch.allclose(tiled, mean, atol=1e-4)  # the draws are noisy
 
 
-def test_tiles_never_split_a_structure():
-    from mofbalora.backbones.chgnet_block import _tiles
+def test_tiles_never_split_a_structure(monkeypatch):
+    from mofbalora.backbones import chgnet_block as block
 
     owner = torch.tensor([0] * 5 + [1] * 3 + [2] * 9 + [3] * 2)
-    import mofbalora.backbones.chgnet_block as block
-
-    old = block.INFERENCE_TILE_ROWS
-    try:
-        block.INFERENCE_TILE_ROWS = 8
-        assert _tiles(owner, 19) == [(0, 8), (8, 17), (17, 19)]
-        block.INFERENCE_TILE_ROWS = 1
-        assert _tiles(owner, 19) == [(0, 5), (5, 8), (8, 17), (17, 19)]
-        assert _tiles(None, 19) == [(k, k + 1) for k in range(19)]
-        block.INFERENCE_TILE_ROWS = 100
-        assert _tiles(owner, 19) == [(0, 19)]
-    finally:
-        block.INFERENCE_TILE_ROWS = old
+    monkeypatch.setattr(block, "INFERENCE_TILE_ROWS", 8)
+    assert block._tiles(owner, 19) == [(0, 8), (8, 17), (17, 19)]
+    monkeypatch.setattr(block, "INFERENCE_TILE_ROWS", 1)
+    assert block._tiles(owner, 19) == [(0, 5), (5, 8), (8, 17), (17, 19)]
+    assert block._tiles(None, 19) == [(k, k + 1) for k in range(19)]
+    monkeypatch.setattr(block, "INFERENCE_TILE_ROWS", 100)
+    assert block._tiles(owner, 19) == [(0, 19)]
 
 
 def test_a_batch_equals_one_structure_at_a_time(cut_model):

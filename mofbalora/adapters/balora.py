@@ -67,12 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mofbalora.adapters import context
-from mofbalora.adapters.lora import (
-    LoRALinear,
-    bag_sum,
-    gathered_product,
-    repeat_rows,
-)
+from mofbalora.adapters.lora import LoRALinear, bag_sum, gathered_product, repeat_rows
 from mofbalora.adapters.noise import keyed_normal, with_row
 from mofbalora.rows import in_frozen_pass
 

@@ -354,11 +354,6 @@ class LoRALinear(nn.Module):
         """s · θ_Bᵀ of the active member (r, out): rank-space rows h map to the update h @ it."""
         return (self.scale * self.adapter_B[self._member()]).T
 
-    def add_update_copies(self, pre: torch.Tensor, h: torch.Tensor, copies: int) -> torch.Tensor:
-        """:meth:`add_update` of ``copies`` stacked copies of the frozen rows ``pre`` (n, out) and
-        their own rank-space rows h (copies · n, r): (copies · n, out) (:func:`sum_terms`)."""
-        return sum_terms(pre, h, self.update_matrix(), copies)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (y := self.base_only(x)) is not None:
             return y
