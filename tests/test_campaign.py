@@ -260,3 +260,16 @@ def test_report_names_the_strategy_with_most_discoveries_per_calculation(tmp_pat
 #: left out of `make test-fast` (trains models, starts clusters or runs notebooks); `make test` runs
 #: it
 pytestmark = pytest.mark.slow
+
+
+def test_random_rounds_skip_the_draws_and_pick_the_same(al_cfg, tmp_path, monkeypatch):
+    from mofbalora.al import campaign as campaign_module
+
+    cfg = al_cfg(acquisition="random", n_samples=8)
+    simulated_campaign(tmp_path / "fast", cfg).run()
+    monkeypatch.setattr(campaign_module, "RANDOM_SKIPS_DRAWS", False)
+    simulated_campaign(tmp_path / "draws", cfg).run()
+    fast, draws = Campaign(tmp_path / "fast"), Campaign(tmp_path / "draws")
+    assert [row["picked"] for row in fast.history] == [row["picked"] for row in draws.history]
+    assert _without_seconds(fast.history) == _without_seconds(draws.history)
+    assert fast.state.rng_state == draws.state.rng_state

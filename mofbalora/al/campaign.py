@@ -96,6 +96,10 @@ from mofbalora.train import Trainer, model_from_config, split_ids, validation_ma
 
 log = logging.getLogger(__name__)
 
+#: a simulated ``random`` round scores its pool with one pass instead of ``al.n_samples`` draws
+#: (the picks do not read the draws: :meth:`Campaign.select`)
+RANDOM_SKIPS_DRAWS = True
+
 #: a spread-aware batch is "ranked by the predicted gap alone" when what it adds to the score (κ ×
 #: the median spread) is below this fraction of the std of the predicted gaps over the pool
 NEGLIGIBLE_SPREAD = 0.01
@@ -547,6 +551,11 @@ class Campaign(CandidatePool):
         k = min(int(batch_size or al.batch_size), len(self.pool))
         keys = list(self.pool)
         cfg = al.scoring(self._seed("select"))
+        if self.mode == "simulated" and al.acquisition == "random" and RANDOM_SKIPS_DRAWS:
+            # random's picks read no draw (its scores come from the rng; its eligible rows and
+            # in-domain order from the noise-free pass's embedding), so a simulated round skips
+            # the T draws over the pool: the same picks at ~1/15 of the cost (test_campaign.py)
+            cfg = replace(cfg, n_samples=1)
         records = self._score_pool(keys, cfg)
         rng = self._rng()
         cost = self.relative_dft_cost([r["n_atoms"] for r in records])
