@@ -20,6 +20,10 @@ stochastic passes through the last block, the readout and the head
 - ``default chunks, untiled``: the same with the block's chain after the first linear layers run
   over all stacked rows at once (``chgnet_block.TILED_INFERENCE = False``, the code before the
   tiles): what the cache-sized tiles are worth;
+- ``default chunks, 1 tile thread``: the same with the tiles run by the calling thread alone, torch's
+  intra-op threads inside each kernel (``chgnet_block.INFERENCE_TILE_THREADS = 1``, the code of
+  the fourth pass); ``default chunks`` shares the copies' tiles between as many threads as torch's
+  intra-op threads, one intra-op thread each (the default since the fifth pass);
 - ``stacked draws``: the default chunks' forwards in chunks of 2 structures (since
   ``draw_groups``, the same forwards: kept to compare with earlier runs).
 
@@ -48,12 +52,13 @@ from _common import qmof_test_paths
 from bench_screen import _floor
 
 STACKED = {"batch_size": 2, "max_rows": 10**6}
-#: path name: (fast block, flush subnormals, tiled chain, predict_inputs settings)
+#: path name: (fast block, flush subnormals, tiled chain, tile threads, predict_inputs settings)
 PATHS = {
-    "reference": (False, True, False, {}),
-    "default chunks, untiled": (True, True, False, {}),
-    "default chunks": (True, True, True, {}),
-    "stacked draws": (True, True, True, STACKED),
+    "reference": (False, True, False, 1, {}),
+    "default chunks, untiled": (True, True, False, None, {}),
+    "default chunks, 1 tile thread": (True, True, True, 1, {}),
+    "default chunks": (True, True, True, None, {}),
+    "stacked draws": (True, True, True, None, STACKED),
 }
 
 
@@ -88,6 +93,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     best = dict.fromkeys(["floor", "featurize", *PATHS], float("inf"))
     inputs = None
+    default_threads = block.INFERENCE_TILE_THREADS
     for r in range(args.rounds):
         with torch.no_grad():
             os.environ["MOFBALORA_CACHE"] = str(work / f"cache-floor-{r}")
@@ -99,18 +105,19 @@ def main() -> None:
             best["featurize"] = min(best["featurize"], time.perf_counter() - t0)
         if inputs is None:
             inputs = [x for x in featurized if x is not None]
-        for name, (fast, flush, tiled, kwargs) in PATHS.items():
+        for name, (fast, flush, tiled, tile_threads, kwargs) in PATHS.items():
             model.backbone.fast_block, block.FLUSH_DENORMALS = fast, flush
-            block.TILED_INFERENCE = tiled
+            block.TILED_INFERENCE, block.INFERENCE_TILE_THREADS = tiled, tile_threads
             try:
                 t0 = time.perf_counter()
                 model.predict_inputs(inputs, n_samples=args.samples, seed=0, **kwargs)
                 best[name] = min(best[name], time.perf_counter() - t0)
             finally:
                 model.backbone.fast_block, block.FLUSH_DENORMALS = True, True
-                block.TILED_INFERENCE = True
+                block.TILED_INFERENCE, block.INFERENCE_TILE_THREADS = True, default_threads
     n = len(inputs)
     floor, featurize = best.pop("floor"), best.pop("featurize")
+    assert torch.get_num_threads() == args.threads, "a path changed the intra-op threads"
     print(
         f"{n} QMOF test-split files, T = {args.samples}, {torch.get_num_threads()} threads, cold "
         f"cache; best of {args.rounds} interleaved rounds (load "

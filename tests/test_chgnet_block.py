@@ -120,11 +120,17 @@ def test_stacked_draws_equal_one_draw_at_a_time(cut_model, scope):
 
 
 @pytest.mark.parametrize("scope", ["row", "structure"])
-@pytest.mark.parametrize("tile_rows", [1, 700, 10**6])
-def test_inference_tiles_equal_the_untiled_chain(cut_model, scope, tile_rows, monkeypatch):
+@pytest.mark.parametrize(("tile_rows", "tile_threads"), [(1, 1), (700, 1), (10**6, 1), (700, 2)])
+def test_inference_tiles_equal_the_untiled_chain(
+    cut_model, scope, tile_rows, tile_threads, monkeypatch
+):
     """Inference's tiles (of whole structures, one copy at a time) give the untiled draws: tiles of
-    one structure (1 row asked), of a few, of every structure of a copy."""
+    one structure (1 row asked), of a few, of every structure of a copy; the copies shared by two
+    threads too, which leaves the caller's intra-op threads and grad mode as they were."""
     from mofbalora.backbones import chgnet_block as block
+
+    monkeypatch.setattr(block, "INFERENCE_TILE_THREADS", tile_threads)
+    threads = torch.get_num_threads()
 
     model, inputs = cut_model
     _set_scope(model, scope)
@@ -141,6 +147,7 @@ def test_inference_tiles_equal_the_untiled_chain(cut_model, scope, tile_rows, mo
         _set_scope(model, "row")
     torch.testing.assert_close(tiled, untiled, atol=2e-5, rtol=1e-5)
     assert not torch.allclose(tiled, mean, atol=1e-4)  # the draws are noisy
+    assert torch.get_num_threads() == threads and torch.is_grad_enabled()
 
 
 def test_tiles_never_split_a_structure(monkeypatch):

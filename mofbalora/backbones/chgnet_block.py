@@ -28,7 +28,9 @@ and one adapted by a type without ``forward_gathered`` sends the block back to C
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -213,28 +215,78 @@ def _messages_in_tiles(
     whole structures and name their own rows (``row_sets(edge=...)``), so an adapted second layer
     sees each structure's rows as in the untiled pass (its noise is keyed by the row's place in
     its structure); rows are summed onto atoms in the same order, so the result equals the
-    untiled chain to float round-off."""
-    n_edges, out = len(center), None
+    untiled chain to float round-off.
+
+    On a CPU with several threads (:data:`INFERENCE_TILE_THREADS`) and several copies, the copies
+    are split between the threads, each running its tiles with one intra-op thread
+    (:func:`_in_threads`)."""
+    n_edges = len(center)
     owner = current_row_sets().get("edge")
     if owner is not None and owner.numel() != copies * n_edges:
         owner = None
+    tiles = _tiles(None if owner is None else owner[:n_edges], n_edges)
     core_terms, gate_terms = terms
-    for t in range(copies):
-        for lo, hi in _tiles(None if owner is None else owner[:n_edges], n_edges):
-            core, gate = _term_rows(core_terms, t, lo, hi), _term_rows(gate_terms, t, lo, hi)
-            if owner is None:
-                tile = gated_rest(gmlp, core, gate)
-            else:
-                with row_sets(edge=owner[t * n_edges + lo : t * n_edges + hi]):
-                    tile = gated_rest(gmlp, core, gate)
-            tile = tile.mul_(weights[lo:hi])
-            if out is None:
-                out = tile.new_zeros(copies, n_atoms, tile.shape[1])
-            out[t].index_add_(0, center[lo:hi], tile)
-    if out is None:  # no edges: no messages
+    if not tiles:  # no edges: no messages
         core, gate = (_term_rows(x, 0, 0, 0) for x in terms)
         return core.new_zeros(copies, n_atoms, gated_rest(gmlp, core, gate).shape[1])
+    out = None
+
+    def run(copy_range: range) -> None:
+        nonlocal out
+        for t in copy_range:
+            for lo, hi in tiles:
+                core, gate = _term_rows(core_terms, t, lo, hi), _term_rows(gate_terms, t, lo, hi)
+                if owner is None:
+                    tile = gated_rest(gmlp, core, gate)
+                else:
+                    with row_sets(edge=owner[t * n_edges + lo : t * n_edges + hi]):
+                        tile = gated_rest(gmlp, core, gate)
+                tile = tile.mul_(weights[lo:hi])
+                if out is None:
+                    out = tile.new_zeros(copies, n_atoms, tile.shape[1])
+                out[t].index_add_(0, center[lo:hi], tile)
+
+    workers = INFERENCE_TILE_THREADS or torch.get_num_threads()
+    workers = min(workers, copies) if center.device.type == "cpu" else 1
+    if workers <= 1:
+        run(range(copies))
+        return out
+    run(range(1))  # allocates ``out``
+    bounds = torch.linspace(1, copies, workers + 1).round().long().tolist()
+    _in_threads(run, [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False)])
     return out
+
+
+#: CPU threads that share a prediction's copies in :func:`_messages_in_tiles`, each with one
+#: intra-op thread (None: torch's intra-op thread count; 1: the calling thread alone, with torch's
+#: intra-op threads inside each kernel). Small kernels (the adapters' noise and probes) then run
+#: side by side instead of one after another: 11 % less time per draw on 2 cores
+#: (reports/trunk/README.md, "Fifth pass")
+INFERENCE_TILE_THREADS: int | None = None
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _in_threads(fn, jobs: list) -> None:
+    """``fn(job)`` for each job, the first on the calling thread and the others on a shared pool,
+    each with one intra-op thread, inference mode off autograd, subnormals flushed and the caller's
+    context variables (row sets, sampling state)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < len(jobs) - 1:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, len(jobs) - 1))
+
+    def job(arg):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad(), denormals_flushed():
+                fn(arg)
+        finally:
+            torch.set_num_threads(threads)
+
+    futures = [_POOL.submit(contextvars.copy_context().run, job, arg) for arg in jobs[1:]]
+    contextvars.copy_context().run(job, jobs[0])
+    for f in futures:
+        f.result()
 
 
 def _tiles(owner: torch.Tensor | None, n_rows: int) -> list[tuple[int, int]]:
