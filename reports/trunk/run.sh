@@ -17,3 +17,4 @@ for threads in 2 1; do
   $PY benchmarks/bench_placements.py 48 --threads $threads | grep -v initialized > $OUT/placements_t$threads.md
   $PY benchmarks/bench_trunk_draws.py 16 --threads $threads | grep -v initialized > $OUT/draws_t$threads.md
 done
+$PY reports/trunk/further_blocks.py 16 --rounds 3 | grep -v initialized > $OUT/further_blocks_t2.md
