@@ -22,7 +22,13 @@ interleaved rounds (one epoch of each per round, after a warm-up epoch each) and
 round, so that a machine shared with other work loads them alike; the ``× floor`` column is the
 ratio to the floor measured in the same run.
 
-    python benchmarks/bench_placements.py [N] [--rounds R] [--threads T] [--no-full-trunk]
+``--batch 32`` times the recipes' batch instead (every path, the floor too): per structure it costs
+more than 8, since its (edge rows, 64) tensors of ~60 MB pass glibc's mmap threshold and are
+page-faulted afresh each step unless huge pages are on (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``,
+which the ``mofbalora`` command sets: mofbalora/allocator.py).
+
+    python benchmarks/bench_placements.py [N] [--rounds R] [--threads T] [--batch B]
+        [--no-full-trunk]
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ PLACEMENTS = {
 }
 
 
+#: structures per training step (``--batch``)
+BATCH = 8
+
+
 def placement_epoch(adapt: str, scope: str, paths):
     """A function that runs one training epoch of ``adapt`` over ``paths``; and the number of
     structures."""
@@ -59,7 +69,7 @@ def placement_epoch(adapt: str, scope: str, paths):
     inputs, _ = featurize_files(m.backbone, paths, progress=False)
     inputs = [x for x in inputs if x is not None]
     opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-3)
-    batches = [inputs[i : i + 8] for i in range(0, len(inputs), 8)]
+    batches = [inputs[i : i + BATCH] for i in range(0, len(inputs), BATCH)]
 
     def epoch():
         m.train()
@@ -92,8 +102,8 @@ def floor_epoch(paths, rank: int = 8):
     b1 = torch.cat([core1.bias, gate1.bias]).detach()
     batches = []
     with torch.no_grad():
-        for i in range(0, len(inputs), 8):
-            c = bb.collate(inputs[i : i + 8])
+        for i in range(0, len(inputs), BATCH):
+            c = bb.collate(inputs[i : i + BATCH])
             src, dst, d2u = (
                 c["cut_atom_graph"][:, 0],
                 c["cut_atom_graph"][:, 1],
@@ -146,9 +156,17 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
+        "--batch",
+        type=int,
+        default=8,
+        help="structures per step, every path (default 8, the issue's floor; the recipes use 32)",
+    )
+    ap.add_argument(
         "--no-full-trunk", action="store_true", help="leave out last_block (the slowest by far)"
     )
     args = ap.parse_args()
+    global BATCH
+    BATCH = args.batch
     torch.set_num_threads(args.threads)
     paths = qmof_test_paths(args.n)
     names = [p for p in PLACEMENTS if not (args.no_full_trunk and p == "last_block")]
@@ -165,7 +183,7 @@ def main() -> None:
             best[name] = min(best[name], (time.perf_counter() - t0) / n)
     n = epochs["floor"][1]
     print(
-        f"{n} QMOF test-split structures, batch 8, BaLoRA rank 8, {torch.get_num_threads()} "
+        f"{n} QMOF test-split structures, batch {BATCH}, BaLoRA rank 8, {torch.get_num_threads()} "
         f"threads; best of {args.rounds} interleaved rounds (load "
         f"average {load_before:.1f} → {os.getloadavg()[0]:.1f})"
     )

@@ -87,6 +87,10 @@ def _progress_bars(show: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a call from Python: large tensors on huge pages
+        from mofbalora.allocator import reexec_with_hugepages
+
+        reexec_with_hugepages()
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)

@@ -841,6 +841,10 @@ def hold_lock(runs: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as a script: large tensors on huge pages (mofbalora/allocator.py)
+        from mofbalora.allocator import reexec_with_hugepages
+
+        reexec_with_hugepages()
     s, args = settings_from_args(argv)
     print(describe_plan(s), flush=True)
     if args.dry_run:
