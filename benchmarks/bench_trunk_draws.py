@@ -20,10 +20,10 @@ stochastic passes through the last block, the readout and the head
 - ``default chunks, untiled``: the same with the block's chain after the first linear layers run
   over all stacked rows at once (``chgnet_block.TILED_INFERENCE = False``, the code before the
   tiles): what the cache-sized tiles are worth;
-- ``default chunks, 1 tile thread``: the same with the tiles run by the calling thread alone, torch's
-  intra-op threads inside each kernel (``chgnet_block.INFERENCE_TILE_THREADS = 1``, the code of
-  the fourth pass); ``default chunks`` shares the copies' tiles between as many threads as torch's
-  intra-op threads, one intra-op thread each (the default since the fifth pass);
+- ``default chunks, 1 tile thread``: the same with the tiles run by the calling thread alone,
+  torch's intra-op threads inside each kernel (``chgnet_block.INFERENCE_TILE_THREADS = 1``, the
+  code of the fourth pass); ``default chunks`` shares the copies' tiles between as many threads as
+  torch's intra-op threads, one intra-op thread each (the default since the fifth pass);
 - ``stacked draws``: the default chunks' forwards in chunks of 2 structures (since
   ``draw_groups``, the same forwards: kept to compare with earlier runs).
 
