@@ -48,11 +48,7 @@ PLACEMENTS = {
 }
 
 
-#: structures per training step (``--batch``)
-BATCH = 8
-
-
-def placement_epoch(adapt: str, scope: str, paths):
+def placement_epoch(adapt: str, scope: str, paths, batch: int = 8):
     """A function that runs one training epoch of ``adapt`` over ``paths``; and the number of
     structures."""
     from mofbalora.adapters import AdapterConfig, total_kl
@@ -69,7 +65,7 @@ def placement_epoch(adapt: str, scope: str, paths):
     inputs, _ = featurize_files(m.backbone, paths, progress=False)
     inputs = [x for x in inputs if x is not None]
     opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-3)
-    batches = [inputs[i : i + BATCH] for i in range(0, len(inputs), BATCH)]
+    batches = [inputs[i : i + batch] for i in range(0, len(inputs), batch)]
 
     def epoch():
         m.train()
@@ -84,7 +80,7 @@ def placement_epoch(adapt: str, scope: str, paths):
     return epoch, len(inputs)
 
 
-def floor_epoch(paths, rank: int = 8):
+def floor_epoch(paths, rank: int = 8, batch: int = 8):
     """The bare loop of the last block's arithmetic (module docstring) on the cut of ``paths``."""
     import torch.nn.functional as F
 
@@ -102,8 +98,8 @@ def floor_epoch(paths, rank: int = 8):
     b1 = torch.cat([core1.bias, gate1.bias]).detach()
     batches = []
     with torch.no_grad():
-        for i in range(0, len(inputs), BATCH):
-            c = bb.collate(inputs[i : i + BATCH])
+        for i in range(0, len(inputs), batch):
+            c = bb.collate(inputs[i : i + batch])
             src, dst, d2u = (
                 c["cut_atom_graph"][:, 0],
                 c["cut_atom_graph"][:, 1],
@@ -165,13 +161,11 @@ def main() -> None:
         "--no-full-trunk", action="store_true", help="leave out last_block (the slowest by far)"
     )
     args = ap.parse_args()
-    global BATCH
-    BATCH = args.batch
     torch.set_num_threads(args.threads)
     paths = qmof_test_paths(args.n)
     names = [p for p in PLACEMENTS if not (args.no_full_trunk and p == "last_block")]
-    epochs = {name: placement_epoch(*PLACEMENTS[name], paths) for name in names}
-    epochs["floor"] = floor_epoch(paths)
+    epochs = {name: placement_epoch(*PLACEMENTS[name], paths, args.batch) for name in names}
+    epochs["floor"] = floor_epoch(paths, batch=args.batch)
     load_before = os.getloadavg()[0]
     best = dict.fromkeys(epochs, float("inf"))
     for epoch, _ in epochs.values():  # warm-up
@@ -183,8 +177,8 @@ def main() -> None:
             best[name] = min(best[name], (time.perf_counter() - t0) / n)
     n = epochs["floor"][1]
     print(
-        f"{n} QMOF test-split structures, batch {BATCH}, BaLoRA rank 8, {torch.get_num_threads()} "
-        f"threads; best of {args.rounds} interleaved rounds (load "
+        f"{n} QMOF test-split structures, batch {args.batch}, BaLoRA rank 8, "
+        f"{torch.get_num_threads()} threads; best of {args.rounds} interleaved rounds (load "
         f"average {load_before:.1f} → {os.getloadavg()[0]:.1f})"
     )
     print("| placement | ms per structure per epoch | × readout | × floor |")

@@ -152,11 +152,10 @@ def main() -> None:
             for kw in batches:
                 _step(model, kw, placement)
             best[placement] = min(best[placement], time.perf_counter() - t0)
-    per = sizes
     print(
         f"{n} QMOF test structures in batches of {args.batch}, {args.threads} threads, best of "
-        f"{args.rounds}; per structure: {per['atoms'] / n:.0f} atoms, {per['bonds'] / n:.0f} "
-        f"bonds, {per['edges'] / n:.0f} directed edges, {per['angles'] / n:.0f} angles"
+        f"{args.rounds}; per structure: {sizes['atoms'] / n:.0f} atoms, {sizes['bonds'] / n:.0f} "
+        f"bonds, {sizes['edges'] / n:.0f} directed edges, {sizes['angles'] / n:.0f} angles"
     )
     print(
         "| placement | ms per structure per step (CHGNet modules) | × last atom conv "
