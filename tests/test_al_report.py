@@ -1,0 +1,92 @@
+"""The benchmark report's comparison point (one round, one set of seeds for every strategy while
+campaigns still run) and its target table (paired bootstrap over seeds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mofbalora.al.report import (
+    comparison_point,
+    paired_ratio_interval,
+    summarize_curves,
+    target_checks,
+)
+
+STRATEGIES = ("random", "greedy_mean", "balora_lcb", "ensemble_lcb")
+
+
+def _table(last_round: dict) -> pd.DataFrame:
+    """Rows of (strategy, seed, round) up to ``last_round[(strategy, seed)]``, with made-up but
+    strategy-specific numbers: balora finds 1.2x greedy's sub-0.5 eV structures; the test MAE falls
+    faster for balora and the ensemble than for random."""
+    rows = []
+    slope = {"random": 0.02, "greedy_mean": 0.01, "balora_lcb": 0.05, "ensemble_lcb": 0.04}
+    strict = {"random": 5, "greedy_mean": 50, "balora_lcb": 60, "ensemble_lcb": 40}
+    train = {"random": 10.0, "greedy_mean": 10.0, "balora_lcb": 10.0, "ensemble_lcb": 100.0}
+    for (strategy, seed), last in last_round.items():
+        for r in range(last + 1):
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "seed": seed,
+                    "round": r,
+                    "n_labelled": 500 + 100 * r,
+                    "n_acquired": 100 * r,
+                    "relative_dft_cost": 100.0 * r,
+                    "n_low_gap_found": 80 * r,
+                    "test_mae_ev": 0.5 - slope[strategy] * r + 0.001 * seed,
+                    "test_spearman": 0.3,
+                    "n_found_strict": strict[strategy] * r + seed,
+                    "recall_smallest": 0.1 * r if strategy != "random" else 0.0,
+                    "round_seconds": 20.0,
+                    "train_seconds": train[strategy],
+                    "low_gap_base_rate": 0.2,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_comparison_point_leaves_out_a_lagging_seed_not_every_strategy():
+    last = {(s, 0): 4 for s in STRATEGIES}
+    last.update({(s, 1): 4 for s in STRATEGIES})
+    last[("balora_lcb", 1)] = 1  # seed 1's balora campaign lags
+    last.update({(s, 2): 3 for s in STRATEGIES if s != "ensemble_lcb"})  # seed 2 lacks one
+    assert comparison_point(_table(last)) == (4, [0])
+    last[("balora_lcb", 1)] = 5
+    assert comparison_point(_table(last)) == (4, [0, 1])
+    with pytest.raises(ValueError, match="no seed"):
+        comparison_point(_table({("random", 0): 2, ("balora_lcb", 1): 2}))
+
+
+def test_paired_ratio_interval_resamples_seeds_jointly():
+    # the ratio is 2 in every seed, however different the seeds: a paired interval is exactly 2
+    lo, hi = paired_ratio_interval([2.0, 20.0, 200.0], [1.0, 10.0, 100.0])
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    lo, hi = paired_ratio_interval([1.0, 3.0, 2.0], [1.0, 1.0, 1.0])
+    assert 1.0 <= lo < 2.0 < hi <= 3.0
+    assert np.isnan(paired_ratio_interval([], [])[0])
+
+
+def test_target_checks_measure_each_target_and_wait_for_the_last_round():
+    last = {(s, seed): 10 for s in STRATEGIES for seed in (0, 1, 2)}
+    table = _table(last)
+    rows = {
+        (r["target"].split(":")[0], r["strategy"]): r
+        for r in target_checks(table, summarize_curves(table), 10, 10)
+    }
+    disc = rows[("discovery", "balora_lcb")]
+    # (60·10 + mean seed 1) / (50·10 + 1) = 601 / 501
+    assert disc["measured"].startswith(f"{601 / 501:.2f}× greedy")
+    assert disc["verdict"] == "met"
+    # random's final MAE 0.301 (mean over seeds); balora (slope 0.05) reaches it at round 4
+    learn = rows[("learning", "balora_lcb")]
+    assert learn["measured"] == "900 of 1500 labels (60%)" and learn["verdict"] == "met"
+    assert rows[("learning", "ensemble_lcb")]["verdict"] == "met"  # round 5: 1000 labels, 67 %
+    cost = rows[("vs the LoRA ensemble", "balora_lcb")]
+    assert "training 0.10× its seconds" in cost["measured"]  # 11 rounds × 10 s / 11 × 100 s
+    assert cost["verdict"] == "met"
+    # before the last round every verdict is interim
+    early = target_checks(table, summarize_curves(table[table["round"] <= 6]), 6, 10)
+    assert {r["verdict"] for r in early} == {"interim (round 6 of 10)"}
