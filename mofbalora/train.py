@@ -393,11 +393,14 @@ class Trainer:
         progress: bool = True,
         stop_after_epochs: int | None = None,
         on_epoch_end: Callable[[Trainer], None] | None = None,
+        keep_start: bool = False,
     ) -> dict:
         """Train until ``optim.epochs`` or early stopping. ``stop_after_epochs`` ends this call
         early (as an interruption would) without marking the run finished. ``on_epoch_end(trainer)``
         is called after each epoch, once its checkpoint is written (an exception raised there
-        stops training like a kill would)."""
+        stops training like a kill would). ``keep_start``: the model as it enters (a warm start)
+        is epoch 0 of the early stopping: its validation MAE is the one to beat, and it stays the
+        best checkpoint (``best_epoch`` 0) when no epoch beats it."""
         o = self.cfg.optim
         n_train, bs = len(train_inputs), int(o.batch_size)
         steps_per_epoch = math.ceil(n_train / bs)
@@ -410,6 +413,12 @@ class Trainer:
             disable=not (progress and self.dist.is_main),
         )
         epochs_this_call = 0
+        if keep_start and self.epoch == 0 and self.best_epoch < 0:
+            self.best_val = validation_mae(self.model, val_inputs, val_y, dist=self.dist)
+            self.best_epoch = 0
+            self.save_state("best")
+            if self.dist.is_main:
+                log.info("start model: val MAE %.3f eV (epoch 0, the one to beat)", self.best_val)
         while self.epoch < o.epochs and self.bad_epochs < o.patience:
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
                 break

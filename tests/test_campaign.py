@@ -273,3 +273,27 @@ def test_random_rounds_skip_the_draws_and_pick_the_same(al_cfg, tmp_path, monkey
     assert [row["picked"] for row in fast.history] == [row["picked"] for row in draws.history]
     assert _without_seconds(fast.history) == _without_seconds(draws.history)
     assert fast.state.rng_state == draws.state.rng_state
+
+
+def test_a_warm_round_never_ends_worse_on_validation_than_it_began(al_cfg, tmp_path):
+    import torch
+
+    # a learning rate far too high: the warm rounds' epochs are no better than their start
+    cfg = al_cfg(round_lr=1.0, round_epochs=2, round_patience=2, n_rounds=3)
+    simulated_campaign(tmp_path / "kept", cfg).run()
+    kept = Campaign(tmp_path / "kept").history
+    vals = [row["val_mae_ev"] for row in kept]
+    assert all(b <= a + 1e-6 for a, b in zip(vals, vals[1:], strict=False))
+    assert any(row["best_epoch"] == 0 for row in kept[1:])
+    for r, row in enumerate(kept[1:], start=1):
+        if row["best_epoch"] == 0:  # kept: the round's model is its start, tensor for tensor
+            a, b = _tensors(tmp_path / "kept", r - 1), _tensors(tmp_path / "kept", r)
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    # a learning rate of 0: every epoch equals the start; the start is kept (best epoch 0), where
+    # without round_keep_start the round's first epoch is
+    for keep, first in ((True, 0), (False, 1)):
+        cfg = al_cfg(round_lr=0.0, round_epochs=2, round_patience=2, round_keep_start=keep)
+        simulated_campaign(tmp_path / f"zero-{keep}", cfg).run()
+        assert [row["best_epoch"] for row in Campaign(tmp_path / f"zero-{keep}").history[1:]] == [
+            first
+        ] * 2

@@ -840,7 +840,9 @@ class Campaign(CandidatePool):
 
         Round 0 starts from fresh adapters (a campaign with ``al.start_model`` never trains round 0:
         it is that model); later rounds from the previous round's best model (``al.warm_start``),
-        for at most ``al.round_epochs`` epochs with patience ``al.round_patience``. Interrupted
+        for at most ``al.round_epochs`` epochs at peak learning rate ``al.round_lr`` with patience
+        ``al.round_patience``; with ``al.round_keep_start`` the model a round starts from is its
+        epoch 0, so a round never ends worse on validation than it began. Interrupted
         training resumes from the round's last epoch checkpoint. The gradient-boosting baseline
         (``model.regime: gbm``) is refitted on the labelled set each round (deterministic).
         """
@@ -856,12 +858,14 @@ class Campaign(CandidatePool):
         patience = (
             int(al.round_patience) if r > 0 and al.round_patience else self.cfg.optim.patience
         )
+        lr = float(al.round_lr) if r > 0 and al.round_lr is not None else self.cfg.optim.lr
         cfg = replace(
             self.cfg,
             run=replace(self.cfg.run, seed=self._seed("train")),
-            optim=replace(self.cfg.optim, epochs=epochs, patience=patience),
+            optim=replace(self.cfg.optim, epochs=epochs, patience=patience, lr=lr),
         )
         model = self.model()
+        from_trained = True
         if r > 0 and al.warm_start:
             self._load_model_from(self.model_dir(self._last_trained_round()))  # with the base check
         # a campaign from a trained model restarts from it, never from fresh adapters
@@ -869,6 +873,7 @@ class Campaign(CandidatePool):
             self._load_model_from(self.model_dir(0))
         else:
             model.load_trained_state(self._initial_state)
+            from_trained = False
         self._loaded_round = None
         torch.manual_seed(cfg.run.seed)
         run_dir = self._round_dir(r)
@@ -880,7 +885,13 @@ class Campaign(CandidatePool):
         tr_y = torch.tensor([self.labelled[k] for k in keys], dtype=torch.float32)
         va_x, va_y = self.inputs_of(self.state.val_ids), self._dataset_labels(self.state.val_ids)
         trainer.fit(
-            tr_x, tr_y, va_x, va_y, progress=False, on_epoch_end=lambda _: self._hook("epoch")
+            tr_x,
+            tr_y,
+            va_x,
+            va_y,
+            progress=False,
+            on_epoch_end=lambda _: self._hook("epoch"),
+            keep_start=from_trained and bool(al.round_keep_start),
         )
         return self._finish_round(
             r, float(trainer.best_val), trainer.best_epoch, trainer.train_seconds

@@ -44,6 +44,11 @@ class ALSection:
     # early-stopping patience of rounds 1.. on validation (None: optim.patience)
     round_patience: int | None = None
     warm_start: bool = True  # False: every round restarts from the same fresh adapters
+    # a round started from a trained model keeps that model when none of its epochs beats it on
+    # validation (the start is epoch 0 of the round's early stopping); False: the round's best epoch
+    # even where it is worse than the start
+    round_keep_start: bool = True
+    round_lr: float | None = None  # peak learning rate of the rounds 1.. (None: optim.lr)
     n_samples: int = ScoringConfig.n_samples  # T stochastic passes per prediction
     low_gap_ev: float = 1.0  # a "discovery": PBE gap below this (eV)
     eval_test: bool = True  # measure the test MAE after every round
@@ -83,6 +88,7 @@ class ALSection:
             check_int(f"al.{key}", getattr(self, key), low)
         check_int("al.round_epochs", self.round_epochs, 1, optional=True)
         check_int("al.round_patience", self.round_patience, 1, optional=True)
+        check_number("al.round_lr", self.round_lr, 0, optional=True)
         for key in ("kappa", "kcenter_weight", "cost_exponent"):
             check_number(f"al.{key}", getattr(self, key), 0)
         check_number("al.penalty_radius", self.penalty_radius, 0, optional=True)
