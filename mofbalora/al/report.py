@@ -213,7 +213,9 @@ def final_summary(table, at_round: int | None = None):
             {
                 "strategy": strategy,
                 "n_seeds": int(f["seed"].nunique()),
+                "seeds": " ".join(str(x) for x in sorted(f["seed"].unique())),
                 "round": int(last),
+                "n_labelled": float(f["n_labelled"].mean()),
                 **extra,
                 "n_acquired": float(f["n_acquired"].mean()),
                 "n_low_gap_found": float(f["n_low_gap_found"].mean()),
