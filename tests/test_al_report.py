@@ -90,3 +90,34 @@ def test_target_checks_measure_each_target_and_wait_for_the_last_round():
     # before the last round every verdict is interim
     early = target_checks(table, summarize_curves(table[table["round"] <= 6]), 6, 10)
     assert {r["verdict"] for r in early} == {"interim (round 6 of 10)"}
+
+
+def test_one_report_writer_at_a_time(tmp_path):
+    import fcntl
+    import threading
+    import time
+
+    from mofbalora.al.report import REPORT_LOCK, write_report
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with pytest.raises(FileNotFoundError, match="no campaign"):
+        write_report(runs, tmp_path / "out")  # the lock does not hide the reader's error
+    errors: list = []
+
+    def writer():
+        try:
+            write_report(runs, tmp_path / "out")
+        except FileNotFoundError as exc:  # reached the reading: the lock was free
+            errors.append((time.monotonic(), exc))
+
+    with open(runs / REPORT_LOCK, "a") as fh:  # another process's writer holds the lock
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.5)
+        assert not errors  # still waiting
+        released = time.monotonic()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    t.join(10)
+    assert len(errors) == 1 and errors[0][0] >= released

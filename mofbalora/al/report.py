@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,29 @@ from mofbalora.uq.plots import new_figure, save_figure
 STRICT_GAP_EV = 0.5
 #: bootstrap resamples of the seeds for the 95 % intervals
 N_BOOTSTRAP = 2000
+#: the lock file, in the runs folder, that one report writer holds at a time
+REPORT_LOCK = ".report.lock"
+
+
+@contextmanager
+def report_lock(runs_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``runs_dir``'s report (POSIX ``flock``; no lock elsewhere): the
+    seeds of a benchmark run as separate processes rewrite the same report after their rounds, and
+    one report's files must come from one reading of the campaigns."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    if not runs_dir.is_dir():  # nothing to read: the reader says so
+        yield
+        return
+    with open(runs_dir / REPORT_LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def collect_runs(runs_dir: str | Path):
@@ -469,8 +494,14 @@ def _cell(row, key: str, digits: int = 3, *, ci: bool = True) -> str:
 
 def write_report(runs_dir: str | Path, out: str | Path) -> Path:
     """Learning and discovery curves (PNG), tables (CSV) and ``report.md`` for the campaigns below
-    ``runs_dir``; returns the markdown path."""
-    runs_dir, out = Path(runs_dir), Path(out)
+    ``runs_dir``; returns the markdown path. One writer at a time per ``runs_dir``
+    (:func:`report_lock`)."""
+    runs_dir = Path(runs_dir)
+    with report_lock(runs_dir):
+        return _write_report(runs_dir, Path(out))
+
+
+def _write_report(runs_dir: Path, out: Path) -> Path:
     every = collect_runs(runs_dir)
     at_round, seeds = comparison_point(every)
     left_out = sorted(set(every["seed"]) - set(seeds))
