@@ -121,3 +121,36 @@ def test_one_report_writer_at_a_time(tmp_path):
         fcntl.flock(fh, fcntl.LOCK_UN)
     t.join(10)
     assert len(errors) == 1 and errors[0][0] >= released
+
+
+def test_benchmark_progress_and_its_command(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from mofbalora.al.report import progress
+    from mofbalora.cli import main
+
+    def campaign(strategy, seed, rounds_seconds, phase="select"):
+        d = tmp_path / "runs" / strategy / f"seed_{seed}"
+        d.mkdir(parents=True)
+        history = [
+            {"round": r, "seconds": {"select": s, "train": 0.0, "evaluate": 0.0}}
+            for r, s in enumerate(rounds_seconds)
+        ]
+        state = {"name": strategy, "seed": seed, "round": max(len(history) - 1, 0)}
+        (d / "campaign.json").write_text(json.dumps({**state, "phase": phase, "history": history}))
+        (d / "config.yaml").write_text(yaml.safe_dump({"al": {"n_rounds": 4}}))
+
+    campaign("balora_lcb", 0, [50.0, 100.0, 300.0])  # 2 of 4 warm rounds: 200 s each
+    campaign("balora_lcb", 1, [50.0], phase="train")  # none yet: its strategy's pace elsewhere
+    campaign("gbm_lcb", 0, [9.0, 10.0, 10.0, 10.0, 10.0])  # finished
+    t = progress(tmp_path / "runs").set_index(["strategy", "seed"])
+    assert t.loc[("balora_lcb", 0), "remaining_seconds"] == pytest.approx(2 * 200.0)
+    assert t.loc[("balora_lcb", 1), "remaining_seconds"] == pytest.approx(4 * 200.0)
+    assert t.loc[("gbm_lcb", 0), "remaining_seconds"] == 0
+    assert main(["al", "status", "--runs", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 3 campaigns finished" in out and "about 0.3 h of process time" in out
+    with pytest.raises(FileNotFoundError, match="no campaign"):
+        progress(tmp_path / "runs" / "none")

@@ -119,6 +119,44 @@ def comparison_point(table) -> tuple[int, list]:
     return common, sorted(per_seed.index[per_seed >= common].tolist())
 
 
+def progress(runs_dir: str | Path):
+    """One row per campaign below ``runs_dir`` (a pandas DataFrame, read from the state files only):
+    strategy, seed, the round and phase it is in, the rounds trained of its ``al.n_rounds`` + 1
+    (round 0 included), the mean seconds of its rounds after round 0, and the process seconds its
+    remaining rounds should take at that pace (a campaign with no such round yet: its strategy's
+    mean elsewhere, else every campaign's)."""
+    rows = []
+    for path in sorted(Path(runs_dir).rglob(STATE_FILE)):
+        st = json.loads(path.read_text())
+        cfg = read_yaml(path.parent / CONFIG_FILE, what="campaign configuration")
+        secs = [
+            sum(float(v or 0) for v in (h.get("seconds") or {}).values())
+            for h in st["history"]
+            if h.get("round", 0) > 0
+        ]
+        rows.append(
+            {
+                "strategy": st.get("name") or path.parent.parent.name,
+                "seed": st["seed"],
+                "round": st["round"],
+                "phase": st["phase"],
+                "rounds_trained": len(st["history"]),
+                "rounds_planned": int(cfg["al"]["n_rounds"]) + 1,
+                "seconds_per_round": float(np.mean(secs)) if secs else float("nan"),
+            }
+        )
+    if not rows:
+        raise FileNotFoundError(f"no campaign ({STATE_FILE}) below {runs_dir}")
+    table = pd.DataFrame(rows)
+    pace = table["seconds_per_round"].fillna(
+        table.groupby("strategy")["seconds_per_round"].transform("mean")
+    )
+    pace = pace.fillna(table["seconds_per_round"].mean())
+    left = (table["rounds_planned"] - table["rounds_trained"]).clip(lower=0)
+    table["remaining_seconds"] = left * pace
+    return table.sort_values(["seed", "strategy"], kind="stable").reset_index(drop=True)
+
+
 def _spread(x) -> float:
     return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 

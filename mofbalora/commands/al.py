@@ -147,8 +147,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--out", default="reports/active_learning", help="report folder")
     rep.set_defaults(func=_report)
 
-    st = asub.add_parser("status", help="phase, round, set sizes and the history of a campaign")
-    st.add_argument("--state", required=True, help="campaign folder")
+    st = asub.add_parser(
+        "status",
+        help="phase, round, set sizes and the history of a campaign; with --runs, the progress of "
+        "every campaign of a benchmark",
+    )
+    where = st.add_mutually_exclusive_group(required=True)
+    where.add_argument("--state", help="campaign folder")
+    where.add_argument(
+        "--runs",
+        help="runs folder of `al run`: one line per campaign (round, phase, pace) and the process "
+        "time its remaining rounds should take",
+    )
     _trust_flag(st)
     st.set_defaults(func=_status)
 
@@ -251,6 +261,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.runs is not None:
+        return _benchmark_status(args.runs)
     from mofbalora.al.campaign import Campaign
 
     c = Campaign(args.state, trust_checkpoint=args.trust_checkpoint)
@@ -265,4 +277,25 @@ def _status(args: argparse.Namespace) -> int:
             f"  round {h['round']:3d}: {h['n_labelled']} labelled, {h['n_low_gap_found']} low-gap "
             f"of {h['n_acquired']} acquired, test MAE {mae} eV"
         )
+    return 0
+
+
+def _benchmark_status(runs: str) -> int:
+    from mofbalora.al.report import progress
+
+    table = progress(runs)
+    for _, r in table.iterrows():
+        pace = r["seconds_per_round"]
+        print(
+            f"{r['strategy']:>22s} seed {r['seed']}: round {r['round']} ({r['phase']}), "
+            f"{r['rounds_trained']}/{r['rounds_planned']} rounds trained, "
+            + ("no warm round yet" if pace != pace else f"{pace:.0f} s a round")
+            + f", {r['remaining_seconds'] / 3600:.1f} h to go"
+        )
+    done = int((table["rounds_trained"] >= table["rounds_planned"]).sum())
+    print(
+        f"{done} of {len(table)} campaigns finished; the rest: about "
+        f"{table['remaining_seconds'].sum() / 3600:.1f} h of process time at their own pace "
+        "(divide by the processes that run them side by side)"
+    )
     return 0
