@@ -36,8 +36,7 @@ def main() -> None:
         cfg = campaign_config(doc).strategy(strategy, 0)
         state = Path(args.state) / strategy
         shutil.rmtree(state, ignore_errors=True)
-        c = simulated_campaign(state, cfg, name=strategy)
-        c._inputs = inputs
+        c = simulated_campaign(state, cfg, name=strategy, inputs=inputs)
         c.inputs_of(list(c.labelled) + c.state.val_ids)
         row = c.train()
         rows.append((strategy, row["seconds"]["train"], row["best_epoch"]))

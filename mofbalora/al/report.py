@@ -53,6 +53,12 @@ def report_lock(runs_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _round_seconds(row: dict) -> float | None:
+    """Seconds of one history row's round (select + train + evaluate); None when not recorded."""
+    seconds = row.get("seconds") or {}
+    return sum(float(v or 0) for v in seconds.values()) if seconds else None
+
+
 def collect_runs(runs_dir: str | Path):
     """One row per (strategy, seed, round) of every campaign below ``runs_dir`` (a pandas
     DataFrame)."""
@@ -94,9 +100,7 @@ def collect_runs(runs_dir: str | Path):
                     "recall_smallest": (len(bought_ids & smallest) / len(smallest))
                     if smallest
                     else None,
-                    "round_seconds": (
-                        sum(float(v or 0) for v in seconds.values()) if seconds else None
-                    ),
+                    "round_seconds": _round_seconds(h),
                     "train_seconds": float(seconds["train"]) if "train" in seconds else None,
                 }
             )
@@ -129,11 +133,7 @@ def progress(runs_dir: str | Path):
     for path in sorted(Path(runs_dir).rglob(STATE_FILE)):
         st = json.loads(path.read_text())
         cfg = read_yaml(path.parent / CONFIG_FILE, what="campaign configuration")
-        secs = [
-            sum(float(v or 0) for v in (h.get("seconds") or {}).values())
-            for h in st["history"]
-            if h.get("round", 0) > 0
-        ]
+        secs = [_round_seconds(h) or 0.0 for h in st["history"] if h.get("round", 0) > 0]
         rows.append(
             {
                 "strategy": st.get("name") or path.parent.parent.name,
@@ -362,7 +362,7 @@ def target_checks(table, curves, at_round: int, n_rounds: int) -> list[dict]:
                     "verdict": verdict(ok),
                 }
             )
-    reach = labels_to_reach(curves)
+    reach = labels_to_reach(curves[curves["round"] <= at_round])
     if RANDOM in strategies and reach:
         rand = curves[(curves["strategy"] == RANDOM) & (curves["round"] == at_round)]
         random_labels = float(rand["n_labelled"].iloc[0]) if len(rand) else float("nan")
@@ -608,7 +608,7 @@ def _write_report(runs_dir: Path, out: Path) -> Path:
             f"{r['found_per_relative_cost']:.3f} | {r['test_mae_ev']:.3f} ± "
             f"{r['test_mae_ev_sd']:.3f} |"
         )
-    reach = labels_to_reach(curves)
+    reach = labels_to_reach(curves[curves["round"] <= at_round])
     lines += [
         "",
         f"Per strategy at round {at_round} (mean ± sd over seeds; [95 % bootstrap interval of "
