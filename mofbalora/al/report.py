@@ -205,10 +205,15 @@ def summarize_curves(table):
     return out.reset_index()
 
 
-def labels_to_reach(curves, reference: str = "random") -> dict[str, float | None]:
+def labels_to_reach(
+    curves, reference: str = "random", at_round: int | None = None
+) -> dict[str, float | None]:
     """Per strategy, the fewest labels at which its mean test MAE is at or below ``reference``'s
     mean test MAE at the last round every strategy reached (None: never; {} without the
-    reference)."""
+    reference). ``at_round``: only the curves up to that round count (the report's comparison
+    round: its goal is the reference's MAE there, not at a round some seeds have not reached)."""
+    if at_round is not None:
+        curves = curves[curves["round"] <= at_round]
     ref = curves[curves["strategy"] == reference].dropna(subset=["test_mae_ev"])
     if ref.empty:
         return {}
@@ -362,7 +367,7 @@ def target_checks(table, curves, at_round: int, n_rounds: int) -> list[dict]:
                     "verdict": verdict(ok),
                 }
             )
-    reach = labels_to_reach(curves[curves["round"] <= at_round])
+    reach = labels_to_reach(curves, at_round=at_round)
     if RANDOM in strategies and reach:
         rand = curves[(curves["strategy"] == RANDOM) & (curves["round"] == at_round)]
         random_labels = float(rand["n_labelled"].iloc[0]) if len(rand) else float("nan")
@@ -608,7 +613,7 @@ def _write_report(runs_dir: Path, out: Path) -> Path:
             f"{r['found_per_relative_cost']:.3f} | {r['test_mae_ev']:.3f} ± "
             f"{r['test_mae_ev_sd']:.3f} |"
         )
-    reach = labels_to_reach(curves[curves["round"] <= at_round])
+    reach = labels_to_reach(curves, at_round=at_round)
     lines += [
         "",
         f"Per strategy at round {at_round} (mean ± sd over seeds; [95 % bootstrap interval of "
