@@ -147,6 +147,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--out", default="reports/active_learning", help="report folder")
     rep.set_defaults(func=_report)
 
+    snap = asub.add_parser(
+        "snapshot",
+        help="copy what every campaign of a runs folder resumes from (state, configuration, the "
+        "latest round's model) into another folder; copy back to restore",
+    )
+    snap.add_argument("--runs", required=True, help="runs folder of `al run` (or a snapshot)")
+    snap.add_argument("--out", required=True, help="destination folder (a runs folder itself)")
+    snap.set_defaults(func=_snapshot)
+
     st = asub.add_parser(
         "status",
         help="phase, round, set sizes and the history of a campaign; with --runs, the progress of "
@@ -257,6 +266,13 @@ def _report(args: argparse.Namespace) -> int:
     from mofbalora.al.report import write_report
 
     print(f"report: {write_report(args.runs, args.out)}")
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from mofbalora.al.snapshot import format_rows, snapshot_runs
+
+    print(format_rows(snapshot_runs(args.runs, args.out)))
     return 0
 
 
