@@ -33,7 +33,8 @@ def test_a_snapshot_resumes_to_the_same_campaigns(al_cfg, tmp_path, capsys):
     cfg["benchmark"].update(strategies=STRATEGIES, seeds=[0])
     straight, half = tmp_path / "straight", tmp_path / "half"
     run_benchmark(cfg, straight)  # rounds 0, 1, 2
-    run_benchmark(cfg, half, n_rounds=1)
+    auto = tmp_path / "auto"
+    run_benchmark(cfg, half, n_rounds=1, snapshot=auto)  # refreshed after every round
 
     snap = tmp_path / "snap"
     rows = snapshot_runs(half, snap)
@@ -47,6 +48,8 @@ def test_a_snapshot_resumes_to_the_same_campaigns(al_cfg, tmp_path, capsys):
     assert "balora_lcb/seed_0/rounds/round_001/checkpoints/best/model.safetensors" in files
     assert "gbm_lcb/seed_0/rounds/round_001/checkpoints/best/gbm.skops" in files
     assert progress(snap)["rounds_trained"].tolist() == [2, 2]  # the report reads it as it is
+    assert files == sorted(str(p.relative_to(auto)) for p in auto.rglob("*") if p.is_file())
+    assert [(r.copied, r.destination_rounds) for r in snapshot_runs(half, auto)] == [(False, 2)] * 2
 
     # the runs folder is lost; the snapshot is copied back (through the CLI) and the run goes on
     shutil.rmtree(half)

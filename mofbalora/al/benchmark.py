@@ -33,6 +33,7 @@ def run_benchmark(
     seeds: Sequence[int] | None = None,
     n_rounds: int | None = None,
     report: str | Path | None = None,
+    snapshot: str | Path | None = None,
     progress: bool = False,
     trust_checkpoint: bool = False,
     hook: Callable[[str, Campaign], None] | None = None,
@@ -43,8 +44,10 @@ def run_benchmark(
 
     A campaign already in its folder is resumed with its stored configuration. ``report`` (a folder;
     None: no report; the CLI passes ``benchmark.report``) is rewritten after each round of all
-    campaigns. ``trust_checkpoint`` and ``hook``: see :class:`~mofbalora.al.campaign.Campaign`.
-    Returns the folders.
+    campaigns. ``snapshot`` (a folder; None: none; the CLI passes ``--snapshot`` or
+    ``benchmark.snapshot``) receives a compact, resumable copy of each of these campaigns after each
+    round (:mod:`mofbalora.al.snapshot`). ``trust_checkpoint`` and ``hook``: see
+    :class:`~mofbalora.al.campaign.Campaign`. Returns the folders.
     """
     cfg = campaign_config(cfg)
     out = Path(out or cfg.benchmark.out)
@@ -105,6 +108,11 @@ def run_benchmark(
                         c.history[-1]["round"],
                         time.perf_counter() - t0,
                     )
+        if snapshot is not None:
+            from mofbalora.al.snapshot import snapshot_campaign
+
+            for state_dir in campaigns:
+                snapshot_campaign(state_dir, Path(snapshot) / state_dir.relative_to(out))
         if report is not None:
             from mofbalora.al.report import write_report
 

@@ -137,6 +137,9 @@ class BenchmarkSection:
     out: str = "runs/al_qmof"
     # report folder rewritten after every round of the benchmark (None: none)
     report: str | None = None
+    # folder that keeps a compact, resumable copy of every campaign, refreshed after every round
+    # (mofbalora.al.snapshot; None: none)
+    snapshot: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     # name -> {"section.key": value}; None: STRATEGIES
     strategies: dict[str, dict[str, Any]] | None = None

@@ -82,6 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="report folder rewritten after every round (default: benchmark.report; none if unset)",
     )
+    run.add_argument(
+        "--snapshot",
+        default=None,
+        help="folder refreshed after every round with a compact, resumable copy of each campaign "
+        "(`al snapshot`; default: benchmark.snapshot; none if unset)",
+    )
     _trust_flag(run)
     run.set_defaults(func=_run)
 
@@ -184,6 +190,7 @@ def _run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         n_rounds=args.rounds,
         report=args.report or cfg.benchmark.report,
+        snapshot=args.snapshot or cfg.benchmark.snapshot,
         progress=show_progress(args),
         trust_checkpoint=args.trust_checkpoint,
     )
