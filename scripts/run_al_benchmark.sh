@@ -2,7 +2,7 @@
 # Start (or resume) the full-scale active-learning benchmark of workflows/al_qmof.yaml on this machine, in the
 # background, on two cores; safe to run again at any time.
 #
-#   1. the frozen CHGNet trunk pass over the structures the campaigns read (resumable; ~70 min on 2 cores the
+#   1. the frozen CHGNet trunk pass over the structures the campaigns read (resumable; ~35 min on 2 cores the
 #      first time on a machine, seconds after);
 #   2. every campaign restored from its committed snapshot (reports/active_learning/campaigns) where this
 #      machine's runs folder is behind it (a new machine has none);
