@@ -177,7 +177,12 @@ def test_campaign_round_matches_golden(al_cfg, tmp_path, pool_prediction):
     simulated_campaign(tmp_path / "c", cfg)
     c = Campaign(tmp_path / "c", hook=hook)
     c.run()
-    history = [{k: v for k, v in row.items() if k != "seconds"} for row in c.history]
+    # the tiny model's draws spread by ~1e-6 eV, the size of float32 differences between CPUs on a
+    # 2 eV gap, so how its stds rank the test errors is not a property of the code (seen: -0.24 on
+    # one machine, -0.55 on another); ranking statistics are compared on the shipped model's
+    # evaluation above, whose spreads are far above that noise
+    noise = ("seconds", "test_spearman_std_abs_error")
+    history = [{k: v for k, v in row.items() if k not in noise} for row in c.history]
     for batch in batches:
         for row in batch:
             row.pop("path")
