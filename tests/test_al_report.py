@@ -154,3 +154,10 @@ def test_benchmark_progress_and_its_command(tmp_path, capsys):
     assert "1 of 3 campaigns finished" in out and "about 0.3 h of process time" in out
     with pytest.raises(FileNotFoundError, match="no campaign"):
         progress(tmp_path / "runs" / "none")
+    # round 0 everywhere: no pace to extrapolate, and the total says so rather than "0.0 h"
+    tmp_path = tmp_path / "fresh"
+    campaign("balora_lcb", 0, [50.0])
+    campaign("gbm_lcb", 0, [9.0])
+    assert main(["al", "status", "--runs", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 2 campaigns finished; the time they need is known once" in out and " h " not in out

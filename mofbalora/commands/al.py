@@ -313,12 +313,19 @@ def _benchmark_status(runs: str) -> int:
             f"{r['strategy']:>22s} seed {r['seed']}: round {r['round']} ({r['phase']}), "
             f"{r['rounds_trained']}/{r['rounds_planned']} rounds trained, "
             + ("no warm round yet" if pace != pace else f"{pace:.0f} s a round")
-            + f", {r['remaining_seconds'] / 3600:.1f} h to go"
+            + (
+                ", time to go not known yet"
+                if r["remaining_seconds"] != r["remaining_seconds"]
+                else f", {r['remaining_seconds'] / 3600:.1f} h to go"
+            )
         )
     done = int((table["rounds_trained"] >= table["rounds_planned"]).sum())
-    print(
-        f"{done} of {len(table)} campaigns finished; the rest: about "
-        f"{table['remaining_seconds'].sum() / 3600:.1f} h of process time at their own pace "
-        "(divide by the processes that run them side by side)"
-    )
+    if table["remaining_seconds"].isna().any():  # no campaign has a warm round to time yet
+        rest = "the time they need is known once a campaign has finished a warm round"
+    else:
+        rest = (
+            f"the rest: about {table['remaining_seconds'].sum() / 3600:.1f} h of process time at "
+            "their own pace (divide by the processes that run them side by side)"
+        )
+    print(f"{done} of {len(table)} campaigns finished; {rest}")
     return 0
