@@ -6,15 +6,16 @@
 #      first time on a machine, seconds after);
 #   2. every campaign restored from its committed snapshot (reports/active_learning/campaigns) where this
 #      machine's runs folder is behind it (a new machine has none);
-#   3. two processes of one thread each, disjoint strategies over all three seeds (never two writers of one
-#      campaign), split so their rounds take about as long: the pool-predicting BaLoRA strategies and greedy
-#      on one side, the rest on the other. Each refreshes the report and its campaigns' snapshots after every
-#      round; `git add reports/active_learning` then commits the run so far.
+#   3. one process of one thread a seed (never two writers of one campaign; three on two cores): each seed
+#      holds every strategy, so the three advance at the same pace and end together, with no idle core at
+#      the end (a split by strategy leaves one process an hour a round behind the other). Each refreshes the
+#      report and its campaigns' snapshots after every round; `git add reports/active_learning` then
+#      commits the run so far.
 #
 #   MOFBALORA_QMOF=... bash scripts/run_al_benchmark.sh [MOFBALORA]     # MOFBALORA: the CLI (default .venv's)
 #   mofbalora al status --runs runs/al_qmof                              # progress and time left
 #
-# Logs: runs/al_qmof/trunk_cache.log, runs/al_qmof/run_a.log, runs/al_qmof/run_b.log.
+# Logs: runs/al_qmof/trunk_cache.log and runs/al_qmof/run_s{0,1,2}.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLI="${1:-.venv/bin/mofbalora}"
@@ -31,11 +32,10 @@ fi
     "$CLI" data trunk-cache --order val --limit 600 --no-cut --workers 2 --quiet
     "$CLI" data trunk-cache --order test,train --no-cut --workers 2 --quiet
     if [ -d "$SNAPSHOT" ]; then "$CLI" al snapshot --runs "$SNAPSHOT" --out "$RUNS"; fi
-    common=(al run --config workflows/al_qmof.yaml --seed 0 --seed 1 --seed 2 --set run.threads=1 --quiet)
-    OMP_NUM_THREADS=1 nice -n 10 "$CLI" "${common[@]}" \
-        --strategy balora_lcb --strategy balora_lcb_epistemic --strategy greedy_mean >> "$RUNS/run_a.log" 2>&1 &
-    OMP_NUM_THREADS=1 nice -n 10 "$CLI" "${common[@]}" \
-        --strategy balora_std --strategy ensemble_lcb --strategy gbm_lcb --strategy random >> "$RUNS/run_b.log" 2>&1 &
+    for seed in 0 1 2; do
+        OMP_NUM_THREADS=1 nice -n 10 "$CLI" al run --config workflows/al_qmof.yaml --seed "$seed" \
+            --set run.threads=1 --quiet >> "$RUNS/run_s$seed.log" 2>&1 &
+    done
     wait
 ) >> "$RUNS/trunk_cache.log" 2>&1 &
 echo "started in the background (pid $!); logs in $RUNS/"
