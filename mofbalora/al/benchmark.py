@@ -20,6 +20,7 @@ from typing import Any
 
 from mofbalora.al.campaign import Campaign, simulated_campaign
 from mofbalora.al.config import CampaignConfig, campaign_config
+from mofbalora.al.snapshot import snapshot_campaign
 from mofbalora.al.state import STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ def run_benchmark(
     A campaign already in its folder is resumed with its stored configuration. ``report`` (a folder;
     None: no report; the CLI passes ``benchmark.report``) is rewritten after each round of all
     campaigns. ``snapshot`` (a folder; None: none; the CLI passes ``--snapshot`` or
-    ``benchmark.snapshot``) receives a compact, resumable copy of each of these campaigns after each
-    round (:mod:`mofbalora.al.snapshot`). ``trust_checkpoint`` and ``hook``: see
+    ``benchmark.snapshot``) receives a compact, resumable copy of each campaign as soon as it
+    finishes a round (:mod:`mofbalora.al.snapshot`). ``trust_checkpoint`` and ``hook``: see
     :class:`~mofbalora.al.campaign.Campaign`. Returns the folders.
     """
     cfg = campaign_config(cfg)
@@ -101,6 +102,8 @@ def run_benchmark(
                 before = len(c.history)
                 c.run(r)
                 if len(c.history) > before:
+                    if snapshot is not None:  # at once: a stop mid-round keeps this campaign's
+                        snapshot_campaign(c.dir, Path(snapshot) / c.dir.relative_to(out))
                     log.info(
                         "%s seed %d: round %d done in %.0f s",
                         name,
@@ -108,11 +111,6 @@ def run_benchmark(
                         c.history[-1]["round"],
                         time.perf_counter() - t0,
                     )
-        if snapshot is not None:
-            from mofbalora.al.snapshot import snapshot_campaign
-
-            for state_dir in campaigns:
-                snapshot_campaign(state_dir, Path(snapshot) / state_dir.relative_to(out))
         if report is not None:
             from mofbalora.al.report import write_report
 
