@@ -46,7 +46,8 @@ def test_a_snapshot_resumes_to_the_same_campaigns(al_cfg, tmp_path, capsys):
     files = sorted(str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_file())
     assert not [f for f in files if "round_000" in f or "checkpoints/last" in f]
     assert "balora_lcb/seed_0/rounds/round_001/checkpoints/best/model.safetensors" in files
-    assert "gbm_lcb/seed_0/rounds/round_001/checkpoints/best/gbm.skops" in files
+    # the gradient-boosting model is fitted again on resume (19 MB a round at full scale)
+    assert not [f for f in files if f.startswith("gbm_lcb/seed_0/rounds")]
     assert progress(snap)["rounds_trained"].tolist() == [2, 2]  # the report reads it as it is
     assert files == sorted(str(p.relative_to(auto)) for p in auto.rglob("*") if p.is_file())
     assert [(r.copied, r.destination_rounds) for r in snapshot_runs(half, auto)] == [(False, 2)] * 2

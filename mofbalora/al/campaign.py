@@ -483,8 +483,26 @@ class Campaign(CandidatePool):
 
     def _load_round_model(self, round_: int) -> None:
         if self._loaded_round != round_:
+            if self.cfg.model.regime == "gbm" and not self.model_dir(round_).is_dir():
+                self._refit_gbm(round_)
             self._load_model_from(self.model_dir(round_))
             self._loaded_round = round_
+
+    def _refit_gbm(self, round_: int) -> None:
+        """Fit the gradient-boosting model of round ``round_`` again when its folder is missing (a
+        snapshot leaves it out, :mod:`mofbalora.al.snapshot`): the fit is a deterministic function
+        of the labelled set, which is round ``round_``'s while the campaign is about to select."""
+        last = self.history[-1] if self.history else {}
+        if not (
+            self.phase == "select"
+            and last.get("round") == round_
+            and last.get("n_labelled") == len(self.labelled)
+        ):
+            raise FileNotFoundError(
+                f"campaign {self.dir}: the model of round {round_} ({self.model_dir(round_)}) is "
+                f"missing and cannot be fitted again in phase {self.phase!r}"
+            )
+        self._fit_gbm(round_)
 
     def _load_model_from(self, directory: Path) -> None:
         """Load a saved round model into :meth:`model` (through io.read_checkpoint, with the base
