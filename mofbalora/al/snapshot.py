@@ -44,19 +44,11 @@ class SnapshotRow:
     destination_rounds: int  #: rounds trained in the destination before the call
 
 
-def _rounds_trained(state_dir: Path) -> int:
-    if not (state_dir / STATE_FILE).is_file():
-        return 0
-    return len(CampaignState.read(state_dir).history)
-
-
 def _model_rounds(state: CampaignState, config_text: str) -> list[int]:
     """The rounds whose models a resumed campaign reads: the latest trained one, and round 0 when
     the campaign started from a trained model (``al.start_model``); none for the gradient-boosting
     baseline, which the campaign fits again (:meth:`Campaign._refit_gbm`)."""
     config = yaml.safe_load(config_text) or {}
-    # the gradient-boosting baseline is refitted from the labelled set on resume (deterministic;
-    # its quantile models take about 19 MB a round at full scale)
     if not state.history or (config.get("model") or {}).get("regime") == "gbm":
         return []
     rounds = {int(state.history[-1]["round"])}
@@ -72,7 +64,8 @@ def snapshot_campaign(state_dir: str | Path, dest: str | Path) -> SnapshotRow:
     text = (state_dir / STATE_FILE).read_text()
     state = CampaignState.from_json(text, where=state_dir / STATE_FILE)
     config_text = (state_dir / CONFIG_FILE).read_text()
-    have = _rounds_trained(dest)
+    there = CampaignState.read(dest) if (dest / STATE_FILE).is_file() else None
+    have = len(there.history) if there is not None else 0
     row = SnapshotRow(
         campaign=str(state_dir),
         rounds_trained=len(state.history),
@@ -81,10 +74,10 @@ def snapshot_campaign(state_dir: str | Path, dest: str | Path) -> SnapshotRow:
     )
     if not row.copied:
         return row
-    if have and CampaignState.read(dest).seed != state.seed:
+    if there is not None and there.seed != state.seed:
         raise ValueError(
-            f"{dest} holds another campaign (seed {CampaignState.read(dest).seed}, "
-            f"{state_dir} has seed {state.seed}): not replaced"
+            f"{dest} holds another campaign (seed {there.seed}, {state_dir} has seed "
+            f"{state.seed}): not replaced"
         )
     with atomic_directory(dest, replace=True) as tmp:
         for r in _model_rounds(state, config_text):
