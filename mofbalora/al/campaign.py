@@ -72,6 +72,8 @@ from mofbalora.al.state import (
     CampaignState,
     Mode,
     read_campaign_config,
+    round_dir,
+    round_model_dir,
     write_campaign_config,
 )
 from mofbalora.data.cache import file_digest
@@ -379,7 +381,7 @@ class Campaign(CandidatePool):
     def model_dir(self, round_: int | None = None) -> Path:
         """Folder of the model trained in round ``round_`` (default: the latest finished round)."""
         r = self._last_trained_round() if round_ is None else round_
-        return self._round_dir(r) / "checkpoints" / "best"
+        return round_model_dir(self.dir, r)
 
     # -- lazily built resources --------------------------------------------------------------------
     def dataset(self):
@@ -474,7 +476,7 @@ class Campaign(CandidatePool):
         return gen
 
     def _round_dir(self, round_: int) -> Path:
-        return self.dir / "rounds" / f"round_{round_:03d}"
+        return round_dir(self.dir, round_)
 
     def _last_trained_round(self) -> int:
         if not self.history:

@@ -22,16 +22,13 @@ further is left alone: a snapshot never moves a campaign back.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
-from mofbalora.al.state import CONFIG_FILE, STATE_FILE, CampaignState
+from mofbalora.al.state import CONFIG_FILE, STATE_FILE, CampaignState, round_model_dir
 from mofbalora.io import atomic_directory
-
-#: where a round's model lies inside a campaign folder (see :meth:`Campaign.model_dir`)
-ROUND_MODEL = "rounds/round_{round:03d}/checkpoints/best"
 
 
 @dataclass(frozen=True)
@@ -81,13 +78,12 @@ def snapshot_campaign(state_dir: str | Path, dest: str | Path) -> SnapshotRow:
         )
     with atomic_directory(dest, replace=True) as tmp:
         for r in _model_rounds(state, config_text):
-            part = ROUND_MODEL.format(round=r)
-            src = state_dir / part
+            src = round_model_dir(state_dir, r)
             if not src.is_dir():
                 raise FileNotFoundError(
                     f"{state_dir}: round {r} is in the history but its model {src} is missing"
                 )
-            shutil.copytree(src, tmp / part)
+            shutil.copytree(src, round_model_dir(tmp, r))
         (tmp / CONFIG_FILE).write_text(config_text)
         (tmp / STATE_FILE).write_text(text)  # the very text the model was chosen from
     return row
@@ -105,7 +101,7 @@ def snapshot_runs(runs: str | Path, dest: str | Path) -> list[SnapshotRow]:
     for state_dir in found:
         rel = state_dir.relative_to(runs)
         row = snapshot_campaign(state_dir, dest / rel)
-        rows.append(SnapshotRow(str(rel), row.rounds_trained, row.copied, row.destination_rounds))
+        rows.append(replace(row, campaign=str(rel)))
     return rows
 
 

@@ -21,6 +21,19 @@ from mofbalora.io import atomic_write_json, read_yaml, write_yaml
 STATE_FILE = "campaign.json"
 CONFIG_FILE = "config.yaml"
 STATE_VERSION = 1
+
+
+def round_dir(state_dir: str | Path, round_: int) -> Path:
+    """The trainer's run folder of round ``round_`` in a campaign folder."""
+    return Path(state_dir) / "rounds" / f"round_{round_:03d}"
+
+
+def round_model_dir(state_dir: str | Path, round_: int) -> Path:
+    """The model of round ``round_`` in a campaign folder (``mofbalora.model.load_model`` reads
+    it)."""
+    return round_dir(state_dir, round_) / "checkpoints" / "best"
+
+
 Mode = Literal["simulated", "real"]
 Phase = Literal["train", "select", "label"]
 MODES: tuple[Mode, ...] = ("simulated", "real")
