@@ -14,6 +14,7 @@
 #
 #   MOFBALORA_QMOF=... bash scripts/run_al_benchmark.sh [MOFBALORA]     # MOFBALORA: the CLI (default .venv's)
 #   mofbalora al status --runs runs/al_qmof                              # progress and time left
+#   bash scripts/stop_al_benchmark.sh                                    # stop between rounds, snapshot, report
 #
 # Logs: runs/al_qmof/trunk_cache.log and runs/al_qmof/run_s{0,1,2}.log.
 set -euo pipefail
