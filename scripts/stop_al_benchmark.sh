@@ -19,31 +19,37 @@ RUNS=runs/al_qmof
 SNAPSHOT=reports/active_learning/campaigns
 PATTERN="al run --config workflows/al_qmof.yaml --seed"
 
-rounds_done() {  # rows of history over every campaign of seed $1
-    "$PY" - "$RUNS" "$1" <<'EOF'
-import json, sys
-from pathlib import Path
-print(sum(len(json.loads(p.read_text())["history"])
-          for p in Path(sys.argv[1]).glob(f"*/seed_{sys.argv[2]}/campaign.json")))
+# each seed's process stops once its campaigns' trained rounds (`al status`'s count) grow, or after MAX_WAIT s
+"$PY" - "$RUNS" "$MAX_WAIT" "$PATTERN" 0 1 2 <<'EOF'
+import os, signal, subprocess, sys, time
+from mofbalora.al.report import progress
+
+runs, max_wait, pattern, seeds = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+
+
+def trained() -> dict:
+    return progress(runs).groupby("seed")["rounds_trained"].sum().to_dict()
+
+
+pids = {}
+for seed in map(int, seeds):
+    found = subprocess.run(["pgrep", "-o", "-f", f"{pattern} {seed} "], capture_output=True, text=True)
+    if found.stdout.split():
+        pids[seed] = int(found.stdout.split()[0])
+start, t0 = trained(), time.monotonic()
+while pids:
+    now, waited = trained(), time.monotonic() - t0
+    for seed, pid in list(pids.items()):
+        alive = os.path.exists(f"/proc/{pid}")
+        if alive and now.get(seed, 0) <= start.get(seed, 0) and waited < max_wait:
+            continue
+        if alive:
+            os.kill(pid, signal.SIGTERM)
+        print(f"seed {seed}: stopped after {waited:.0f} s ({now.get(seed, 0)} rounds trained)")
+        del pids[seed]
+    if pids:
+        time.sleep(10)
 EOF
-}
-
-stop_seed() {  # seed: wait for its next finished round (at most MAX_WAIT s), then stop its process
-    local seed=$1 pid start waited=0
-    pid=$(pgrep -o -f "$PATTERN $seed " || true)
-    [ -n "$pid" ] || return 0
-    start=$(rounds_done "$seed")
-    while [ "$waited" -lt "$MAX_WAIT" ] && kill -0 "$pid" 2>/dev/null; do
-        [ "$(rounds_done "$seed")" -gt "$start" ] && break
-        sleep 5
-        waited=$((waited + 5))
-    done
-    kill "$pid" 2>/dev/null || true
-    echo "seed $seed: stopped after ${waited} s ($(rounds_done "$seed") rounds trained over its campaigns)"
-}
-
-for seed in 0 1 2; do stop_seed "$seed" & done
-wait
 while pgrep -f "$PATTERN" >/dev/null; do sleep 1; done
 "$CLI" al snapshot --runs "$RUNS" --out "$SNAPSHOT"
 "$CLI" al report --runs "$SNAPSHOT" --out reports/active_learning
