@@ -20,11 +20,13 @@ SNAPSHOT=reports/active_learning/campaigns
 PATTERN="al run --config workflows/al_qmof.yaml --seed"
 
 # each seed's process stops once its campaigns' trained rounds (`al status`'s count) grow, or after MAX_WAIT s
-"$PY" - "$RUNS" "$MAX_WAIT" "$PATTERN" 0 1 2 <<'EOF'
+# the pattern goes in the environment, not argv, so that the waits below never find this poller itself
+STOP_PATTERN="$PATTERN" "$PY" - "$RUNS" "$MAX_WAIT" 0 1 2 <<'EOF'
 import os, signal, subprocess, sys, time
 from mofbalora.al.report import progress
 
-runs, max_wait, pattern, seeds = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+runs, max_wait, seeds = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+pattern = os.environ["STOP_PATTERN"]
 
 
 def trained() -> dict:
@@ -49,6 +51,9 @@ while pids:
         del pids[seed]
     if pids:
         time.sleep(10)
+# leave at once: a library thread kept this poller alive after its loop (2026-12-07)
+sys.stdout.flush()
+os._exit(0)
 EOF
 while pgrep -f "$PATTERN" >/dev/null; do sleep 1; done
 "$CLI" al snapshot --runs "$RUNS" --out "$SNAPSHOT"
