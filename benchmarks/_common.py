@@ -1,9 +1,13 @@
-"""Shared helpers for the benchmarks: best-of-N wall time, and the QMOF paths to time on."""
+"""Shared helpers for the benchmarks: best-of-N wall time, the QMOF paths to time on, and copies of
+a finished campaign rewound to one of its rounds."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def best_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
@@ -25,3 +29,15 @@ def qmof_test_paths(n: int):
     ds = load_dataset()
     ids = load_split("qmof_v1")["test"][:n]
     return [ds.cif_paths[ds.index_of(i)] for i in ids]
+
+
+def campaign_at_round(src: Path, k: int, work: Path) -> dict:
+    """Start a copy of campaign ``src`` in ``work`` that holds round k's model (its best
+    checkpoint) and configuration; return ``src``'s state for the caller to rewind and write to
+    ``work / "campaign.json"``. ``src`` is only read."""
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "rounds").mkdir(parents=True)
+    shutil.copy(src / "config.yaml", work / "config.yaml")
+    best = Path("rounds") / f"round_{k:03d}" / "checkpoints" / "best"
+    shutil.copytree(src / best, work / best)
+    return json.loads((src / "campaign.json").read_text())

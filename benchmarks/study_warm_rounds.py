@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import campaign_at_round
 
 VARIANTS = {
     "A_old": dict(round_keep_start=False, round_lr=None, round_epochs=6, round_patience=2),
@@ -51,12 +51,7 @@ VARIANTS = {
 def _case(src: Path, k: int, work: Path) -> Path:
     """A copy of campaign ``src`` rewound to the start of round k + 1's training (round k's model;
     the labels of rounds 0..k + 1)."""
-    st = json.loads((src / "campaign.json").read_text())
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "rounds").mkdir(parents=True)
-    shutil.copy(src / "config.yaml", work / "config.yaml")
-    best = Path("rounds") / f"round_{k:03d}" / "checkpoints" / "best"
-    shutil.copytree(src / best, work / best)
+    st = campaign_at_round(src, k, work)
     picked = [i for h in st["history"][1 : k + 2] for i in h["picked"]]
     keep = set(st["initial"]) | set(picked)
     st.update(
