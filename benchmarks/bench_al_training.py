@@ -2,9 +2,11 @@
 "at ≤ 1/5 of its training cost"): round 0 of the simulated campaigns of ``workflows/al_qmof.yaml``
 (the same 500 initial labels, seed 0, early stopping on the 600 validation structures), each
 strategy's training seconds and the ratio to the first one. Run it on an idle machine.
+``--epochs N`` trains every strategy exactly N epochs (no early stopping): the cost of an epoch at
+equal epochs; ``--repeat`` runs the whole comparison again (a busy machine shows as spread).
 
     MOFBALORA_QMOF=... python benchmarks/bench_al_training.py [--strategy balora_lcb
-        --strategy ensemble_lcb] [--threads 2] [--state /tmp/al/cost]
+        --strategy ensemble_lcb] [--threads 2] [--state /tmp/al/cost] [--epochs 4 --repeat 2]
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def main() -> None:
     ap.add_argument("--strategy", action="append", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--state", default="/tmp/al/cost", help="campaign folders (replaced)")
+    ap.add_argument("--epochs", type=int, default=None, help="exactly N epochs (default: recipe's)")
+    ap.add_argument("--repeat", type=int, default=1, help="times to run the comparison")
     args = ap.parse_args()
 
     from mofbalora.al.campaign import simulated_campaign
@@ -29,10 +33,11 @@ def main() -> None:
     strategies = args.strategy or ["balora_lcb", "ensemble_lcb"]
     inputs: dict = {}  # read from the trunk cache once, before any clock starts
     rows = []
-    for strategy in strategies:
-        doc = load_campaign_config(
-            REPO / "workflows" / "al_qmof.yaml", [f"run.threads={args.threads}"]
-        )
+    changes = [f"run.threads={args.threads}"]
+    if args.epochs is not None:
+        changes += [f"optim.epochs={args.epochs}", f"optim.patience={args.epochs}"]
+    for strategy in strategies * args.repeat:
+        doc = load_campaign_config(REPO / "workflows" / "al_qmof.yaml", changes)
         cfg = campaign_config(doc).strategy(strategy, 0)
         state = Path(args.state) / strategy
         shutil.rmtree(state, ignore_errors=True)
@@ -40,7 +45,8 @@ def main() -> None:
         c.inputs_of(list(c.labelled) + c.state.val_ids)
         row = c.train()
         rows.append((strategy, row["seconds"]["train"], row["best_epoch"]))
-    print(f"round 0: {len(c.labelled)} labels, {args.threads} threads")
+    epochs = "the recipe's epochs" if args.epochs is None else f"{args.epochs} epochs"
+    print(f"round 0: {len(c.labelled)} labels, {args.threads} threads, {epochs}")
     print("| strategy | training seconds | best epoch | × the first |")
     print("|---|---|---|---|")
     for strategy, seconds, best in rows:
