@@ -12,7 +12,7 @@ Each variant's batch of 100 is scored against QMOF's PBE gaps:
 - ``lcb_k``: median - k * spread (spread = the capped 16-84 % half-width of the draws, total);
 - ``cautious_k``: median + k * spread, i.e. the smallest *upper* bound first (not in the library:
   kappa >= 0 there);
-- ``p_below_X``: P(gap < X eV) under N(median, spread^2) (the library's ``target`` window (0, X));
+- ``p_below_X``: P(gap < X eV) under N(median, spread^2) (the library's window_probability);
 - ``lcb_epistemic_k``: median - k * epistemic spread (k = 2 as the benchmark; large k to see whether
   the tiny epistemic part carries any signal at all);
 - ``thompson``: one of the T draws per structure.
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 from _common import campaign_at_round
-from scipy.special import ndtr
+
+from mofbalora.acquisition.functions import window_probability
 
 BATCH = 100
 METRICS = ("below_0.5", "below_1.0", "smallest_100")
@@ -45,10 +46,11 @@ def _case(src: Path, k: int, work: Path) -> Path:
     pool it had then)."""
     st = campaign_at_round(src, k, work)
     later = [i for h in st["history"][k + 1 :] for i in h["picked"]]
+    bought_later = set(later)
     st.update(
         pool=list(st["pool"]) + later,
-        labelled={i: g for i, g in st["labelled"].items() if i not in set(later)},
-        acquired=[i for i in st["acquired"] if i not in set(later)],
+        labelled={i: g for i, g in st["labelled"].items() if i not in bought_later},
+        acquired=[i for i in st["acquired"] if i not in bought_later],
         history=st["history"][: k + 1],
         round=k,
         phase="select",
@@ -60,7 +62,7 @@ def _case(src: Path, k: int, work: Path) -> Path:
 def variant_scores(table, samples: list[np.ndarray], rng: np.random.Generator) -> dict:
     """Score per variant (higher = sent to DFT first) from the ranked table's columns."""
     m = table["bandgap_median_ev"].to_numpy(float)
-    s = np.maximum(table["bandgap_spread_ev"].to_numpy(float), 1e-12)
+    s = table["bandgap_spread_ev"].to_numpy(float)
     e = table["epistemic_std_ev"].to_numpy(float)
     out = {"greedy": -m}
     for k in (0.25, 0.5, 1.0, 2.0):
@@ -68,7 +70,7 @@ def variant_scores(table, samples: list[np.ndarray], rng: np.random.Generator) -
     for k in (0.25, 0.5, 1.0):
         out[f"cautious_{k:g}"] = -m - k * s
     for x in (0.5, 1.0):
-        out[f"p_below_{x:g}"] = ndtr((x - m) / s)
+        out[f"p_below_{x:g}"] = window_probability(m, s, -np.inf, x)
     for k in (2.0, 100.0, 1000.0):
         out[f"lcb_epistemic_{k:g}"] = k * e - m
     out["thompson"] = -np.array([d[rng.integers(len(d))] if len(d) else np.nan for d in samples])
@@ -78,7 +80,7 @@ def variant_scores(table, samples: list[np.ndarray], rng: np.random.Generator) -
 def top(score: np.ndarray, ok: np.ndarray, in_domain: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` best rows: eligible rows only, in-domain rows before the others."""
     order = np.lexsort((-score, ~in_domain))  # last key first: in-domain, then score
-    return np.array([i for i in order if ok[i]][:n], dtype=int)
+    return order[ok[order]][:n]
 
 
 def summarize(cases: list[dict]) -> str:
